@@ -1,0 +1,149 @@
+"""The per-gateway flow table: flow key -> backend id, with idle expiry and LRU eviction.
+
+It is each gateway's own memory of the flows it has placed (Maglev section 3.3's connection
+tracking table, Katran's LRU).  Gateways never share it; it only has to make this gateway keep
+its own earlier choices, e.g. for the 2-5 packet-ins a new TCP connection brings before its rule
+is installed, or for flows that stay on a draining backend.
+
+Layout, chosen for memory (the target is <= 200 bytes per entry at 1,000,000 entries):
+
+- one ``dict`` from key bytes to one ``int``, relying on dict insertion order for the LRU order
+  (a hit re-inserts the key at the end; eviction and expiry pop from the front);
+- the ``int`` packs ``deadline_ms << 32 | idle_ms_code << 20 | backend_id`` so an entry is a
+  key object, a value object and a dict slot: no tuples, no per-entry objects of our own.
+
+Idle timeouts may differ per entry (per VIP), so the front of the dict is not always the first
+entry to expire; ``expire`` stops at the first live entry, and ``get`` checks the deadline itself,
+so an expired entry is never returned even if it has not been swept yet.
+
+Time is the caller's ``now`` in seconds (any monotonic clock); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAX_BACKEND_ID = (1 << 20) - 1
+MAX_IDLE_TIMEOUT = 4095  # seconds; fits the 12-bit field
+_BACKEND_MASK = (1 << 20) - 1
+_IDLE_SHIFT = 20
+_IDLE_MASK = (1 << 12) - 1
+_DEADLINE_SHIFT = 32
+
+
+@dataclass
+class FlowTableCounters:
+    hits: int = 0
+    misses: int = 0
+    tcp_non_syn_misses: int = 0
+    inserts: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    removals: int = 0
+
+
+class FlowTable:
+    """Flow key bytes -> backend id (0..2**20-1)."""
+
+    def __init__(self, capacity: int = 1_000_000):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+        self.capacity = capacity
+        self.counters = FlowTableCounters()
+        self._entries: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def get(self, key: bytes, now: float, tcp_non_syn: bool = False) -> int | None:
+        """The backend id of a live entry (refreshing its idle timer), or None on a miss.
+
+        ``tcp_non_syn`` marks a miss of a TCP packet that cannot open a connection: the flow was
+        started on another gateway or before a restart.  Such misses are counted separately.
+        """
+        packed = self._entries.pop(key, None)
+        if packed is not None:
+            now_ms = int(now * 1000)
+            if packed >> _DEADLINE_SHIFT > now_ms:
+                idle_ms = ((packed >> _IDLE_SHIFT) & _IDLE_MASK) * 1000
+                low = packed & ((1 << _DEADLINE_SHIFT) - 1)
+                self._entries[key] = (now_ms + idle_ms) << _DEADLINE_SHIFT | low
+                self.counters.hits += 1
+                return packed & _BACKEND_MASK
+            self.counters.expirations += 1
+        self.counters.misses += 1
+        if tcp_non_syn:
+            self.counters.tcp_non_syn_misses += 1
+        return None
+
+    def peek(self, key: bytes, now: float) -> int | None:
+        """Like ``get`` but changes nothing: no counters, no refresh, no LRU move."""
+        packed = self._entries.get(key)
+        if packed is None or packed >> _DEADLINE_SHIFT <= int(now * 1000):
+            return None
+        return packed & _BACKEND_MASK
+
+    def put(self, key: bytes, backend_id: int, now: float, idle_timeout: int) -> None:
+        """Insert or replace an entry; evicts the least recently used one when full."""
+        if not 0 <= backend_id <= MAX_BACKEND_ID:
+            raise ValueError(f"backend_id must be 0..{MAX_BACKEND_ID}, got {backend_id}")
+        if not 1 <= idle_timeout <= MAX_IDLE_TIMEOUT:
+            raise ValueError(f"idle_timeout must be 1..{MAX_IDLE_TIMEOUT} s, got {idle_timeout}")
+        entries = self._entries
+        if entries.pop(key, None) is None:
+            self.counters.inserts += 1
+            if len(entries) >= self.capacity:
+                del entries[next(iter(entries))]
+                self.counters.evictions += 1
+        deadline_ms = int(now * 1000) + idle_timeout * 1000
+        entries[key] = deadline_ms << _DEADLINE_SHIFT | idle_timeout << _IDLE_SHIFT | backend_id
+
+    def remove(self, key: bytes) -> bool:
+        if self._entries.pop(key, None) is None:
+            return False
+        self.counters.removals += 1
+        return True
+
+    def expire(self, now: float, limit: int | None = None) -> int:
+        """Drop expired entries from the LRU end, at most ``limit`` of them; returns how many.
+
+        Bounded so that a caller on the packet path can sweep a little at a time.
+        """
+        now_ms = int(now * 1000)
+        entries = self._entries
+        dropped = 0
+        while entries and (limit is None or dropped < limit):
+            key = next(iter(entries))
+            if entries[key] >> _DEADLINE_SHIFT > now_ms:
+                break
+            del entries[key]
+            dropped += 1
+        self.counters.expirations += dropped
+        return dropped
+
+    def drop_backend(self, backend_id: int) -> int:
+        """Remove every entry of one backend (it went down); returns how many.  O(entries)."""
+        doomed = [k for k, packed in self._entries.items() if packed & _BACKEND_MASK == backend_id]
+        for key in doomed:
+            del self._entries[key]
+        self.counters.removals += len(doomed)
+        return len(doomed)
+
+    def items(self, now: float) -> Iterator[tuple[bytes, int, float]]:
+        """(key, backend id, seconds until idle expiry) of live entries, oldest use first."""
+        now_ms = int(now * 1000)
+        for key, packed in list(self._entries.items()):
+            deadline_ms = packed >> _DEADLINE_SHIFT
+            if deadline_ms > now_ms:
+                yield key, packed & _BACKEND_MASK, (deadline_ms - now_ms) / 1000
+
+    def count_by_backend(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for packed in self._entries.values():
+            backend_id = packed & _BACKEND_MASK
+            counts[backend_id] = counts.get(backend_id, 0) + 1
+        return counts

@@ -1,0 +1,130 @@
+"""Health state machine, one per (VIP, backend), with HAProxy's meanings:
+
+- ``interval``: seconds between the starts of two probes;
+- ``timeout``: seconds a probe may take; no answer by then is a failure;
+- ``rise``: consecutive successes that bring a DOWN backend UP;
+- ``fall``: consecutive failures that take an UP backend DOWN.
+
+A backend starts UP by default (HAProxy's default too).  That matters here: a controller that
+restarts must pick the same backends as its peers at once, and its peers see all healthy
+backends as UP; starting DOWN would make the restarted gateway disagree for ``rise * interval``.
+
+Pure: it never probes and never reads a clock.  The shell asks ``due(now)``, runs the probe,
+and reports ``record(ok, now)``; a transition comes back as a value.  A probe whose result never
+came is reported by the shell as a failure once ``timeout`` has passed (``probe_deadline``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UP = "up"
+DOWN = "down"
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 3
+    fall: int = 3
+
+    def __post_init__(self):
+        problem = policy_problem(self.interval, self.timeout, self.rise, self.fall)
+        if problem:
+            raise ValueError(problem)
+
+    @property
+    def worst_detection_time(self) -> float:
+        """Longest time from a backend dying to this machine marking it down."""
+        return self.interval * self.fall + self.timeout
+
+
+def policy_problem(interval, timeout, rise, fall) -> str | None:
+    for name, value in (("interval", interval), ("timeout", timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            return f"{name} must be a positive number of seconds, got {value!r}"
+    if timeout > interval:
+        return f"timeout ({timeout}) must not exceed interval ({interval})"
+    for name, value in (("rise", rise), ("fall", fall)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            return f"{name} must be an integer 1..100, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: str  # UP or DOWN: the new state
+    at: float
+    reason: str
+
+
+class HealthState:
+    """Consecutive-result counting with hysteresis, fed by probe results."""
+
+    __slots__ = (
+        "policy",
+        "state",
+        "_streak",
+        "next_probe_at",
+        "probe_started_at",
+        "last_result",
+        "last_result_at",
+        "last_detail",
+        "changed_at",
+    )
+
+    def __init__(self, policy: HealthPolicy, now: float, initial: str = UP, phase: float = 0.0):
+        if initial not in (UP, DOWN):
+            raise ValueError(f"initial state must be {UP!r} or {DOWN!r}, got {initial!r}")
+        self.policy = policy
+        self.state = initial
+        self._streak = 0  # consecutive results that argue against the current state
+        # ``phase`` (0..1, chosen by the caller, e.g. at random) spreads the first probes of
+        # many backends over one interval instead of firing them all at once.
+        self.next_probe_at = now + policy.interval * min(max(phase, 0.0), 1.0)
+        self.probe_started_at: float | None = None
+        self.last_result: bool | None = None
+        self.last_result_at: float | None = None
+        self.last_detail = ""
+        self.changed_at = now
+
+    @property
+    def is_up(self) -> bool:
+        return self.state == UP
+
+    def due(self, now: float) -> bool:
+        return self.probe_started_at is None and now >= self.next_probe_at
+
+    def start_probe(self, now: float) -> float:
+        """Mark a probe as started; returns its deadline (now + timeout)."""
+        self.probe_started_at = now
+        # Schedule from the planned time, not from ``now``, so a late loop does not drift.
+        self.next_probe_at = max(self.next_probe_at + self.policy.interval, now)
+        return now + self.policy.timeout
+
+    def probe_deadline(self) -> float | None:
+        if self.probe_started_at is None:
+            return None
+        return self.probe_started_at + self.policy.timeout
+
+    def record(self, ok: bool, now: float, detail: str = "") -> Transition | None:
+        """Feed one probe result; returns the transition it caused, if any."""
+        started = self.probe_started_at
+        if ok and started is not None and now - started > self.policy.timeout:
+            ok, detail = False, f"answered after the {self.policy.timeout}s timeout"
+        self.probe_started_at = None
+        self.last_result = ok
+        self.last_result_at = now
+        self.last_detail = detail
+        if ok == self.is_up:
+            self._streak = 0
+            return None
+        self._streak += 1
+        needed = self.policy.rise if ok else self.policy.fall
+        if self._streak < needed:
+            return None
+        self._streak = 0
+        self.state = UP if ok else DOWN
+        self.changed_at = now
+        return Transition(self.state, now, detail or ("probe succeeded" if ok else "probe failed"))

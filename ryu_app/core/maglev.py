@@ -1,0 +1,235 @@
+"""Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable Software Network
+Load Balancer", NSDI 2016, section 3.4), with integer weights.
+
+Every gateway controller builds its lookup table from nothing but the set of (name, weight)
+pairs of a VIP's healthy backends and the table size, so two controllers that share no state
+still send the same flow to the same backend:
+
+- Backends are sorted by name before building; the order they were configured or reported
+  healthy in does not matter (Envoy issue 20703 and Cilium PR 13461 are what happens otherwise).
+- ``offset`` and ``skip`` come from mmh3 with fixed seeds, never from Python's ``hash()``, which
+  changes with ``PYTHONHASHSEED``.
+- The table size must be prime so that every backend's preference list
+  ``(offset + j * skip) mod table_size`` visits every slot exactly once.
+
+Weights follow the same round-robin population as the paper: in every round each backend earns
+``weight`` credits and claims its next preferred free slot once it holds ``max_weight`` credits.
+With equal weights that is exactly the paper's algorithm (one claim per backend per round); with
+unequal weights a backend's slot count is proportional to its weight, and weight 0 (draining)
+claims nothing.
+
+The population loop is the hot spot of a rebuild.  Its cost is dominated by the last free
+slots: when ``free`` slots are left, a backend probes about ``table_size / free`` taken slots
+before it finds one, so the final few hundred slots cost more probes than the first 90% of the
+table.  ``_populate`` therefore switches strategy near the end (see ``_fill_tail``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import mmh3
+
+DEFAULT_TABLE_SIZE = 65537
+MIN_TABLE_SIZE = 7
+MAX_TABLE_SIZE = 16_777_259  # smallest prime above 2**24; keeps a table under ~70 MB
+MAX_WEIGHT = 10_000
+
+# Fixed seeds: part of Lockstep's wire contract.  Changing them changes every table and breaks
+# every connection across an upgrade of mixed versions, so they never change.
+OFFSET_SEED = 0x4C4F434B  # "LOCK"
+SKIP_SEED = 0x53544550  # "STEP"
+
+NO_BACKEND = -1
+
+
+def is_prime(number: int) -> bool:
+    """Deterministic primality test, fine for table sizes (trial division up to sqrt)."""
+    if number < 2:
+        return False
+    if number % 2 == 0:
+        return number == 2
+    divisor = 3
+    while divisor * divisor <= number:
+        if number % divisor == 0:
+            return False
+        divisor += 2
+    return True
+
+
+def table_size_problem(table_size: object) -> str | None:
+    """Why ``table_size`` cannot be used, or None if it can.  Shared by config and API."""
+    if isinstance(table_size, bool) or not isinstance(table_size, int):
+        return f"must be an integer, got {type(table_size).__name__}"
+    if table_size < MIN_TABLE_SIZE:
+        return f"must be at least {MIN_TABLE_SIZE}, got {table_size}"
+    if table_size > MAX_TABLE_SIZE:
+        return f"must be at most {MAX_TABLE_SIZE}, got {table_size}"
+    if not is_prime(table_size):
+        return f"must be prime, got {table_size} (e.g. 251, 4099, 65537, 655373)"
+    return None
+
+
+def check_table_size(table_size: int) -> int:
+    problem = table_size_problem(table_size)
+    if problem:
+        raise ValueError(f"table_size {problem}")
+    return table_size
+
+
+def backend_permutation(name: str, table_size: int) -> tuple[int, int]:
+    """(offset, skip) of a backend's preference list, identical on every machine."""
+    key = name.encode("utf-8")
+    offset = mmh3.hash(key, OFFSET_SEED, signed=False) % table_size
+    skip = mmh3.hash(key, SKIP_SEED, signed=False) % (table_size - 1) + 1
+    return offset, skip
+
+
+@dataclass(frozen=True)
+class MaglevTable:
+    """An immutable lookup table: ``slots[i]`` indexes ``names`` (or is -1 when empty).
+
+    ``names`` holds only the backends with a positive weight, sorted.  Immutable so that a
+    rebuilt table can be swapped in with one reference assignment while lookups go on.
+    """
+
+    table_size: int
+    names: tuple[str, ...]
+    slots: array
+
+    def lookup(self, flow_hash: int) -> str | None:
+        if not self.names:
+            return None
+        return self.names[self.slots[flow_hash % self.table_size]]
+
+    def slot_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.names, 0)
+        for index in self.slots:
+            if index >= 0:
+                counts[self.names[index]] += 1
+        return counts
+
+
+def normalize_backends(backends: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """Validate and sort (name, weight) pairs; the result is the table's whole identity."""
+    seen: dict[str, int] = {}
+    for name, weight in backends:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"backend name must be a non-empty string, got {name!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise ValueError(f"backend {name!r}: weight must be an integer, got {weight!r}")
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"backend {name!r}: weight must be 0..{MAX_WEIGHT}, got {weight}")
+        if name in seen:
+            raise ValueError(f"backend {name!r} appears twice")
+        seen[name] = weight
+    return tuple(sorted(seen.items()))
+
+
+def build_table(
+    backends: Iterable[tuple[str, int]], table_size: int = DEFAULT_TABLE_SIZE
+) -> MaglevTable:
+    """Build the lookup table for a set of (name, weight) backends.
+
+    The result depends only on the set of pairs and ``table_size``.  Backends of weight 0 get
+    no slots.  With no backend of positive weight the table is empty and every lookup answers
+    None; with exactly one, that backend owns every slot.
+    """
+    check_table_size(table_size)
+    active = [(name, weight) for name, weight in normalize_backends(backends) if weight > 0]
+    names = tuple(name for name, _ in active)
+    typecode = "h" if len(names) < 2**15 else "i"
+    if not names:
+        return MaglevTable(table_size, names, array(typecode))
+    if len(names) == 1:
+        return MaglevTable(table_size, names, array(typecode, bytes(table_size * 2)))
+    permutations = [backend_permutation(name, table_size) for name in names]
+    schedule = claim_schedule([weight for _, weight in active])
+    owners = _populate(permutations, schedule, table_size)
+    return MaglevTable(table_size, names, array(typecode, owners))
+
+
+def claim_schedule(weights: Sequence[int]) -> list[int]:
+    """Backend indices in claiming order over one period of rounds.
+
+    In each round backend ``i`` earns ``weights[i]`` credits and claims once it has
+    ``max(weights)``; after ``max(weights)`` rounds the credits are back at zero, so the
+    schedule repeats.  Over one period backend ``i`` claims exactly ``weights[i]`` times.
+    """
+    top = max(weights)
+    if all(weight == top for weight in weights):
+        return list(range(len(weights)))
+    credits = [0] * len(weights)
+    schedule = []
+    for _ in range(top):
+        for index, weight in enumerate(weights):
+            credits[index] += weight
+            if credits[index] >= top:
+                credits[index] -= top
+                schedule.append(index)
+    return schedule
+
+
+def _populate(permutations: Sequence[tuple[int, int]], schedule: Sequence[int], size: int) -> list:
+    """Fill ``size`` slots with backend indices, claiming in ``schedule`` order (cyclically)."""
+    owners = [NO_BACKEND] * size
+    cursor = [offset for offset, _ in permutations]  # next slot each backend will try
+    skips = [skip for _, skip in permutations]
+    # Switch to the tail strategy when this many free slots are left (see _fill_tail); the
+    # balance point between probing and precomputing measured best at about 0.3 * size / backends.
+    tail = min(size, max(16, min(size // 4, (3 * size) // (10 * len(permutations)))))
+    budget = size - tail  # claims made by probing
+    plan = [(index, skips[index]) for index in schedule]
+    position = 0
+    while budget > 0:
+        for position, (index, skip) in enumerate(plan):  # noqa: B007 (position used below)
+            slot = cursor[index]
+            while owners[slot] >= 0:
+                slot += skip
+                if slot >= size:
+                    slot -= size
+            owners[slot] = index
+            slot += skip
+            cursor[index] = slot - size if slot >= size else slot
+            budget -= 1
+            if not budget:
+                break
+        position = (position + 1) % len(plan)
+    _fill_tail(owners, permutations, cursor, schedule, position, tail, size)
+    return owners
+
+
+def _fill_tail(owners, permutations, cursor, schedule, position, free_count, size) -> None:
+    """Finish the table exactly as the probing loop would, without probing.
+
+    Backend ``i`` tries slots in the order ``(offset + j * skip) mod size``; every slot before its
+    cursor is already taken, so its next claim is the free slot with the smallest ``j`` at or
+    after the cursor.  With few free slots left it is cheaper to compute, for every backend, the
+    order in which it will meet the free slots (``j = (slot - offset) * skip^-1 mod size``; the
+    inverse exists because ``size`` is prime) than to probe ~``size / free`` taken slots per claim.
+    """
+    free = [slot for slot, owner in enumerate(owners) if owner < 0]
+    preference: dict[int, list[int]] = {}
+    heads: dict[int, int] = {}
+    for index, (_, skip) in enumerate(permutations):
+        inverse = pow(skip, -1, size)
+        start = cursor[index]
+        # Steps along this backend's list from its cursor to each free slot, in the order
+        # it will meet them, turned back into slots.
+        steps = sorted([(slot - start) * inverse % size for slot in free])
+        preference[index] = [(start + step * skip) % size for step in steps]
+        heads[index] = 0
+    period = len(schedule)
+    remaining = free_count
+    while remaining:
+        index = schedule[position]
+        position = position + 1 if position + 1 < period else 0
+        order = preference[index]
+        head = heads[index]
+        while owners[order[head]] >= 0:
+            head += 1
+        owners[order[head]] = index
+        heads[index] = head + 1
+        remaining -= 1

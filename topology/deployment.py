@@ -1,0 +1,429 @@
+"""The deployment file: VIPs with their backends, gateways, and (for emulation) clients, router
+and underlay.  Parsed into frozen dataclasses by one validator used everywhere: ``lockstep
+check``, controller start-up and the REST API (which reads a single VIP with ``parse_vip``).
+
+Defaults and types are declared once, in the field tables below.  ``load``/``parse`` report every
+problem at once, each with its key path, as a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ryu_app.core.flowkey import HASH_5TUPLE, HASH_MODES
+from ryu_app.core.health import policy_problem
+from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, MAX_WEIGHT, table_size_problem
+from topology.model import reachability_problems
+from topology.schema import (
+    REQUIRED,
+    ConfigError,
+    Field,
+    Invalid,
+    ListOf,
+    Problem,
+    Section,
+    choice,
+    datapath_id,
+    endpoint,
+    integer,
+    ip_address,
+    ip_network,
+    join,
+    mac_address,
+    name,
+    number,
+    optional,
+    text,
+)
+
+DEFAULT_IDLE_TIMEOUT = {"tcp": 60, "udp": 30}
+DEFAULT_VNI = 100
+
+
+# ---- the model ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: str = "tcp"  # "tcp": connect; "http": GET path, expect status
+    port: int | None = None  # None: the VIP's port
+    path: str = "/"
+    expect_status: int = 200
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 3
+    fall: int = 3
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    tunnel_ip: str  # the VM's VXLAN tunnel endpoint
+    mac: str  # inner destination MAC (the VM's VXLAN device)
+    weight: int = 1  # 0 = draining: keeps its flows, takes no new ones
+
+
+@dataclass(frozen=True)
+class Vip:
+    name: str
+    address: str
+    port: int
+    protocol: str = "tcp"
+    hash: str = HASH_5TUPLE
+    table_size: int = DEFAULT_TABLE_SIZE
+    idle_timeout: int = 60
+    vni: int = DEFAULT_VNI
+    health: HealthCheck = field(default_factory=HealthCheck)
+    backends: tuple[Backend, ...] = ()
+
+    @property
+    def ip_version(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+    def backend(self, backend_name: str) -> Backend | None:
+        return next((b for b in self.backends if b.name == backend_name), None)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    dpid: int
+    addresses: tuple[str, ...]  # its own addresses on the uplink (answered for ARP/ND)
+    tunnel_ip: str  # local VXLAN endpoint
+    openflow: tuple[str, int]  # where its controller listens for the switch
+    rest: tuple[str, int]  # where its controller serves the REST API
+    uplink_port: str
+    tunnel_port: str = "vxlan0"
+    mac: str | None = None
+    state_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Router:
+    name: str = "router"
+    client_subnet: str = "10.1.0.0/24"
+    uplink_subnet: str = "10.0.0.0/24"
+    address: str | None = None  # on the underlay: the VMs' default route (return path)
+
+
+@dataclass(frozen=True)
+class Underlay:
+    subnet: str
+    mtu: int = 1600
+
+
+@dataclass(frozen=True)
+class Deployment:
+    vips: tuple[Vip, ...]
+    gateways: tuple[Gateway, ...]
+    clients: tuple[Client, ...] = ()
+    router: Router | None = None
+    underlay: Underlay | None = None
+
+    def gateway(self, gateway_name: str) -> Gateway:
+        for gateway in self.gateways:
+            if gateway.name == gateway_name:
+                return gateway
+        known = ", ".join(g.name for g in self.gateways)
+        raise KeyError(f"no gateway named {gateway_name!r} (known: {known})")
+
+    def vip(self, vip_name: str) -> Vip:
+        for vip in self.vips:
+            if vip.name == vip_name:
+                return vip
+        known = ", ".join(v.name for v in self.vips)
+        raise KeyError(f"no VIP named {vip_name!r} (known: {known})")
+
+
+# ---- the schema ---------------------------------------------------------------------------------
+
+
+def _table_size(value: Any) -> int:
+    problem = table_size_problem(value)
+    if problem:
+        raise Invalid(problem)
+    return value
+
+
+HEALTH_FIELDS = Section(
+    {
+        "type": Field(choice("tcp", "http"), "tcp"),
+        "port": Field(optional(integer(1, 65535)), None),
+        "path": Field(text(1024, r"^/"), "/"),
+        "expect_status": Field(integer(100, 599), 200),
+        "interval": Field(number(0.05, 3600), 2.0),
+        "timeout": Field(number(0.01, 3600), 1.0),
+        "rise": Field(integer(1, 100), 3),
+        "fall": Field(integer(1, 100), 3),
+    }
+)
+
+BACKEND_FIELDS = Section(
+    {
+        "name": Field(name),
+        "tunnel_ip": Field(ip_address),
+        "mac": Field(mac_address),
+        "weight": Field(integer(0, MAX_WEIGHT), 1),
+    }
+)
+
+VIP_FIELDS = Section(
+    {
+        "name": Field(name),
+        "address": Field(ip_address),
+        "port": Field(integer(1, 65535)),
+        "protocol": Field(choice("tcp", "udp"), "tcp"),
+        "hash": Field(choice(*HASH_MODES), HASH_5TUPLE),
+        "table_size": Field(_table_size, DEFAULT_TABLE_SIZE),
+        "idle_timeout": Field(optional(integer(1, 4095)), None),
+        "vni": Field(integer(0, 2**24 - 1), DEFAULT_VNI),
+        "health": Field(HEALTH_FIELDS, None),
+        "backends": Field(ListOf(BACKEND_FIELDS), []),
+    }
+)
+
+GATEWAY_FIELDS = Section(
+    {
+        "name": Field(name),
+        "dpid": Field(datapath_id),
+        "addresses": Field(ListOf(ip_address, min_items=1)),
+        "tunnel_ip": Field(ip_address),
+        "openflow": Field(endpoint, REQUIRED),
+        "rest": Field(endpoint, REQUIRED),
+        "uplink_port": Field(text(15)),
+        "tunnel_port": Field(text(15), "vxlan0"),
+        "mac": Field(optional(mac_address), None),
+        "state_file": Field(optional(text(4096)), None),
+    }
+)
+
+CLIENT_FIELDS = Section({"name": Field(name), "address": Field(ip_address)})
+
+ROUTER_FIELDS = Section(
+    {
+        "name": Field(name, "router"),
+        "client_subnet": Field(ip_network, "10.1.0.0/24"),
+        "uplink_subnet": Field(ip_network, "10.0.0.0/24"),
+        "address": Field(optional(ip_address), None),
+    }
+)
+
+UNDERLAY_FIELDS = Section({"subnet": Field(ip_network), "mtu": Field(integer(1280, 9000), 1600)})
+
+DEPLOYMENT_FIELDS = Section(
+    {
+        "version": Field(choice(1), 1),
+        "vips": Field(ListOf(VIP_FIELDS), []),
+        "gateways": Field(ListOf(GATEWAY_FIELDS, min_items=1)),
+        "clients": Field(ListOf(CLIENT_FIELDS), []),
+        "router": Field(ROUTER_FIELDS, None),
+        "underlay": Field(UNDERLAY_FIELDS, None),
+    }
+)
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Deployment:
+    """Read and validate a deployment file; raises ConfigError naming every problem."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([Problem("", f"cannot read {path}: {error.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem("", f"{path} is not UTF-8 text")]) from None
+    return parse_text(source, str(path))
+
+
+def parse_text(source: str, origin: str = "<text>") -> Deployment:
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(error, "problem", None) or str(error)
+        raise ConfigError([Problem("", f"{origin} is not valid YAML{where}: {reason}")]) from None
+    return parse(data)
+
+
+def parse(data: Any) -> Deployment:
+    problems: list[Problem] = []
+    raw = DEPLOYMENT_FIELDS.read(data, "", problems)
+    if raw is None:
+        raise ConfigError(problems)
+    vips = tuple(_build_vip(v) for v in raw["vips"])
+    gateways = tuple(_build_gateway(g) for g in raw["gateways"])
+    deployment = Deployment(
+        vips=vips,
+        gateways=gateways,
+        clients=tuple(Client(**c) for c in raw["clients"]),
+        router=Router(**raw["router"]) if raw["router"] is not None else None,
+        underlay=Underlay(**raw["underlay"]) if raw["underlay"] is not None else None,
+    )
+    for index, vip in enumerate(vips):
+        problems.extend(vip_problems(vip, join("vips", index)))
+    problems.extend(deployment_problems(deployment))
+    if problems:
+        raise ConfigError(problems)
+    return deployment
+
+
+def parse_vip(data: Any, path: str = "") -> Vip:
+    """One VIP, as the REST API receives it; same schema and rules as in the file."""
+    problems: list[Problem] = []
+    raw = VIP_FIELDS.read(data, path, problems)
+    if raw is None:
+        raise ConfigError(problems)
+    vip = _build_vip(raw)
+    problems.extend(vip_problems(vip, path))
+    if problems:
+        raise ConfigError(problems)
+    return vip
+
+
+def parse_backend(data: Any, path: str = "") -> Backend:
+    problems: list[Problem] = []
+    raw = BACKEND_FIELDS.read(data, path, problems)
+    if raw is None:
+        raise ConfigError(problems)
+    return Backend(**raw)
+
+
+def _build_vip(raw: dict) -> Vip:
+    idle = raw["idle_timeout"] or DEFAULT_IDLE_TIMEOUT[raw["protocol"]]
+    health = HealthCheck(**(raw["health"] or {}))
+    backends = tuple(Backend(**b) for b in raw["backends"])
+    return Vip(**{**raw, "idle_timeout": idle, "health": health, "backends": backends})
+
+
+def _build_gateway(raw: dict) -> Gateway:
+    return Gateway(**{**raw, "addresses": tuple(raw["addresses"])})
+
+
+# ---- rules that span fields ---------------------------------------------------------------------
+
+
+def vip_problems(vip: Vip, path: str) -> list[Problem]:
+    problems = []
+    health = vip.health
+    problem = policy_problem(health.interval, health.timeout, health.rise, health.fall)
+    if problem:
+        problems.append(Problem(join(path, "health"), problem))
+    if health.type == "http" and vip.protocol != "tcp":
+        problems.append(Problem(join(path, "health.type"), "http checks need a tcp VIP"))
+    seen: dict[str, int] = {}
+    seen_tunnel: dict[str, str] = {}
+    for index, backend in enumerate(vip.backends):
+        where = join(join(path, "backends"), index)
+        if backend.name in seen:
+            problems.append(
+                Problem(
+                    join(where, "name"),
+                    f"duplicate backend {backend.name!r} (also #{seen[backend.name]})",
+                )
+            )
+        seen.setdefault(backend.name, index)
+        if backend.tunnel_ip in seen_tunnel:
+            other = seen_tunnel[backend.tunnel_ip]
+            problems.append(
+                Problem(
+                    join(where, "tunnel_ip"), f"{backend.tunnel_ip} is already backend {other!r}"
+                )
+            )
+        seen_tunnel.setdefault(backend.tunnel_ip, backend.name)
+    return problems
+
+
+def deployment_problems(deployment: Deployment) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def unique(items, key, label):
+        owners: dict[Any, str] = {}
+        for where, item in items:
+            value = key(item)
+            if value in owners:
+                problems.append(
+                    Problem(where, f"duplicate {label} {value!r} (also {owners[value]})")
+                )
+            else:
+                owners[value] = where
+
+    vips = [(join("vips", i), v) for i, v in enumerate(deployment.vips)]
+    gateways = [(join("gateways", i), g) for i, g in enumerate(deployment.gateways)]
+    clients = [(join("clients", i), c) for i, c in enumerate(deployment.clients)]
+    unique([(f"{w}.name", v) for w, v in vips], lambda v: v.name, "VIP name")
+    unique(
+        [(f"{w}.address", v) for w, v in vips],
+        lambda v: (v.address, v.port, v.protocol),
+        "VIP address, port and protocol",
+    )
+    unique([(f"{w}.dpid", g) for w, g in gateways], lambda g: g.dpid, "datapath id")
+    unique([(f"{w}.tunnel_ip", g) for w, g in gateways], lambda g: g.tunnel_ip, "tunnel_ip")
+    unique(
+        [(f"{w}.openflow", g) for w, g in gateways],
+        lambda g: _hostport(g.openflow),
+        "listen address",
+    )
+    unique([(f"{w}.rest", g) for w, g in gateways], lambda g: _hostport(g.rest), "listen address")
+    addresses = [
+        (f"{w}.addresses[{i}]", a) for w, g in gateways for i, a in enumerate(g.addresses)
+    ] + [(f"{w}.address", c.address) for w, c in clients]
+    unique(addresses, lambda a: a, "address")
+    # Every node of the model graph needs its own name.
+    names = [(f"{w}.name", g.name) for w, g in gateways] + [
+        (f"{w}.name", c.name) for w, c in clients
+    ]
+    if deployment.router:
+        names.append(("router.name", deployment.router.name))
+    names += _backend_names(deployment, problems)
+    unique(names, lambda n: n, "name")
+    if deployment.underlay:
+        problems.extend(reachability_problems(deployment))
+    return problems
+
+
+def _hostport(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _backend_names(deployment: Deployment, problems: list[Problem]) -> list[tuple[str, str]]:
+    """One entry per distinct VM; a VM that serves several VIPs must be described the same way."""
+    first: dict[str, tuple[str, Backend]] = {}
+    by_tunnel: dict[str, str] = {}
+    for vi, vip in enumerate(deployment.vips):
+        for bi, backend in enumerate(vip.backends):
+            where = f"vips[{vi}].backends[{bi}]"
+            if backend.name in first:
+                other_where, other = first[backend.name]
+                if (other.tunnel_ip, other.mac) != (backend.tunnel_ip, backend.mac):
+                    problems.append(
+                        Problem(
+                            where,
+                            f"backend {backend.name!r} differs from {other_where} "
+                            "(same name must mean the same tunnel_ip and mac)",
+                        )
+                    )
+                continue
+            owner = by_tunnel.get(backend.tunnel_ip)
+            if owner is not None and owner != backend.name:
+                problems.append(
+                    Problem(
+                        f"{where}.tunnel_ip", f"{backend.tunnel_ip} belongs to backend {owner!r}"
+                    )
+                )
+            first[backend.name] = (where, backend)
+            by_tunnel.setdefault(backend.tunnel_ip, backend.name)
+    return [(f"{where}.name", backend_name) for backend_name, (where, _) in first.items()]

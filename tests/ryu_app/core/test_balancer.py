@@ -1,0 +1,260 @@
+"""A gateway's decisions: consistent across gateways, sticky per gateway, re-hash on failure."""
+
+import ipaddress
+import random
+
+import pytest
+
+from ryu_app.core.balancer import Balancer, TableCache
+from ryu_app.core.flowkey import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Flow
+from ryu_app.core.flowtable import FlowTable
+from topology.deployment import Backend, HealthCheck, Vip
+
+
+def backends(count, weight=1):
+    return tuple(
+        Backend(f"vm{i}", f"192.168.100.{10 + i}", f"02:00:00:00:01:{i:02x}", weight)
+        for i in range(1, count + 1)
+    )
+
+
+def make_vip(name="web", address="10.0.0.100", port=80, count=4, **fields):
+    return Vip(name, address, port, backends=fields.pop("backends", backends(count)), **fields)
+
+
+def tcp_flow(
+    src="10.1.0.11", sport=40000, dst="10.0.0.100", dport=80, flags=TCP_SYN, proto=PROTO_TCP
+):
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    return Flow(s.version, s.packed, d.packed, proto, sport, dport, flags)
+
+
+def random_flows(count, seed=1, dst="10.0.0.100"):
+    rng = random.Random(seed)
+    return [
+        tcp_flow(
+            src=str(ipaddress.IPv4Address(rng.getrandbits(32))),
+            sport=rng.randint(1024, 65535),
+            dst=dst,
+        )
+        for _ in range(count)
+    ]
+
+
+def ready(*vips):
+    balancer = Balancer()
+    for vip in vips:
+        balancer.rebuild_now(balancer.set_vip(vip))
+    return balancer
+
+
+def test_two_gateways_with_the_same_healthy_set_agree_without_sharing_anything():
+    vip = make_vip(count=8)
+    gateway_a = ready(vip)
+    # The other gateway learns the same VIP with backends in another order.
+    shuffled = list(vip.backends)
+    random.Random(3).shuffle(shuffled)
+    gateway_b = ready(make_vip(backends=tuple(shuffled)))
+    for flow in random_flows(2000):
+        a, b = gateway_a.pick(flow, 0.0), gateway_b.pick(flow, 0.0)
+        assert a.backend.name == b.backend.name
+    # All eight backends get flows.
+    assert len({gateway_a.predict(f) for f in random_flows(2000)}) == 8
+
+
+def test_a_flow_keeps_its_backend_from_the_flow_table():
+    balancer = ready(make_vip())
+    flow = tcp_flow()
+    first = balancer.pick(flow, 0.0)
+    assert not first.from_table
+    again = balancer.pick(tcp_flow(flags=TCP_ACK), 1.0)
+    assert again.from_table and again.backend == first.backend
+    assert balancer.flows.counters.hits == 1 and balancer.flows.counters.inserts == 1
+
+
+def test_non_syn_miss_is_counted_separately():
+    balancer = ready(make_vip())
+    balancer.pick(tcp_flow(flags=TCP_ACK), 0.0)
+    balancer.pick(tcp_flow(sport=1, flags=TCP_SYN), 0.0)
+    assert balancer.flows.counters.misses == 2
+    assert balancer.flows.counters.tcp_non_syn_misses == 1
+
+
+def test_backend_down_drops_its_flow_table_entries_at_once():
+    balancer = ready(make_vip(count=5))
+    for flow in random_flows(1000):
+        balancer.pick(flow, 0.0)
+    victim_id = balancer.vips["web"].backend_ids["vm3"]
+    assert balancer.flows.count_by_backend()[victim_id] > 0
+    assert balancer.set_health("web", "vm3", False)  # a rebuild is requested ...
+    # ... and before it lands, the victim's entries are already gone.
+    assert victim_id not in balancer.flows.count_by_backend()
+    assert balancer.set_health("web", "vm3", False) == []  # idempotent
+
+
+def test_backend_down_then_rebuild_moves_only_the_victims_flows():
+    balancer = ready(make_vip(count=5))
+    flows = random_flows(1000)
+    before = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
+    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    after = {flow: balancer.pick(flow, 1.0) for flow in flows}
+    for flow, decision in after.items():
+        assert decision.backend.name != "vm3"
+        if before[flow] != "vm3":
+            assert decision.backend.name == before[flow]
+            assert decision.from_table
+    # A gateway that never saw the flows (empty table) agrees with this one on every flow.
+    fresh = ready(make_vip(count=5))
+    fresh.rebuild_now(fresh.set_health("web", "vm3", False))
+    moved = [f for f in flows if before[f] == "vm3"]
+    assert moved
+    for flow in moved:
+        assert fresh.pick(flow, 0.0).backend.name == after[flow].backend.name
+
+
+def test_old_table_never_sends_new_flows_to_a_backend_that_just_went_down():
+    balancer = ready(make_vip(count=3))
+    requests = balancer.set_health("web", "vm2", False)
+    assert requests  # the rebuild is pending: the old table still names vm2
+    picks = [balancer.pick(flow, 0.0) for flow in random_flows(300)]
+    assert all(p is None or p.backend.name != "vm2" for p in picks)
+    assert balancer.counters.stale_table_drops == sum(p is None for p in picks) > 0
+    balancer.rebuild_now(requests)
+    assert all(balancer.pick(flow, 0.0) is not None for flow in random_flows(300, seed=2))
+
+
+def test_coming_back_up_leaves_existing_flows_where_they_are():
+    balancer = ready(make_vip(count=4))
+    balancer.rebuild_now(balancer.set_health("web", "vm1", False))
+    flows = random_flows(500)
+    placed = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
+    balancer.rebuild_now(balancer.set_health("web", "vm1", True))
+    for flow in flows:
+        decision = balancer.pick(flow, 1.0)
+        assert decision.from_table and decision.backend.name == placed[flow]
+    # New flows may go to vm1 again.
+    assert "vm1" in {balancer.pick(f, 2.0).backend.name for f in random_flows(500, seed=9)}
+
+
+def test_draining_backend_keeps_its_flows_but_takes_no_new_ones():
+    vip = make_vip(count=3)
+    balancer = ready(vip)
+    flows = random_flows(600)
+    placed = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
+    drained = make_vip(
+        backends=tuple(
+            b if b.name != "vm2" else Backend("vm2", b.tunnel_ip, b.mac, 0) for b in vip.backends
+        )
+    )
+    balancer.rebuild_now(balancer.set_vip(drained))
+    for flow in flows:
+        assert balancer.pick(flow, 1.0).backend.name == placed[flow]
+    assert "vm2" not in {balancer.pick(f, 1.0).backend.name for f in random_flows(600, seed=5)}
+
+
+def test_unknown_service_is_not_vip_traffic():
+    balancer = ready(make_vip())
+    assert balancer.pick(tcp_flow(dport=81), 0.0) is None
+    assert balancer.pick(tcp_flow(proto=PROTO_UDP, flags=0), 0.0) is None
+    assert balancer.pick(tcp_flow(dst="10.0.0.101"), 0.0) is None
+    assert balancer.counters.not_vip == 3
+
+
+def test_all_backends_down_means_no_backend():
+    balancer = ready(make_vip(count=2))
+    balancer.rebuild_now(balancer.set_health("web", "vm1", False))
+    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    assert balancer.pick(tcp_flow(), 0.0) is None
+    assert balancer.counters.no_backend == 1
+
+
+def test_identical_backend_sets_share_one_table_and_rebuild_only_on_change():
+    cache = TableCache()
+    balancer = Balancer(cache=cache)
+    balancer.rebuild_now(balancer.set_vip(make_vip("web", port=80)))
+    balancer.rebuild_now(balancer.set_vip(make_vip("api", port=8080)))
+    assert cache.builds == 1
+    assert balancer.vips["web"].table is balancer.vips["api"].table
+    # Reporting a backend healthy that already is changes nothing.
+    assert balancer.set_health("web", "vm1", True) == []
+    assert cache.builds == 1
+    balancer.rebuild_now(balancer.set_health("web", "vm1", False))
+    balancer.rebuild_now(balancer.set_health("api", "vm1", False))
+    assert cache.builds == 2  # api reused web's new table
+    balancer.rebuild_now(balancer.set_health("web", "vm1", True))
+    assert cache.builds == 2  # the all-healthy table is still cached
+
+
+def test_stale_table_request_is_not_installed():
+    balancer = ready(make_vip(count=3))
+    request = balancer.set_health("web", "vm1", False)[0]
+    balancer.set_health("web", "vm1", True)  # back up before the rebuild landed
+    assert not balancer.install_table(request, TableCache.build(request.key))
+    assert balancer.vips["web"].table.names == ("vm1", "vm2", "vm3")
+
+
+def test_src_ip_mode_keeps_a_client_on_one_backend_and_separates_vips():
+    balancer = ready(
+        make_vip(hash="src-ip", count=6), make_vip("alt", port=443, hash="src-ip", count=6)
+    )
+    for client in ("10.1.0.11", "10.1.0.12", "10.9.9.9"):
+        names = {
+            balancer.pick(tcp_flow(src=client, sport=p), 0.0).backend.name
+            for p in range(1000, 1050)
+        }
+        assert len(names) == 1
+    # Same client, same address, other port: its own table entry, not the first VIP's.
+    balancer.pick(tcp_flow(src="10.1.0.11", dport=443), 0.0)
+    assert len(balancer.flows) == 4
+
+
+def test_ipv6_vip():
+    vip = make_vip("web6", address="fd00::100", count=4)
+    balancer = ready(vip)
+    flow = tcp_flow(src="fd00:1::11", dst="fd00::100")
+    decision = balancer.pick(flow, 0.0)
+    assert decision.vip.name == "web6"
+    assert balancer.predict(flow) == decision.backend.name
+
+
+def test_replacing_a_vip_keeps_health_and_ids_of_unchanged_backends():
+    balancer = ready(make_vip(count=3))
+    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    ids = dict(balancer.vips["web"].backend_ids)
+    changed = list(backends(3))
+    changed[0] = Backend("vm1", "192.168.100.99", changed[0].mac)  # moved: a new backend
+    balancer.rebuild_now(balancer.set_vip(make_vip(backends=tuple(changed))))
+    state = balancer.vips["web"]
+    assert state.healthy == {"vm1", "vm3"}
+    assert state.backend_ids["vm3"] == ids["vm3"] and state.backend_ids["vm1"] != ids["vm1"]
+
+
+def test_entries_of_a_removed_vip_are_not_used():
+    balancer = ready(make_vip())
+    flow = tcp_flow()
+    balancer.pick(flow, 0.0)
+    assert balancer.remove_vip("web") and not balancer.remove_vip("web")
+    assert balancer.pick(flow, 0.0) is None
+
+
+def test_idle_entries_expire_and_the_flow_is_rehashed_to_the_same_backend():
+    balancer = Balancer(flows=FlowTable(capacity=10))
+    balancer.rebuild_now(balancer.set_vip(make_vip(idle_timeout=5)))
+    first = balancer.pick(tcp_flow(), 0.0)
+    later = balancer.pick(tcp_flow(), 6.0)
+    assert not later.from_table and later.backend == first.backend
+
+
+def test_health_of_unknown_backend_is_an_error():
+    balancer = ready(make_vip())
+    with pytest.raises(KeyError):
+        balancer.set_health("web", "vm9", False)
+
+
+def test_udp_vip_uses_udp_idle_timeout_from_config():
+    vip = make_vip("dns", port=53, protocol="udp", idle_timeout=30, health=HealthCheck())
+    balancer = ready(vip)
+    flow = Flow(4, bytes([10, 1, 0, 11]), bytes([10, 0, 0, 100]), PROTO_UDP, 5353, 53)
+    assert balancer.pick(flow, 0.0) is not None
+    assert balancer.pick(flow, 29.0).from_table
+    assert not balancer.pick(flow, 60.0).from_table

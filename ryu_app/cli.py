@@ -125,7 +125,7 @@ def run_lookup(args: argparse.Namespace) -> int:
 
 def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
     if args.config:
-        if args.backend or args.table_size or args.hash:
+        if args.backend or args.table_size is not None or args.hash:
             raise ValueError(
                 "--config takes backends, table size and hash from the file; drop the others"
             )
@@ -150,7 +150,7 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
         for text in args.backend:
             name, _, weight = parse_backend_arg(text)
             pairs.append((name, weight))
-        table_size = args.table_size or DEFAULT_TABLE_SIZE
+        table_size = DEFAULT_TABLE_SIZE if args.table_size is None else args.table_size
         mode = args.hash or HASH_5TUPLE
     unknown = set(args.down) - {name for name, _ in pairs}
     if unknown:

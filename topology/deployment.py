@@ -371,12 +371,10 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     )
     unique([(f"{w}.dpid", g) for w, g in gateways], lambda g: g.dpid, "datapath id")
     unique([(f"{w}.tunnel_ip", g) for w, g in gateways], lambda g: g.tunnel_ip, "tunnel_ip")
-    unique(
-        [(f"{w}.openflow", g) for w, g in gateways],
-        lambda g: _hostport(g.openflow),
-        "listen address",
-    )
-    unique([(f"{w}.rest", g) for w, g in gateways], lambda g: _hostport(g.rest), "listen address")
+    # One socket per address: an OpenFlow and a REST listener may not share one either.
+    listeners = [(f"{w}.openflow", g.openflow) for w, g in gateways]
+    listeners += [(f"{w}.rest", g.rest) for w, g in gateways]
+    unique(listeners, _hostport, "listen address")
     addresses = [
         (f"{w}.addresses[{i}]", a) for w, g in gateways for i, a in enumerate(g.addresses)
     ] + [(f"{w}.address", c.address) for w, c in clients]
@@ -388,8 +386,10 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     if deployment.router:
         names.append(("router.name", deployment.router.name))
     names += _backend_names(deployment, problems)
+    before_names = len(problems)
     unique(names, lambda n: n, "name")
-    if deployment.underlay:
+    # The graph needs one node per name: check reachability only when the names are sound.
+    if deployment.underlay and len(problems) == before_names:
         problems.extend(reachability_problems(deployment))
     return problems
 

@@ -31,6 +31,11 @@ def _inside(address: str | None, subnet: str | None) -> bool:
     return ip.version == net.version and ip in net
 
 
+def vip_node(vip_name: str) -> str:
+    """VIPs live in their own namespace of node names: a VIP may share a VM's name."""
+    return f"vip:{vip_name}"
+
+
 def build_graph(deployment: Deployment) -> nx.Graph:
     graph = nx.Graph()
     router = deployment.router
@@ -57,7 +62,7 @@ def build_graph(deployment: Deployment) -> nx.Graph:
         if _inside(gateway.tunnel_ip, underlay_subnet):
             graph.add_edge(gateway.name, UNDERLAY_NET)
     for vip in deployment.vips:
-        graph.add_node(vip.name, kind="vip", vip=vip)
+        graph.add_node(vip_node(vip.name), kind="vip", vip=vip)
         for backend in vip.backends:
             if backend.name not in graph:
                 graph.add_node(backend.name, kind="vm", backend=backend, vips=[])

@@ -163,10 +163,10 @@ def number(low: float, high: float) -> Converter:
     return check
 
 
-def choice(*options: str) -> Converter:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise Invalid(f"must be one of {', '.join(options)}; got {value!r}")
+def choice(*options: object) -> Converter:
+    def check(value: Any) -> Any:
+        if value not in options or isinstance(value, bool):
+            raise Invalid(f"must be one of {', '.join(map(str, options))}; got {value!r}")
         return value
 
     return check

@@ -134,11 +134,13 @@ def _parse_ipv6(frame: bytes, start: int, eth_src: bytes, eth_dst: bytes) -> Flo
     src = bytes(frame[start + 8 : start + 24])
     dst = bytes(frame[start + 24 : start + 40])
     offset = start + 40
-    for _ in range(_MAX_IPV6_EXTENSIONS):
+    for skipped in range(_MAX_IPV6_EXTENSIONS + 1):
         if next_header == _IPV6_FRAGMENT:
             raise FrameError("fragment", "IPv6 fragments are not load balanced")
         if next_header not in _IPV6_SKIPPABLE:
             return _parse_l4(frame, offset, 6, src, dst, next_header, eth_src, eth_dst)
+        if skipped == _MAX_IPV6_EXTENSIONS:
+            break
         if len(frame) < offset + 2:
             raise FrameError("truncated", "IPv6 extension header cut short")
         next_header = frame[offset]

@@ -89,9 +89,11 @@ class FlowTable:
 
     def put(self, key: bytes, backend_id: int, now: float, idle_timeout: int) -> None:
         """Insert or replace an entry; evicts the least recently used one when full."""
-        if not 0 <= backend_id <= MAX_BACKEND_ID:
-            raise ValueError(f"backend_id must be 0..{MAX_BACKEND_ID}, got {backend_id}")
-        if not 1 <= idle_timeout <= MAX_IDLE_TIMEOUT:
+        if type(backend_id) is not int or not 0 <= backend_id <= MAX_BACKEND_ID:
+            raise ValueError(
+                f"backend_id must be an integer 0..{MAX_BACKEND_ID}, got {backend_id!r}"
+            )
+        if type(idle_timeout) is not int or not 1 <= idle_timeout <= MAX_IDLE_TIMEOUT:
             raise ValueError(f"idle_timeout must be 1..{MAX_IDLE_TIMEOUT} s, got {idle_timeout}")
         entries = self._entries
         if entries.pop(key, None) is None:

@@ -16,6 +16,7 @@ came is reported by the shell as a failure once ``timeout`` has passed (``probe_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 UP = "up"
@@ -42,7 +43,12 @@ class HealthPolicy:
 
 def policy_problem(interval, timeout, rise, fall) -> str | None:
     for name, value in (("interval", interval), ("timeout", timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             return f"{name} must be a positive number of seconds, got {value!r}"
     if timeout > interval:
         return f"timeout ({timeout}) must not exceed interval ({interval})"
@@ -82,7 +88,8 @@ class HealthState:
         self._streak = 0  # consecutive results that argue against the current state
         # ``phase`` (0..1, chosen by the caller, e.g. at random) spreads the first probes of
         # many backends over one interval instead of firing them all at once.
-        self.next_probe_at = now + policy.interval * min(max(phase, 0.0), 1.0)
+        phase = min(max(phase, 0.0), 1.0) if math.isfinite(phase) else 0.0
+        self.next_probe_at = now + policy.interval * phase
         self.probe_started_at: float | None = None
         self.last_result: bool | None = None
         self.last_result_at: float | None = None

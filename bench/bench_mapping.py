@@ -1,0 +1,195 @@
+"""Mapping benchmark: Maglev build time, lookups per second, flow-table bytes per entry.
+
+Run:  .venv/bin/python bench/bench_mapping.py [--quick]
+
+Each figure is printed beside a plain pure-Python reference measured in the same process:
+``ryu_app.core.maglev_reference`` (the paper's pseudocode) for builds and lookups, and a
+straightforward dict of tuples for the flow table.  The last line is one JSON object with every
+figure, for scripts and for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mmh3  # noqa: E402
+
+from ryu_app.cli import annotate  # noqa: E402
+from ryu_app.core.flowkey import FLOW_SEED, flow_from_fields, flow_hash, table_key  # noqa: E402
+from ryu_app.core.flowtable import FlowTable  # noqa: E402
+from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, build_table  # noqa: E402
+from ryu_app.core.maglev_reference import reference_table  # noqa: E402
+
+TARGET_BUILD_MS = 10.0
+TARGET_LOOKUPS = 1_000_000
+TARGET_BYTES_PER_ENTRY = 200
+
+
+def timed(function, repeat):
+    samples = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), min(samples)
+
+
+def bench_builds(quick: bool) -> dict:
+    results = {}
+    for count in (10, 100, 1000):
+        backends = [(f"vm{i}", 1) for i in range(count)]
+        median, best = timed(
+            lambda b=backends: build_table(b, DEFAULT_TABLE_SIZE), 3 if quick else 9
+        )
+        ref_median, _ = timed(
+            lambda b=dict(backends): reference_table(b, DEFAULT_TABLE_SIZE), 1 if quick else 3
+        )
+        results[count] = {
+            "ms": median * 1e3,
+            "best_ms": best * 1e3,
+            "reference_ms": ref_median * 1e3,
+        }
+        print(
+            f"  build  {count:5d} backends @ {DEFAULT_TABLE_SIZE}: {median * 1e3:7.1f} ms "
+            f"(best {best * 1e3:.1f})   reference {ref_median * 1e3:7.1f} ms   "
+            f"x{ref_median / median:.1f}"
+        )
+    return results
+
+
+def random_keys(count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    keys = []
+    for _ in range(count):
+        src = ".".join(str(rng.randint(1, 254)) for _ in range(4))
+        flow = flow_from_fields(src, rng.randint(1024, 65535), "10.0.0.100", 80, "tcp")
+        keys.append(table_key(flow, "5-tuple"))
+    return keys
+
+
+def bench_lookups(quick: bool) -> dict:
+    table = build_table([(f"vm{i}", 1) for i in range(100)])
+    reference = reference_table({f"vm{i}": 1 for i in range(100)}, DEFAULT_TABLE_SIZE)
+    keys = random_keys(100_000 if quick else 300_000)
+
+    def ours():
+        lookup, seed = table.lookup, FLOW_SEED
+        for key in keys:
+            lookup(mmh3.hash(key, seed, signed=False))
+
+    def plain():
+        for key in keys:
+            reference[flow_hash(key) % DEFAULT_TABLE_SIZE]
+
+    median, _ = timed(ours, 5)
+    ref_median, _ = timed(plain, 5)
+    rate, ref_rate = len(keys) / median, len(keys) / ref_median
+    print(
+        f"  lookups from a packed key: {rate / 1e6:5.2f} M/s   reference {ref_rate / 1e6:5.2f} M/s"
+    )
+    return {"per_s": rate, "reference_per_s": ref_rate}
+
+
+def bench_flow_table(entries: int) -> dict:
+    """Memory of the table alone, keys included: keys are made inside the traced region from
+    values that already exist (as the packet-in path makes them from a parsed packet)."""
+    rng = random.Random(2)
+    fields = [(rng.getrandbits(32), rng.randint(1024, 65535)) for _ in range(entries)]
+    head = bytes([6])
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    table = FlowTable(capacity=entries)
+    for index, (src, port) in enumerate(fields):
+        key = head + port.to_bytes(2, "big") + b"\x00P" + src.to_bytes(4, "big") + b"\n\x00\x00d"
+        table.put(key, index % 100, 1000.0 + index * 1e-6, 60)
+    ours = (tracemalloc.get_traced_memory()[0] - base) / entries
+    assert len(table) == entries
+    del table
+    gc.collect()
+
+    base = tracemalloc.get_traced_memory()[0]
+    plain: dict = {}
+    for index, (src, port) in enumerate(fields):
+        # What a first version would write: a tuple key and a (backend, last seen) tuple.
+        plain[(6, src, port, "10.0.0.100", 80)] = (f"vm{index % 100}", 1000.0 + index)
+    reference = (tracemalloc.get_traced_memory()[0] - base) / entries
+    tracemalloc.stop()
+    print(
+        f"  flow table at {entries:,} entries: {ours:6.1f} bytes/entry   "
+        f"reference (dict of tuples) {reference:6.1f} bytes/entry"
+    )
+    return {"entries": entries, "bytes_per_entry": ours, "reference_bytes_per_entry": reference}
+
+
+def bench_cli(rows: int) -> dict:
+    rng = random.Random(3)
+    lines = [
+        f"10.1.{rng.randint(0, 255)}.{rng.randint(1, 254)},{rng.randint(1024, 65535)},"
+        "10.0.0.100,80,tcp\n"
+        for _ in range(rows)
+    ]
+    table = build_table([(f"vm{i}", 1) for i in range(4)])
+    start = time.perf_counter()
+    annotate(lines, io.StringIO(), io.StringIO(), table, "5-tuple")
+    seconds = time.perf_counter() - start
+    print(f"  lockstep lookup: {rows:,} CSV rows in {seconds:.2f} s")
+    return {"rows": rows, "seconds": seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, 100k-entry table")
+    args = parser.parse_args()
+    print(
+        f"Lockstep mapping benchmark  (Python {platform.python_version()}, {os.cpu_count()} cores)"
+    )
+    builds = bench_builds(args.quick)
+    lookups = bench_lookups(args.quick)
+    flow_table = bench_flow_table(100_000 if args.quick else 1_000_000)
+    cli = bench_cli(100_000)
+    build_100 = builds[100]["ms"]
+    print("targets:")
+    verdicts = [
+        (f"build 100 backends <= {TARGET_BUILD_MS} ms", build_100 <= TARGET_BUILD_MS),
+        (f"lookups >= {TARGET_LOOKUPS:,}/s", lookups["per_s"] >= TARGET_LOOKUPS),
+        (
+            f"<= {TARGET_BYTES_PER_ENTRY} bytes per flow-table entry",
+            flow_table["bytes_per_entry"] <= TARGET_BYTES_PER_ENTRY,
+        ),
+    ]
+    for label, met in verdicts:
+        print(f"  {label}: {'met' if met else 'NOT met'}")
+    summary = {
+        "python": platform.python_version(),
+        "table_size": DEFAULT_TABLE_SIZE,
+        "build_ms": {str(k): round(v["ms"], 2) for k, v in builds.items()},
+        "build_reference_ms": {str(k): round(v["reference_ms"], 2) for k, v in builds.items()},
+        "lookups_per_s": round(lookups["per_s"]),
+        "lookups_reference_per_s": round(lookups["reference_per_s"]),
+        "flow_table_entries": flow_table["entries"],
+        "bytes_per_entry": round(flow_table["bytes_per_entry"], 1),
+        "bytes_per_entry_reference": round(flow_table["reference_bytes_per_entry"], 1),
+        "cli_rows": cli["rows"],
+        "cli_seconds": round(cli["seconds"], 2),
+    }
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

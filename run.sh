@@ -9,6 +9,8 @@ ROOT=$PWD
 VENV=${LOCKSTEP_VENV:-$ROOT/.venv}
 
 APT_BASE=(python3 python3-venv python3-dev gcc)
+# Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths.
+APT_TEST=(openvswitch-switch ethtool iproute2 procps)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -41,7 +43,7 @@ venv_install() {
 }
 
 cmd_test() {
-    apt_install "${APT_BASE[@]}"
+    apt_install "${APT_BASE[@]}" "${APT_TEST[@]}"
     venv_install
     log "ruff format --check"
     "$VENV/bin/ruff" format --check .

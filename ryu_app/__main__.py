@@ -1,0 +1,7 @@
+"""``python -m ryu_app --config FILE --gateway NAME``: same as ``lockstep-gateway``."""
+
+import sys
+
+from ryu_app.launcher import main
+
+sys.exit(main())

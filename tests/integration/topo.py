@@ -1,0 +1,340 @@
+"""The integration topology: client -> ECMP router -> gateways (OVS + lockstep-gateway each)
+-> VXLAN over an underlay bridge -> VMs (VIP on lo, HTTP server) -> straight back to the router.
+
+    client ns  c-eth -- r-c  router ns  r-g1 -- gw1 bridge (uplink) ... VXLAN ...
+                             (ECMP)     r-g2 -- gw2 bridge                        \\
+                                        r-u  -- underlay bridge ul -- vm ns (vx0, VIP on lo)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration.netlab import Lab, PrivateOVS, free_port, listening, sh, wait_for
+
+VIP = "10.0.0.100"
+VIP_PORT = 80
+VNI = 100
+CLIENT = "10.1.0.11"
+ROUTER_CLIENT_SIDE = "10.1.0.1"
+ROUTER_UPLINK = "10.0.1.254"
+ROUTER_UNDERLAY = "10.99.0.254"
+UNDERLAY = "10.99.0.0/24"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class GatewayHandle:
+    name: str
+    dpid: int
+    address: str
+    tunnel_ip: str
+    openflow_port: int
+    rest_port: int
+    bridge: str
+    uplink: str
+    tunnel: str
+    router_side: str
+    process: object = None
+
+
+@dataclass
+class VmHandle:
+    name: str
+    ns: str
+    tunnel_ip: str
+    mac: str
+    server: object = None
+
+
+@dataclass
+class Topology:
+    lab: Lab
+    ovs: PrivateOVS
+    workdir: Path
+    config: Path
+    client_ns: str
+    router_ns: str
+    underlay_bridge: str
+    gateways: list[GatewayHandle] = field(default_factory=list)
+    vms: list[VmHandle] = field(default_factory=list)
+
+    def client(self, *argv: str, check: bool = True) -> str:
+        return sh(*argv, ns=self.client_ns, check=check)
+
+    def start_controller(self, gateway: GatewayHandle) -> None:
+        log = self.workdir / f"{gateway.name}.log"
+        gateway.process = self.lab.spawn(
+            [
+                str(BIN / "lockstep-gateway"),
+                "--config",
+                str(self.config),
+                "--gateway",
+                gateway.name,
+            ],
+            log=log,
+        )
+        wait_for(
+            lambda: listening(gateway.openflow_port), 20, f"{gateway.name} controller to listen"
+        )
+
+    def wait_pipeline(self, gateway: GatewayHandle, timeout: float = 20) -> None:
+        """Until the controller has installed the VIP punt rule in the switch."""
+
+        def ready():
+            flows = self.ovs.ofctl("dump-flows", gateway.bridge)
+            return "priority=100" in flows and "CONTROLLER" in flows
+
+        wait_for(ready, timeout, f"{gateway.name} pipeline")
+
+    def http_get(self, path: str = "/", source_port: int | None = None, timeout: float = 5) -> str:
+        program = textwrap.dedent(
+            f"""
+            import socket, sys
+            s = socket.socket()
+            s.settimeout({timeout})
+            if {source_port!r}:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("{CLIENT}", {source_port!r}))
+            s.connect(("{VIP}", {VIP_PORT}))
+            s.sendall(b"GET {path} HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            sys.stdout.write(data.decode(errors="replace"))
+            """
+        )
+        return self.client(sys.executable, "-c", program)
+
+
+VM_SERVER = textwrap.dedent(
+    """
+    import http.server, socketserver, sys
+    NAME = sys.argv[1]
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = NAME.encode() + b"\\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer(("0.0.0.0", 80), Handler).serve_forever()
+    """
+)
+
+
+def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
+    backends = "\n".join(
+        f"      - {{name: {vm.name}, tunnel_ip: {vm.tunnel_ip}, mac: '{vm.mac}'}}"
+        for vm in vm_specs
+    )
+    gateways = "\n".join(
+        textwrap.dedent(
+            f"""\
+              - name: {g.name}
+                dpid: {g.dpid}
+                addresses: [{g.address}]
+                uplink_port: {g.uplink}
+                tunnel_port: {g.tunnel}
+                tunnel_ip: {g.tunnel_ip}
+                openflow: 127.0.0.1:{g.openflow_port}
+                rest: 127.0.0.1:{g.rest_port}
+            """
+        )
+        for g in gateway_specs
+    )
+    topo.config.write_text(
+        textwrap.dedent(
+            """\
+            vips:
+              - name: web
+                address: {vip}
+                port: {port}
+                vni: {vni}
+                health: {{type: tcp, interval: 0.5, timeout: 0.25, rise: 2, fall: 2}}
+                backends:
+            {backends}
+            gateways:
+            {gateways}
+            clients:
+              - {{name: client, address: {client}}}
+            router: {{name: router, client_subnet: 10.1.0.0/24, uplink_subnet: 10.0.1.0/24,
+                     address: {router_ul}}}
+            underlay: {{subnet: {underlay}}}
+            """
+        ).format(
+            vip=VIP,
+            port=VIP_PORT,
+            vni=VNI,
+            backends=backends,
+            gateways=textwrap.indent(gateways, ""),
+            client=CLIENT,
+            router_ul=ROUTER_UNDERLAY,
+            underlay=UNDERLAY,
+        )
+    )
+
+
+def build(workdir: Path, gateways: int = 2, vms: int = 3) -> Topology:
+    prefix = f"l{os.getpid() % 10000:04d}"
+    lab = Lab(prefix)
+    ovs = PrivateOVS(workdir / "ovs")
+    topo = Topology(lab, ovs, workdir, workdir / "deployment.yaml", "", "", lab.name("ul"))
+    try:
+        _build(topo, gateways, vms)
+    except BaseException:
+        teardown(topo)
+        raise
+    return topo
+
+
+def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
+    lab, ovs = topo.lab, topo.ovs
+    ovs.start()
+    topo.client_ns = lab.netns("c")
+    topo.router_ns = lab.netns("r")
+    r = topo.router_ns
+    for key, value in (
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        ("net.ipv4.fib_multipath_hash_policy", "1"),
+    ):
+        sh("sysctl", "-qw", f"{key}={value}", ns=r)
+    # client <-> router
+    lab.veth(lab.name("ce"), lab.name("rc"), topo.client_ns, r)
+    sh("ip", "addr", "add", f"{CLIENT}/24", "dev", lab.name("ce"), ns=topo.client_ns)
+    sh("ip", "route", "add", "default", "via", ROUTER_CLIENT_SIDE, ns=topo.client_ns)
+    sh("ip", "addr", "add", f"{ROUTER_CLIENT_SIDE}/24", "dev", lab.name("rc"), ns=r)
+    # underlay bridge with the gateways' tunnel addresses on its internal port
+    ul = topo.underlay_bridge
+    ovs.vsctl(
+        "add-br", ul, "--", "set", "bridge", ul, "datapath_type=netdev", "fail_mode=standalone"
+    )
+    lab.root_links.append(ul)
+    sh("ip", "link", "set", ul, "up")
+    sh("ip", "link", "set", ul, "mtu", "1600")
+    lab.veth(lab.name("ru"), lab.name("uru"), r, None)
+    ovs.vsctl("add-port", ul, lab.name("uru"))
+    sh("ip", "addr", "add", f"{ROUTER_UNDERLAY}/24", "dev", lab.name("ru"), ns=r)
+    # VMs
+    for index in range(1, vm_count + 1):
+        vm = VmHandle(
+            f"vm{index}",
+            lab.netns(f"v{index}"),
+            f"10.99.0.{10 + index}",
+            f"02:00:00:00:01:{index:02x}",
+        )
+        lab.veth(lab.name(f"v{index}e"), lab.name(f"uv{index}"), vm.ns, None)
+        ovs.vsctl("add-port", ul, lab.name(f"uv{index}"))
+        eth = lab.name(f"v{index}e")
+        for key, value in (
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ):
+            sh("sysctl", "-qw", f"{key}={value}", ns=vm.ns)
+        sh("ip", "addr", "add", f"{vm.tunnel_ip}/24", "dev", eth, ns=vm.ns)
+        sh("ip", "route", "add", "default", "via", ROUTER_UNDERLAY, ns=vm.ns)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            str(VNI),
+            "dstport",
+            "4789",
+            "local",
+            vm.tunnel_ip,
+            "nolearning",
+            ns=vm.ns,
+        )
+        sh("ip", "link", "set", "vx0", "address", vm.mac, "up", ns=vm.ns)
+        sh("sysctl", "-qw", "net.ipv4.conf.vx0.rp_filter=0", ns=vm.ns)
+        sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=vm.ns)
+        topo.vms.append(vm)
+    # gateways
+    for index in range(1, gateway_count + 1):
+        g = GatewayHandle(
+            name=f"gw{index}",
+            dpid=index,
+            address=f"10.0.1.{index}",
+            tunnel_ip=f"10.99.0.{index}",
+            openflow_port=free_port(),
+            rest_port=free_port(),
+            bridge=lab.name(f"g{index}"),
+            uplink=lab.name(f"g{index}u"),
+            tunnel=lab.name(f"g{index}t"),
+            router_side=lab.name(f"rg{index}"),
+        )
+        sh("ip", "addr", "add", f"{g.tunnel_ip}/24", "dev", ul)
+        topo.gateways.append(g)
+    write_config(topo, topo.vms, topo.gateways)
+    for g in topo.gateways:
+        topo.start_controller(g)
+        ovs.vsctl(
+            "add-br",
+            g.bridge,
+            "--",
+            "set",
+            "bridge",
+            g.bridge,
+            "datapath_type=netdev",
+            "fail_mode=secure",
+            "protocols=OpenFlow13",
+            f"other-config:datapath-id={g.dpid:016x}",
+        )
+        lab.root_links.append(g.bridge)
+        lab.veth(g.router_side, g.uplink, r, None)
+        ovs.vsctl("add-port", g.bridge, g.uplink)
+        ovs.vsctl(
+            "add-port",
+            g.bridge,
+            g.tunnel,
+            "--",
+            "set",
+            "interface",
+            g.tunnel,
+            "type=vxlan",
+            "options:remote_ip=flow",
+            f"options:local_ip={g.tunnel_ip}",
+            "options:key=flow",
+        )
+        ovs.vsctl("set-controller", g.bridge, f"tcp:127.0.0.1:{g.openflow_port}")
+        sh("ip", "addr", "add", f"{ROUTER_UPLINK}/32", "dev", g.router_side, ns=r)
+        sh("ip", "route", "add", f"{g.address}/32", "dev", g.router_side, ns=r)
+    for vm in topo.vms:
+        mac = sh(
+            "cat", f"/sys/class/net/{lab.name('v' + vm.name[2:] + 'e')}/address", ns=vm.ns
+        ).strip()
+        ovs.appctl("tnl/neigh/set", ul, vm.tunnel_ip, mac)
+        vm.server = lab.spawn([sys.executable, "-c", VM_SERVER, vm.name], ns=vm.ns)
+    nexthops = []
+    for g in topo.gateways:
+        nexthops += ["nexthop", "via", g.address, "dev", g.router_side]
+    sh("ip", "route", "add", f"{VIP}/32", *nexthops, ns=r)
+    for g in topo.gateways:
+        topo.wait_pipeline(g)
+    time.sleep(0.2)
+
+
+def teardown(topo: Topology) -> None:
+    try:
+        topo.lab.close()
+    finally:
+        topo.ovs.stop()

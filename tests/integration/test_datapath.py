@@ -65,3 +65,37 @@ def test_both_gateways_installed_rules_and_replies_bypass_them(lab):
     for gateway in lab.gateways:
         stats = lab.ovs.ofctl("dump-ports", gateway.bridge, gateway.tunnel)
         assert "rx pkts=0" in stats, stats
+
+
+MALFORMED_SENDER = """
+import socket, sys
+frames = [
+    bytes(6 * [0xFF]) + bytes.fromhex("020000000bad") + b"\\x00\\x1a" + bytes(12),  # 802.3 length
+    bytes.fromhex("020000000001020000000bad0800") + b"\\x45\\x00",  # IPv4 cut short
+    bytes.fromhex("020000000001020000000bad86dd") + bytes(10),  # IPv6 cut short
+]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+for _ in range(20):
+    for frame in frames:
+        s.send(frame.ljust(26, b"\\x00") if len(frame) < 26 else frame)
+"""
+
+
+def test_malformed_frames_cannot_stop_a_controller(lab):
+    for gateway in lab.gateways:
+        topology.sh(sys.executable, "-c", MALFORMED_SENDER, gateway.router_side, ns=lab.router_ns)
+    for gateway in lab.gateways:
+        miss = [
+            line
+            for line in lab.ovs.ofctl("dump-flows", gateway.bridge).splitlines()
+            if "priority=0" in line
+        ]
+        assert miss and "n_packets=0," not in miss[0], miss  # they did reach the controller
+        assert gateway.process.poll() is None
+    # Every controller still places new connections.
+    for port in range(43000, 43010):
+        assert lab.http_get(source_port=port).startswith("HTTP/1.0 200")
+    for gateway in lab.gateways:
+        log = (lab.workdir / f"{gateway.name}.log").read_text()
+        assert "Traceback" not in log, log

@@ -166,6 +166,15 @@ class Lab:
         self.processes.append(process)
         return process
 
+    def spawn_capture(self, argv: list[str], ns: str | None = None) -> subprocess.Popen:
+        """A short-lived process whose output the test reads with ``communicate``."""
+        full = (["ip", "netns", "exec", ns] if ns else []) + argv
+        process = subprocess.Popen(
+            full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.processes.append(process)
+        return process
+
     def kill(self, process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         if process.poll() is None:
             try:

@@ -121,6 +121,17 @@ VM_SERVER = textwrap.dedent(
     NAME = sys.argv[1]
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path.startswith("/bytes/"):
+                size = int(self.path.split("/")[2])
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                block = bytes(range(256)) * 256
+                while size:
+                    chunk = block[: min(size, len(block))]
+                    self.wfile.write(chunk)
+                    size -= len(chunk)
+                return
             body = NAME.encode() + b"\\n"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

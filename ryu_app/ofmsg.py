@@ -177,13 +177,6 @@ def vip_punt(vip: Vip, uplink: int):
     return _flow_mod(parser.OFPMatch(**fields), [to_controller()], PRIORITY_VIP)
 
 
-def delete_vip_punt(vip: Vip, uplink: int):
-    message = vip_punt(vip, uplink)
-    message.command = ofp.OFPFC_DELETE_STRICT
-    message.out_port, message.out_group = ofp.OFPP_ANY, ofp.OFPG_ANY
-    return message
-
-
 def backend_actions(vip: Vip, backend: Backend, tunnel_port: int) -> list:
     return [
         parser.OFPActionSetField(eth_dst=backend.mac),
@@ -228,17 +221,6 @@ def packet_out(in_port: int, actions: list, buffer_id: int, data: bytes):
     )
 
 
-def raw_packet_out(out_port: int, data: bytes):
-    """Emit a frame the controller made (e.g. a neighbour advertisement)."""
-    return parser.OFPPacketOut(
-        datapath=None,
-        buffer_id=ofp.OFP_NO_BUFFER,
-        in_port=ofp.OFPP_CONTROLLER,
-        actions=[parser.OFPActionOutput(out_port)],
-        data=data,
-    )
-
-
 def flow_from_removed_match(match) -> Flow | None:
     """Rebuild the Flow of a removed per-flow rule from its match (ports 0 if not matched)."""
     fields = dict(match.items())
@@ -258,8 +240,3 @@ def flow_from_removed_match(match) -> Flow | None:
         fields.get(f"{prefix}_src", 0),
         fields.get(f"{prefix}_dst", 0),
     )
-
-
-NO_BUFFER = ofp.OFP_NO_BUFFER
-OFPP_CONTROLLER = ofp.OFPP_CONTROLLER
-OFPR_NO_MATCH = ofp.OFPR_NO_MATCH

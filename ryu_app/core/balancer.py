@@ -145,13 +145,11 @@ class Balancer:
                 healthy.add(backend.name)
         if old:
             self._forget(old, keep=set(ids.values()))
-        key = table_key_for(
-            vip.table_size, ((b.name, b.weight) for b in vip.backends if b.name in healthy)
-        )
-        table = self.cache.get(key) or (
-            old.table if old else MaglevTable(vip.table_size, (), array("h"))
-        )
-        state = VipState(vip, ids, healthy, old.table_key if old else None, table)
+        # Keep answering with the old table until the new one is in (_request_if_needed).
+        if old:
+            state = VipState(vip, ids, healthy, old.table_key, old.table)
+        else:
+            state = VipState(vip, ids, healthy, None, MaglevTable(vip.table_size, (), array("h")))
         self.vips[vip.name] = state
         self._services[_service_of(vip)] = state
         return self._request_if_needed(state)

@@ -94,15 +94,11 @@ class PrivateOVS:
         return sh("ovs-vsctl", f"--db={self.db}", "--timeout=10", *args, env=self.env)
 
     def ofctl(self, *args: str) -> str:
-        bridge_socket_args = list(args)
-        return sh("ovs-ofctl", "-O", "OpenFlow13", *bridge_socket_args, env=self.env)
+        return sh("ovs-ofctl", "-O", "OpenFlow13", *args, env=self.env)
 
     def appctl(self, *args: str) -> str:
         target = f"{self.rundir}/ovs-vswitchd.{self.pids[-1]}.ctl"
         return sh("ovs-appctl", "-t", target, *args, env=self.env)
-
-    def bridge_socket(self, bridge: str) -> str:
-        return f"unix:{self.rundir}/{bridge}.mgmt"
 
     def stop(self) -> None:
         for pid in reversed(self.pids):
@@ -166,11 +162,10 @@ class Lab:
         self.processes.append(process)
         return process
 
-    def spawn_capture(self, argv: list[str], ns: str | None = None) -> subprocess.Popen:
+    def spawn_capture(self, argv: list[str]) -> subprocess.Popen:
         """A short-lived process whose output the test reads with ``communicate``."""
-        full = (["ip", "netns", "exec", ns] if ns else []) + argv
         process = subprocess.Popen(
-            full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
         self.processes.append(process)
         return process

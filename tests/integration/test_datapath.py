@@ -22,7 +22,7 @@ def lab(tmp_path_factory):
         topology.teardown(built)
 
 
-def predicted(lab, rows: list[tuple[int]]) -> list[str]:
+def predicted(lab, rows: list[int]) -> list[str]:
     text = "".join(f"{CLIENT},{port},{VIP},{VIP_PORT},tcp\n" for port in rows)
     result = subprocess.run(
         [
@@ -103,25 +103,6 @@ def test_malformed_frames_cannot_stop_a_controller(lab):
         assert "Traceback" not in log, log
 
 
-SLOW_DOWNLOAD = """
-import hashlib, socket, sys, time
-size = int(sys.argv[1])
-s = socket.socket()
-s.settimeout(20)
-s.connect(("10.0.0.100", 80))
-s.sendall(b"GET /bytes/%d HTTP/1.0\\r\\n\\r\\n" % size)
-data = b""
-while True:
-    chunk = s.recv(16384)
-    if not chunk:
-        break
-    data += chunk
-    time.sleep(0.002)
-body = data.split(b"\\r\\n\\r\\n", 1)[1]
-print(len(body), hashlib.sha256(body).hexdigest())
-"""
-
-
 def rule_count(lab, gateway) -> int:
     flows = lab.ovs.ofctl("dump-flows", gateway.bridge)
     return sum("priority=200" in line for line in flows.splitlines())
@@ -132,24 +113,19 @@ def test_connection_survives_a_move_to_the_other_gateway(lab):
     block = bytes(range(256)) * 256
     expected = hashlib.sha256((block * (size // len(block) + 1))[:size]).hexdigest()
     first, second = lab.gateways[0], lab.gateways[1]
-    route = ["ip", "route", "replace", f"{VIP}/32"]
-    topology.sh(*route, "via", first.address, "dev", first.router_side, ns=lab.router_ns)
+    lab.route_vip(first)
     try:
-        download = lab.lab.spawn_capture(
-            [sys.executable, "-c", SLOW_DOWNLOAD, str(size)], ns=lab.client_ns
-        )
+        # 8 MB read 16 KiB at a time with 2 ms pauses: seconds in flight.
+        download = lab.start_download(size, pause=0.002, chunk=16384)
         topology.wait_for(
             lambda: "priority=200" in lab.ovs.ofctl("dump-flows", first.bridge), 5, "first rule"
         )
         time.sleep(0.5)
         rules_before = rule_count(lab, second)
-        topology.sh(*route, "via", second.address, "dev", second.router_side, ns=lab.router_ns)
+        lab.route_vip(second)
         out, _ = download.communicate(timeout=60)
         assert out.split() == [str(size), expected]
         # The second gateway really carried the rest: a mid-connection packet-in, a new rule.
         assert rule_count(lab, second) == rules_before + 1
     finally:
-        nexthops = []
-        for gateway in lab.gateways:
-            nexthops += ["nexthop", "via", gateway.address, "dev", gateway.router_side]
-        topology.sh(*route, *nexthops, ns=lab.router_ns)
+        lab.route_vip(*lab.gateways)

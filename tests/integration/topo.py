@@ -64,9 +64,6 @@ class Topology:
     gateways: list[GatewayHandle] = field(default_factory=list)
     vms: list[VmHandle] = field(default_factory=list)
 
-    def client(self, *argv: str, check: bool = True) -> str:
-        return sh(*argv, ns=self.client_ns, check=check)
-
     def start_controller(self, gateway: GatewayHandle) -> None:
         log = self.workdir / f"{gateway.name}.log"
         gateway.process = self.lab.spawn(
@@ -92,27 +89,56 @@ class Topology:
 
         wait_for(ready, timeout, f"{gateway.name} pipeline")
 
-    def http_get(self, path: str = "/", source_port: int | None = None, timeout: float = 5) -> str:
-        program = textwrap.dedent(
-            f"""
-            import socket, sys
-            s = socket.socket()
-            s.settimeout({timeout})
-            if {source_port!r}:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("{CLIENT}", {source_port!r}))
-            s.connect(("{VIP}", {VIP_PORT}))
-            s.sendall(b"GET {path} HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            sys.stdout.write(data.decode(errors="replace"))
-            """
-        )
-        return self.client(sys.executable, "-c", program)
+    def _http_client(self, path, source_port=0, pause=0.0, chunk=65536, timeout=5.0, output="text"):
+        args = [path, source_port, pause, chunk, timeout, output]
+        argv = [sys.executable, "-c", HTTP_CLIENT, *map(str, args)]
+        return ["ip", "netns", "exec", self.client_ns, *argv]
+
+    def http_get(self, path: str = "/", source_port: int = 0) -> str:
+        """One request from the client to the VIP; the whole response as text."""
+        return sh(*self._http_client(path, source_port))
+
+    def start_download(self, size: int, pause: float, chunk: int):
+        """A slow download of ``size`` bytes in the background, read ``chunk`` bytes at a time
+        with ``pause`` seconds between reads; ``communicate()`` gives 'LENGTH SHA256'."""
+        argv = self._http_client(f"/bytes/{size}", 0, pause, chunk, 20.0, "digest")
+        return self.lab.spawn_capture(argv)
+
+    def route_vip(self, *gateways: GatewayHandle) -> None:
+        """Point the router's VIP route at these gateways (ECMP when several)."""
+        nexthops = []
+        for g in gateways:
+            nexthops += ["nexthop", "via", g.address, "dev", g.router_side]
+        sh("ip", "route", "replace", f"{VIP}/32", *nexthops, ns=self.router_ns)
+
+
+HTTP_CLIENT = textwrap.dedent(
+    f"""
+    import hashlib, socket, sys, time
+    path, source_port, pause, chunk, timeout, output = sys.argv[1:]
+    source_port, pause, chunk, timeout = int(source_port), float(pause), int(chunk), float(timeout)
+    s = socket.socket()
+    s.settimeout(timeout)
+    if source_port:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("{CLIENT}", source_port))
+    s.connect(("{VIP}", {VIP_PORT}))
+    s.sendall(b"GET %s HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n" % path.encode())
+    data = b""
+    while True:
+        piece = s.recv(chunk)
+        if not piece:
+            break
+        data += piece
+        if pause:
+            time.sleep(pause)
+    if output == "digest":
+        body = data.split(b"\\r\\n\\r\\n", 1)[1]
+        print(len(body), hashlib.sha256(body).hexdigest())
+    else:
+        sys.stdout.write(data.decode(errors="replace"))
+    """
+)
 
 
 VM_SERVER = textwrap.dedent(
@@ -189,7 +215,7 @@ def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
             port=VIP_PORT,
             vni=VNI,
             backends=backends,
-            gateways=textwrap.indent(gateways, ""),
+            gateways=gateways,
             client=CLIENT,
             router_ul=ROUTER_UNDERLAY,
             underlay=UNDERLAY,
@@ -335,10 +361,7 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         ).strip()
         ovs.appctl("tnl/neigh/set", ul, vm.tunnel_ip, mac)
         vm.server = lab.spawn([sys.executable, "-c", VM_SERVER, vm.name], ns=vm.ns)
-    nexthops = []
-    for g in topo.gateways:
-        nexthops += ["nexthop", "via", g.address, "dev", g.router_side]
-    sh("ip", "route", "add", f"{VIP}/32", *nexthops, ns=r)
+    topo.route_vip(*topo.gateways)
     for g in topo.gateways:
         topo.wait_pipeline(g)
     time.sleep(0.2)

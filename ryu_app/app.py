@@ -3,21 +3,39 @@
 Every handler looks up the core, calls it with ``now`` and sends what it returns.  No exception
 may leave a handler: with os-ken 4.x's native hub one escaping exception silently ends the app's
 event thread for good (see shared ENVIRONMENT notes), so ``_guarded`` catches, counts and logs.
+
+One thread of control: the core is only ever touched from the app's event loop.  Timers (the
+health tick) and table builds finished by a worker reach it as ``EventCall`` events on that
+same loop, Faucet's way; nothing else calls into the core.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 
-from ryu_app import compat, settings
+from ryu_app import compat, rest, settings, statefile
 from ryu_app.core.gateway import GatewayCore
+from ryu_app.service import GatewayService
 
 ofp_event = compat.load("controller.ofp_event")
 handler = compat.load("controller.handler")
+event = compat.load("controller.event")
+hub = compat.load("lib.hub")
 
 LOG = logging.getLogger("lockstep.gateway")
+HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
+REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
+
+
+class EventCall(event.EventBase):
+    """Run ``function()`` on the app's event loop."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
 
 
 def _guarded(method):
@@ -37,23 +55,119 @@ class LockstepApp(compat.app_base_class()):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.deployment, self.gateway = settings.current()
-        self.core = GatewayCore(self.gateway, list(self.deployment.vips))
+        current = settings.current()
+        self.deployment, self.gateway = current.deployment, current.gateway
+        self.clock = time.monotonic
+        self.core = GatewayCore(self.gateway, list(self.deployment.vips), self.clock())
         self.core.balancer.rebuild_now(self.core.take_pending())
+        self._log_notices()
         self.datapath = None
         self.handler_errors = 0
-        self.clock = time.monotonic
+        self._tick_queued = False
+        self._building = False
+        self.service = GatewayService(
+            self.core,
+            self.deployment,
+            self.gateway,
+            send=lambda messages: self._send(self.datapath, messages),
+            save=lambda vips: statefile.write(current.state_file, vips),
+        )
+        self.service.handler_errors = lambda: self.handler_errors
+        api = rest.RestApi(self.service, run=self.call_on_loop, token=current.token)
+        host, port = self.gateway.rest
+        self.rest_server = rest.make(host, port, api)  # binds now: a taken port fails start-up
         LOG.info(
-            "gateway %s: dpid %#x, %d VIP(s)",
+            "gateway %s: dpid %#x, %d VIP(s), REST on %s:%d (writes %s), state file %s",
             self.gateway.name,
             self.gateway.dpid,
             len(self.deployment.vips),
+            host,
+            port,
+            "need a bearer token" if current.token else "open",
+            current.state_file,
         )
 
+    def start(self):
+        thread = super().start()
+        self.threads.append(hub.spawn(self._ticker))
+        hub.spawn(self.rest_server.serve_forever)
+        return thread
+
+    def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):
+        """Run ``function`` on the event loop and return its result (or raise its error).
+        Called from REST threads."""
+        done = threading.Event()
+        outcome = {}
+
+        def task():
+            try:
+                outcome["value"] = function()
+            except BaseException as error:  # noqa: BLE001 - handed back to the caller
+                outcome["error"] = error
+            finally:
+                done.set()
+                self._after_change()
+
+        self.send_event(self.name, EventCall(task))
+        if not done.wait(timeout):
+            raise TimeoutError(f"the controller did not answer within {timeout} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
     def _send(self, datapath, messages) -> None:
+        if datapath is None:
+            return
         for message in messages:
             message.datapath = datapath
             datapath.send_msg(message)
+
+    def _after_change(self) -> None:
+        """Log what the core noticed; build any Maglev tables it now needs, off this loop."""
+        self._log_notices()
+        if self.core.pending and not self._building:
+            self._building = True
+            hub.spawn(self._build_tables, self.core.take_pending())
+
+    def _log_notices(self) -> None:
+        for notice in self.core.take_notices():
+            LOG.info("%s", notice)
+
+    def _build_tables(self, requests) -> None:
+        """Worker: build (pure, slow), then install on the event loop (a reference swap)."""
+        cache = self.core.balancer.cache
+        try:
+            built = [(request, cache.build(request.key)) for request in requests]
+        except Exception:  # noqa: BLE001 - a worker must report, not vanish
+            LOG.exception("building Maglev tables failed")
+            built = []
+        self.send_event(self.name, EventCall(lambda: self._install_tables(built)))
+
+    def _install_tables(self, built) -> None:
+        self._building = False
+        for request, table in built:
+            if self.core.balancer.install_table(request, table):
+                LOG.info(
+                    "VIP %s: Maglev table rebuilt (%d backends)", request.vip, len(request.key[1])
+                )
+        self._after_change()
+
+    def _ticker(self) -> None:
+        while self.is_active:
+            hub.sleep(HEALTH_TICK_SECONDS)
+            if not self._tick_queued:  # a busy loop gets one tick, not a backlog
+                self._tick_queued = True
+                self.send_event(self.name, EventCall(self._health_tick))
+
+    def _health_tick(self) -> None:
+        self._tick_queued = False
+        self._send(self.datapath, self.core.health_tick(self.clock()))
+        self._after_change()
+
+    @handler.set_ev_cls(EventCall)
+    @_guarded
+    def call(self, ev):
+        ev.function()
 
     @handler.set_ev_cls(ofp_event.EventOFPSwitchFeatures, handler.CONFIG_DISPATCHER)
     @_guarded
@@ -97,6 +211,8 @@ class LockstepApp(compat.app_base_class()):
             msg.match["in_port"], msg.buffer_id, msg.data, self.clock()
         )
         self._send(msg.datapath, messages)
+        if self.core.notices or self.core.pending:
+            self._after_change()
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, handler.MAIN_DISPATCHER)
     @_guarded

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from ryu_app import statefile
+from ryu_app.settings import Settings
 from topology import deployment as deployment_file
-from topology.schema import ConfigError, Invalid, endpoint
+from topology.schema import ConfigError, Invalid, Problem, endpoint
 
 EXIT_CONFIG = 2
 
@@ -24,15 +28,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateway", required=True, help="name of this gateway in the file")
     parser.add_argument("--openflow", help="override the OpenFlow listen ADDRESS:PORT")
     parser.add_argument("--rest", help="override the REST listen ADDRESS:PORT")
-    parser.add_argument("--state-file", help="override the state file")
+    parser.add_argument(
+        "--state-file",
+        help="where REST changes are kept (default: the gateway's state_file, else "
+        "/var/lib/lockstep/NAME.json)",
+    )
+    parser.add_argument(
+        "--token-file",
+        help="file holding the bearer token REST writes must carry "
+        "(or set LOCKSTEP_TOKEN); without one, writes are open to whoever reaches the API",
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser.parse_args(argv)
 
 
-def resolve(args: argparse.Namespace):
-    """The deployment and this gateway, with command-line overrides applied."""
+def resolve(args: argparse.Namespace) -> Settings:
+    """The deployment and this gateway, with command-line overrides and the state file applied."""
     deployment = deployment_file.load(args.config)
     try:
         gateway = deployment.gateway(args.gateway)
@@ -48,7 +61,42 @@ def resolve(args: argparse.Namespace):
                 raise ConfigError([deployment_file.Problem(f"--{flag}", str(error))]) from None
     if args.state_file:
         overrides["state_file"] = args.state_file
-    return deployment, dataclasses.replace(gateway, **overrides)
+    gateway = dataclasses.replace(gateway, **overrides)
+    state_file = Path(gateway.state_file or statefile.default_path(gateway.name))
+    saved = _read_state(state_file, deployment)
+    if saved is not None:
+        deployment = saved
+    return Settings(deployment, gateway, state_file, _token(args))
+
+
+def _read_state(path: Path, deployment):
+    """The deployment with the VIPs of the state file, if there is one (it wins: it holds the
+    changes made through the REST API since the file was written)."""
+    try:
+        vips = statefile.read(path)
+        if vips is None:
+            return None
+        changed = dataclasses.replace(deployment, vips=tuple(vips))
+        problems = deployment_file.deployment_problems(changed)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as error:
+        raise ConfigError(
+            [Problem(f"state file {path}: {p.path}".rstrip(": "), p.reason) for p in error.problems]
+        ) from None
+    return changed
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError([Problem("--token-file", error.strerror or str(error))]) from None
+        if not token:
+            raise ConfigError([Problem("--token-file", "the file is empty")])
+        return token
+    return os.environ.get("LOCKSTEP_TOKEN") or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        deployment, gateway = resolve(args)
+        current = resolve(args)
     except ConfigError as error:
         print(f"lockstep-gateway: {args.config}: {len(error.problems)} problem(s)", file=sys.stderr)
         for problem in error.problems:
@@ -68,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ryu_app import compat, settings  # noqa: PLC0415 - framework only once config is good
 
-    settings.configure(deployment, gateway)
+    settings.configure(current)
+    gateway = current.gateway
     # Importing app_manager registers the framework's command-line options; they must exist
     # before CONF is parsed, and can be overridden only after.
     app_manager = compat.load("base.app_manager")
@@ -81,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["ryu_app.app"])
     contexts = manager.create_contexts()
-    services = manager.instantiate_apps(**contexts)
+    try:
+        services = manager.instantiate_apps(**contexts)
+    except OSError as error:  # the REST listener could not bind
+        print(f"lockstep-gateway: cannot start: {error}", file=sys.stderr)
+        return 1
     logging.getLogger("lockstep.gateway").info("OpenFlow listening on %s:%d", host, port)
     try:
         hub.joinall(services)

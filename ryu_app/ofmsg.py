@@ -5,11 +5,13 @@ Pure: nothing here sends; the app sets ``msg.datapath`` and sends.  Only this mo
 
 Table 0 of a gateway bridge:
 
-    priority 300  ARP request for a gateway address on the uplink -> answered in the switch
+    priority 300  ARP request for a gateway address on the uplink -> answered in the switch;
+                  IPv6 neighbour solicitation for one -> controller (answered by packet-out)
     priority 200  one rule per placed flow -> set inner dst MAC, tun_dst, tunnel key; tunnel port
+    priority 150  TCP to a gateway address on the uplink -> controller (health probe answers)
     priority 100  VIP service (address, protocol, port) on the uplink -> controller
-    priority  10  other IPv4/IPv6 TCP/UDP, other ARP -> drop (counted by the rule's statistics)
-    priority   0  table miss -> controller, unbuffered (IPv6 neighbour solicitations, the rest)
+    priority  10  other IPv4, IPv6 and ARP -> drop (counted by the rule's statistics)
+    priority   0  table miss -> controller, unbuffered (counted and dropped there)
 
 Every rule carries a cookie in Lockstep's space (top 16 bits ``0x4C53``, "LS") so that a
 restarted controller deletes exactly its own rules; per-flow rules also carry the backend id, so
@@ -28,13 +30,14 @@ from ryu_app.core.flowkey import (
     ETH_IPV6,
     HASH_SRC_IP,
     PROTO_TCP,
-    PROTO_UDP,
     Flow,
     parse_protocol,
 )
 from topology.deployment import Backend, Vip
 
 ETH_ARP = 0x0806
+PROTO_ICMPV6 = 58
+ND_SOLICITATION = 135
 
 COOKIE_TAG = 0x4C53 << 48
 COOKIE_TAG_MASK = 0xFFFF << 48
@@ -46,6 +49,7 @@ COOKIE_BACKEND_MASK = COOKIE_ALL_FLOWS_MASK | 0xFFFFFFFF
 
 PRIORITY_ARP = 300
 PRIORITY_FLOW = 200
+PRIORITY_LOCAL = 150
 PRIORITY_VIP = 100
 PRIORITY_DROP = 10
 PRIORITY_MISS = 0
@@ -123,19 +127,30 @@ def to_controller():
 
 
 def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list:
-    """Table miss, default drops and the in-switch ARP responder for the gateway's addresses."""
+    """Table miss, default drops, and for each gateway address: the neighbour responder and
+    the punt of TCP addressed to it (the answers to health probes)."""
     messages = [
         _flow_mod(parser.OFPMatch(), [to_controller()], PRIORITY_MISS),
         _flow_mod(parser.OFPMatch(eth_type=ETH_IPV4), [], PRIORITY_DROP),
+        _flow_mod(parser.OFPMatch(eth_type=ETH_IPV6), [], PRIORITY_DROP),
         _flow_mod(parser.OFPMatch(eth_type=ETH_ARP), [], PRIORITY_DROP),
     ]
-    for proto in (PROTO_TCP, PROTO_UDP):
-        messages.append(
-            _flow_mod(parser.OFPMatch(eth_type=ETH_IPV6, ip_proto=proto), [], PRIORITY_DROP)
-        )
     for address in addresses:
-        if ipaddress.ip_address(address).version == 4:
+        version = ipaddress.ip_address(address).version
+        if version == 4:
             messages.append(arp_responder(address, mac, ports.uplink))
+        else:
+            match = parser.OFPMatch(
+                in_port=ports.uplink,
+                eth_type=ETH_IPV6,
+                ip_proto=PROTO_ICMPV6,
+                icmpv6_type=ND_SOLICITATION,
+                ipv6_nd_target=address,
+            )
+            messages.append(_flow_mod(match, [to_controller()], PRIORITY_ARP))
+        fields = {"in_port": ports.uplink, **_l3_fields(version, None, address)}
+        match = parser.OFPMatch(**fields, ip_proto=PROTO_TCP)
+        messages.append(_flow_mod(match, [to_controller()], PRIORITY_LOCAL))
     return messages
 
 
@@ -168,13 +183,30 @@ def _l3_fields(version: int, src: str | None, dst: str) -> dict:
     return fields
 
 
-def vip_punt(vip: Vip, uplink: int):
-    """New connections to a VIP go to the controller (unbuffered: the packet rides along)."""
+def _vip_match(vip: Vip, uplink: int):
     proto = parse_protocol(vip.protocol)
     version = ipaddress.ip_address(vip.address).version
     fields = {"in_port": uplink, **_l3_fields(version, None, vip.address), "ip_proto": proto}
     fields["tcp_dst" if proto == PROTO_TCP else "udp_dst"] = vip.port
-    return _flow_mod(parser.OFPMatch(**fields), [to_controller()], PRIORITY_VIP)
+    return parser.OFPMatch(**fields)
+
+
+def vip_punt(vip: Vip, uplink: int):
+    """New connections to a VIP go to the controller (unbuffered: the packet rides along)."""
+    return _flow_mod(_vip_match(vip, uplink), [to_controller()], PRIORITY_VIP)
+
+
+def remove_vip_punt(vip: Vip, uplink: int):
+    return parser.OFPFlowMod(
+        datapath=None,
+        cookie=BASE_COOKIE,
+        cookie_mask=COOKIE_ALL_FLOWS_MASK,
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=PRIORITY_VIP,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=_vip_match(vip, uplink),
+    )
 
 
 def backend_actions(vip: Vip, backend: Backend, tunnel_port: int) -> list:
@@ -219,6 +251,15 @@ def packet_out(in_port: int, actions: list, buffer_id: int, data: bytes):
         actions=actions,
         data=None if buffered else data,
     )
+
+
+def controller_packet_out(actions: list, data: bytes):
+    """A frame the controller wrote itself (health probe, neighbour advertisement)."""
+    return packet_out(ofp.OFPP_CONTROLLER, actions, ofp.OFP_NO_BUFFER, data)
+
+
+def output(port: int):
+    return parser.OFPActionOutput(port)
 
 
 def flow_from_removed_match(match) -> Flow | None:

@@ -6,17 +6,29 @@ validated settings here before it loads the app, and the app reads them once in 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from topology.deployment import Deployment, Gateway
 
-_current: tuple[Deployment, Gateway] | None = None
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: Deployment  # VIPs already taken from the state file when there is one
+    gateway: Gateway
+    state_file: Path
+    token: str | None = None  # bearer token REST writes must carry (None: writes are open)
 
 
-def configure(deployment: Deployment, gateway: Gateway) -> None:
+_current: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
     global _current
-    _current = (deployment, gateway)
+    _current = settings
 
 
-def current() -> tuple[Deployment, Gateway]:
+def current() -> Settings:
     if _current is None:
         raise RuntimeError("ryu_app.settings.configure() was not called (use lockstep-gateway)")
     return _current

@@ -8,6 +8,7 @@ problem at once, each with its key path, as a ``ConfigError``.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,6 +302,13 @@ def parse_backend(data: Any, path: str = "") -> Backend:
     return Backend(**raw)
 
 
+def vip_to_data(vip: Vip) -> dict:
+    """The VIP as plain data in the file's shape: ``parse_vip(vip_to_data(v)) == v``."""
+    data = dataclasses.asdict(vip)
+    data["backends"] = [dataclasses.asdict(b) for b in vip.backends]
+    return data
+
+
 def _build_vip(raw: dict) -> Vip:
     idle = raw["idle_timeout"] or DEFAULT_IDLE_TIMEOUT[raw["protocol"]]
     health = HealthCheck(**(raw["health"] or {}))
@@ -323,6 +331,10 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
         problems.append(Problem(join(path, "health"), problem))
     if health.type == "http" and vip.protocol != "tcp":
         problems.append(Problem(join(path, "health.type"), "http checks need a tcp VIP"))
+    if vip.protocol == "udp" and health.port is None:
+        problems.append(
+            Problem(join(path, "health.port"), "a udp VIP needs the TCP port its checks connect to")
+        )
     seen: dict[str, int] = {}
     seen_tunnel: dict[str, str] = {}
     for index, backend in enumerate(vip.backends):
@@ -379,6 +391,18 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
         (f"{w}.addresses[{i}]", a) for w, g in gateways for i, a in enumerate(g.addresses)
     ] + [(f"{w}.address", c.address) for w, c in clients]
     unique(addresses, lambda a: a, "address")
+    # Probes and neighbour answers for a VIP come from a gateway address of its IP version.
+    for where, gateway in gateways:
+        versions = {ipaddress.ip_address(a).version for a in gateway.addresses}
+        for vip in deployment.vips:
+            if vip.ip_version not in versions:
+                problems.append(
+                    Problem(
+                        f"{where}.addresses",
+                        f"no IPv{vip.ip_version} address for VIP {vip.name!r} "
+                        "(health probes are sent from one)",
+                    )
+                )
     # Every node of the model graph needs its own name.
     names = [(f"{w}.name", g.name) for w, g in gateways] + [
         (f"{w}.name", c.name) for w, c in clients

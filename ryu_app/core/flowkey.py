@@ -232,6 +232,29 @@ def table_key(flow: Flow, mode: str) -> bytes:
     return key
 
 
+def describe_key(key: bytes) -> dict:
+    """A table key back as fields (for listings): the inverse of ``table_key``."""
+    for size in (4, 16):
+        if len(key) == _KEY_HEAD.size + 2 * size:  # 5-tuple
+            proto, src_port, dst_port = _KEY_HEAD.unpack_from(key)
+            src, dst = key[5 : 5 + size], key[5 + size :]
+            break
+        if len(key) == 2 * size + _PORT_PROTO.size:  # src-ip: ports not part of the key
+            src, dst = key[:size], key[size : 2 * size]
+            dst_port, proto = _PORT_PROTO.unpack_from(key, 2 * size)
+            src_port = None
+            break
+    else:
+        raise ValueError(f"not a flow-table key: {len(key)} bytes")
+    return {
+        "src_ip": str(ipaddress.ip_address(src)),
+        "src_port": src_port,
+        "dst_ip": str(ipaddress.ip_address(dst)),
+        "dst_port": dst_port,
+        "proto": PROTOCOL_NAMES.get(proto, str(proto)),
+    }
+
+
 def flow_hash(key: bytes) -> int:
     """32-bit unsigned mmh3 of a key, with Lockstep's fixed seed."""
     return mmh3.hash(key, FLOW_SEED, signed=False)

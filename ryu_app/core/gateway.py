@@ -7,12 +7,22 @@ the model: the app is a shim, this is where decisions live and where unit tests 
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ryu_app import ofmsg
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.flowkey import FrameError, parse_frame, table_key
+from ryu_app.core.health import UP
+from ryu_app.core.packets import (
+    mac_bytes,
+    neighbour_advertisement,
+    parse_segment,
+    parse_solicitation,
+)
+from ryu_app.core.prober import Prober, Send, Verdict
 from topology.deployment import Gateway, Vip
 
 # A per-flow rule installed less than this long ago is taken to be in the switch: repeated
@@ -36,10 +46,19 @@ class GatewayCounters:
     packet_outs: int = 0
     flows_removed: int = 0
     reinstalls: int = 0
+    probe_replies: int = 0  # TCP segments addressed to the gateway (answers to probes)
+    neighbour_answers: int = 0
 
 
 class GatewayCore:
-    def __init__(self, gateway: Gateway, vips: list[Vip], balancer: Balancer | None = None):
+    def __init__(
+        self,
+        gateway: Gateway,
+        vips: list[Vip],
+        now: float = 0.0,
+        balancer: Balancer | None = None,
+        rng: random.Random | None = None,
+    ):
         self.gateway = gateway
         self.mac = gateway.mac or default_mac(gateway.dpid)
         self.balancer = balancer or Balancer()
@@ -48,8 +67,12 @@ class GatewayCore:
         self.missing_ports: list[str] = []
         self._recent: dict[bytes, float] = {}
         self.pending: list[TableRequest] = []
+        self.notices: list[str] = []  # one line per significant event, for the shell to log
+        own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
+        self._own = frozenset(own)
+        self.prober = Prober(own, mac_bytes(self.mac), rng)
         for vip in vips:
-            self.pending += self.balancer.set_vip(vip)
+            self.set_vip(vip, now)
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -71,6 +94,42 @@ class GatewayCore:
             messages.append(ofmsg.vip_punt(state.vip, self.ports.uplink))
         return messages
 
+    # ---- configuration -------------------------------------------------------------------
+
+    def set_vip(self, vip: Vip, now: float) -> list:
+        """Add or replace a VIP.  Backends that stay keep their flows and health; the rules of
+        backends that went (or changed tunnel or MAC) are deleted from the switch."""
+        old = self.balancer.vips.get(vip.name)
+        old_ids = set(old.backend_ids.values()) if old else set()
+        self.pending += self.balancer.set_vip(vip)
+        state = self.balancer.vips[vip.name]
+        self.prober.set_vip(vip, state.healthy, now)
+        self.notices.append(
+            f"VIP {vip.name} {'replaced' if old else 'added'}: {vip.protocol} "
+            f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
+        )
+        if self.ports is None:
+            return []
+        messages = [
+            ofmsg.delete_backend_flows(i) for i in old_ids - set(state.backend_ids.values())
+        ]
+        if old and _service(old.vip) != _service(vip):
+            messages.append(ofmsg.remove_vip_punt(old.vip, self.ports.uplink))
+        messages.append(ofmsg.vip_punt(vip, self.ports.uplink))
+        return messages
+
+    def remove_vip(self, name: str, now: float) -> list:
+        state = self.balancer.vips.get(name)
+        if state is None:
+            raise KeyError(name)
+        self.balancer.remove_vip(name)
+        self.prober.remove_vip(name)
+        self.notices.append(f"VIP {name} removed")
+        if self.ports is None:
+            return []
+        messages = [ofmsg.remove_vip_punt(state.vip, self.ports.uplink)]
+        return messages + [ofmsg.delete_backend_flows(i) for i in state.backend_ids.values()]
+
     # ---- the packet path -----------------------------------------------------------------
 
     def on_packet_in(self, in_port: int, buffer_id: int, data: bytes, now: float) -> list:
@@ -81,11 +140,17 @@ class GatewayCore:
         try:
             flow = parse_frame(data)
         except FrameError as error:
+            if error.reason == "not-tcp-udp" and in_port == ports.uplink:
+                answer = self._neighbour_answer(in_port, data)
+                if answer:
+                    return answer
             self.counters.malformed[error.reason] += 1
             return []
         if in_port != ports.uplink:
             self.counters.foreign_port += 1
             return []
+        if flow.dst in self._own:
+            return self._probe_answer(data, now)
         decision = self.balancer.pick(flow, now)
         if decision is None:
             return []
@@ -129,7 +194,54 @@ class GatewayCore:
         self.counters.flows_removed += 1
         return []
 
+    def _neighbour_answer(self, in_port: int, data: bytes) -> list:
+        solicitation = parse_solicitation(data)
+        if solicitation is None or solicitation.target not in self._own:
+            return []
+        self.counters.neighbour_answers += 1
+        frame = neighbour_advertisement(solicitation, mac_bytes(self.mac))
+        return [ofmsg.controller_packet_out([ofmsg.output(in_port)], frame)]
+
+    def _probe_answer(self, data: bytes, now: float) -> list:
+        try:
+            segment = parse_segment(data)
+        except FrameError as error:
+            self.counters.malformed[error.reason] += 1
+            return []
+        self.counters.probe_replies += 1
+        sends, verdicts = self.prober.on_segment(segment, now)
+        return self._probe_packets(sends) + self._apply(verdicts)
+
     # ---- health --------------------------------------------------------------------------
+
+    def health_tick(self, now: float) -> list:
+        """Called often (every few tens of ms): time out late probes, start due ones."""
+        messages = self._apply(self.prober.expire(now))
+        if self.ports is not None:  # probes travel through the switch
+            messages += self._probe_packets(self.prober.due(now))
+        return messages
+
+    def _probe_packets(self, sends: list[Send]) -> list:
+        messages = []
+        for send in sends:
+            state = self.balancer.vips.get(send.vip)
+            backend = state.vip.backend(send.backend) if state else None
+            if backend is None or self.ports is None:
+                continue
+            actions = ofmsg.backend_actions(state.vip, backend, self.ports.tunnel)
+            messages.append(ofmsg.controller_packet_out(actions, send.frame))
+        return messages
+
+    def _apply(self, verdicts: list[Verdict]) -> list:
+        messages = []
+        for verdict in verdicts:
+            transition = verdict.transition
+            self.notices.append(
+                f"backend {verdict.backend} of VIP {verdict.vip} is {transition.state.upper()}"
+                f" ({transition.reason})"
+            )
+            messages += self.set_health(verdict.vip, verdict.backend, transition.state == UP)
+        return messages
 
     def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> list:
         """This gateway's own verdict on a backend.  Down: its rules go from the switch now,
@@ -143,3 +255,11 @@ class GatewayCore:
     def take_pending(self) -> list[TableRequest]:
         pending, self.pending = self.pending, []
         return pending
+
+    def take_notices(self) -> list[str]:
+        notices, self.notices = self.notices, []
+        return notices
+
+
+def _service(vip: Vip) -> tuple[str, int, str]:
+    return ipaddress.ip_address(vip.address).compressed, vip.port, vip.protocol

@@ -187,6 +187,7 @@ def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
                 tunnel_ip: {g.tunnel_ip}
                 openflow: 127.0.0.1:{g.openflow_port}
                 rest: 127.0.0.1:{g.rest_port}
+                state_file: {topo.workdir / (g.name + ".state.json")}
             """
         )
         for g in gateway_specs
@@ -304,6 +305,9 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         sh("ip", "link", "set", "vx0", "address", vm.mac, "up", ns=vm.ns)
         sh("sysctl", "-qw", "net.ipv4.conf.vx0.rp_filter=0", ns=vm.ns)
         sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=vm.ns)
+        vm.server = lab.spawn([sys.executable, "-c", VM_SERVER, vm.name], ns=vm.ns)
+        mac = sh("cat", f"/sys/class/net/{eth}/address", ns=vm.ns).strip()
+        ovs.appctl("tnl/neigh/set", ul, vm.tunnel_ip, mac)
         topo.vms.append(vm)
     # gateways
     for index in range(1, gateway_count + 1):
@@ -355,12 +359,6 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         ovs.vsctl("set-controller", g.bridge, f"tcp:127.0.0.1:{g.openflow_port}")
         sh("ip", "addr", "add", f"{ROUTER_UPLINK}/32", "dev", g.router_side, ns=r)
         sh("ip", "route", "add", f"{g.address}/32", "dev", g.router_side, ns=r)
-    for vm in topo.vms:
-        mac = sh(
-            "cat", f"/sys/class/net/{lab.name('v' + vm.name[2:] + 'e')}/address", ns=vm.ns
-        ).strip()
-        ovs.appctl("tnl/neigh/set", ul, vm.tunnel_ip, mac)
-        vm.server = lab.spawn([sys.executable, "-c", VM_SERVER, vm.name], ns=vm.ns)
     topo.route_vip(*topo.gateways)
     for g in topo.gateways:
         topo.wait_pipeline(g)

@@ -130,7 +130,7 @@ def test_defaults_filled_in(raw):
     del raw["gateways"][0]["tunnel_port"]
     del raw["gateways"][0]["mac"]
     del raw["underlay"]["mtu"]
-    raw["vips"].append(minimal_vip(protocol="udp"))
+    raw["vips"].append(minimal_vip(protocol="udp", health={"port": 5353}))
     deployment = dep.parse(raw)
 
     web, svc = deployment.vips
@@ -160,7 +160,7 @@ def test_defaults_filled_in(raw):
 
 
 def test_udp_vip_keeps_an_explicit_idle_timeout(raw):
-    raw["vips"].append(minimal_vip(protocol="udp", idle_timeout=120))
+    raw["vips"].append(minimal_vip(protocol="udp", idle_timeout=120, health={"port": 5353}))
     assert dep.parse(raw).vips[1].idle_timeout == 120
 
 
@@ -184,6 +184,8 @@ def test_values_are_normalised(raw):
     raw["gateways"][0]["dpid"] = "00:00:00:00:00:00:00:1f"
     raw["gateways"][1]["dpid"] = 42
     raw["vips"].append(minimal_vip(address="FD00:0::0064"))
+    for index, gateway in enumerate(raw["gateways"]):
+        gateway["addresses"].append(f"fd00:1::{index + 1}")
     deployment = dep.parse(raw)
     assert deployment.vips[0].backends[0].mac == "02:aa:bb:cc:dd:ee"
     assert deployment.gateways[0].dpid == 0x1F
@@ -589,7 +591,11 @@ def test_duplicate_vip_address_is_compared_after_normalising(raw):
 
 
 def test_same_address_and_port_with_other_protocol_or_port_is_fine(raw):
-    raw["vips"].append(minimal_vip(name="web-udp", address="10.0.0.100", port=80, protocol="udp"))
+    raw["vips"].append(
+        minimal_vip(
+            name="web-udp", address="10.0.0.100", port=80, protocol="udp", health={"port": 80}
+        )
+    )
     raw["vips"].append(minimal_vip(name="web-alt", address="10.0.0.100", port=8080))
     assert len(dep.parse(raw).vips) == 3
 
@@ -842,13 +848,29 @@ def test_default_timeout_against_a_short_interval(raw):
 
 def test_http_health_on_a_udp_vip(raw):
     raw["vips"][0]["protocol"] = "udp"
+    raw["vips"][0]["health"]["port"] = 8080
     assert problems_of(raw) == [("vips[0].health.type", "http checks need a tcp VIP")]
 
 
-def test_tcp_health_on_a_udp_vip_is_fine(raw):
+def test_tcp_health_on_a_udp_vip_needs_the_tcp_port_to_check(raw):
     raw["vips"][0]["protocol"] = "udp"
     raw["vips"][0]["health"]["type"] = "tcp"
+    assert problems_of(raw) == [
+        ("vips[0].health.port", "a udp VIP needs the TCP port its checks connect to")
+    ]
+    raw["vips"][0]["health"]["port"] = 8080
     assert dep.parse(raw).vips[0].protocol == "udp"
+
+
+def test_every_gateway_needs_an_address_of_each_vips_ip_version(raw):
+    raw["vips"].append(minimal_vip(address="fd00::100", port=80))
+    raw["gateways"][1]["addresses"].append("fd00:1::2")
+    assert problems_of(raw) == [
+        (
+            "gateways[0].addresses",
+            "no IPv6 address for VIP 'svc' (health probes are sent from one)",
+        )
+    ]
 
 
 # ---- reading files -------------------------------------------------------------------------------
@@ -928,11 +950,12 @@ def test_parse_vip_accepts_a_vip_and_fills_defaults():
             "address": "10.0.0.53",
             "port": 53,
             "protocol": "udp",
+            "health": {"port": 53},
             "backends": [backend("vm1", "192.168.100.11", "02:00:00:00:01:01")],
         }
     )
     assert vip.idle_timeout == 30
-    assert vip.health == dep.HealthCheck()
+    assert vip.health == dep.HealthCheck(port=53)
     assert vip.table_size == 65537
     assert vip.backends == (dep.Backend("vm1", "192.168.100.11", "02:00:00:00:01:01", 1),)
 
@@ -978,7 +1001,7 @@ def test_parse_vip_cross_field_errors_use_the_prefix(prefix):
         "address": "10.0.0.53",
         "port": 53,
         "protocol": "udp",
-        "health": {"type": "http", "interval": 1, "timeout": 2},
+        "health": {"type": "http", "port": 53, "interval": 1, "timeout": 2},
         "backends": [
             backend("vm1", "192.168.100.11", "02:00:00:00:01:01"),
             backend("vm1", "192.168.100.12", "02:00:00:00:01:02"),

@@ -1,0 +1,255 @@
+"""Health probes that travel the clients' own path: through the tunnel to the VIP service.
+
+How a probe travels
+-------------------
+The controller writes each probe packet itself and sends it with a packet-out through the
+gateway's tunnel port, with the same actions a client flow to that backend gets (inner MAC,
+``tun_dst``, tunnel key).  The packet is addressed from the gateway's own uplink address to the
+VIP and service port, so the VM receives exactly what a client's packet looks like after the
+gateway: it checks the tunnel, the VM's decapsulation, the VIP on its loopback and the service.
+The VM answers, like to any client, directly through its router (direct server return) to the
+gateway's address; the router already reaches that address (it is its ECMP next hop) and a rule
+on the gateway sends TCP to its own address up to the controller, where the prober reads it.
+
+So the probe needs nothing on the gateway host (no interface, namespace, route or socket) and
+works the same in Mininet and beside real gateways.  GLB Director health-checks through its
+tunnel for the same reason.  Each probe has its own source port, so replies find their probe.
+
+- ``tcp``: SYN -> SYN-ACK is success (then RST, as HAProxy closes its checks); an RST or no
+  answer within ``timeout`` is failure.
+- ``http``: after the SYN-ACK, one segment with ``GET path HTTP/1.0``; the status line of the
+  answer must carry ``expect_status``.  Then RST.
+
+Pure: ``due``/``expire``/``on_segment`` take ``now`` and return what to send and what changed;
+the shell sends the frames and feeds the replies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ryu_app.core.health import HealthPolicy, HealthState, Transition
+from ryu_app.core.packets import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    Segment,
+    tcp_frame,
+)
+from topology.deployment import Vip
+
+PORT_FIRST, PORT_LAST = 49152, 65535  # source ports of probes (IANA dynamic range)
+_STATUS_LINE = re.compile(rb"^HTTP/\d\.\d (\d{3})")
+_MAX_RESPONSE_PREFIX = 256  # enough for a status line; more is never buffered
+
+
+@dataclass(frozen=True)
+class Send:
+    """A frame to send to one backend of one VIP (with that backend's tunnel actions)."""
+
+    vip: str
+    backend: str
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    vip: str
+    backend: str
+    transition: Transition
+
+
+@dataclass
+class _Probe:
+    vip: str
+    backend: str
+    port: int  # our source port
+    isn: int
+    deadline: float
+    peer_isn: int | None = None
+    request: bytes = b""
+    response: bytes = b""
+
+
+@dataclass
+class _Target:
+    """What a VIP's probes look like: addresses, port and check."""
+
+    vip: Vip
+    src: bytes
+    dst: bytes
+    port: int
+    request: bytes  # empty for a tcp check
+
+
+class Prober:
+    def __init__(self, addresses: Iterable[bytes], mac: bytes, rng: random.Random | None = None):
+        self.sources = {len(a): a for a in reversed(list(addresses))}  # first address wins
+        self.mac = mac
+        self.rng = rng or random.Random()
+        self.states: dict[tuple[str, str], HealthState] = {}
+        self.targets: dict[str, _Target] = {}
+        self._probes: dict[int, _Probe] = {}
+        self._active: dict[tuple[str, str], int] = {}  # (vip, backend) -> port in flight
+        self._next_port = PORT_FIRST + self.rng.randrange(PORT_LAST - PORT_FIRST)
+        self.sent = 0
+        self.results = {True: 0, False: 0}
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def set_vip(self, vip: Vip, healthy: set[str], now: float) -> None:
+        """Probe ``vip``'s backends; ``healthy`` is where each one starts (the balancer's view,
+        so a replaced VIP keeps its backends' state)."""
+        self.remove_vip(vip.name, keep={b.name for b in vip.backends})
+        src = self.sources.get(len(_packed(vip.address)))
+        if src is None:  # no gateway address of this IP version: config check reports it
+            return
+        health = vip.health
+        policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
+        request = b""
+        if health.type == "http":
+            request = (
+                f"GET {health.path} HTTP/1.0\r\nHost: {vip.address}\r\n"
+                "User-Agent: lockstep-health\r\nConnection: close\r\n\r\n"
+            ).encode("ascii")
+        self.targets[vip.name] = _Target(
+            vip, src, _packed(vip.address), health.port or vip.port, request
+        )
+        for backend in vip.backends:
+            key = (vip.name, backend.name)
+            old = self.states.get(key)
+            if old is not None and old.policy == policy:
+                continue
+            initial = "up" if backend.name in healthy else "down"
+            self.states[key] = HealthState(policy, now, initial, phase=self.rng.random())
+
+    def remove_vip(self, name: str, keep: set[str] | frozenset = frozenset()) -> None:
+        self.targets.pop(name, None)
+        for key in [k for k in self.states if k[0] == name and k[1] not in keep]:
+            del self.states[key]
+            port = self._active.pop(key, None)
+            if port is not None:
+                del self._probes[port]
+
+    # ---- the probe cycle -------------------------------------------------------------------
+
+    def due(self, now: float) -> list[Send]:
+        """Start every probe whose time has come."""
+        sends = []
+        for key, state in self.states.items():
+            if not state.due(now):
+                continue
+            target = self.targets[key[0]]
+            port = self._free_port()
+            if port is None:
+                break
+            deadline = state.start_probe(now)
+            probe = _Probe(key[0], key[1], port, self.rng.getrandbits(32), deadline)
+            self._probes[port] = probe
+            self._active[key] = port
+            sends.append(self._send(target, probe, probe.isn, 0, TCP_SYN))
+        return sends
+
+    def expire(self, now: float) -> list[Verdict]:
+        """Probes whose timeout passed without an answer count as failures."""
+        late = [p for p in self._probes.values() if now >= p.deadline]
+        return [v for p in late if (v := self._finish(p, False, now, "no answer"))]
+
+    def on_segment(self, segment: Segment, now: float) -> tuple[list[Send], list[Verdict]]:
+        """A TCP segment addressed to the gateway: the answer to one of our probes, or noise."""
+        probe = self._probes.get(segment.dst_port)
+        if probe is None:
+            return [], []
+        target = self.targets[probe.vip]
+        if (segment.src, segment.src_port, segment.dst) != (target.dst, target.port, target.src):
+            return [], []
+        flags = segment.flags
+        if probe.peer_isn is None:  # waiting for the SYN-ACK
+            if segment.ack != (probe.isn + 1) & 0xFFFFFFFF or not flags & TCP_ACK:
+                return [], []  # a stale answer to an earlier probe on this port
+            if flags & TCP_RST:
+                return [], self._verdicts(probe, False, now, "connection refused")
+            if flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK:
+                return [], []
+            probe.peer_isn = segment.seq
+            if not target.request:
+                return [self._reset(target, probe)], self._verdicts(probe, True, now, "connected")
+            probe.request = target.request
+            reply = self._send(
+                target, probe, probe.isn + 1, segment.seq + 1, TCP_PSH | TCP_ACK, target.request
+            )
+            return [reply], []
+        return self._http_answer(target, probe, segment, now)
+
+    def _http_answer(self, target, probe, segment, now):
+        expected = (probe.peer_isn + 1 + len(probe.response)) & 0xFFFFFFFF
+        if segment.payload and segment.seq == expected:
+            probe.response = (probe.response + segment.payload)[:_MAX_RESPONSE_PREFIX]
+        line_done = b"\r\n" in probe.response or len(probe.response) >= _MAX_RESPONSE_PREFIX
+        if not line_done:
+            if segment.flags & (TCP_RST | TCP_FIN):
+                detail = "closed before a status line"
+                return [], self._verdicts(probe, False, now, detail)
+            return [], []
+        match = _STATUS_LINE.match(probe.response)
+        status = int(match.group(1)) if match else None
+        expect = target.vip.health.expect_status
+        ok = status == expect
+        detail = f"HTTP {status}" if status is not None else "not an HTTP status line"
+        if not ok and status is not None:
+            detail += f" (expected {expect})"
+        return [self._reset(target, probe)], self._verdicts(probe, ok, now, detail)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _verdicts(self, probe: _Probe, ok: bool, now: float, detail: str) -> list[Verdict]:
+        verdict = self._finish(probe, ok, now, detail)
+        return [verdict] if verdict else []
+
+    def _finish(self, probe: _Probe, ok: bool, now: float, detail: str) -> Verdict | None:
+        del self._probes[probe.port]
+        key = (probe.vip, probe.backend)
+        self._active.pop(key, None)
+        self.results[ok] += 1
+        transition = self.states[key].record(ok, now, detail)
+        return Verdict(probe.vip, probe.backend, transition) if transition else None
+
+    def _reset(self, target: _Target, probe: _Probe) -> Send:
+        seq = probe.isn + 1 + len(probe.request)
+        return self._send(target, probe, seq, 0, TCP_RST)
+
+    def _send(self, target, probe, seq, ack, flags, payload=b"") -> Send:
+        self.sent += 1
+        frame = tcp_frame(
+            self.mac,
+            b"\0" * 6,  # the tunnel actions set the backend's MAC
+            target.src,
+            target.dst,
+            probe.port,
+            target.port,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF,
+            flags,
+            payload,
+        )
+        return Send(probe.vip, probe.backend, frame)
+
+    def _free_port(self) -> int | None:
+        span = PORT_LAST - PORT_FIRST + 1
+        if len(self._probes) >= span:
+            return None
+        port = self._next_port
+        while port in self._probes:
+            port = PORT_FIRST + (port - PORT_FIRST + 1) % span
+        self._next_port = PORT_FIRST + (port - PORT_FIRST + 1) % span
+        return port
+
+
+def _packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed

@@ -1,0 +1,78 @@
+"""The state file: the VIPs as changed through the REST API, so they survive a restart.
+
+Written atomically (write a temporary file in the same folder, fsync it, rename it over the old
+one, fsync the folder): after a crash the file is the old version or the new one, never half.
+Read at start-up by the launcher; a file that does not parse stops the start with the same
+key-naming errors as a bad deployment file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from topology import deployment as deployment_file
+from topology.schema import ConfigError, Problem
+
+FORMAT_VERSION = 1
+
+
+def default_path(gateway_name: str) -> Path:
+    return Path("/var/lib/lockstep") / f"{gateway_name}.json"
+
+
+def write(path: str | Path, vips) -> None:
+    """Save ``vips`` (Vip objects); raises OSError if the file cannot be written."""
+    path = Path(path)
+    text = json.dumps(
+        {"version": FORMAT_VERSION, "vips": [deployment_file.vip_to_data(v) for v in vips]},
+        indent=2,
+        sort_keys=True,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def read(path: str | Path) -> list | None:
+    """The VIPs saved in ``path``, or None if there is no such file; ConfigError if it is bad."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([Problem("", f"cannot read state file {path}: {error}")]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError([Problem("", f"state file {path} is not JSON: {error}")]) from None
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise ConfigError(
+            [Problem("version", f"state file {path}: expected version {FORMAT_VERSION}")]
+        )
+    raw_vips = data.get("vips")
+    if not isinstance(raw_vips, list):
+        raise ConfigError([Problem("vips", f"state file {path}: must be a list")])
+    vips, problems = [], []
+    for index, raw in enumerate(raw_vips):
+        try:
+            vips.append(deployment_file.parse_vip(raw, f"vips[{index}]"))
+        except ConfigError as error:
+            problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return vips

@@ -130,6 +130,9 @@ class RestApi:
             response = self._dispatch(request)
         except http.HTTPException as error:
             response = _json_error(error)
+        except Exception:  # noqa: BLE001 - a bug must cost one request, not the server
+            LOG.exception("REST request %s %s failed", request.method, request.path_info)
+            response = _json_error(http.HTTPInternalServerError("internal error (logged)"))
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
@@ -259,7 +262,10 @@ def _json_error(error: http.HTTPException) -> Response:
     if problems:
         payload["problems"] = problems
     response = Response(
-        json.dumps(payload) + "\n", status=error.code, content_type="application/json"
+        json.dumps(payload) + "\n",
+        status=error.code,
+        content_type="application/json",
+        charset="utf-8",
     )
     for header in ("Allow", "WWW-Authenticate"):
         if header in error.headers:

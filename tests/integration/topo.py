@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +107,49 @@ class Topology:
         argv = self._http_client(f"/bytes/{size}", 0, pause, chunk, 20.0, "digest")
         return self.lab.spawn_capture(argv)
 
+    def connect_many(self, first_port: int, count: int, mode: str = "http") -> dict[int, str]:
+        """``count`` connections from consecutive source ports, one client process: in
+        ``http`` mode each gets the serving VM's name (or ``error:...``), in ``connect`` mode
+        each is opened and reset at once (``ok``).  No TIME_WAIT is left on the client."""
+        argv = [sys.executable, "-c", MANY_CLIENT, mode, str(first_port), str(count)]
+        out = sh("ip", "netns", "exec", self.client_ns, *argv)
+        return {
+            int(port): result for port, result in (line.split(" ", 1) for line in out.splitlines())
+        }
+
+    def api(self, gateway: GatewayHandle, method: str, path: str, body=None, token=None):
+        """One REST call to a gateway's controller: (status, decoded JSON or text)."""
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{gateway.rest_port}{path}", data=data, method=method
+        )
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        text = raw.decode()
+        try:
+            return status, json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return status, text
+
+    def healthy(self, gateway: GatewayHandle, vip: str = "web") -> set[str]:
+        status, body = self.api(gateway, "GET", "/v1/health")
+        assert status == 200, body
+        return {row["backend"] for row in body["vips"][vip] if row["healthy"]}
+
+    def wait_all_healthy(self, timeout: float = 15) -> None:
+        everyone = {vm.name for vm in self.vms}
+        for g in self.gateways:
+            wait_for(lambda g=g: self.healthy(g) == everyone, timeout, f"{g.name}: all VMs up")
+
     def route_vip(self, *gateways: GatewayHandle) -> None:
         """Point the router's VIP route at these gateways (ECMP when several)."""
         nexthops = []
@@ -137,6 +183,35 @@ HTTP_CLIENT = textwrap.dedent(
         print(len(body), hashlib.sha256(body).hexdigest())
     else:
         sys.stdout.write(data.decode(errors="replace"))
+    """
+)
+
+
+MANY_CLIENT = textwrap.dedent(
+    f"""
+    import socket, struct, sys
+    mode, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    for port in range(first, first + count):
+        s = socket.socket()
+        s.settimeout(3.0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            s.bind(("{CLIENT}", port))
+            s.connect(("{VIP}", {VIP_PORT}))
+            if mode == "http":
+                s.sendall(b"GET / HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n")
+                data = b""
+                while piece := s.recv(4096):
+                    data += piece
+                result = data.rsplit(b"\\r\\n\\r\\n", 1)[-1].decode().strip() or "error:empty"
+            else:
+                result = "ok"
+        except OSError as error:
+            result = f"error:{{type(error).__name__}}"
+        finally:
+            s.close()
+        print(port, result, flush=True)
     """
 )
 

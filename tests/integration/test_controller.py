@@ -1,0 +1,202 @@
+"""The controllers on a real Open vSwitch: agreement, health probes, restarts, the REST API."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration import topo as topology
+from tests.integration.topo import BIN, CLIENT, VIP, VIP_PORT
+
+# As in topo.write_config: interval 0.5, timeout 0.25, fall 2.
+DETECTION_BOUND = 0.5 * 2 + 0.25
+RULE = re.compile(r"tp_src=(\d+).*set_field:([\d.]+)->tun_dst")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    built = topology.build(tmp_path_factory.mktemp("lab"), gateways=2, vms=3)
+    try:
+        built.wait_all_healthy()
+        yield built
+    finally:
+        topology.teardown(built)
+
+
+def installed_targets(lab, gateway) -> dict[int, str]:
+    """Client source port -> tunnel endpoint, from the gateway's per-flow rules."""
+    targets = {}
+    for line in lab.ovs.ofctl("dump-flows", gateway.bridge).splitlines():
+        match = RULE.search(line)
+        if match and "priority=200" in line:
+            targets[int(match.group(1))] = match.group(2)
+    return targets
+
+
+def lookup(lab, gateway, port: int) -> dict:
+    query = f"src_ip={CLIENT}&src_port={port}&dst_ip={VIP}&dst_port={VIP_PORT}&proto=tcp"
+    status, body = lab.api(gateway, "GET", f"/v1/lookup?{query}")
+    assert status == 200, body
+    return body
+
+
+def test_a_thousand_flows_get_the_same_vm_on_both_gateways(lab):
+    first, count = 20000, 1000
+    tunnel_of = {vm.name: vm.tunnel_ip for vm in lab.vms}
+    # What each gateway's hash says, asked through its own REST API.
+    answers = [
+        {p: lookup(lab, g, p)["backend"] for p in range(first, first + count)} for g in lab.gateways
+    ]
+    assert answers[0] == answers[1]
+    assert set(answers[0].values()) == set(tunnel_of)
+    # What each gateway installed in its switch for the same flows, sent through it alone.
+    for gateway in lab.gateways:
+        lab.route_vip(gateway)
+        try:
+            results = lab.connect_many(first, count, mode="connect")
+        finally:
+            lab.route_vip(*lab.gateways)
+        assert set(results.values()) == {"ok"}
+    installed = [installed_targets(lab, g) for g in lab.gateways]
+    expected = {p: tunnel_of[vm] for p, vm in answers[0].items()}
+    assert installed[0] == expected
+    assert installed[1] == expected
+    # Both now answer from their flow tables, with the same VM.
+    for gateway in lab.gateways:
+        assert lookup(lab, gateway, first) == {
+            "backend": answers[0][first],
+            "gateway": gateway.name,
+            "source": "table",
+            "vip": "web",
+        }
+
+
+def test_a_dead_service_is_marked_down_by_each_controller_within_the_bound(lab):
+    victim = lab.vms[1]
+    lab.lab.kill(victim.server)
+    killed = time.monotonic()
+    try:
+        detected = {}
+        for gateway in lab.gateways:
+            topology.wait_for(
+                lambda g=gateway: victim.name not in lab.healthy(g),
+                DETECTION_BOUND + 2,
+                f"{gateway.name} to mark {victim.name} down",
+                interval=0.02,
+            )
+            detected[gateway.name] = time.monotonic() - killed
+        # Each controller decided on its own probes; the REST poll adds at most a few ms.
+        for name, seconds in detected.items():
+            assert seconds <= DETECTION_BOUND + 0.1, (name, seconds)
+        for gateway in lab.gateways:
+            _, health = lab.api(gateway, "GET", "/v1/health")
+            row = next(r for r in health["vips"]["web"] if r["backend"] == victim.name)
+            assert (row["state"], row["last_result"]) == ("down", "fail")
+            assert row["last_detail"] == "connection refused"
+        # Every connection started now succeeds, and none goes to the dead VM.
+        served = lab.connect_many(30000, 60)
+        assert all(not vm.startswith("error") for vm in served.values()), served
+        assert victim.name not in set(served.values())
+        assert len(set(served.values())) == 2
+    finally:
+        victim.server = lab.lab.spawn(
+            [sys.executable, "-c", topology.VM_SERVER, victim.name], ns=victim.ns
+        )
+    lab.wait_all_healthy()  # and back up, through rise successes
+
+
+def test_a_killed_and_restarted_controller_keeps_an_established_download(lab):
+    gateway = lab.gateways[0]
+    size = 16_000_000  # ~10 s in flight: longer than the switch's reconnect back-off
+    lab.route_vip(gateway)
+    try:
+        download = lab.start_download(size, pause=0.01, chunk=16384)
+        topology.wait_for(lambda: installed_targets(lab, gateway), 5, "the download's rule")
+        time.sleep(0.3)
+        lab.lab.kill(gateway.process, signal.SIGKILL)
+        time.sleep(0.5)  # the switch (fail_mode=secure) keeps forwarding on its rules
+        lab.start_controller(gateway)
+        topology.wait_for(
+            lambda: lab.api(gateway, "GET", "/v1/status")[1]["switch_connected"],
+            15,
+            "the switch to reconnect",
+        )
+        # The new controller deleted the old rules; the download's next packet came up as a
+        # non-SYN miss and was placed again on the same VM.
+        assert download.poll() is None, "finished before the reconnect: the test proves nothing"
+        out, err = download.communicate(timeout=60)
+        assert download.returncode == 0, err
+        block = bytes(range(256)) * 256
+        expected = hashlib.sha256((block * (size // len(block) + 1))[:size]).hexdigest()
+        assert out.split() == [str(size), expected]
+    finally:
+        lab.route_vip(*lab.gateways)
+    _, flows = lab.api(gateway, "GET", "/v1/flows")
+    assert flows["counters"]["tcp_non_syn_misses"] >= 1
+
+
+def test_bad_rest_requests_are_refused_and_change_nothing(lab):
+    gateway = lab.gateways[0]
+    state_file = lab.workdir / f"{gateway.name}.state.json"
+    _, before = lab.api(gateway, "GET", "/v1/vips")
+    saved_before = state_file.read_bytes() if state_file.exists() else None
+    rules_before = lab.ovs.ofctl("dump-flows", gateway.bridge, "cookie=0x4c53010000000000/-1")
+    status, body = lab.api(gateway, "POST", "/v1/vips", b"{not json")
+    assert status == 400 and "not JSON" in body["error"]
+    status, body = lab.api(gateway, "PUT", "/v1/vips/web", {"address": "10.0.0.100", "port": 70000})
+    assert status == 400
+    assert [p["path"] for p in body["problems"]] == ["port"]
+    status, body = lab.api(gateway, "PATCH", "/v1/vips/web/backends/vm1", {"weight": -1})
+    assert status == 400 and body["problems"][0]["path"] == "weight"
+    status, body = lab.api(gateway, "DELETE", "/v1/vips/nope")
+    assert status == 404
+    status, _ = lab.api(gateway, "DELETE", "/v1/health")
+    assert status == 405
+    assert lab.api(gateway, "GET", "/v1/vips")[1] == before
+    assert (state_file.read_bytes() if state_file.exists() else None) == saved_before
+    after = lab.ovs.ofctl("dump-flows", gateway.bridge, "cookie=0x4c53010000000000/-1")
+    strip = re.compile(r"duration=[^,]*, |n_packets=\d+, n_bytes=\d+, ")
+    assert strip.sub("", after) == strip.sub("", rules_before)
+
+
+def test_a_weight_change_survives_a_restart_through_the_state_file(lab):
+    gateway = lab.gateways[1]
+    status, body = lab.api(gateway, "PATCH", "/v1/vips/web/backends/vm3", {"weight": 0})
+    assert status == 200, body
+    try:
+        lab.lab.kill(gateway.process, signal.SIGKILL)
+        lab.start_controller(gateway)
+        lab.wait_pipeline(gateway)
+        _, vip = lab.api(gateway, "GET", "/v1/vips/web")
+        assert {b["name"]: b["weight"] for b in vip["backends"]}["vm3"] == 0
+        # Drained: no new flow through this gateway goes to vm3.
+        lab.route_vip(gateway)
+        try:
+            served = lab.connect_many(31000, 40)
+        finally:
+            lab.route_vip(*lab.gateways)
+        assert "vm3" not in set(served.values()), served
+        assert all(not vm.startswith("error") for vm in served.values()), served
+    finally:
+        status, body = lab.api(gateway, "PATCH", "/v1/vips/web/backends/vm3", {"weight": 1})
+        assert status == 200, body
+
+
+def test_a_bad_config_file_names_the_key_and_starts_nothing(lab, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(lab.config.read_text().replace("port: 80", "port: 80000", 1))
+    result = subprocess.run(
+        [str(BIN / "lockstep-gateway"), "--config", str(bad), "--gateway", "gw1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "vips[0].port: must be 1..65535, got 80000" in result.stderr, result.stderr

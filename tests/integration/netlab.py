@@ -137,6 +137,9 @@ class Lab:
         sh("ip", "netns", "add", ns)
         self.namespaces.append(ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
+        # IPv6 addresses usable at once: no duplicate address detection in a private lab.
+        for scope in ("all", "default"):
+            sh("sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0", ns=ns)
         return ns
 
     def veth(self, a: str, b: str, ns_a: str | None = None, ns_b: str | None = None) -> None:

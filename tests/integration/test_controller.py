@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from ryu_app.core.gateway import default_mac
 from tests.integration import topo as topology
-from tests.integration.topo import BIN, CLIENT, VIP, VIP_PORT
+from tests.integration.topo import BIN, CLIENT, CLIENT6, VIP, VIP6, VIP_PORT
 
 # As in topo.write_config: interval 0.5, timeout 0.25, fall 2.
 DETECTION_BOUND = 0.5 * 2 + 0.25
@@ -29,18 +30,19 @@ def lab(tmp_path_factory):
         topology.teardown(built)
 
 
-def installed_targets(lab, gateway) -> dict[int, str]:
-    """Client source port -> tunnel endpoint, from the gateway's per-flow rules."""
+def installed_targets(lab, gateway, family: str = "tcp,") -> dict[int, str]:
+    """Client source port -> tunnel endpoint, from the gateway's per-flow rules of one
+    family (``tcp,`` for IPv4, ``tcp6`` for IPv6)."""
     targets = {}
     for line in lab.ovs.ofctl("dump-flows", gateway.bridge).splitlines():
         match = RULE.search(line)
-        if match and "priority=200" in line:
+        if match and "priority=200" in line and f"priority=200,{family}" in line:
             targets[int(match.group(1))] = match.group(2)
     return targets
 
 
-def lookup(lab, gateway, port: int) -> dict:
-    query = f"src_ip={CLIENT}&src_port={port}&dst_ip={VIP}&dst_port={VIP_PORT}&proto=tcp"
+def lookup(lab, gateway, port: int, src: str = CLIENT, vip: str = VIP) -> dict:
+    query = f"src_ip={src}&src_port={port}&dst_ip={vip}&dst_port={VIP_PORT}&proto=tcp"
     status, body = lab.api(gateway, "GET", f"/v1/lookup?{query}")
     assert status == 200, body
     return body
@@ -75,6 +77,22 @@ def test_a_thousand_flows_get_the_same_vm_on_both_gateways(lab):
             "source": "table",
             "vip": "web",
         }
+
+
+def test_an_ipv6_vip_works_end_to_end(lab):
+    everyone = {vm.name for vm in lab.vms}
+    # Its HTTP probes went out through the tunnel and came back over IPv6 to each gateway.
+    for gateway in lab.gateways:
+        assert lab.healthy(gateway, "web6") == everyone
+    served = lab.connect_many(33000, 30, ipv6=True)
+    expected = {p: lookup(lab, lab.gateways[0], p, CLIENT6, VIP6)["backend"] for p in served}
+    assert served == expected
+    assert len(set(served.values())) > 1
+    # The router resolved each gateway's IPv6 address through the controller's ND answer.
+    for gateway in lab.gateways:
+        neighbour = topology.sh("ip", "-6", "neigh", "show", gateway.address6, ns=lab.router_ns)
+        assert f"lladdr {default_mac(gateway.dpid)}" in neighbour, neighbour
+        assert installed_targets(lab, gateway, "tcp6")
 
 
 def test_a_dead_service_is_marked_down_by_each_controller_within_the_bound(lab):

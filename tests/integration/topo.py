@@ -21,12 +21,16 @@ from pathlib import Path
 from tests.integration.netlab import Lab, PrivateOVS, free_port, listening, sh, wait_for
 
 VIP = "10.0.0.100"
+VIP6 = "fd00::100"  # the same service as an IPv6 VIP ("web6"), inner IPv6 over the IPv4 underlay
 VIP_PORT = 80
 VNI = 100
 CLIENT = "10.1.0.11"
+CLIENT6 = "fd00:1::11"
 ROUTER_CLIENT_SIDE = "10.1.0.1"
+ROUTER_CLIENT_SIDE6 = "fd00:1::1"
 ROUTER_UPLINK = "10.0.1.254"
 ROUTER_UNDERLAY = "10.99.0.254"
+ROUTER_UNDERLAY6 = "fd00:99::254"
 UNDERLAY = "10.99.0.0/24"
 BIN = Path(sys.executable).parent
 
@@ -36,6 +40,7 @@ class GatewayHandle:
     name: str
     dpid: int
     address: str
+    address6: str
     tunnel_ip: str
     openflow_port: int
     rest_port: int
@@ -107,11 +112,14 @@ class Topology:
         argv = self._http_client(f"/bytes/{size}", 0, pause, chunk, 20.0, "digest")
         return self.lab.spawn_capture(argv)
 
-    def connect_many(self, first_port: int, count: int, mode: str = "http") -> dict[int, str]:
+    def connect_many(
+        self, first_port: int, count: int, mode: str = "http", ipv6: bool = False
+    ) -> dict[int, str]:
         """``count`` connections from consecutive source ports, one client process: in
         ``http`` mode each gets the serving VM's name (or ``error:...``), in ``connect`` mode
         each is opened and reset at once (``ok``).  No TIME_WAIT is left on the client."""
-        argv = [sys.executable, "-c", MANY_CLIENT, mode, str(first_port), str(count)]
+        src, vip = (CLIENT6, VIP6) if ipv6 else (CLIENT, VIP)
+        argv = [sys.executable, "-c", MANY_CLIENT, mode, str(first_port), str(count), src, vip]
         out = sh("ip", "netns", "exec", self.client_ns, *argv)
         return {
             int(port): result for port, result in (line.split(" ", 1) for line in out.splitlines())
@@ -152,10 +160,11 @@ class Topology:
 
     def route_vip(self, *gateways: GatewayHandle) -> None:
         """Point the router's VIP route at these gateways (ECMP when several)."""
-        nexthops = []
-        for g in gateways:
-            nexthops += ["nexthop", "via", g.address, "dev", g.router_side]
-        sh("ip", "route", "replace", f"{VIP}/32", *nexthops, ns=self.router_ns)
+        for vip, prefix, address in ((VIP, "32", "address"), (VIP6, "128", "address6")):
+            nexthops = []
+            for g in gateways:
+                nexthops += ["nexthop", "via", getattr(g, address), "dev", g.router_side]
+            sh("ip", "route", "replace", f"{vip}/{prefix}", *nexthops, ns=self.router_ns)
 
 
 HTTP_CLIENT = textwrap.dedent(
@@ -190,15 +199,16 @@ HTTP_CLIENT = textwrap.dedent(
 MANY_CLIENT = textwrap.dedent(
     f"""
     import socket, struct, sys
-    mode, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    mode, first, count, src, vip = sys.argv[1:]
+    first, count = int(first), int(count)
     for port in range(first, first + count):
-        s = socket.socket()
+        s = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET)
         s.settimeout(3.0)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         try:
-            s.bind(("{CLIENT}", port))
-            s.connect(("{VIP}", {VIP_PORT}))
+            s.bind((src, port))
+            s.connect((vip, {VIP_PORT}))
             if mode == "http":
                 s.sendall(b"GET / HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n")
                 data = b""
@@ -218,7 +228,7 @@ MANY_CLIENT = textwrap.dedent(
 
 VM_SERVER = textwrap.dedent(
     """
-    import http.server, socketserver, sys
+    import http.server, socket, socketserver, sys
     NAME = sys.argv[1]
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -240,8 +250,13 @@ VM_SERVER = textwrap.dedent(
             self.wfile.write(body)
         def log_message(self, *args):
             pass
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer(("0.0.0.0", 80), Handler).serve_forever()
+    class Server(socketserver.ThreadingTCPServer):
+        address_family = socket.AF_INET6  # and IPv4, as mapped addresses
+        allow_reuse_address = True
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+    Server(("::", 80), Handler).serve_forever()
     """
 )
 
@@ -256,7 +271,7 @@ def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
             f"""\
               - name: {g.name}
                 dpid: {g.dpid}
-                addresses: [{g.address}]
+                addresses: [{g.address}, "{g.address6}"]
                 uplink_port: {g.uplink}
                 tunnel_port: {g.tunnel}
                 tunnel_ip: {g.tunnel_ip}
@@ -278,6 +293,13 @@ def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
                 health: {{type: tcp, interval: 0.5, timeout: 0.25, rise: 2, fall: 2}}
                 backends:
             {backends}
+              - name: web6
+                address: "{vip6}"
+                port: {port}
+                vni: {vni}
+                health: {{type: http, path: /, interval: 0.5, timeout: 0.25, rise: 2, fall: 2}}
+                backends:
+            {backends}
             gateways:
             {gateways}
             clients:
@@ -288,6 +310,7 @@ def write_config(topo: Topology, vm_specs, gateway_specs) -> None:
             """
         ).format(
             vip=VIP,
+            vip6=VIP6,
             port=VIP_PORT,
             vni=VNI,
             backends=backends,
@@ -323,6 +346,8 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         ("net.ipv4.conf.all.rp_filter", "0"),
         ("net.ipv4.conf.default.rp_filter", "0"),
         ("net.ipv4.fib_multipath_hash_policy", "1"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv6.fib_multipath_hash_policy", "1"),
     ):
         sh("sysctl", "-qw", f"{key}={value}", ns=r)
     # client <-> router
@@ -330,6 +355,9 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
     sh("ip", "addr", "add", f"{CLIENT}/24", "dev", lab.name("ce"), ns=topo.client_ns)
     sh("ip", "route", "add", "default", "via", ROUTER_CLIENT_SIDE, ns=topo.client_ns)
     sh("ip", "addr", "add", f"{ROUTER_CLIENT_SIDE}/24", "dev", lab.name("rc"), ns=r)
+    sh("ip", "-6", "addr", "add", f"{CLIENT6}/64", "dev", lab.name("ce"), ns=topo.client_ns)
+    sh("ip", "-6", "route", "add", "default", "via", ROUTER_CLIENT_SIDE6, ns=topo.client_ns)
+    sh("ip", "-6", "addr", "add", f"{ROUTER_CLIENT_SIDE6}/64", "dev", lab.name("rc"), ns=r)
     # underlay bridge with the gateways' tunnel addresses on its internal port
     ul = topo.underlay_bridge
     ovs.vsctl(
@@ -341,6 +369,7 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
     lab.veth(lab.name("ru"), lab.name("uru"), r, None)
     ovs.vsctl("add-port", ul, lab.name("uru"))
     sh("ip", "addr", "add", f"{ROUTER_UNDERLAY}/24", "dev", lab.name("ru"), ns=r)
+    sh("ip", "-6", "addr", "add", f"{ROUTER_UNDERLAY6}/64", "dev", lab.name("ru"), ns=r)
     # VMs
     for index in range(1, vm_count + 1):
         vm = VmHandle(
@@ -380,6 +409,9 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         sh("ip", "link", "set", "vx0", "address", vm.mac, "up", ns=vm.ns)
         sh("sysctl", "-qw", "net.ipv4.conf.vx0.rp_filter=0", ns=vm.ns)
         sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=vm.ns)
+        sh("ip", "-6", "addr", "add", f"fd00:99::{10 + index}/64", "dev", eth, ns=vm.ns)
+        sh("ip", "-6", "route", "add", "default", "via", ROUTER_UNDERLAY6, ns=vm.ns)
+        sh("ip", "-6", "addr", "add", f"{VIP6}/128", "dev", "lo", ns=vm.ns)
         vm.server = lab.spawn([sys.executable, "-c", VM_SERVER, vm.name], ns=vm.ns)
         mac = sh("cat", f"/sys/class/net/{eth}/address", ns=vm.ns).strip()
         ovs.appctl("tnl/neigh/set", ul, vm.tunnel_ip, mac)
@@ -390,6 +422,7 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
             name=f"gw{index}",
             dpid=index,
             address=f"10.0.1.{index}",
+            address6=f"fd00:0:1::{index}",
             tunnel_ip=f"10.99.0.{index}",
             openflow_port=free_port(),
             rest_port=free_port(),
@@ -434,6 +467,7 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
         ovs.vsctl("set-controller", g.bridge, f"tcp:127.0.0.1:{g.openflow_port}")
         sh("ip", "addr", "add", f"{ROUTER_UPLINK}/32", "dev", g.router_side, ns=r)
         sh("ip", "route", "add", f"{g.address}/32", "dev", g.router_side, ns=r)
+        sh("ip", "-6", "route", "add", f"{g.address6}/128", "dev", g.router_side, ns=r)
     topo.route_vip(*topo.gateways)
     for g in topo.gateways:
         topo.wait_pipeline(g)

@@ -4,6 +4,9 @@
     lockstep lookup --backend NAME=TUNNEL_IP[:WEIGHT] ... [--table-size P] [--hash MODE]
                     [--down NAME ...]  < flows.csv
     lockstep lookup --config FILE --vip NAME [--down NAME ...]  < flows.csv
+    lockstep status  (--gateway URL ... | --config FILE) [--json]
+    lockstep vip list|put|delete|weight|add-backend|remove-backend ...
+                     (--gateway URL ... | --config FILE) [--token-file F]
 
 ``lookup`` answers offline, from the hash alone, exactly what every gateway whose healthy set is
 (all backends minus ``--down``) picks for a new flow.  Input rows are
@@ -14,18 +17,24 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+import yaml
+
 from ryu_app.core.flowkey import HASH_5TUPLE, HASH_MODES, flow_from_fields, flow_hash, hash_key
 from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, MAX_WEIGHT, MaglevTable, build_table
+from ryu_app.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
 from topology import deployment as deployment_file
 from topology.schema import ConfigError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 CSV_HEADER = "src_ip,src_port,dst_ip,dst_port,proto"
 
 
@@ -73,7 +82,67 @@ def _parser() -> argparse.ArgumentParser:
         "--down", action="append", default=[], metavar="NAME", help="treat as unhealthy (repeat)"
     )
     lookup.set_defaults(run=run_lookup)
+
+    status = commands.add_parser(
+        "status",
+        help="gateways side by side; flags any disagreement",
+        description="Exit 0: all gateways agree (configuration and healthy sets); 1: they "
+        "disagree; 3: a gateway did not answer.",
+    )
+    _targets(status, writes=False)
+    status.add_argument("--json", action="store_true", help="print the raw answers as JSON")
+    status.set_defaults(run=run_status)
+
+    vip = commands.add_parser("vip", help="manage VIPs on one or several gateways at once")
+    actions = vip.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the VIPs of each gateway")
+    _targets(listing, writes=False)
+    listing.set_defaults(run=run_vip_list)
+    put = actions.add_parser(
+        "put", help="create or replace VIPs from a file (one VIP, or a 'vips:' list)"
+    )
+    put.add_argument("file")
+    _targets(put)
+    put.set_defaults(run=run_vip_put)
+    delete = actions.add_parser("delete", help="delete a VIP")
+    delete.add_argument("name")
+    _targets(delete)
+    delete.set_defaults(run=run_vip_delete)
+    weight = actions.add_parser("weight", help="set a backend's weight (0 drains it)")
+    weight.add_argument("vip")
+    weight.add_argument("backend")
+    weight.add_argument("weight", type=int)
+    _targets(weight)
+    weight.set_defaults(run=run_vip_weight)
+    add = actions.add_parser("add-backend", help="add a backend to a VIP")
+    add.add_argument("vip")
+    add.add_argument("--name", required=True)
+    add.add_argument("--tunnel-ip", required=True)
+    add.add_argument("--mac", required=True)
+    add.add_argument("--weight", type=int, default=1)
+    _targets(add)
+    add.set_defaults(run=run_vip_add_backend)
+    remove = actions.add_parser("remove-backend", help="remove a backend from a VIP")
+    remove.add_argument("vip")
+    remove.add_argument("backend")
+    _targets(remove)
+    remove.set_defaults(run=run_vip_remove_backend)
     return parser
+
+
+def _targets(parser: argparse.ArgumentParser, writes: bool = True) -> None:
+    parser.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a gateway's REST API, e.g. http://127.0.0.1:8081 (repeat)",
+    )
+    parser.add_argument("--config", help="every gateway of this deployment file")
+    if writes:
+        parser.add_argument(
+            "--token-file", help="bearer token for writes (default: $LOCKSTEP_TOKEN)"
+        )
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -157,6 +226,154 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
         raise ValueError(f"--down names unknown backend(s): {', '.join(sorted(unknown))}")
     down = set(args.down)
     return build_table([(n, w) for n, w in pairs if n not in down], table_size), mode
+
+
+# ---- status and vip: talking to running gateways ----------------------------------------------
+
+
+def _remotes(args: argparse.Namespace) -> list[Remote]:
+    try:
+        urls = gateway_urls(args.config, args.gateway)
+    except ConfigError as error:
+        raise ValueError(f"{args.config}: " + "; ".join(map(str, error.problems))) from None
+    if not urls:
+        raise ValueError("give --gateway URL (repeat) or --config FILE")
+    token = os.environ.get("LOCKSTEP_TOKEN") or None
+    if getattr(args, "token_file", None):
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as error:
+            raise ValueError(f"--token-file: {error.strerror}") from None
+    return [Remote(url, token) for url in urls]
+
+
+def _usage_errors(run):
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except ValueError as error:
+            print(f"lockstep {args.command}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return wrapped
+
+
+@_usage_errors
+def run_status(args: argparse.Namespace) -> int:
+    statuses, unreachable = {}, []
+    for remote in _remotes(args):
+        try:
+            code, body = remote.call("GET", "/v1/status")
+        except Unreachable as error:
+            unreachable.append(str(error))
+            continue
+        if code != 200:
+            unreachable.append(f"{remote.url}: HTTP {code}")
+            continue
+        statuses[remote.url] = body
+    if args.json:
+        print(json.dumps({"gateways": statuses, "unreachable": unreachable}, indent=1))
+    elif statuses:
+        print(status_table(statuses))
+    problems = disagreements(statuses) if statuses else []
+    for line in unreachable:
+        print(f"UNREACHABLE {line}", file=sys.stderr)
+    for line in problems:
+        print(f"DISAGREE {line}", file=sys.stderr)
+    if unreachable:
+        return EXIT_UNREACHABLE
+    if problems:
+        return EXIT_PROBLEMS
+    if not args.json:
+        print(f"OK: {len(statuses)} gateway(s) agree")
+    return EXIT_OK
+
+
+def _each(remotes: list[Remote], method: str, path: str, body=None) -> int:
+    """The same call on every gateway; one line per gateway; EXIT_PROBLEMS if any failed."""
+    failed = 0
+    for remote in remotes:
+        try:
+            code, answer = remote.call(method, path, body)
+        except Unreachable as error:
+            print(f"{remote.url}: unreachable: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        if code < 300:
+            print(f"{remote.url}: {code} OK")
+            continue
+        failed += 1
+        message = answer.get("error", answer) if isinstance(answer, dict) else answer
+        print(f"{remote.url}: HTTP {code}: {message}", file=sys.stderr)
+        for problem in answer.get("problems", []) if isinstance(answer, dict) else []:
+            print(f"  {problem['path']}: {problem['reason']}", file=sys.stderr)
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+@_usage_errors
+def run_vip_list(args: argparse.Namespace) -> int:
+    failed = 0
+    for remote in _remotes(args):
+        try:
+            code, answer = remote.call("GET", "/v1/vips")
+        except Unreachable as error:
+            print(f"{remote.url}: unreachable: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{remote.url}:")
+        for vip in answer["vips"] if code == 200 else []:
+            backends = " ".join(f"{b['name']}({b['weight']})" for b in vip["backends"])
+            where = f"[{vip['address']}]" if ":" in vip["address"] else vip["address"]
+            print(f"  {vip['name']}  {vip['protocol']} {where}:{vip['port']}  {backends or '-'}")
+    return EXIT_UNREACHABLE if failed else EXIT_OK
+
+
+@_usage_errors
+def run_vip_put(args: argparse.Namespace) -> int:
+    """Validate every VIP locally first: a bad file reaches no gateway."""
+    try:
+        with open(args.file, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{args.file}: {error}") from None
+    raw_vips = data["vips"] if isinstance(data, dict) and "vips" in data else [data]
+    problems = []
+    for index, raw in enumerate(raw_vips):
+        try:
+            deployment_file.parse_vip(raw, f"vips[{index}]" if len(raw_vips) > 1 else "")
+        except ConfigError as error:
+            problems += error.problems
+    if problems:
+        raise ValueError(f"{args.file}:\n  " + "\n  ".join(map(str, problems)))
+    remotes = _remotes(args)
+    return max(_each(remotes, "PUT", f"/v1/vips/{raw['name']}", raw) for raw in raw_vips)
+
+
+@_usage_errors
+def run_vip_delete(args: argparse.Namespace) -> int:
+    return _each(_remotes(args), "DELETE", f"/v1/vips/{args.name}")
+
+
+@_usage_errors
+def run_vip_weight(args: argparse.Namespace) -> int:
+    path = f"/v1/vips/{args.vip}/backends/{args.backend}"
+    return _each(_remotes(args), "PATCH", path, {"weight": args.weight})
+
+
+@_usage_errors
+def run_vip_add_backend(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "tunnel_ip": args.tunnel_ip, "mac": args.mac, "weight": args.weight}
+    try:
+        deployment_file.parse_backend(body)
+    except ConfigError as error:
+        raise ValueError("; ".join(map(str, error.problems))) from None
+    return _each(_remotes(args), "POST", f"/v1/vips/{args.vip}/backends", body)
+
+
+@_usage_errors
+def run_vip_remove_backend(args: argparse.Namespace) -> int:
+    return _each(_remotes(args), "DELETE", f"/v1/vips/{args.vip}/backends/{args.backend}")
 
 
 def annotate(rows: Iterable[str], out: TextIO, err: TextIO, table: MaglevTable, mode: str) -> int:

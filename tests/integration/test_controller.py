@@ -218,3 +218,33 @@ def test_a_bad_config_file_names_the_key_and_starts_nothing(lab, tmp_path):
     )
     assert result.returncode == 2
     assert "vips[0].port: must be 1..65535, got 80000" in result.stderr, result.stderr
+
+
+def lockstep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "lockstep"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_lockstep_status_flags_a_disagreement_and_vip_fixes_it(lab, tmp_path):
+    urls = [f"http://127.0.0.1:{g.rest_port}" for g in lab.gateways]
+    both = [arg for url in urls for arg in ("--gateway", url)]
+    agreed = lockstep("status", *both)
+    assert agreed.returncode == 0, agreed.stderr
+    assert "OK: 2 gateway(s) agree" in agreed.stdout
+    changed = lockstep("vip", "weight", "web", "vm2", "0", "--gateway", urls[0])
+    assert changed.returncode == 0, changed.stderr
+    try:
+        split = lockstep("status", *both)
+        assert split.returncode == 1
+        assert "DISAGREE VIP web: configuration differs" in split.stderr
+        # A bad file reaches no gateway.
+        bad = tmp_path / "vip.yaml"
+        bad.write_text("name: web\naddress: 10.0.0.100\nport: 0\n")
+        refused = lockstep("vip", "put", str(bad), *both)
+        assert refused.returncode == 2
+        assert "port: must be 1..65535, got 0" in refused.stderr
+    finally:
+        restored = lockstep("vip", "weight", "web", "vm2", "1", *both)
+        assert restored.returncode == 0, restored.stderr
+    assert lockstep("status", "--config", str(lab.config)).returncode == 0

@@ -1,0 +1,52 @@
+"""lockstep status's comparison and table, from /v1/status answers."""
+
+from ryu_app.remote import disagreements, gateway_urls, status_table
+
+
+def status(gateway="gw1", config="c1", healthy=("vm1", "vm2"), connected=True, vips=None):
+    vips = vips if vips is not None else {"web": (config, healthy)}
+    return {
+        "gateway": gateway,
+        "config_digest": "+".join(c for c, _ in vips.values()),
+        "switch_connected": connected,
+        "vips": {
+            name: {"config_digest": c, "healthy": list(h), "healthy_digest": ",".join(h)}
+            for name, (c, h) in vips.items()
+        },
+    }
+
+
+def test_identical_gateways_agree():
+    assert disagreements({"a": status("gw1"), "b": status("gw2")}) == []
+
+
+def test_a_different_healthy_set_is_named_with_both_sets():
+    problems = disagreements({"a": status("gw1"), "b": status("gw2", healthy=("vm1",))})
+    assert problems == ["VIP web: healthy sets differ (a: vm1 vm2; b: vm1)"]
+
+
+def test_a_different_configuration_is_flagged_overall_and_per_vip():
+    problems = disagreements({"a": status(), "b": status(config="c2")})
+    assert problems == ["VIP configuration differs", "VIP web: configuration differs"]
+
+
+def test_a_vip_missing_on_one_gateway():
+    other = status(vips={"web": ("c1", ("vm1", "vm2")), "dns": ("d", ("vm1",))})
+    problems = disagreements({"a": status(), "b": other})
+    assert "VIP dns: missing on a" in problems
+
+
+def test_a_disconnected_switch_is_reported():
+    assert disagreements({"a": status(connected=False)}) == ["a: switch not connected"]
+
+
+def test_table_has_one_column_per_gateway():
+    text = status_table({"http://x:1": status("gw1"), "http://y:2": status("gw2", healthy=())})
+    lines = text.splitlines()
+    assert lines[0].split() == ["gw1", "gw2"]
+    assert lines[-1].split() == ["web", "healthy", "vm1", "vm2", "-"]
+
+
+def test_urls_from_a_deployment_file_and_flags():
+    urls = gateway_urls("topology/examples/default.yaml", ["10.0.0.9:8081"])
+    assert urls == ["http://10.0.0.9:8081", "http://127.0.0.1:8081", "http://127.0.0.1:8082"]

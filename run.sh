@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=${LOCKSTEP_VENV:-$ROOT/.venv}
+# A second virtualenv with classic Ryu 4.34 instead of os-ken, for one smoke test of the app under it.
+RYU_VENV=${LOCKSTEP_RYU_VENV:-$ROOT/.venv-ryu}
+# Ryu 4.34 (2020) as published does not install or run on Python 3.11: its sdist is built with pbr
+# against setuptools<58 without build isolation; eventlet (unpinned by Ryu) is pinned to the pair
+# checked on 3.11, 0.33.3 with dnspython 2.6 (ryu_app/compat.py supplies what eventlet dropped).
+RYU_BUILD=("setuptools<58" pbr wheel)
+RYU_PACKAGES=(ryu==4.34 eventlet==0.33.3 dnspython==2.6.1)
 
 APT_BASE=(python3 python3-venv python3-dev gcc)
 # Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths.
@@ -42,9 +49,36 @@ venv_install() {
     fi
 }
 
+ryu_venv_install() {
+    if [[ ! -x $RYU_VENV/bin/python ]]; then
+        log "creating virtualenv $RYU_VENV (classic Ryu 4.34)"
+        /usr/bin/python3 -m venv "$RYU_VENV"
+    fi
+    [[ -f $RYU_VENV/.gitignore ]] || echo '*' >"$RYU_VENV/.gitignore" # git, and so ruff, skip it
+    # Lockstep's runtime dependencies from pyproject.toml, less os-ken (Ryu takes its place).
+    local deps stamp=$RYU_VENV/.lockstep-installed want
+    mapfile -t deps < <(/usr/bin/python3 -c '
+import tomllib
+for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+    if not dep.startswith("os-ken"):
+        print(dep)')
+    ((${#deps[@]})) || { log "no dependencies read from pyproject.toml"; return 1; }
+    want=$(printf '%s\n' "${RYU_BUILD[@]}" "${RYU_PACKAGES[@]}" "${deps[@]}" | sha256sum | cut -d' ' -f1)
+    if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+        log "installing Ryu 4.34 and lockstep (without os-ken) into $RYU_VENV"
+        "$RYU_VENV/bin/pip" install -q "${RYU_BUILD[@]}"
+        "$RYU_VENV/bin/pip" install -q --no-build-isolation "${RYU_PACKAGES[@]}" "${deps[@]}"
+        "$RYU_VENV/bin/pip" install -q --no-deps -e .
+        echo "$want" >"$stamp"
+    fi
+}
+
 cmd_test() {
     apt_install "${APT_BASE[@]}" "${APT_TEST[@]}"
     venv_install
+    ryu_venv_install
+    # tests/integration/test_ryu434.py runs the controller with this interpreter.
+    export LOCKSTEP_RYU_PYTHON=$RYU_VENV/bin/python
     log "ruff format --check"
     "$VENV/bin/ruff" format --check .
     log "ruff check"

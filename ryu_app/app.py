@@ -28,6 +28,7 @@ hub = compat.load("lib.hub")
 LOG = logging.getLogger("lockstep.gateway")
 HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
+GREEN_HUB = hub.HUB_TYPE == "eventlet"  # classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet
 
 
 class EventCall(event.EventBase):
@@ -75,7 +76,8 @@ class LockstepApp(compat.app_base_class()):
         self.service.handler_errors = lambda: self.handler_errors
         api = rest.RestApi(self.service, run=self.call_on_loop, token=current.token)
         host, port = self.gateway.rest
-        self.rest_server = rest.make(host, port, api)  # binds now: a taken port fails start-up
+        # Binds now: a taken port fails start-up.  Ryu's hub is eventlet: serve on it.
+        self.rest_server = rest.make(host, port, api, green=GREEN_HUB)
         LOG.info(
             "gateway %s: dpid %#x, %d VIP(s), REST on %s:%d (writes %s), state file %s",
             self.gateway.name,
@@ -96,7 +98,7 @@ class LockstepApp(compat.app_base_class()):
     def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):
         """Run ``function`` on the event loop and return its result (or raise its error).
         Called from REST threads."""
-        done = threading.Event()
+        done = hub.Event() if GREEN_HUB else threading.Event()
         outcome = {}
 
         def task():
@@ -219,7 +221,8 @@ class LockstepApp(compat.app_base_class()):
     def flow_removed(self, ev):
         msg = ev.msg
         if msg.datapath is self.datapath:
-            self._send(msg.datapath, self.core.on_flow_removed(msg.cookie, msg.match, self.clock()))
+            messages = self.core.on_flow_removed(msg.cookie, msg.match, self.clock(), msg.reason)
+            self._send(msg.datapath, messages)
 
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
     @_guarded

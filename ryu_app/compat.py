@@ -12,8 +12,27 @@ import os
 _ORDER = ("ryu", "os_ken") if os.environ.get("LOCKSTEP_FRAMEWORK") == "ryu" else ("os_ken", "ryu")
 
 
+def _ryu_on_python311() -> None:
+    """Let classic Ryu 4.34 import on Python 3.11.
+
+    The eventlet of Ryu's time (0.30.x) crashes on 3.11; the newer eventlet a Ryu install needs
+    there (0.33.x, see README) dropped ``eventlet.wsgi.ALREADY_HANDLED``, which ``ryu.app.wsgi``
+    (imported by ``app_manager``) reads at import time and only ever returns from a WebSocket
+    response, which Lockstep does not use. Any sentinel object will do; it must exist before
+    ``ryu`` is imported.
+    """
+    try:
+        import eventlet.wsgi  # noqa: PLC0415 - only when Ryu is wanted
+    except ImportError:
+        return  # no eventlet: importing ryu will fail and say why
+    if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
+        eventlet.wsgi.ALREADY_HANDLED = object()
+
+
 def _framework() -> str:
     for name in _ORDER:
+        if name == "ryu":
+            _ryu_on_python311()
         try:
             importlib.import_module(f"{name}.ofproto.ofproto_v1_3_parser")
         except ImportError:
@@ -23,6 +42,12 @@ def _framework() -> str:
 
 
 FRAMEWORK = _framework()
+
+if FRAMEWORK == "ryu":
+    # What ryu-manager does first, and our launcher replaces it: Ryu's hub is eventlet, so
+    # blocking socket/select/time calls in greenthreads (a server's serve_forever spawned with
+    # hub.spawn) must be green or they stall the OpenFlow loop. Native threads stay native.
+    importlib.import_module("ryu.lib.hub").patch(thread=False)
 
 ofproto_v1_3 = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3")
 ofproto_v1_3_parser = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3_parser")

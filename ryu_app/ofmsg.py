@@ -56,6 +56,11 @@ PRIORITY_MISS = 0
 
 BASE_COOKIE = COOKIE_TAG | KIND_BASE << COOKIE_KIND_SHIFT
 
+# Why the switch removed a rule (flow-removed ``reason``).
+REMOVED_IDLE = ofp.OFPRR_IDLE_TIMEOUT
+REMOVED_HARD = ofp.OFPRR_HARD_TIMEOUT
+REMOVED_DELETE = ofp.OFPRR_DELETE
+
 
 def flow_cookie(backend_id: int) -> int:
     return COOKIE_TAG | KIND_FLOW << COOKIE_KIND_SHIFT | backend_id

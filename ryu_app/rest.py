@@ -160,8 +160,10 @@ class RestApi:
     def _authorize(self, request: Request) -> None:
         if self.token is None:
             return
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        ):
             error = http.HTTPUnauthorized("writes need 'Authorization: Bearer <token>'")
             error.headers["WWW-Authenticate"] = 'Bearer realm="lockstep"'
             raise error
@@ -240,12 +242,12 @@ class _errors:
             raise _with_json(http.HTTPNotFound(), str(error)) from None
         if isinstance(error, Conflict):
             raise _with_json(http.HTTPConflict(), str(error)) from None
+        if isinstance(error, TimeoutError):  # before OSError: it is one
+            raise _with_json(http.HTTPServiceUnavailable(), str(error)) from None
         if isinstance(error, OSError):
             LOG.error("state file not written: %s", error)
             message = f"could not save the change (nothing changed): {error}"
             raise _with_json(http.HTTPInternalServerError(), message) from None
-        if isinstance(error, TimeoutError):
-            raise _with_json(http.HTTPServiceUnavailable(), str(error)) from None
         LOG.exception("REST operation failed")
         raise _with_json(http.HTTPInternalServerError(), "internal error (logged)") from None
 
@@ -313,8 +315,28 @@ class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def make(host: str, port: int, app) -> WSGIServer:
-    """A threaded WSGI server for ``app`` (one thread per request; requests hand their work to
-    the controller's loop, so they never run in parallel with it)."""
+class _GreenServer:
+    """The same for an eventlet hub (classic Ryu): one greenthread per request, so a request
+    waiting for the controller's loop yields to it instead of blocking it."""
+
+    def __init__(self, host: str, port: int, app):
+        import eventlet  # noqa: PLC0415 - only present (and only wanted) with an eventlet hub
+        import eventlet.wsgi  # noqa: PLC0415
+
+        self._wsgi = eventlet.wsgi
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = eventlet.listen((host, port), family=family)  # binds now
+        self.app = app
+
+    def serve_forever(self) -> None:
+        self._wsgi.server(self.socket, self.app, log_output=False)
+
+
+def make(host: str, port: int, app, green: bool = False):
+    """A WSGI server for ``app``, bound at once.  Threaded (one thread per request) unless
+    ``green``; either way requests hand their work to the controller's loop, so they never run
+    in parallel with it."""
+    if green:
+        return _GreenServer(host, port, app)
     server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
     return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)

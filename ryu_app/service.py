@@ -17,7 +17,7 @@ import itertools
 import json
 from collections.abc import Callable
 
-from ryu_app.core.flowkey import describe_key, flow_from_fields, table_key
+from ryu_app.core.flowkey import FieldError, describe_key, flow_from_fields, table_key
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.health import HealthState
 from topology import deployment as deployment_file
@@ -181,9 +181,8 @@ class GatewayService:
             raise BadRequest(missing[0], "required query parameter")
         try:
             flow = flow_from_fields(*(params[f] for f in fields), params.get("proto", "tcp"))
-        except ValueError as error:
-            field, _, reason = str(error).partition(": ")
-            raise BadRequest(field if reason else "", reason or str(error)) from None
+        except FieldError as error:
+            raise BadRequest(error.field, error.reason) from None
         balancer = self.core.balancer
         state = balancer.match(flow)
         if state is None:

@@ -40,11 +40,17 @@ def write(path: str | Path, vips) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
+    # The new file is in place: from here on the change has happened.  Syncing the folder
+    # makes the rename durable; a folder that cannot be synced must not turn the change into a
+    # reported failure (the caller would say "nothing changed" while the file says otherwise).
     try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError:
+        pass
 
 
 def read(path: str | Path) -> list | None:

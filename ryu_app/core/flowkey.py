@@ -58,6 +58,15 @@ class FrameError(ValueError):
         self.reason = reason
 
 
+class FieldError(ValueError):
+    """A typed-in flow field that does not parse; ``str()`` is ``"field: reason"``."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """The fields a load balancer needs from one packet."""
@@ -172,13 +181,15 @@ def flow_from_fields(
     try:
         src = ipaddress.ip_address(str(src_ip).strip())
     except ValueError:
-        raise ValueError(f"src_ip: {src_ip!r} is not an IPv4 or IPv6 address") from None
+        raise FieldError("src_ip", f"{src_ip!r} is not an IPv4 or IPv6 address") from None
     try:
         dst = ipaddress.ip_address(str(dst_ip).strip())
     except ValueError:
-        raise ValueError(f"dst_ip: {dst_ip!r} is not an IPv4 or IPv6 address") from None
+        raise FieldError("dst_ip", f"{dst_ip!r} is not an IPv4 or IPv6 address") from None
     if src.version != dst.version:
-        raise ValueError(f"src_ip {src} and dst_ip {dst} are of different IP versions")
+        raise FieldError(
+            "dst_ip", f"{dst} is IPv{dst.version} but src_ip {src} is IPv{src.version}"
+        )
     proto_number = parse_protocol(proto)
     return Flow(
         src.version,
@@ -193,13 +204,13 @@ def flow_from_fields(
 
 def parse_port(value: int | str, field: str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{field}: {value!r} is not a port number")
+        raise FieldError(field, f"{value!r} is not a port number")
     try:
         port = int(str(value).strip()) if not isinstance(value, int) else value
     except ValueError:
-        raise ValueError(f"{field}: {value!r} is not a port number") from None
+        raise FieldError(field, f"{value!r} is not a port number") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"{field}: {port} is outside 0..65535")
+        raise FieldError(field, f"{port} is outside 0..65535")
     return port
 
 
@@ -211,7 +222,7 @@ def parse_protocol(value: int | str) -> int:
         return PROTOCOLS[text]
     if text.isdigit() and int(text) in PROTOCOL_NAMES:
         return int(text)
-    raise ValueError(f"proto: {value!r} is not tcp, udp, 6 or 17")
+    raise FieldError("proto", f"{value!r} is not tcp, udp, 6 or 17")
 
 
 def hash_key(flow: Flow, mode: str) -> bytes:

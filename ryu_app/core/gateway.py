@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ryu_app import ofmsg
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.flowkey import FrameError, parse_frame, table_key
+from ryu_app.core.flowtable import MAX_IDLE_TIMEOUT
 from ryu_app.core.health import UP
 from ryu_app.core.packets import (
     mac_bytes,
@@ -29,6 +30,7 @@ from topology.deployment import Gateway, Vip
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
 # known flow after that means the rule is gone (switch reconnected, rule lost): install again.
 RECENT_INSTALL_SECONDS = 2.0
+EXPIRY_SWEEP = 256  # flow-table entries expired per health tick at most (bounded work)
 
 
 def default_mac(dpid: int) -> str:
@@ -61,7 +63,7 @@ class GatewayCore:
     ):
         self.gateway = gateway
         self.mac = gateway.mac or default_mac(gateway.dpid)
-        self.balancer = balancer or Balancer()
+        self.balancer = balancer or Balancer(entry_lease=MAX_IDLE_TIMEOUT)
         self.counters = GatewayCounters()
         self.ports: ofmsg.Ports | None = None
         self.missing_ports: list[str] = []
@@ -180,9 +182,16 @@ class GatewayCore:
                 break
             del recent[oldest]
 
-    def on_flow_removed(self, cookie: int, match, now: float) -> list:
-        """The switch expired a per-flow rule: forget the flow here too."""
-        if ofmsg.backend_of_cookie(cookie) is None:
+    def on_flow_removed(
+        self, cookie: int, match, now: float, reason: int = ofmsg.REMOVED_IDLE
+    ) -> list:
+        """The switch expired a per-flow rule: the flow is over, forget it here too.
+
+        Rules we deleted ourselves are not a flow's end: a backend that went down has had its
+        entries dropped already, and the rules deleted at a switch's (re)connection belong to
+        flows that may still be running (their next packet-in reinstalls them, pinned by the
+        entry that stays here)."""
+        if reason == ofmsg.REMOVED_DELETE or ofmsg.backend_of_cookie(cookie) is None:
             return []
         flow = ofmsg.flow_from_removed_match(match)
         state = self.balancer.match(flow) if flow else None
@@ -217,6 +226,8 @@ class GatewayCore:
     def health_tick(self, now: float) -> list:
         """Called often (every few tens of ms): time out late probes, start due ones."""
         messages = self._apply(self.prober.expire(now))
+        # Entries the switch never reported (its rule went with a reconnect): a bounded sweep.
+        self.balancer.flows.expire(now, limit=EXPIRY_SWEEP)
         if self.ports is not None:  # probes travel through the switch
             messages += self._probe_packets(self.prober.due(now))
         return messages

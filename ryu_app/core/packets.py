@@ -144,6 +144,13 @@ def parse_solicitation(frame: bytes) -> Solicitation | None:
         return None
     if frame[54] != ND_SOLICITATION or frame[55] != 0 or frame[21] != ND_HOP_LIMIT:
         return None
+    length = int.from_bytes(frame[18:20], "big")
+    message = bytes(frame[54 : 54 + length])
+    if length < 24 or len(message) != length:
+        return None
+    # RFC 4861 7.1.1: a solicitation with a bad checksum is silently discarded.
+    if checksum(_pseudo_header(frame[22:38], frame[38:54], PROTO_ICMPV6, length) + message):
+        return None
     return Solicitation(bytes(frame[6:12]), bytes(frame[22:38]), bytes(frame[62:78]))
 
 

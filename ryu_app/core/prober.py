@@ -106,21 +106,23 @@ class Prober:
     def set_vip(self, vip: Vip, healthy: set[str], now: float) -> None:
         """Probe ``vip``'s backends; ``healthy`` is where each one starts (the balancer's view,
         so a replaced VIP keeps its backends' state)."""
-        self.remove_vip(vip.name, keep={b.name for b in vip.backends})
         src = self.sources.get(len(_packed(vip.address)))
         if src is None:  # no gateway address of this IP version: config check reports it
+            self.remove_vip(vip.name)
             return
+        self.remove_vip(vip.name, keep={b.name for b in vip.backends})
         health = vip.health
         policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
+        port = health.port or vip.port
         request = b""
         if health.type == "http":
+            host = f"[{vip.address}]" if ":" in vip.address else vip.address
+            host += "" if port == 80 else f":{port}"
             request = (
-                f"GET {health.path} HTTP/1.0\r\nHost: {vip.address}\r\n"
+                f"GET {health.path} HTTP/1.0\r\nHost: {host}\r\n"
                 "User-Agent: lockstep-health\r\nConnection: close\r\n\r\n"
             ).encode("ascii")
-        self.targets[vip.name] = _Target(
-            vip, src, _packed(vip.address), health.port or vip.port, request
-        )
+        self.targets[vip.name] = _Target(vip, src, _packed(vip.address), port, request)
         for backend in vip.backends:
             key = (vip.name, backend.name)
             old = self.states.get(key)
@@ -189,11 +191,12 @@ class Prober:
 
     def _http_answer(self, target, probe, segment, now):
         expected = (probe.peer_isn + 1 + len(probe.response)) & 0xFFFFFFFF
-        if segment.payload and segment.seq == expected:
+        in_order = segment.seq == expected  # anything else is a retransmission or overtook one
+        if segment.payload and in_order:
             probe.response = (probe.response + segment.payload)[:_MAX_RESPONSE_PREFIX]
         line_done = b"\r\n" in probe.response or len(probe.response) >= _MAX_RESPONSE_PREFIX
         if not line_done:
-            if segment.flags & (TCP_RST | TCP_FIN):
+            if in_order and segment.flags & (TCP_RST | TCP_FIN):
                 detail = "closed before a status line"
                 return [], self._verdicts(probe, False, now, detail)
             return [], []

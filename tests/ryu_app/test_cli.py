@@ -248,7 +248,7 @@ def test_lookup_header_good_rows_and_bad_rows():
     assert "src_port" in errors[0]
     assert "expected 5 fields" in errors[1]
     assert "got 4" in errors[1]
-    assert "different IP versions" in errors[2]
+    assert "dst_ip" in errors[2] and "but src_ip" in errors[2]
     assert "proto" in errors[3]
     assert "src_ip" in errors[4]
     assert "outside 0..65535" in errors[5]

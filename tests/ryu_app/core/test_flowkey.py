@@ -20,6 +20,7 @@ from ryu_app.core.flowkey import (
     PROTO_UDP,
     TCP_ACK,
     TCP_SYN,
+    FieldError,
     Flow,
     FrameError,
     flow_from_fields,
@@ -756,8 +757,10 @@ def test_flow_from_fields_names_the_bad_field(field, value):
 
 @pytest.mark.parametrize(("src", "dst"), [("10.0.0.1", "2001:db8::1"), ("2001:db8::1", "10.0.0.1")])
 def test_flow_from_fields_rejects_mixed_ip_versions(src, dst):
-    with pytest.raises(ValueError, match="different IP versions"):
+    with pytest.raises(FieldError) as info:
         flow_from_fields(src, 1234, dst, 80, "tcp")
+    assert info.value.field == "dst_ip"
+    assert info.value.reason.endswith(f"but src_ip {src} is IPv{4 if '.' in src else 6}")
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,19 @@
 """GatewayCore: the messages each event produces, checked by what they do."""
 
 import ipaddress
+import random
 import struct
+
+import pytest
+from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet, packet_utils
 
 from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core.flowkey import TCP_ACK, TCP_SYN
 from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, GatewayCore, default_mac
-from topology.deployment import Backend, Gateway, Vip
+from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
+from topology.deployment import Backend, Gateway, HealthCheck, Vip
 
 UPLINK, TUNNEL = 1, 2
 PORTS = {"up0": UPLINK, "vx0": TUNNEL, "other": 3}
@@ -166,6 +171,29 @@ def test_flow_removed_forgets_the_flow():
     assert core.counters.flows_removed == 1
 
 
+def test_rules_we_deleted_ourselves_do_not_end_the_flow():
+    core = ready_core()
+    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    core.on_connect(2.0)  # a reconnection deletes every rule of ours ...
+    core.on_flow_removed(rule.cookie, rule.match, 2.0, ofmsg.REMOVED_DELETE)
+    assert len(core.balancer.flows) == 1  # ... but the flow keeps its backend here
+    core.on_ports(PORTS, 2.0)
+    again = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 3.0)
+    assert [type(m) for m in again] == [parser.OFPFlowMod, parser.OFPPacketOut]
+    assert tunnel_target(actions_of(again[0])) == tunnel_target(actions_of(rule))
+    assert core.counters.reinstalls == 1
+
+
+def test_an_entry_outlives_the_vips_idle_timeout_while_its_rule_carries_the_flow():
+    # The switch rule forwards the flow's packets without the controller seeing them; only its
+    # flow-removed message (idle timeout in the switch) ends the entry.
+    core = ready_core()
+    core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    later = 1.0 + 10 * VIP.idle_timeout
+    core.health_tick(later)  # sweeps expired entries
+    assert len(core.balancer.flows) == 1
+
+
 def test_backend_down_deletes_its_rules_by_cookie_and_requests_a_rebuild():
     core = ready_core()
     rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
@@ -207,3 +235,351 @@ def test_messages_serialise_for_a_real_switch():
 def test_default_mac_is_locally_administered_and_from_the_dpid():
     assert default_mac(0x1) == "02:00:00:00:00:01"
     assert default_mac(0xABCDEF) == "02:00:00:ab:cd:ef"
+
+
+# ---- health probes through the switch --------------------------------------------------------
+
+CHECK = HealthCheck(type="tcp", interval=1.0, timeout=0.5, rise=2, fall=2)
+SMALL_TABLE = 251  # quick to build; these tests are about probes and rules, not spread
+PROBED_VIP = Vip("web", "10.0.0.100", 80, health=CHECK, table_size=SMALL_TABLE, backends=BACKENDS)
+GATEWAY_MAC = default_mac(GATEWAY.dpid)
+GATEWAY6 = Gateway(
+    "gw1",
+    1,
+    ("10.0.1.1", "fd00:1::1"),
+    "10.99.0.1",
+    ("127.0.0.1", 6653),
+    ("127.0.0.1", 8080),
+    "up0",
+    "vx0",
+)
+BY_TUNNEL = {b.tunnel_ip: b.name for b in BACKENDS}
+
+
+def probed_core(vips=(PROBED_VIP,), gateway=GATEWAY, connect=True):
+    core = GatewayCore(gateway, list(vips), 0.0, rng=random.Random(5))
+    core.balancer.rebuild_now(core.take_pending())
+    if connect:
+        core.on_connect(0.0)
+        core.on_ports(PORTS, 0.0)
+    return core
+
+
+def probes_by_backend(messages):
+    """Backend name -> (packet-out, the SYN it carries), told apart by the tunnel target."""
+    probes = {}
+    for message in messages:
+        assert isinstance(message, parser.OFPPacketOut)
+        tunnel_ip = tunnel_target(message.actions)[0]
+        probes[BY_TUNNEL[tunnel_ip]] = (message, parse_segment(message.data))
+    return probes
+
+
+def reply_frame(syn, flags, seq=9000, ack=None, src=None):
+    """The backend's answer as the router delivers it to the gateway's uplink."""
+    return tcp_frame(
+        bytes.fromhex("02000000fe01"),  # the router
+        mac_bytes(GATEWAY_MAC),
+        src or syn.dst,
+        syn.src,
+        syn.dst_port,
+        syn.src_port,
+        seq,
+        (syn.seq + 1) & 0xFFFFFFFF if ack is None else ack,
+        flags,
+    )
+
+
+def test_health_tick_probes_only_once_the_ports_are_known():
+    core = probed_core(connect=False)
+    assert core.health_tick(1.0) == []
+    assert core.prober.sent == 0  # nothing was started to time out later
+    core.on_connect(1.0)
+    core.on_ports(PORTS, 1.0)
+    probes = probes_by_backend(core.health_tick(1.0))
+    assert set(probes) == {"vm1", "vm2", "vm3"}
+    for name, (out, syn) in probes.items():
+        backend = PROBED_VIP.backend(name)
+        assert out.in_port == ofp.OFPP_CONTROLLER and out.buffer_id == ofp.OFP_NO_BUFFER
+        assert tunnel_target(out.actions) == (backend.tunnel_ip, backend.mac, 100, [TUNNEL])
+        assert (syn.src, syn.dst, syn.dst_port, syn.flags) == (
+            ipaddress.ip_address("10.0.1.1").packed,
+            ipaddress.ip_address("10.0.0.100").packed,
+            80,
+            TCP_SYN,
+        )
+    assert core.health_tick(1.1) == []  # all three in flight
+
+
+def test_a_probe_answer_on_the_uplink_completes_the_tcp_check():
+    core = probed_core()
+    _, syn = probes_by_backend(core.health_tick(1.0))["vm2"]
+    messages = core.on_packet_in(
+        UPLINK, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1
+    )
+    (out,) = messages
+    assert out.in_port == ofp.OFPP_CONTROLLER
+    assert tunnel_target(out.actions)[0] == PROBED_VIP.backend("vm2").tunnel_ip
+    reset = parse_segment(out.data)
+    assert reset.flags == TCP_RST and reset.seq == syn.seq + 1
+    assert core.prober.results == {True: 1, False: 0}
+    assert core.counters.probe_replies == 1 and core.counters.flows_installed == 0
+    assert len(core.balancer.flows) == 0  # an answer to the gateway is not a client flow
+
+
+def test_a_probe_answer_on_another_port_is_not_believed():
+    core = probed_core()
+    _, syn = probes_by_backend(core.health_tick(1.0))["vm1"]
+    assert core.on_packet_in(3, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1) == []
+    assert core.counters.foreign_port == 1 and core.prober.results[True] == 0
+
+
+def test_refused_probes_take_the_backend_down_and_delete_its_flows():
+    core = probed_core()
+    client = frame(sport=41000)
+    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, client, 0.5)
+    victim = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
+    core.take_notices()
+    messages = []
+    for now in (1.0, 2.0):
+        _, syn = probes_by_backend(core.health_tick(now))[victim]
+        refused = reply_frame(syn, TCP_RST | TCP_ACK, seq=0)
+        messages = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, refused, now + 0.1)
+    (delete,) = messages
+    assert delete.command == ofp.OFPFC_DELETE and delete.table_id == ofp.OFPTT_ALL
+    assert delete.cookie == rule.cookie and delete.cookie_mask == ofmsg.COOKIE_BACKEND_MASK
+    assert core.take_notices() == [f"backend {victim} of VIP web is DOWN (connection refused)"]
+    assert victim not in core.balancer.vips["web"].healthy
+    # Behaviour: once the rebuilt table is in, the same client goes to a live backend.
+    core.balancer.rebuild_now(core.take_pending())
+    rule, out = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, client, 3.0)
+    assert BY_TUNNEL[tunnel_target(actions_of(rule))[0]] != victim
+
+
+def test_unanswered_probes_time_out_on_the_tick():
+    """No answers at all: every backend goes down within interval * fall + timeout."""
+    core = probed_core()
+    deleted_at = {}
+    for step in range(40):
+        now = step / 10
+        for message in core.health_tick(now):
+            if isinstance(message, parser.OFPFlowMod):
+                assert message.command == ofp.OFPFC_DELETE
+                deleted_at[ofmsg.backend_of_cookie(message.cookie)] = now
+    ids = core.balancer.vips["web"].backend_ids
+    assert sorted(deleted_at) == sorted(ids.values())
+    assert all(
+        1.5 <= t <= CHECK.interval * CHECK.fall + CHECK.timeout + 0.1 for t in deleted_at.values()
+    )
+    assert core.balancer.vips["web"].healthy == set()
+    assert sum("is DOWN (no answer)" in n for n in core.take_notices()) == 3
+
+
+def test_ipv6_vip_probes_leave_from_the_gateways_ipv6_address():
+    vip6 = Vip("web6", "fd00:100::80", 80, health=CHECK, table_size=SMALL_TABLE, backends=BACKENDS)
+    core = probed_core(vips=(vip6,), gateway=GATEWAY6)
+    probes = probes_by_backend(core.health_tick(1.0))
+    _, syn = probes["vm1"]
+    assert syn.src == ipaddress.ip_address("fd00:1::1").packed
+    answer = reply_frame(syn, TCP_SYN | TCP_ACK)
+    (out,) = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, answer, 1.1)
+    assert parse_segment(out.data).flags == TCP_RST and core.prober.results[True] == 1
+
+
+# ---- IPv6 neighbour discovery ----------------------------------------------------------------
+
+
+def solicitation(target="fd00:1::1", src="fd00:1::fe", router_mac="02:00:00:00:fe:01"):
+    """A neighbour solicitation as a router sends it, built and checksummed by os-ken."""
+    solicited = ipaddress.ip_address(
+        int(ipaddress.ip_address("ff02::1:ff00:0")) | int(ipaddress.ip_address(target)) & 0xFFFFFF
+    )
+    built = packet.Packet()
+    built.add_protocol(
+        ethernet.ethernet("33:33:" + solicited.packed[12:].hex(":"), router_mac, 0x86DD)
+    )
+    built.add_protocol(ipv6.ipv6(nxt=58, hop_limit=255, src=src, dst=str(solicited)))
+    option = icmpv6.nd_option_sla(hw_src=router_mac)
+    built.add_protocol(
+        icmpv6.icmpv6(
+            type_=icmpv6.ND_NEIGHBOR_SOLICIT, data=icmpv6.nd_neighbor(dst=target, option=option)
+        )
+    )
+    built.serialize()
+    return bytes(built.data)
+
+
+def test_pipeline_punts_solicitations_and_probe_answers_for_each_address():
+    core = GatewayCore(GATEWAY6, [])
+    messages = core.on_ports(PORTS, 0.0)
+    solicit = [
+        m for m in messages if m.priority == ofmsg.PRIORITY_ARP and "ipv6_nd_target" in m.match
+    ]
+    (rule,) = solicit
+    assert dict(rule.match.items())["ipv6_nd_target"] == "fd00:1::1"
+    assert dict(rule.match.items())["in_port"] == UPLINK
+    local = [dict(m.match.items()) for m in messages if m.priority == ofmsg.PRIORITY_LOCAL]
+    assert {(m.get("ipv4_dst"), m.get("ipv6_dst"), m["ip_proto"]) for m in local} == {
+        ("10.0.1.1", None, 6),
+        (None, "fd00:1::1", 6),
+    }
+
+
+def test_solicitation_for_the_gateway_is_answered_out_of_the_in_port():
+    core = probed_core(vips=(), gateway=GATEWAY6)
+    (out,) = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
+    assert out.in_port == ofp.OFPP_CONTROLLER and out.buffer_id == ofp.OFP_NO_BUFFER
+    (output,) = out.actions
+    assert isinstance(output, parser.OFPActionOutput) and output.port == UPLINK
+    parsed = packet.Packet(out.data)
+    eth = parsed.get_protocol(ethernet.ethernet)
+    assert (eth.src, eth.dst) == (GATEWAY_MAC, "02:00:00:00:fe:01")
+    ip = parsed.get_protocol(ipv6.ipv6)
+    assert (ip.src, ip.dst, ip.hop_limit) == ("fd00:1::1", "fd00:1::fe", 255)
+    advert = parsed.get_protocol(icmpv6.icmpv6)
+    assert advert.type_ == icmpv6.ND_NEIGHBOR_ADVERT and advert.data.dst == "fd00:1::1"
+    assert advert.data.option.hw_src == GATEWAY_MAC
+    assert packet_utils.checksum_ip(ip, len(out.data) - 54, out.data[54:]) == 0
+    assert core.counters.neighbour_answers == 1 and not core.counters.malformed
+
+
+@pytest.mark.parametrize(
+    ("gateway", "target", "in_port"),
+    [
+        (GATEWAY6, "fd00:1::99", UPLINK),  # someone else's address
+        (GATEWAY6, "fd00:1::1", 3),  # not from the router's side
+        (GATEWAY, "fd00:1::1", UPLINK),  # this gateway has no IPv6 address
+    ],
+    ids=["other-target", "other-port", "ipv4-only-gateway"],
+)
+def test_other_solicitations_are_counted_as_not_tcp_udp(gateway, target, in_port):
+    core = probed_core(vips=(), gateway=gateway)
+    assert core.on_packet_in(in_port, ofp.OFP_NO_BUFFER, solicitation(target), 1.0) == []
+    assert core.counters.malformed == {"not-tcp-udp": 1}
+    assert core.counters.neighbour_answers == 0
+
+
+# ---- VIP changes -----------------------------------------------------------------------------
+
+
+def punts(messages, command=ofp.OFPFC_ADD):
+    return [
+        dict(m.match.items())
+        for m in messages
+        if isinstance(m, parser.OFPFlowMod)
+        and m.priority == ofmsg.PRIORITY_VIP
+        and m.command == command
+    ]
+
+
+def backend_deletes(messages):
+    return sorted(
+        ofmsg.backend_of_cookie(m.cookie)
+        for m in messages
+        if m.command == ofp.OFPFC_DELETE and m.cookie_mask == ofmsg.COOKIE_BACKEND_MASK
+    )
+
+
+def test_new_vip_gets_its_punt_rule():
+    core = probed_core()
+    api = Vip("api", "10.0.0.101", 443, table_size=SMALL_TABLE, backends=BACKENDS)
+    messages = core.set_vip(api, 1.0)
+    assert punts(messages) == [
+        {
+            "in_port": UPLINK,
+            "eth_type": 0x0800,
+            "ipv4_dst": "10.0.0.101",
+            "ip_proto": 6,
+            "tcp_dst": 443,
+        }
+    ]
+    assert backend_deletes(messages) == [] and len(messages) == 1
+    assert core.take_notices()[-1].startswith("VIP api added")
+
+
+def test_replacing_a_vip_deletes_only_the_flows_of_backends_that_went():
+    core = probed_core()
+    ids = dict(core.balancer.vips["web"].backend_ids)
+    before = {}
+    for sport in range(40000, 40030):
+        rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport), 1.0)
+        before[sport] = tunnel_target(actions_of(rule))[0]
+    assert set(before.values()) == {b.tunnel_ip for b in BACKENDS}
+    moved = Backend("vm2", "10.99.0.99", "02:00:00:00:01:02")  # same name, new tunnel
+    messages = core.set_vip(
+        Vip("web", "10.0.0.100", 80, table_size=SMALL_TABLE, backends=(BACKENDS[0], moved)), 2.0
+    )
+    assert backend_deletes(messages) == sorted([ids["vm2"], ids["vm3"]])
+    assert len(punts(messages)) == 1 and punts(messages, ofp.OFPFC_DELETE_STRICT) == []
+    assert core.balancer.vips["web"].backend_ids["vm1"] == ids["vm1"]
+    core.balancer.rebuild_now(core.take_pending())
+    for sport, tunnel_ip in before.items():
+        *_, out = core.on_packet_in(
+            UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport, flags=TCP_ACK), 5.0
+        )
+        now_at = tunnel_target(out.actions)[0]
+        if tunnel_ip == "10.99.0.11":
+            assert now_at == tunnel_ip  # vm1 stayed: its connections stay with it
+        else:
+            assert now_at in ("10.99.0.11", "10.99.0.99")  # never the old vm2 or vm3
+
+
+def test_moving_a_vip_to_another_port_removes_the_old_punt():
+    core = probed_core()
+    messages = core.set_vip(
+        Vip("web", "10.0.0.100", 8080, table_size=SMALL_TABLE, backends=BACKENDS), 1.0
+    )
+    (old,) = punts(messages, ofp.OFPFC_DELETE_STRICT)
+    assert old["tcp_dst"] == 80 and old["ipv4_dst"] == "10.0.0.100"
+    (new,) = punts(messages)
+    assert new["tcp_dst"] == 8080
+    assert backend_deletes(messages) == []
+
+
+def test_same_service_replaced_keeps_its_punt():
+    core = probed_core()
+    messages = core.set_vip(
+        Vip("web", "10.0.0.100", 80, idle_timeout=30, table_size=SMALL_TABLE, backends=BACKENDS),
+        1.0,
+    )
+    assert punts(messages, ofp.OFPFC_DELETE_STRICT) == [] and len(punts(messages)) == 1
+
+
+def test_removing_a_vip_removes_its_punt_and_every_backends_flows():
+    core = probed_core()
+    ids = core.balancer.vips["web"].backend_ids.values()
+    messages = core.remove_vip("web", 1.0)
+    (removed,) = punts(messages, ofp.OFPFC_DELETE_STRICT)
+    assert removed["tcp_dst"] == 80
+    assert backend_deletes(messages) == sorted(ids)
+    assert core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 2.0) == []  # not a VIP now
+    assert core.prober.states == {}
+    with pytest.raises(KeyError):
+        core.remove_vip("web", 2.0)
+
+
+def test_vip_changes_before_the_switch_is_known_send_nothing_but_apply():
+    core = GatewayCore(GATEWAY, [PROBED_VIP])
+    api = Vip("api", "10.0.0.101", 443, table_size=SMALL_TABLE, backends=BACKENDS)
+    assert core.set_vip(api, 1.0) == [] and core.remove_vip("web", 1.0) == []
+    assert set(core.balancer.vips) == {"api"}
+    punted = punts(core.on_ports(PORTS, 2.0))
+    assert [p["ipv4_dst"] for p in punted] == ["10.0.0.101"]
+
+
+def test_new_messages_serialise_for_a_real_switch():
+    class FakeDatapath:
+        ofproto, ofproto_parser = ofp, parser
+
+    core = probed_core(gateway=GATEWAY6)
+    messages = core.health_tick(1.0)
+    messages += core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
+    messages += core.set_vip(
+        Vip("web", "10.0.0.100", 8080, table_size=SMALL_TABLE, backends=BACKENDS[:1]), 1.0
+    )
+    messages += core.remove_vip("web", 1.0)
+    assert len(messages) >= 3 + 1 + 4
+    for message in messages:
+        message.datapath = FakeDatapath()
+        message.serialize()
+        assert message.buf[0] == ofp.OFP_VERSION

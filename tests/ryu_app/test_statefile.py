@@ -1,0 +1,155 @@
+"""The state file: atomic writes, exact round trips, and key-naming errors when it is bad."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from ryu_app import statefile
+from topology.deployment import Backend, HealthCheck, Vip
+from topology.schema import ConfigError
+
+VIPS = (
+    Vip(
+        "web",
+        "10.0.0.100",
+        80,
+        health=HealthCheck(type="http", path="/healthz", interval=1.0, timeout=0.5),
+        backends=(
+            Backend("vm1", "192.168.100.11", "02:00:00:00:01:01"),
+            Backend("vm2", "192.168.100.12", "02:00:00:00:01:02", weight=0),
+        ),
+    ),
+    Vip(
+        "dns6",
+        "fd00:100::53",
+        53,
+        protocol="udp",
+        hash="src-ip",
+        table_size=251,
+        idle_timeout=30,
+        vni=200,
+        health=HealthCheck(type="tcp", port=5353, rise=1, fall=5),
+        backends=(Backend("vm3", "192.168.100.13", "02:00:00:00:01:03", weight=7),),
+    ),
+)
+
+
+def problems(caught) -> list[tuple[str, str]]:
+    return [(p.path, p.reason) for p in caught.value.problems]
+
+
+def test_write_then_read_gives_the_same_vips(tmp_path):
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS)
+    assert statefile.read(path) == list(VIPS)
+    data = json.loads(path.read_text())
+    assert data["version"] == statefile.FORMAT_VERSION and len(data["vips"]) == 2
+    assert os.listdir(tmp_path) == ["gw1.json"]  # no temporary file left
+
+
+def test_write_replaces_and_creates_the_folder(tmp_path):
+    path = tmp_path / "var" / "lib" / "gw1.json"
+    statefile.write(path, VIPS)
+    statefile.write(path, VIPS[:1])
+    assert statefile.read(path) == [VIPS[0]]
+    statefile.write(path, ())
+    assert statefile.read(path) == []
+    assert os.listdir(path.parent) == ["gw1.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS)
+    old = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the data never reached the disk
+    with pytest.raises(OSError):
+        statefile.write(path, VIPS[:1])
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["gw1.json"]
+
+
+def test_a_folder_that_cannot_be_synced_does_not_report_a_change_as_failed(tmp_path, monkeypatch):
+    """Once the rename is done the change has happened: raising then would make the caller
+    report "nothing changed" while the file holds the change."""
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS)
+    real_fsync = os.fsync
+
+    def folder_fsync_fails(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", folder_fsync_fails)
+    statefile.write(path, VIPS[:1])
+    assert statefile.read(path) == list(VIPS[:1])
+
+
+def test_a_target_that_cannot_be_replaced_fails_cleanly(tmp_path):
+    path = tmp_path / "gw1.json"
+    path.mkdir()  # a directory where the file should be: rename() cannot replace it
+    (path / "keep").write_text("x")
+    with pytest.raises(OSError):
+        statefile.write(path, VIPS)
+    assert (path / "keep").read_text() == "x"
+    assert sorted(os.listdir(tmp_path)) == ["gw1.json"]
+
+
+def test_reading_a_missing_file_is_none(tmp_path):
+    assert statefile.read(tmp_path / "nothing.json") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "words"),
+    [
+        ("{not json", "", "is not JSON"),
+        ("", "", "is not JSON"),
+        ('{"version": 2, "vips": []}', "version", "expected version 1"),
+        ('{"vips": []}', "version", "expected version 1"),
+        ("[]", "version", "expected version 1"),
+        ('{"version": 1}', "vips", "must be a list"),
+        ('{"version": 1, "vips": {}}', "vips", "must be a list"),
+    ],
+)
+def test_a_bad_file_is_a_config_error_naming_the_key(tmp_path, text, path, words):
+    target = tmp_path / "gw1.json"
+    target.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        statefile.read(target)
+    ((where, reason),) = problems(caught)
+    assert where == path and words in reason and str(target) in reason
+
+
+def test_bad_vips_are_each_named(tmp_path):
+    target = tmp_path / "gw1.json"
+    statefile.write(target, VIPS)
+    good = json.loads(target.read_text())
+    good["vips"][0]["port"] = "80"
+    good["vips"][1]["backends"][0]["colour"] = "red"
+    target.write_text(json.dumps(good))
+    with pytest.raises(ConfigError) as caught:
+        statefile.read(target)
+    assert [where for where, _ in problems(caught)] == [
+        "vips[0].port",
+        "vips[1].backends[0].colour",
+    ]
+
+
+def test_a_file_that_is_not_text_is_a_config_error(tmp_path):
+    target = tmp_path / "gw1.json"
+    target.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError) as caught:
+        statefile.read(target)
+    assert "cannot read state file" in problems(caught)[0][1]
+
+
+def test_default_path_is_per_gateway():
+    assert str(statefile.default_path("gw2")) == "/var/lib/lockstep/gw2.json"

@@ -118,11 +118,22 @@ class LockstepApp(compat.app_base_class()):
         return outcome.get("value")
 
     def _send(self, datapath, messages) -> None:
+        """Send what the core returned: message objects through the framework, bytes (the
+        new-flow path, already encoded) straight to the switch's send queue, in one write."""
         if datapath is None:
             return
+        encoded = []
         for message in messages:
+            if isinstance(message, bytes):
+                encoded.append(message)
+                continue
+            if encoded:
+                datapath.send(b"".join(encoded))
+                encoded = []
             message.datapath = datapath
             datapath.send_msg(message)
+        if encoded:
+            datapath.send(b"".join(encoded))
 
     def _after_change(self) -> None:
         """Log what the core noticed; build any Maglev tables it now needs, off this loop."""

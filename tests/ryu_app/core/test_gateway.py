@@ -13,7 +13,14 @@ from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core.flowkey import TCP_ACK, TCP_SYN
 from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, GatewayCore, default_mac
 from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
+from tests.ryu_app.wire import decode_all
 from topology.deployment import Backend, Gateway, HealthCheck, Vip
+
+
+def packet_in(core, *args):
+    """``core.on_packet_in`` with the messages it encoded itself parsed back."""
+    return decode_all(core.on_packet_in(*args))
+
 
 UPLINK, TUNNEL = 1, 2
 PORTS = {"up0": UPLINK, "vx0": TUNNEL, "other": 3}
@@ -110,7 +117,7 @@ def test_missing_port_names_install_nothing():
 def test_new_flow_gets_one_rule_and_its_first_packet_is_sent_on():
     core = ready_core()
     data = frame()
-    rule, out = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, data, 1.0)
+    rule, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, data, 1.0)
     expected = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
     backend = VIP.backend(expected)
     assert tunnel_target(actions_of(rule)) == (backend.tunnel_ip, backend.mac, 100, [TUNNEL])
@@ -123,14 +130,14 @@ def test_new_flow_gets_one_rule_and_its_first_packet_is_sent_on():
 
 def test_buffered_packet_in_is_released_by_buffer_id():
     core = ready_core()
-    _, out = core.on_packet_in(UPLINK, 77, frame(), 1.0)
+    _, out = packet_in(core, UPLINK, 77, frame(), 1.0)
     assert out.buffer_id == 77 and out.data is None
 
 
 def test_repeated_packet_ins_reuse_the_entry_and_install_once():
     core = ready_core()
-    first = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
-    again = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 1.1)
+    first = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    again = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 1.1)
     assert len(first) == 2 and len(again) == 1
     assert isinstance(again[0], parser.OFPPacketOut)
     assert tunnel_target(again[0].actions) == tunnel_target(first[1].actions)
@@ -139,30 +146,30 @@ def test_repeated_packet_ins_reuse_the_entry_and_install_once():
 
 def test_a_packet_in_long_after_install_reinstalls_the_lost_rule():
     core = ready_core()
-    core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
-    later = core.on_packet_in(
-        UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 2.0 + RECENT_INSTALL_SECONDS
+    packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    later = packet_in(
+        core, UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 2.0 + RECENT_INSTALL_SECONDS
     )
     assert isinstance(later[0], parser.OFPFlowMod) and core.counters.reinstalls == 1
 
 
 def test_malformed_and_foreign_packets_are_counted_and_dropped():
     core = ready_core()
-    assert core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, b"\x00" * 26, 1.0) == []
-    assert core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame()[:30], 1.0) == []
-    assert core.on_packet_in(3, ofp.OFP_NO_BUFFER, frame(), 1.0) == []
+    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, b"\x00" * 26, 1.0) == []
+    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame()[:30], 1.0) == []
+    assert packet_in(core, 3, ofp.OFP_NO_BUFFER, frame(), 1.0) == []
     assert core.counters.malformed == {"not-ip": 1, "truncated": 1}
     assert core.counters.foreign_port == 1
 
 
 def test_non_vip_traffic_is_ignored():
     core = ready_core()
-    assert core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(dport=22), 1.0) == []
+    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(dport=22), 1.0) == []
 
 
 def test_flow_removed_forgets_the_flow():
     core = ready_core()
-    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     assert len(core.balancer.flows) == 1
     core.on_flow_removed(rule.cookie, rule.match, 70.0)
     assert len(core.balancer.flows) == 0 and core.counters.flows_removed == 1
@@ -173,12 +180,12 @@ def test_flow_removed_forgets_the_flow():
 
 def test_rules_we_deleted_ourselves_do_not_end_the_flow():
     core = ready_core()
-    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     core.on_connect(2.0)  # a reconnection deletes every rule of ours ...
     core.on_flow_removed(rule.cookie, rule.match, 2.0, ofmsg.REMOVED_DELETE)
     assert len(core.balancer.flows) == 1  # ... but the flow keeps its backend here
     core.on_ports(PORTS, 2.0)
-    again = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 3.0)
+    again = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 3.0)
     assert [type(m) for m in again] == [parser.OFPFlowMod, parser.OFPPacketOut]
     assert tunnel_target(actions_of(again[0])) == tunnel_target(actions_of(rule))
     assert core.counters.reinstalls == 1
@@ -188,7 +195,7 @@ def test_an_entry_outlives_the_vips_idle_timeout_while_its_rule_carries_the_flow
     # The switch rule forwards the flow's packets without the controller seeing them; only its
     # flow-removed message (idle timeout in the switch) ends the entry.
     core = ready_core()
-    core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     later = 1.0 + 10 * VIP.idle_timeout
     core.health_tick(later)  # sweeps expired entries
     assert len(core.balancer.flows) == 1
@@ -196,7 +203,7 @@ def test_an_entry_outlives_the_vips_idle_timeout_while_its_rule_carries_the_flow
 
 def test_backend_down_deletes_its_rules_by_cookie_and_requests_a_rebuild():
     core = ready_core()
-    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     name = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
     (delete,) = core.set_health("web", name, False)
     assert delete.command == ofp.OFPFC_DELETE
@@ -210,7 +217,7 @@ def test_src_ip_vip_rule_matches_the_client_not_its_port():
     core = GatewayCore(GATEWAY, [vip])
     core.balancer.rebuild_now(core.take_pending())
     core.on_ports(PORTS, 0.0)
-    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     fields = dict(rule.match.items())
     assert "tcp_src" not in fields and fields["ipv4_src"] == "10.1.0.11" and fields["tcp_dst"] == 80
 
@@ -224,7 +231,7 @@ def test_messages_serialise_for_a_real_switch():
     core = GatewayCore(GATEWAY, [VIP])
     core.balancer.rebuild_now(core.take_pending())
     messages = core.on_connect(0.0) + core.on_ports(PORTS, 0.0)
-    messages += core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
+    messages += packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     messages += core.set_health("web", "vm1", False)
     for message in messages:
         message.datapath = FakeDatapath()
@@ -314,9 +321,7 @@ def test_health_tick_probes_only_once_the_ports_are_known():
 def test_a_probe_answer_on_the_uplink_completes_the_tcp_check():
     core = probed_core()
     _, syn = probes_by_backend(core.health_tick(1.0))["vm2"]
-    messages = core.on_packet_in(
-        UPLINK, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1
-    )
+    messages = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1)
     (out,) = messages
     assert out.in_port == ofp.OFPP_CONTROLLER
     assert tunnel_target(out.actions)[0] == PROBED_VIP.backend("vm2").tunnel_ip
@@ -330,21 +335,21 @@ def test_a_probe_answer_on_the_uplink_completes_the_tcp_check():
 def test_a_probe_answer_on_another_port_is_not_believed():
     core = probed_core()
     _, syn = probes_by_backend(core.health_tick(1.0))["vm1"]
-    assert core.on_packet_in(3, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1) == []
+    assert packet_in(core, 3, ofp.OFP_NO_BUFFER, reply_frame(syn, TCP_SYN | TCP_ACK), 1.1) == []
     assert core.counters.foreign_port == 1 and core.prober.results[True] == 0
 
 
 def test_refused_probes_take_the_backend_down_and_delete_its_flows():
     core = probed_core()
     client = frame(sport=41000)
-    rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, client, 0.5)
+    rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, client, 0.5)
     victim = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
     core.take_notices()
     messages = []
     for now in (1.0, 2.0):
         _, syn = probes_by_backend(core.health_tick(now))[victim]
         refused = reply_frame(syn, TCP_RST | TCP_ACK, seq=0)
-        messages = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, refused, now + 0.1)
+        messages = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, refused, now + 0.1)
     (delete,) = messages
     assert delete.command == ofp.OFPFC_DELETE and delete.table_id == ofp.OFPTT_ALL
     assert delete.cookie == rule.cookie and delete.cookie_mask == ofmsg.COOKIE_BACKEND_MASK
@@ -352,7 +357,7 @@ def test_refused_probes_take_the_backend_down_and_delete_its_flows():
     assert victim not in core.balancer.vips["web"].healthy
     # Behaviour: once the rebuilt table is in, the same client goes to a live backend.
     core.balancer.rebuild_now(core.take_pending())
-    rule, out = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, client, 3.0)
+    rule, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, client, 3.0)
     assert BY_TUNNEL[tunnel_target(actions_of(rule))[0]] != victim
 
 
@@ -382,7 +387,7 @@ def test_ipv6_vip_probes_leave_from_the_gateways_ipv6_address():
     _, syn = probes["vm1"]
     assert syn.src == ipaddress.ip_address("fd00:1::1").packed
     answer = reply_frame(syn, TCP_SYN | TCP_ACK)
-    (out,) = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, answer, 1.1)
+    (out,) = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, answer, 1.1)
     assert parse_segment(out.data).flags == TCP_RST and core.prober.results[True] == 1
 
 
@@ -427,7 +432,7 @@ def test_pipeline_punts_solicitations_and_probe_answers_for_each_address():
 
 def test_solicitation_for_the_gateway_is_answered_out_of_the_in_port():
     core = probed_core(vips=(), gateway=GATEWAY6)
-    (out,) = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
+    (out,) = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
     assert out.in_port == ofp.OFPP_CONTROLLER and out.buffer_id == ofp.OFP_NO_BUFFER
     (output,) = out.actions
     assert isinstance(output, parser.OFPActionOutput) and output.port == UPLINK
@@ -454,7 +459,7 @@ def test_solicitation_for_the_gateway_is_answered_out_of_the_in_port():
 )
 def test_other_solicitations_are_counted_as_not_tcp_udp(gateway, target, in_port):
     core = probed_core(vips=(), gateway=gateway)
-    assert core.on_packet_in(in_port, ofp.OFP_NO_BUFFER, solicitation(target), 1.0) == []
+    assert packet_in(core, in_port, ofp.OFP_NO_BUFFER, solicitation(target), 1.0) == []
     assert core.counters.malformed == {"not-tcp-udp": 1}
     assert core.counters.neighbour_answers == 0
 
@@ -502,7 +507,7 @@ def test_replacing_a_vip_deletes_only_the_flows_of_backends_that_went():
     ids = dict(core.balancer.vips["web"].backend_ids)
     before = {}
     for sport in range(40000, 40030):
-        rule, _ = core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport), 1.0)
+        rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport), 1.0)
         before[sport] = tunnel_target(actions_of(rule))[0]
     assert set(before.values()) == {b.tunnel_ip for b in BACKENDS}
     moved = Backend("vm2", "10.99.0.99", "02:00:00:00:01:02")  # same name, new tunnel
@@ -514,9 +519,7 @@ def test_replacing_a_vip_deletes_only_the_flows_of_backends_that_went():
     assert core.balancer.vips["web"].backend_ids["vm1"] == ids["vm1"]
     core.balancer.rebuild_now(core.take_pending())
     for sport, tunnel_ip in before.items():
-        *_, out = core.on_packet_in(
-            UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport, flags=TCP_ACK), 5.0
-        )
+        *_, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(sport=sport, flags=TCP_ACK), 5.0)
         now_at = tunnel_target(out.actions)[0]
         if tunnel_ip == "10.99.0.11":
             assert now_at == tunnel_ip  # vm1 stayed: its connections stay with it
@@ -552,7 +555,7 @@ def test_removing_a_vip_removes_its_punt_and_every_backends_flows():
     (removed,) = punts(messages, ofp.OFPFC_DELETE_STRICT)
     assert removed["tcp_dst"] == 80
     assert backend_deletes(messages) == sorted(ids)
-    assert core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame(), 2.0) == []  # not a VIP now
+    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 2.0) == []  # not a VIP now
     assert core.prober.states == {}
     with pytest.raises(KeyError):
         core.remove_vip("web", 2.0)
@@ -573,7 +576,7 @@ def test_new_messages_serialise_for_a_real_switch():
 
     core = probed_core(gateway=GATEWAY6)
     messages = core.health_tick(1.0)
-    messages += core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
+    messages += packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, solicitation(), 1.0)
     messages += core.set_vip(
         Vip("web", "10.0.0.100", 8080, table_size=SMALL_TABLE, backends=BACKENDS[:1]), 1.0
     )

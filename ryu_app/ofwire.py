@@ -1,0 +1,126 @@
+"""The two messages of the new-flow path, encoded straight to OpenFlow 1.3 bytes.
+
+Every new flow costs one per-flow flow-mod and one packet-out.  Built through the framework's
+message classes they cost more than all of Lockstep's own decisions together (address strings
+converted back to bytes, a class per action, generic serialisers); here the per-backend part
+(the actions: inner MAC, ``tun_dst``, tunnel key, output) is encoded once and cached, and each
+flow only packs its match.  The bytes are identical to what ``ofmsg.flow_rule`` and
+``ofmsg.packet_out`` serialise to (a unit test compares them), so everything else keeps using
+``ofmsg`` and the framework's classes.
+
+Layouts: OpenFlow 1.3.5 sections 7.2.2 (OXM), 7.2.5 (actions), 7.3.4.2 (flow-mod), 7.3.7
+(packet-out); ``tun_dst`` is the Nicira extension field NXM_NX_TUN_IPV4_DST.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import struct
+
+from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, PROTO_TCP, Flow
+
+OFP_VERSION = 0x04
+OFPT_PACKET_OUT = 13
+OFPT_FLOW_MOD = 14
+OFPFC_ADD = 0
+OFPFF_SEND_FLOW_REM = 1
+OFP_NO_BUFFER = 0xFFFFFFFF
+OFPIT_APPLY_ACTIONS = 4
+OFPAT_OUTPUT = 0
+OFPAT_SET_FIELD = 25
+OFPMT_OXM = 1
+OFPCML_MAX = 0xFFE5  # the framework's default max_len (only used for output to the controller)
+
+
+def _oxm_header(oxm_class: int, field: int, length: int) -> int:
+    return oxm_class << 16 | field << 9 | length
+
+
+def _basic(field: int, length: int) -> bytes:
+    return struct.pack("!I", _oxm_header(0x8000, field, length))
+
+
+IN_PORT = _basic(0, 4)
+ETH_DST = _basic(3, 6)
+ETH_TYPE = _basic(5, 2)
+IP_PROTO = _basic(10, 1)
+IPV4_SRC, IPV4_DST = _basic(11, 4), _basic(12, 4)
+TCP_SRC, TCP_DST = _basic(13, 2), _basic(14, 2)
+UDP_SRC, UDP_DST = _basic(15, 2), _basic(16, 2)
+IPV6_SRC, IPV6_DST = _basic(26, 16), _basic(27, 16)
+TUNNEL_ID = _basic(38, 8)
+TUN_IPV4_DST = struct.pack("!I", _oxm_header(0x0001, 32, 4))  # NXM_NX_TUN_IPV4_DST
+
+_HEADER = struct.Struct("!BBHI")
+# cookie, cookie_mask, table_id, command, idle, hard, priority, buffer_id, out_port, out_group,
+# flags, 2 pad
+_FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
+_PACKET_OUT = struct.Struct("!IIH6x")
+_PORT = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+
+
+def _pad8(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 8)
+
+
+def _set_field(oxm: bytes, value: bytes) -> bytes:
+    """type, length (padded to 8), the field's OXM header and value, padding."""
+    length = 4 + len(oxm) + len(value)
+    padded = -(-length // 8) * 8
+    return struct.pack("!HH", OFPAT_SET_FIELD, padded) + oxm + value + bytes(padded - length)
+
+
+@functools.lru_cache(maxsize=4096)
+def backend_actions(mac: str, tunnel_ip: str, vni: int, tunnel_port: int) -> bytes:
+    """The actions that send a packet to one backend: set the inner destination MAC, the
+    tunnel destination and key, output to the tunnel port (as ``ofmsg.backend_actions``)."""
+    return (
+        _set_field(ETH_DST, bytes.fromhex(mac.replace(":", "")))
+        + _set_field(TUN_IPV4_DST, ipaddress.IPv4Address(tunnel_ip).packed)
+        + _set_field(TUNNEL_ID, vni.to_bytes(8, "big"))
+        + struct.pack("!HHIH6x", OFPAT_OUTPUT, 16, tunnel_port, OFPCML_MAX)
+    )
+
+
+def flow_match(flow: Flow, uplink: int, with_source_port: bool) -> bytes:
+    """The per-flow rule's OXM match (``ofmsg.flow_match``), in the framework's field order."""
+    if flow.version == 4:
+        fields = ETH_TYPE + _U16.pack(ETH_IPV4)
+        addresses = IPV4_SRC + flow.src + IPV4_DST + flow.dst
+    else:
+        fields = ETH_TYPE + _U16.pack(ETH_IPV6)
+        addresses = IPV6_SRC + flow.src + IPV6_DST + flow.dst
+    tcp = flow.proto == PROTO_TCP
+    body = IN_PORT + _PORT.pack(uplink) + fields + IP_PROTO + bytes((flow.proto,))
+    if flow.version == 4:
+        body += addresses
+    ports = b""
+    if with_source_port:
+        ports += (TCP_SRC if tcp else UDP_SRC) + _U16.pack(flow.src_port)
+    ports += (TCP_DST if tcp else UDP_DST) + _U16.pack(flow.dst_port)
+    body += ports
+    if flow.version == 6:
+        body += addresses
+    return _pad8(struct.pack("!HH", OFPMT_OXM, 4 + len(body)) + body)
+
+
+def flow_mod(match: bytes, actions: bytes, cookie: int, idle_timeout: int, priority: int) -> bytes:
+    """An ADD of one rule with apply-actions, unbuffered, asking for flow-removed."""
+    instruction = struct.pack("!HH4x", OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
+    body = _FLOW_MOD.pack(
+        cookie, 0, 0, OFPFC_ADD, idle_timeout, 0, priority, OFP_NO_BUFFER, 0, 0,
+        OFPFF_SEND_FLOW_REM,
+    )  # fmt: skip
+    length = _HEADER.size + len(body) + len(match) + len(instruction)
+    return _HEADER.pack(OFP_VERSION, OFPT_FLOW_MOD, length, 0) + body + match + instruction
+
+
+def packet_out(in_port: int, buffer_id: int, actions: bytes, data: bytes) -> bytes:
+    """Send a packet-in's packet on (its data rides along only when it was not buffered)."""
+    if buffer_id != OFP_NO_BUFFER:
+        data = b""
+    length = _HEADER.size + _PACKET_OUT.size + len(actions) + len(data)
+    head = _HEADER.pack(OFP_VERSION, OFPT_PACKET_OUT, length, 0)
+    return head + _PACKET_OUT.pack(buffer_id, in_port, len(actions)) + actions + data

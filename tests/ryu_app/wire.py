@@ -1,0 +1,68 @@
+"""Test helper: OpenFlow messages the core returned as bytes (``ryu_app.ofwire``) turned back
+into the framework's message objects, so tests assert on fields whatever form the core chose.
+
+The framework parses only what switches send, so flow-mods and packet-outs are taken apart here:
+the fixed fields with ``struct``, the match, instructions and actions with the framework's own
+parsers for those structures (the ones it uses for flow-stats replies).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.compat import ofproto_v1_3_parser as parser
+
+_HEADER = struct.Struct("!BBHI")
+_FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
+_PACKET_OUT = struct.Struct("!IIH6x")
+
+
+def decode(message):
+    if not isinstance(message, bytes):
+        return message
+    buf = bytearray(message)
+    version, kind, length, xid = _HEADER.unpack_from(buf)
+    assert (version, length) == (ofp.OFP_VERSION, len(buf)), (version, length, len(buf))
+    if kind == ofp.OFPT_FLOW_MOD:
+        return _flow_mod(buf)
+    if kind == ofp.OFPT_PACKET_OUT:
+        return _packet_out(buf)
+    raise AssertionError(f"unexpected encoded message type {kind}")
+
+
+def decode_all(messages) -> list:
+    return [decode(m) for m in messages]
+
+
+def _flow_mod(buf: bytearray):
+    offset = _HEADER.size
+    fields = _FLOW_MOD.unpack_from(buf, offset)
+    offset += _FLOW_MOD.size
+    match = parser.OFPMatch.parser(buf, offset)
+    offset += -(-match.length // 8) * 8
+    instructions = []
+    while offset < len(buf):
+        instruction = parser.OFPInstruction.parser(buf, offset)
+        instructions.append(instruction)
+        offset += instruction.len
+    cookie, cookie_mask, table_id, command, idle, hard, priority, buffer_id = fields[:8]
+    out_port, out_group, flags = fields[8:]
+    return parser.OFPFlowMod(
+        None, cookie, cookie_mask, table_id, command, idle, hard, priority, buffer_id,
+        out_port, out_group, flags, match, instructions,
+    )  # fmt: skip
+
+
+def _packet_out(buf: bytearray):
+    offset = _HEADER.size
+    buffer_id, in_port, actions_len = _PACKET_OUT.unpack_from(buf, offset)
+    offset += _PACKET_OUT.size
+    end = offset + actions_len
+    actions = []
+    while offset < end:
+        action = parser.OFPAction.parser(buf, offset)
+        actions.append(action)
+        offset += action.len
+    data = bytes(buf[end:]) or None
+    return parser.OFPPacketOut(None, buffer_id, in_port, actions, data)

@@ -288,9 +288,44 @@ def render_metrics(core: GatewayCore, handler_errors: int = 0) -> str:
     counters = core.counters
     balancer = core.balancer
     table = balancer.flows.counters
-    lines: list[str] = []
 
-    def metric(name, kind, help_text, samples):
+    def one(value):
+        return [({}, value)]
+
+    families = [
+        ("packet_ins_total", "counter", "Packet-ins received.", one(counters.packet_ins)),
+        ("flows_installed_total", "counter", "Per-flow rules installed.",
+         one(counters.flows_installed)),
+        ("packet_outs_total", "counter", "Packet-outs of client packets.",
+         one(counters.packet_outs)),
+        ("flows_removed_total", "counter", "Per-flow rules the switch expired.",
+         one(counters.flows_removed)),
+        ("malformed_packets_total", "counter",
+         "Packet-ins dropped as not load-balanceable, by reason.",
+         [({"reason": r}, n) for r, n in sorted(counters.malformed.items())]),
+        ("flow_table_hits_total", "counter", "Flow-table hits.", one(table.hits)),
+        ("flow_table_misses_total", "counter", "Flow-table misses.", one(table.misses)),
+        ("flow_table_non_syn_misses_total", "counter",
+         "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
+         one(table.tcp_non_syn_misses)),
+        ("flow_table_evictions_total", "counter", "Entries evicted at capacity.",
+         one(table.evictions)),
+        ("flow_table_entries", "gauge", "Flows in this gateway's table.",
+         one(len(balancer.flows))),
+        ("probes_total", "counter", "Health probe results.",
+         [({"result": "ok"}, core.prober.results[True]),
+          ({"result": "fail"}, core.prober.results[False])]),
+        ("backend_up", "gauge", "1 if this gateway considers the backend healthy.",
+         [({"vip": name, "backend": b.name}, int(b.name in state.healthy))
+          for name, state in sorted(balancer.vips.items()) for b in state.vip.backends]),
+        ("table_rebuilds_total", "counter",
+         "Maglev tables swapped in after a change of healthy set or weights.",
+         one(balancer.counters.table_installs)),
+        ("handler_errors_total", "counter", "Event handlers that raised (event dropped).",
+         one(handler_errors)),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for name, kind, help_text, samples in families:
         lines.append(f"# HELP lockstep_{name} {help_text}")
         lines.append(f"# TYPE lockstep_{name} {kind}")
         for labels, value in samples:
@@ -298,80 +333,6 @@ def render_metrics(core: GatewayCore, handler_errors: int = 0) -> str:
             lines.append(
                 f"lockstep_{name}{{{label_text}}} {value}" if labels else f"lockstep_{name} {value}"
             )
-
-    metric("packet_ins_total", "counter", "Packet-ins received.", [({}, counters.packet_ins)])
-    metric(
-        "flows_installed_total",
-        "counter",
-        "Per-flow rules installed.",
-        [({}, counters.flows_installed)],
-    )
-    metric(
-        "packet_outs_total",
-        "counter",
-        "Packet-outs of client packets.",
-        [({}, counters.packet_outs)],
-    )
-    metric(
-        "flows_removed_total",
-        "counter",
-        "Per-flow rules the switch expired.",
-        [({}, counters.flows_removed)],
-    )
-    metric(
-        "malformed_packets_total",
-        "counter",
-        "Packet-ins dropped as not load-balanceable, by reason.",
-        [({"reason": r}, n) for r, n in sorted(counters.malformed.items())],
-    )
-    metric("flow_table_hits_total", "counter", "Flow-table hits.", [({}, table.hits)])
-    metric("flow_table_misses_total", "counter", "Flow-table misses.", [({}, table.misses)])
-    metric(
-        "flow_table_non_syn_misses_total",
-        "counter",
-        "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
-        [({}, table.tcp_non_syn_misses)],
-    )
-    metric(
-        "flow_table_evictions_total",
-        "counter",
-        "Entries evicted at capacity.",
-        [({}, table.evictions)],
-    )
-    metric(
-        "flow_table_entries", "gauge", "Flows in this gateway's table.", [({}, len(balancer.flows))]
-    )
-    metric(
-        "probes_total",
-        "counter",
-        "Health probe results.",
-        [
-            ({"result": "ok"}, core.prober.results[True]),
-            ({"result": "fail"}, core.prober.results[False]),
-        ],
-    )
-    metric(
-        "backend_up",
-        "gauge",
-        "1 if this gateway considers the backend healthy.",
-        [
-            ({"vip": name, "backend": b.name}, int(b.name in state.healthy))
-            for name, state in sorted(balancer.vips.items())
-            for b in state.vip.backends
-        ],
-    )
-    metric(
-        "table_rebuilds_total",
-        "counter",
-        "Maglev tables swapped in after a change of healthy set or weights.",
-        [({}, balancer.counters.table_installs)],
-    )
-    metric(
-        "handler_errors_total",
-        "counter",
-        "Event handlers that raised (event dropped).",
-        [({}, handler_errors)],
-    )
     return "\n".join(lines) + "\n"
 
 

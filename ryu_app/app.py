@@ -100,8 +100,13 @@ class LockstepApp(compat.app_base_class()):
         Called from REST threads."""
         done = hub.Event() if GREEN_HUB else threading.Event()
         outcome = {}
+        lock = threading.Lock()  # the caller gives up, or the loop starts: not both
 
         def task():
+            with lock:
+                if outcome.get("abandoned"):
+                    return  # the caller was told 503: the change must not happen later
+                outcome["started"] = True
             try:
                 outcome["value"] = function()
             except BaseException as error:  # noqa: BLE001 - handed back to the caller
@@ -112,7 +117,11 @@ class LockstepApp(compat.app_base_class()):
 
         self.send_event(self.name, EventCall(task))
         if not done.wait(timeout):
-            raise TimeoutError(f"the controller did not answer within {timeout} s")
+            with lock:
+                if not outcome.get("started"):
+                    outcome["abandoned"] = True
+                    raise TimeoutError(f"the controller did not answer within {timeout} s")
+            done.wait()  # it started just now: its answer is moments away
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
@@ -131,7 +140,11 @@ class LockstepApp(compat.app_base_class()):
                 datapath.send(b"".join(encoded))
                 encoded = []
             message.datapath = datapath
-            datapath.send_msg(message)
+            try:
+                datapath.send_msg(message)
+            except Exception:  # noqa: BLE001 - one bad message must not lose the others
+                self.handler_errors += 1
+                LOG.exception("could not send %s (dropped, the rest goes on)", message)
         if encoded:
             datapath.send(b"".join(encoded))
 
@@ -241,3 +254,5 @@ class LockstepApp(compat.app_base_class()):
         if ev.datapath is self.datapath:
             LOG.warning("switch %#x disconnected", ev.datapath.id)
             self.datapath = None
+            self.core.on_disconnect(self.clock())
+            self._after_change()

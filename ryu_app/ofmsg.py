@@ -8,7 +8,8 @@ Table 0 of a gateway bridge:
     priority 300  ARP request for a gateway address on the uplink -> answered in the switch;
                   IPv6 neighbour solicitation for one -> controller (answered by packet-out)
     priority 200  one rule per placed flow -> set inner dst MAC, tun_dst, tunnel key; tunnel port
-    priority 150  TCP to a gateway address on the uplink -> controller (health probe answers)
+    priority 150  health probe answers (TCP from a VIP's check port to a gateway address and a
+                  probe port, 49152-65535) on the uplink -> controller
     priority 100  VIP service (address, protocol, port) on the uplink -> controller
     priority  10  other IPv4, IPv6 and ARP -> drop (counted by the rule's statistics)
     priority   0  table miss -> controller, unbuffered (counted and dropped there)
@@ -132,8 +133,7 @@ def to_controller():
 
 
 def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list:
-    """Table miss, default drops, and for each gateway address: the neighbour responder and
-    the punt of TCP addressed to it (the answers to health probes)."""
+    """Table miss, default drops, and the neighbour responder for each gateway address."""
     messages = [
         _flow_mod(parser.OFPMatch(), [to_controller()], PRIORITY_MISS),
         _flow_mod(parser.OFPMatch(eth_type=ETH_IPV4), [], PRIORITY_DROP),
@@ -153,9 +153,6 @@ def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list:
                 ipv6_nd_target=address,
             )
             messages.append(_flow_mod(match, [to_controller()], PRIORITY_ARP))
-        fields = {"in_port": ports.uplink, **_l3_fields(version, None, address)}
-        match = parser.OFPMatch(**fields, ip_proto=PROTO_TCP)
-        messages.append(_flow_mod(match, [to_controller()], PRIORITY_LOCAL))
     return messages
 
 
@@ -201,17 +198,54 @@ def vip_punt(vip: Vip, uplink: int):
     return _flow_mod(_vip_match(vip, uplink), [to_controller()], PRIORITY_VIP)
 
 
-def remove_vip_punt(vip: Vip, uplink: int):
-    return parser.OFPFlowMod(
-        datapath=None,
-        cookie=BASE_COOKIE,
-        cookie_mask=COOKIE_ALL_FLOWS_MASK,
-        command=ofp.OFPFC_DELETE_STRICT,
-        priority=PRIORITY_VIP,
-        out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY,
-        match=_vip_match(vip, uplink),
-    )
+PROBE_PORTS = (0xC000, 0xC000)  # tcp_dst value/mask: 49152-65535, the prober's source ports
+
+
+def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list:
+    """What an answer to one of this VIP's health probes looks like, per gateway address of
+    the VIP's IP version; nothing else addressed to the gateway reaches the controller."""
+    version = ipaddress.ip_address(vip.address).version
+    check_port = vip.health.port or vip.port
+    matches = []
+    for address in addresses:
+        if ipaddress.ip_address(address).version != version:
+            continue
+        matches.append(
+            parser.OFPMatch(
+                in_port=uplink,
+                **_l3_fields(version, vip.address, address),
+                ip_proto=PROTO_TCP,
+                tcp_src=check_port,
+                tcp_dst=PROBE_PORTS,
+            )
+        )
+    return matches
+
+
+def vip_flows(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list:
+    """A VIP's rules: the punt of new connections and the return of its probes' answers."""
+    return [vip_punt(vip, uplink)] + [
+        _flow_mod(match, [to_controller()], PRIORITY_LOCAL)
+        for match in _probe_answer_matches(vip, addresses, uplink)
+    ]
+
+
+def remove_vip_flows(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list:
+    rules = [(PRIORITY_VIP, _vip_match(vip, uplink))]
+    rules += [(PRIORITY_LOCAL, m) for m in _probe_answer_matches(vip, addresses, uplink)]
+    return [
+        parser.OFPFlowMod(
+            datapath=None,
+            cookie=BASE_COOKIE,
+            cookie_mask=COOKIE_ALL_FLOWS_MASK,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=match,
+        )
+        for priority, match in rules
+    ]
 
 
 def backend_actions(vip: Vip, backend: Backend, tunnel_port: int) -> list:

@@ -287,6 +287,8 @@ def _body(request: Request):
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _with_json(http.HTTPBadRequest(), f"the body is not JSON: {error}") from None
+    except (RecursionError, ValueError) as error:  # nesting too deep, integer too long
+        raise _with_json(http.HTTPBadRequest(), f"the body is not usable JSON: {error}") from None
 
 
 def _respond(result, status: int) -> Response:

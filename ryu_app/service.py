@@ -214,7 +214,8 @@ class GatewayService:
                     **describe_key(key),
                     "vip": owner[0] if owner else None,
                     "backend": owner[1].name if owner else None,
-                    "expires_in": round(expires_in, 3),
+                    # None: pinned until the switch reports the rule gone
+                    "expires_in": None if expires_in is None else round(expires_in, 3),
                 }
             )
         total = len(table)
@@ -243,7 +244,7 @@ class GatewayService:
             }
         return {
             "gateway": self.gateway.name,
-            "config_digest": digest(self.vips()),
+            "config_digest": digest(sorted(self.vips(), key=lambda v: v["name"])),
             "switch_connected": self.core.ports is not None,
             "vips": vips,
         }

@@ -34,12 +34,14 @@ from topology.schema import (
     integer,
     ip_address,
     ip_network,
+    ipv4_address,
     join,
     mac_address,
     name,
     number,
     optional,
     text,
+    url_path,
 )
 
 DEFAULT_IDLE_TIMEOUT = {"tcp": 60, "udp": 30}
@@ -161,7 +163,7 @@ HEALTH_FIELDS = Section(
     {
         "type": Field(choice("tcp", "http"), "tcp"),
         "port": Field(optional(integer(1, 65535)), None),
-        "path": Field(text(1024, r"^/"), "/"),
+        "path": Field(url_path, "/"),
         "expect_status": Field(integer(100, 599), 200),
         "interval": Field(number(0.05, 3600), 2.0),
         "timeout": Field(number(0.01, 3600), 1.0),
@@ -173,7 +175,7 @@ HEALTH_FIELDS = Section(
 BACKEND_FIELDS = Section(
     {
         "name": Field(name),
-        "tunnel_ip": Field(ip_address),
+        "tunnel_ip": Field(ipv4_address),  # the underlay is IPv4 (OVS tun_ipv4_dst)
         "mac": Field(mac_address),
         "weight": Field(integer(0, MAX_WEIGHT), 1),
     }
@@ -199,7 +201,7 @@ GATEWAY_FIELDS = Section(
         "name": Field(name),
         "dpid": Field(datapath_id),
         "addresses": Field(ListOf(ip_address, min_items=1)),
-        "tunnel_ip": Field(ip_address),
+        "tunnel_ip": Field(ipv4_address),
         "openflow": Field(endpoint, REQUIRED),
         "rest": Field(endpoint, REQUIRED),
         "uplink_port": Field(text(15)),

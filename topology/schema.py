@@ -251,6 +251,19 @@ def text(max_len: int = 255, pattern: str | None = None) -> Converter:
     return check
 
 
+_URL_PATH = re.compile(r"^/[!-~]*$")
+
+
+def url_path(value: Any) -> str:
+    """A path for an HTTP request line: '/' then printable ASCII, no spaces."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 1024 or not _URL_PATH.match(value):
+        raise Invalid(
+            f"{value!r} is not a URL path ('/' then at most 1023 printable ASCII characters, "
+            "no spaces; percent-encode anything else)"
+        )
+    return value
+
+
 def optional(converter: Converter) -> Converter:
     def check(value: Any) -> Any:
         return None if value is None else converter(value)

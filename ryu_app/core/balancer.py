@@ -118,10 +118,10 @@ class Balancer:
     flows: FlowTable = field(default_factory=FlowTable)
     cache: TableCache = field(default_factory=TableCache)
     counters: BalancerCounters = field(default_factory=BalancerCounters)
-    # Seconds an entry lives without a packet-in.  None: the VIP's idle timeout.  A gateway sets
-    # a long lease: its switch rule carries the flow's packets (the controller sees none of
-    # them), and the switch's flow-removed message is what ends the entry.
-    entry_lease: int | None = None
+    # Idle timeout of new entries.  None: the VIP's.  A gateway pins them (flowtable.PINNED):
+    # its switch rule carries the flow's packets (the controller sees none of them), and the
+    # switch's flow-removed message is what ends the entry.
+    entry_idle: int | None = None
 
     def __post_init__(self):
         self.vips: dict[str, VipState] = {}
@@ -249,7 +249,8 @@ class Balancer:
             self.counters.stale_table_drops += 1
             return None
         backend_id = state.backend_ids[name]
-        self.flows.put(key, backend_id, now, self.entry_lease or vip.idle_timeout)
+        idle = vip.idle_timeout if self.entry_idle is None else self.entry_idle
+        self.flows.put(key, backend_id, now, idle)
         return Decision(vip, self._backends[backend_id][1], backend_id, from_table=False)
 
     def predict(self, flow: Flow) -> str | None:

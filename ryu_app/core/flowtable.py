@@ -12,6 +12,10 @@ Layout, chosen for memory (the target is <= 200 bytes per entry at 1,000,000 ent
 - the ``int`` packs ``deadline_ms << 32 | idle_ms_code << 20 | backend_id`` so an entry is a
   key object, a value object and a dict slot: no tuples, no per-entry objects of our own.
 
+An idle timeout of 0 pins an entry: it never expires by time, only when removed, dropped with
+its backend or evicted at capacity (a gateway's entries: its switch rule carries the flow's
+packets and the switch's flow-removed message ends the entry).
+
 Idle timeouts may differ per entry (per VIP), so the front of the dict is not always the first
 entry to expire; ``expire`` stops at the first live entry, and ``get`` checks the deadline itself,
 so an expired entry is never returned even if it has not been swept yet.
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 
 MAX_BACKEND_ID = (1 << 20) - 1
 MAX_IDLE_TIMEOUT = 4095  # seconds; fits the 12-bit field
+PINNED = 0  # idle timeout of an entry that never expires by time
+_NEVER_MS = 1 << 52  # the deadline of a pinned entry
 _BACKEND_MASK = (1 << 20) - 1
 _IDLE_SHIFT = 20
 _IDLE_MASK = (1 << 12) - 1
@@ -52,6 +58,7 @@ class FlowTable:
         self.capacity = capacity
         self.counters = FlowTableCounters()
         self._entries: dict[bytes, int] = {}
+        self._per_backend: dict[int, int] = {}  # backend id -> entries (kept, not counted)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -70,10 +77,13 @@ class FlowTable:
             now_ms = int(now * 1000)
             if packed >> _DEADLINE_SHIFT > now_ms:
                 idle_ms = ((packed >> _IDLE_SHIFT) & _IDLE_MASK) * 1000
-                low = packed & ((1 << _DEADLINE_SHIFT) - 1)
-                self._entries[key] = (now_ms + idle_ms) << _DEADLINE_SHIFT | low
+                if idle_ms:  # pinned entries keep their (endless) deadline
+                    low = packed & ((1 << _DEADLINE_SHIFT) - 1)
+                    packed = (now_ms + idle_ms) << _DEADLINE_SHIFT | low
+                self._entries[key] = packed
                 self.counters.hits += 1
                 return packed & _BACKEND_MASK
+            self._forget(packed)
             self.counters.expirations += 1
         self.counters.misses += 1
         if tcp_non_syn:
@@ -93,20 +103,38 @@ class FlowTable:
             raise ValueError(
                 f"backend_id must be an integer 0..{MAX_BACKEND_ID}, got {backend_id!r}"
             )
-        if type(idle_timeout) is not int or not 1 <= idle_timeout <= MAX_IDLE_TIMEOUT:
-            raise ValueError(f"idle_timeout must be 1..{MAX_IDLE_TIMEOUT} s, got {idle_timeout}")
+        if type(idle_timeout) is not int or not 0 <= idle_timeout <= MAX_IDLE_TIMEOUT:
+            raise ValueError(
+                f"idle_timeout must be 1..{MAX_IDLE_TIMEOUT} s (0: pinned), got {idle_timeout}"
+            )
         entries = self._entries
-        if entries.pop(key, None) is None:
+        old = entries.pop(key, None)
+        if old is None:
             self.counters.inserts += 1
             if len(entries) >= self.capacity:
-                del entries[next(iter(entries))]
+                self._forget(entries.pop(next(iter(entries))))
                 self.counters.evictions += 1
-        deadline_ms = int(now * 1000) + idle_timeout * 1000
+        else:
+            self._forget(old)
+        per_backend = self._per_backend
+        per_backend[backend_id] = per_backend.get(backend_id, 0) + 1
+        deadline_ms = int(now * 1000) + idle_timeout * 1000 if idle_timeout else _NEVER_MS
         entries[key] = deadline_ms << _DEADLINE_SHIFT | idle_timeout << _IDLE_SHIFT | backend_id
 
+    def _forget(self, packed: int) -> None:
+        """Keep the per-backend counts in step with an entry that left the table."""
+        backend_id = packed & _BACKEND_MASK
+        left = self._per_backend[backend_id] - 1
+        if left:
+            self._per_backend[backend_id] = left
+        else:
+            del self._per_backend[backend_id]
+
     def remove(self, key: bytes) -> bool:
-        if self._entries.pop(key, None) is None:
+        packed = self._entries.pop(key, None)
+        if packed is None:
             return False
+        self._forget(packed)
         self.counters.removals += 1
         return True
 
@@ -122,30 +150,33 @@ class FlowTable:
             key = next(iter(entries))
             if entries[key] >> _DEADLINE_SHIFT > now_ms:
                 break
-            del entries[key]
+            self._forget(entries.pop(key))
             dropped += 1
         self.counters.expirations += dropped
         return dropped
 
     def drop_backend(self, backend_id: int) -> int:
         """Remove every entry of one backend (it went down); returns how many.  O(entries)."""
+        if backend_id not in self._per_backend:
+            return 0
         doomed = [k for k, packed in self._entries.items() if packed & _BACKEND_MASK == backend_id]
         for key in doomed:
             del self._entries[key]
+        self._per_backend.pop(backend_id, None)
         self.counters.removals += len(doomed)
         return len(doomed)
 
-    def items(self, now: float) -> Iterator[tuple[bytes, int, float]]:
-        """(key, backend id, seconds until idle expiry) of live entries, oldest use first."""
+    def items(self, now: float) -> Iterator[tuple[bytes, int, float | None]]:
+        """(key, backend id, seconds until idle expiry or None if pinned) of live entries,
+        oldest use first.  Lazy: the table must not change while the iterator is in use."""
         now_ms = int(now * 1000)
-        for key, packed in list(self._entries.items()):
+        for key, packed in self._entries.items():
             deadline_ms = packed >> _DEADLINE_SHIFT
-            if deadline_ms > now_ms:
+            if deadline_ms == _NEVER_MS:
+                yield key, packed & _BACKEND_MASK, None
+            elif deadline_ms > now_ms:
                 yield key, packed & _BACKEND_MASK, (deadline_ms - now_ms) / 1000
 
     def count_by_backend(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for packed in self._entries.values():
-            backend_id = packed & _BACKEND_MASK
-            counts[backend_id] = counts.get(backend_id, 0) + 1
-        return counts
+        """Entries per backend id (expired ones not yet swept included); O(backends)."""
+        return dict(self._per_backend)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ryu_app import ofmsg, ofwire
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.flowkey import HASH_SRC_IP, FrameError, parse_frame, table_key
-from ryu_app.core.flowtable import MAX_IDLE_TIMEOUT
+from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
 from ryu_app.core.packets import (
     mac_bytes,
@@ -30,7 +30,6 @@ from topology.deployment import Gateway, Vip
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
 # known flow after that means the rule is gone (switch reconnected, rule lost): install again.
 RECENT_INSTALL_SECONDS = 2.0
-EXPIRY_SWEEP = 256  # flow-table entries expired per health tick at most (bounded work)
 
 
 def default_mac(dpid: int) -> str:
@@ -63,7 +62,7 @@ class GatewayCore:
     ):
         self.gateway = gateway
         self.mac = gateway.mac or default_mac(gateway.dpid)
-        self.balancer = balancer or Balancer(entry_lease=MAX_IDLE_TIMEOUT)
+        self.balancer = balancer or Balancer(entry_idle=PINNED)
         self.counters = GatewayCounters()
         self.ports: ofmsg.Ports | None = None
         self.missing_ports: list[str] = []
@@ -84,6 +83,15 @@ class GatewayCore:
         self._recent.clear()
         return [ofmsg.delete_own_flows(), ofmsg.port_desc_request()]
 
+    def on_disconnect(self, now: float) -> list:
+        """The switch is gone: nothing can be sent or answered until it is back.  Probes in
+        flight are forgotten without a verdict (their answers could not come back)."""
+        self.ports = None
+        self._recent.clear()
+        self.prober.abandon()
+        self.notices.append("switch disconnected: probing paused until it is back")
+        return []
+
     def on_ports(self, port_numbers: dict[str, int], now: float) -> list:
         """Port names -> numbers arrived: install the base pipeline and one punt per VIP."""
         wanted = {"uplink": self.gateway.uplink_port, "tunnel": self.gateway.tunnel_port}
@@ -93,7 +101,7 @@ class GatewayCore:
         self.ports = ofmsg.Ports(port_numbers[wanted["uplink"]], port_numbers[wanted["tunnel"]])
         messages = ofmsg.base_flows(self.gateway.addresses, self.mac, self.ports)
         for state in self.balancer.vips.values():
-            messages.append(ofmsg.vip_punt(state.vip, self.ports.uplink))
+            messages += ofmsg.vip_flows(state.vip, self.gateway.addresses, self.ports.uplink)
         return messages
 
     # ---- configuration -------------------------------------------------------------------
@@ -115,9 +123,10 @@ class GatewayCore:
         messages = [
             ofmsg.delete_backend_flows(i) for i in old_ids - set(state.backend_ids.values())
         ]
+        addresses, uplink = self.gateway.addresses, self.ports.uplink
         if old and _service(old.vip) != _service(vip):
-            messages.append(ofmsg.remove_vip_punt(old.vip, self.ports.uplink))
-        messages.append(ofmsg.vip_punt(vip, self.ports.uplink))
+            messages += ofmsg.remove_vip_flows(old.vip, addresses, uplink)
+        messages += ofmsg.vip_flows(vip, addresses, uplink)
         return messages
 
     def remove_vip(self, name: str, now: float) -> list:
@@ -129,7 +138,7 @@ class GatewayCore:
         self.notices.append(f"VIP {name} removed")
         if self.ports is None:
             return []
-        messages = [ofmsg.remove_vip_punt(state.vip, self.ports.uplink)]
+        messages = ofmsg.remove_vip_flows(state.vip, self.gateway.addresses, self.ports.uplink)
         return messages + [ofmsg.delete_backend_flows(i) for i in state.backend_ids.values()]
 
     # ---- the packet path -----------------------------------------------------------------
@@ -231,8 +240,6 @@ class GatewayCore:
     def health_tick(self, now: float) -> list:
         """Called often (every few tens of ms): time out late probes, start due ones."""
         messages = self._apply(self.prober.expire(now))
-        # Entries the switch never reported (its rule went with a reconnect): a bounded sweep.
-        self.balancer.flows.expire(now, limit=EXPIRY_SWEEP)
         if self.ports is not None:  # probes travel through the switch
             messages += self._probe_packets(self.prober.due(now))
         return messages
@@ -277,5 +284,7 @@ class GatewayCore:
         return notices
 
 
-def _service(vip: Vip) -> tuple[str, int, str]:
-    return ipaddress.ip_address(vip.address).compressed, vip.port, vip.protocol
+def _service(vip: Vip) -> tuple[str, int, str, int]:
+    """What a VIP's rules match on: its service, and the port its health checks use."""
+    address = ipaddress.ip_address(vip.address).compressed
+    return address, vip.port, vip.protocol, vip.health.port or vip.port

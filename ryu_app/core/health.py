@@ -110,6 +110,10 @@ class HealthState:
         self.next_probe_at = max(self.next_probe_at + self.policy.interval, now)
         return now + self.policy.timeout
 
+    def abandon_probe(self) -> None:
+        """The probe in flight will never be answered and counts for nothing."""
+        self.probe_started_at = None
+
     def probe_deadline(self) -> float | None:
         if self.probe_started_at is None:
             return None

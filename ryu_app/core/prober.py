@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ryu_app.core.health import HealthPolicy, HealthState, Transition
+from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, Transition
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -125,19 +125,34 @@ class Prober:
         self.targets[vip.name] = _Target(vip, src, _packed(vip.address), port, request)
         for backend in vip.backends:
             key = (vip.name, backend.name)
+            initial = UP if backend.name in healthy else DOWN
             old = self.states.get(key)
-            if old is not None and old.policy == policy:
+            # Same policy and the same verdict as the balancer's: keep the streaks.  Otherwise
+            # (new backend, changed tunnel or MAC, new policy) start again from the balancer's
+            # view, so the two never disagree.
+            if old is not None and old.policy == policy and old.state == initial:
                 continue
-            initial = "up" if backend.name in healthy else "down"
+            self._drop_probes(lambda probe, key=key: (probe.vip, probe.backend) == key)
             self.states[key] = HealthState(policy, now, initial, phase=self.rng.random())
 
     def remove_vip(self, name: str, keep: set[str] | frozenset = frozenset()) -> None:
         self.targets.pop(name, None)
         for key in [k for k in self.states if k[0] == name and k[1] not in keep]:
             del self.states[key]
-            port = self._active.pop(key, None)
-            if port is not None:
-                del self._probes[port]
+        self._drop_probes(lambda probe: probe.vip == name and probe.backend not in keep)
+
+    def abandon(self) -> None:
+        """Forget the probes in flight without a verdict (the switch went away: their answers
+        cannot come back, which says nothing about the backends)."""
+        for state in self.states.values():
+            state.abandon_probe()
+        self._probes.clear()
+        self._active.clear()
+
+    def _drop_probes(self, doomed) -> None:
+        for port in [port for port, probe in self._probes.items() if doomed(probe)]:
+            probe = self._probes.pop(port)
+            self._active.pop((probe.vip, probe.backend), None)
 
     # ---- the probe cycle -------------------------------------------------------------------
 
@@ -168,8 +183,12 @@ class Prober:
         probe = self._probes.get(segment.dst_port)
         if probe is None:
             return [], []
-        target = self.targets[probe.vip]
-        if (segment.src, segment.src_port, segment.dst) != (target.dst, target.port, target.src):
+        target = self.targets.get(probe.vip)
+        if target is None or (segment.src, segment.src_port, segment.dst) != (
+            target.dst,
+            target.port,
+            target.src,
+        ):
             return [], []
         flags = segment.flags
         if probe.peer_isn is None:  # waiting for the SYN-ACK
@@ -219,8 +238,11 @@ class Prober:
         del self._probes[probe.port]
         key = (probe.vip, probe.backend)
         self._active.pop(key, None)
+        state = self.states.get(key)
+        if state is None:  # the backend went while its probe was out
+            return None
         self.results[ok] += 1
-        transition = self.states[key].record(ok, now, detail)
+        transition = state.record(ok, now, detail)
         return Verdict(probe.vip, probe.backend, transition) if transition else None
 
     def _reset(self, target: _Target, probe: _Probe) -> Send:

@@ -39,8 +39,9 @@ def test_create_is_validated_saved_then_applied(harness):
     assert "api" in harness.core.balancer.vips
     assert deployment_file.parse_vip(data) == harness.service.vip("api")
     assert [v.name for v in harness.service.deployment.vips] == ["web", "api"]
-    (punt,) = harness.sent
+    punt, answers = harness.sent
     assert punt.priority == ofmsg.PRIORITY_VIP and punt.command == ofp.OFPFC_ADD
+    assert answers.priority == ofmsg.PRIORITY_LOCAL and answers.command == ofp.OFPFC_ADD
 
 
 def test_create_existing_name_is_a_conflict(harness):
@@ -113,7 +114,7 @@ def test_delete_vip_forgets_it_everywhere(harness):
     assert harness.service.deployment.vips == () and harness.saved == [()]
     assert harness.core.balancer.vips == {} and harness.core.prober.states == {}
     commands = sorted(m.command for m in harness.sent)
-    assert commands == sorted([ofp.OFPFC_DELETE_STRICT] + [ofp.OFPFC_DELETE] * 4)
+    assert commands == sorted([ofp.OFPFC_DELETE_STRICT] * 2 + [ofp.OFPFC_DELETE] * 4)
 
 
 def test_a_failed_save_leaves_deployment_core_and_switch_alone(harness):

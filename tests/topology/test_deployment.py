@@ -400,7 +400,10 @@ def test_out_of_range_numbers(raw, where, value, path, fragment):
         (("vips", 0, "protocol"), "sctp", "vips[0].protocol", "must be one of tcp, udp"),
         (("vips", 0, "hash"), "3-tuple", "vips[0].hash", "must be one of 5-tuple, src-ip"),
         (("vips", 0, "health", "type"), "icmp", "vips[0].health.type", "must be one of tcp, http"),
-        (("vips", 0, "health", "path"), "healthz", "vips[0].health.path", "does not match"),
+        (("vips", 0, "health", "path"), "healthz", "vips[0].health.path", "is not a URL path"),
+        (("vips", 0, "health", "path"), "/h\u00e9alth", "vips[0].health.path", "is not a URL"),
+        (("vips", 0, "health", "path"), "/a b", "vips[0].health.path", "no spaces"),
+        (("vips", 0, "health", "path"), "/x\r\nX: y", "vips[0].health.path", "is not a URL"),
         (("vips", 0, "name"), "1web", "vips[0].name", "is not a name"),
         (("vips", 0, "name"), "web server", "vips[0].name", "is not a name"),
         (("gateways", 0, "uplink_port"), "x" * 16, "gateways[0].uplink_port", "at most 15"),
@@ -777,9 +780,13 @@ def test_vm_outside_the_underlay_names_the_gateways(raw):
     ]
 
 
-def test_ipv6_vm_on_an_ipv4_underlay_is_unreachable(raw):
+def test_tunnel_endpoints_are_ipv4(raw):
+    # The underlay is IPv4: OVS's per-flow tunnel destination is tun_ipv4_dst.
     raw["vips"][0]["backends"][0]["tunnel_ip"] = "fd00::11"
-    assert_problem(problems_of(raw), "vips[0].backends[0].tunnel_ip", "cannot be reached")
+    raw["gateways"][0]["tunnel_ip"] = "fd00::1"
+    problems = problems_of(raw)
+    assert_problem(problems, "vips[0].backends[0].tunnel_ip", "is not an IPv4 address")
+    assert_problem(problems, "gateways[0].tunnel_ip", "is not an IPv4 address")
 
 
 def test_gateway_tunnel_ip_outside_the_underlay(raw):
@@ -1042,8 +1049,8 @@ def test_parse_vip_bad_table_size():
 
 
 def test_parse_backend_accepts_and_defaults_weight():
-    assert dep.parse_backend(backend("vm9", "fd00::9", "02:00:00:00:00:09")) == dep.Backend(
-        "vm9", "fd00::9", "02:00:00:00:00:09", 1
+    assert dep.parse_backend(backend("vm9", "10.9.9.9", "02:00:00:00:00:09")) == dep.Backend(
+        "vm9", "10.9.9.9", "02:00:00:00:00:09", 1
     )
 
 

@@ -15,7 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ryu_app.core.flowtable import MAX_BACKEND_ID, MAX_IDLE_TIMEOUT, FlowTable
+from ryu_app.core.flowtable import MAX_BACKEND_ID, MAX_IDLE_TIMEOUT, PINNED, FlowTable
 
 # Times in these tests are integers or binary fractions (x.5, x.25, x.125): exact in floating
 # point, so ``now * 1000`` is an exact whole number of milliseconds.
@@ -380,7 +380,7 @@ def test_backend_id_out_of_range(backend_id):
     assert table.counters.inserts == 0
 
 
-@pytest.mark.parametrize("idle_timeout", [0, -1, MAX_IDLE_TIMEOUT + 1, 100_000])
+@pytest.mark.parametrize("idle_timeout", [-1, MAX_IDLE_TIMEOUT + 1, 100_000, 1.5])
 def test_idle_timeout_out_of_range(idle_timeout):
     table = FlowTable(10)
     with pytest.raises(ValueError, match="idle_timeout"):
@@ -395,8 +395,38 @@ def test_invalid_put_does_not_disturb_an_existing_entry():
     with pytest.raises(ValueError):
         table.put(b"a", MAX_BACKEND_ID + 1, 1.0, 10)
     with pytest.raises(ValueError):
-        table.put(b"a", 2, 1.0, 0)
+        table.put(b"a", 2, 1.0, -1)
     assert table.peek(b"a", 9.5) == 1
+
+
+def test_a_pinned_entry_never_expires_by_time_but_goes_like_any_other():
+    table = FlowTable(2)
+    table.put(b"pinned", 7, 0.0, PINNED)
+    table.put(b"idle", 8, 0.0, 1)
+    assert table.expire(10**9) == 0  # the pinned entry at the front stops the sweep
+    assert table.get(b"pinned", 10**9) == 7
+    assert table.peek(b"idle", 10**9) is None  # expired, swept later
+    assert [(k, b, left) for k, b, left in table.items(10**9)] == [(b"pinned", 7, None)]
+    table.put(b"third", 9, 10**9, PINNED)  # capacity 2: the least recently used goes
+    assert b"idle" not in table and b"pinned" in table
+    assert table.remove(b"pinned") and b"pinned" not in table
+
+
+def test_counts_by_backend_follow_every_way_an_entry_leaves():
+    table = FlowTable(3)
+    for key, backend in ((b"a", 1), (b"b", 1), (b"c", 2)):
+        table.put(key, backend, 0.0, 10)
+    assert table.count_by_backend() == {1: 2, 2: 1}
+    table.put(b"a", 2, 0.0, 10)  # moved to another backend
+    assert table.count_by_backend() == {1: 1, 2: 2}
+    table.put(b"d", 3, 0.0, 10)  # evicts b (least recently used)
+    assert table.count_by_backend() == {2: 2, 3: 1}
+    table.remove(b"d")
+    table.drop_backend(2)
+    assert table.count_by_backend() == {}
+    table.put(b"e", 4, 0.0, 1)
+    assert table.get(b"e", 5.0) is None  # expired on read
+    assert table.count_by_backend() == {}
 
 
 def test_extreme_fields_do_not_bleed_into_each_other():

@@ -1,5 +1,6 @@
 """GatewayCore: the messages each event produces, checked by what they do."""
 
+import dataclasses
 import ipaddress
 import random
 import struct
@@ -415,7 +416,8 @@ def solicitation(target="fd00:1::1", src="fd00:1::fe", router_mac="02:00:00:00:f
 
 
 def test_pipeline_punts_solicitations_and_probe_answers_for_each_address():
-    core = GatewayCore(GATEWAY6, [])
+    web6 = Vip("web6", "fd00::100", 80, table_size=SMALL_TABLE, backends=BACKENDS)
+    core = GatewayCore(GATEWAY6, [dataclasses.replace(VIP, table_size=SMALL_TABLE), web6])
     messages = core.on_ports(PORTS, 0.0)
     solicit = [
         m for m in messages if m.priority == ofmsg.PRIORITY_ARP and "ipv6_nd_target" in m.match
@@ -423,11 +425,15 @@ def test_pipeline_punts_solicitations_and_probe_answers_for_each_address():
     (rule,) = solicit
     assert dict(rule.match.items())["ipv6_nd_target"] == "fd00:1::1"
     assert dict(rule.match.items())["in_port"] == UPLINK
+    # Only answers to probes: from the VIP's check port to a probe port of the gateway.
     local = [dict(m.match.items()) for m in messages if m.priority == ofmsg.PRIORITY_LOCAL]
-    assert {(m.get("ipv4_dst"), m.get("ipv6_dst"), m["ip_proto"]) for m in local} == {
-        ("10.0.1.1", None, 6),
-        (None, "fd00:1::1", 6),
-    }
+    probe_ports = (0xC000, 0xC000)
+    assert sorted(
+        (m.get("ipv4_src") or m["ipv6_src"], m.get("ipv4_dst") or m["ipv6_dst"], m["tcp_src"])
+        for m in local
+        if m["ip_proto"] == 6 and m["tcp_dst"] == probe_ports and m["in_port"] == UPLINK
+    ) == [("10.0.0.100", "10.0.1.1", 80), ("fd00::100", "fd00:1::1", 80)]
+    assert len(local) == 2
 
 
 def test_solicitation_for_the_gateway_is_answered_out_of_the_in_port():
@@ -498,7 +504,7 @@ def test_new_vip_gets_its_punt_rule():
             "tcp_dst": 443,
         }
     ]
-    assert backend_deletes(messages) == [] and len(messages) == 1
+    assert backend_deletes(messages) == [] and len(messages) == 2  # punt, probe answers
     assert core.take_notices()[-1].startswith("VIP api added")
 
 
@@ -586,3 +592,58 @@ def test_new_messages_serialise_for_a_real_switch():
         message.datapath = FakeDatapath()
         message.serialize()
         assert message.buf[0] == ofp.OFP_VERSION
+
+
+# ---- the prober and the balancer stay in step ---------------------------------------------------
+
+
+def run_probes(core, start: float, seconds: float, answer=None) -> float:
+    """Tick for ``seconds``; probes get no answer (or ``answer(syn)`` frames)."""
+    now = start
+    while now < start + seconds:
+        for message in core.health_tick(now):
+            if answer and isinstance(message, parser.OFPPacketOut):
+                for frame in answer(parse_segment(message.data)):
+                    packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame, now)
+        now += 0.05
+    return now
+
+
+def test_a_backend_whose_tunnel_changed_while_down_is_probed_from_the_balancers_view():
+    core = probed_core()
+    now = run_probes(core, 0.0, 10 * PROBED_VIP.health.interval)  # no answers: all down
+    assert core.prober.states[("web", "vm1")].state == "down"
+    moved = dataclasses.replace(BACKENDS[0], tunnel_ip="10.99.0.99")
+    core.set_vip(dataclasses.replace(PROBED_VIP, backends=(moved, *BACKENDS[1:])), now)
+    core.balancer.rebuild_now(core.take_pending())
+    assert "vm1" in core.balancer.vips["web"].healthy  # a new endpoint starts up ...
+    assert core.prober.states[("web", "vm1")].state == "up"  # ... for the prober too
+    run_probes(core, now, 10 * PROBED_VIP.health.interval)
+    assert "vm1" not in core.balancer.vips["web"].healthy  # and silence takes it down again
+
+
+def test_a_disconnected_switch_takes_no_backend_down():
+    core = probed_core()
+    core.health_tick(0.0)
+    core.health_tick(PROBED_VIP.health.interval)  # probes in flight
+    core.on_disconnect(PROBED_VIP.health.interval)
+    assert core.ports is None
+    run_probes(core, PROBED_VIP.health.interval, 20 * PROBED_VIP.health.interval)
+    assert core.balancer.vips["web"].healthy == {b.name for b in BACKENDS}
+    assert core.prober.results == {True: 0, False: 0}
+
+
+def test_probes_in_flight_survive_a_policy_change_and_a_removal():
+    core = probed_core()
+    now = 0.0
+    while ("web", "vm1") not in core.prober._active:  # until vm1's probe is out
+        core.health_tick(now)
+        now += 0.01
+    slower = dataclasses.replace(
+        PROBED_VIP, health=dataclasses.replace(PROBED_VIP.health, interval=5.0, timeout=1.0)
+    )
+    core.set_vip(slower, now)
+    core.set_vip(dataclasses.replace(slower, backends=BACKENDS[1:]), now)
+    run_probes(core, now, 20.0)  # no KeyError from expiring or answering
+    core.remove_vip("web", now + 20)
+    assert core.health_tick(now + 40) == [] and core.prober.states == {}

@@ -311,6 +311,37 @@ def vip_to_data(vip: Vip) -> dict:
     return data
 
 
+def deployment_to_data(deployment: Deployment) -> dict:
+    """The deployment as plain data in the file's shape: ``parse(deployment_to_data(d)) == d``."""
+
+    def endpoint_text(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    gateways = []
+    for gateway in deployment.gateways:
+        data = dataclasses.asdict(gateway)
+        data["addresses"] = list(gateway.addresses)
+        data["openflow"] = endpoint_text(*gateway.openflow)
+        data["rest"] = endpoint_text(*gateway.rest)
+        gateways.append({k: v for k, v in data.items() if v is not None})
+    data = {
+        "version": 1,
+        "vips": [vip_to_data(v) for v in deployment.vips],
+        "gateways": gateways,
+        "clients": [dataclasses.asdict(c) for c in deployment.clients],
+    }
+    if deployment.router is not None:
+        data["router"] = dataclasses.asdict(deployment.router)
+    if deployment.underlay is not None:
+        data["underlay"] = dataclasses.asdict(deployment.underlay)
+    return data
+
+
+def dump(deployment: Deployment) -> str:
+    """YAML text that ``parse_text`` reads back into the same deployment."""
+    return yaml.safe_dump(deployment_to_data(deployment), sort_keys=False)
+
+
 def _build_vip(raw: dict) -> Vip:
     idle = raw["idle_timeout"] or DEFAULT_IDLE_TIMEOUT[raw["protocol"]]
     health = HealthCheck(**(raw["health"] or {}))

@@ -1,0 +1,1 @@
+"""Lab support shared by the integration tests and the Mininet demo."""

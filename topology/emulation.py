@@ -1,0 +1,300 @@
+"""The emulated network of a deployment, as data: what the Mininet scripts build.
+
+``scale`` grows or shrinks a deployment's clients, gateways and VMs (the demo's flags), following
+the shipped example's numbering; ``plan`` turns a deployment into hosts, switches and links with
+every address, route, sysctl and command, so that the Mininet layer (``mininet/lockstep_topo.py``)
+only applies it and this module is tested without Mininet.
+
+    clients --- clients LAN --- router (ECMP, L4 hash) --- one link per gateway --- gateway bridge
+                                   |                                               (OVS, VXLAN port)
+                                   +--- underlay bridge --- VMs (vx device, VIPs on lo, servers)
+                                          (its internal port holds the gateways' tunnel IPs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass, field
+
+from topology.deployment import Backend, Client, Deployment, Gateway, deployment_problems
+from topology.schema import ConfigError
+
+CLIENT_LAN = "clan"  # the clients' switch
+UNDERLAY = "ul"  # the underlay switch (its internal port lives in the root namespace)
+VXLAN_PORT = 4789
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    addresses: tuple[str, ...] = ()  # with prefix length, e.g. "10.1.0.1/24"
+    mac: str | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    node1: str
+    node2: str
+    intf1: Interface
+    intf2: Interface
+
+
+@dataclass
+class Host:
+    name: str
+    role: str  # "client", "router" or "vm"
+    routes: list[list[str]] = field(default_factory=list)  # `ip route` arguments
+    sysctls: dict[str, str] = field(default_factory=dict)
+    commands: list[list[str]] = field(default_factory=list)  # run in order after addresses
+
+
+@dataclass(frozen=True)
+class Switch:
+    name: str
+    role: str  # "gateway" or "bridge"
+    gateway: Gateway | None = None
+    dpid: int | None = None
+
+
+@dataclass
+class Plan:
+    deployment: Deployment
+    hosts: dict[str, Host]
+    switches: dict[str, Switch]
+    links: list[Link]
+    underlay_addresses: list[str]  # on the underlay bridge's internal port (root namespace)
+    tunnel_neighbours: dict[str, str]  # VM tunnel IP -> MAC of its underlay interface
+    vm_macs: dict[str, str]  # backend name -> underlay interface MAC
+    router_vip_routes: dict[str, list[str]]  # VIP address -> gateway addresses (ECMP)
+
+
+# ---- scaling ----------------------------------------------------------------------------------
+
+
+def scale(
+    deployment: Deployment,
+    clients: int | None = None,
+    gateways: int | None = None,
+    vms: int | None = None,
+) -> Deployment:
+    """The deployment with that many clients, gateways and VMs: the first ones as they are, the
+    others numbered like the example (c3, gw3 on dpid 3 and the next ports, vm5 ...).  VMs are
+    the backends of every VIP."""
+    router, underlay = deployment.router, deployment.underlay
+    if router is None or underlay is None:
+        raise ValueError("emulation needs the deployment's router and underlay sections")
+    result = deployment
+    if clients is not None:
+        result = dataclasses.replace(result, clients=_clients(result, clients))
+    if gateways is not None:
+        result = dataclasses.replace(result, gateways=_gateways(result, gateways))
+    if vms is not None:
+        result = dataclasses.replace(
+            result, vips=tuple(_vms(v, vms, underlay.subnet) for v in result.vips)
+        )
+    problems = deployment_problems(result)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _host(subnet: str, index: int) -> str:
+    return str(ipaddress.ip_network(subnet)[index])
+
+
+def _clients(deployment: Deployment, count: int) -> tuple[Client, ...]:
+    _check_count("clients", count, 1, 200)
+    kept = list(deployment.clients[:count])
+    for index in range(len(kept) + 1, count + 1):
+        kept.append(Client(f"c{index}", _host(deployment.router.client_subnet, 10 + index)))
+    return tuple(kept)
+
+
+def _gateways(deployment: Deployment, count: int) -> tuple[Gateway, ...]:
+    _check_count("gateways", count, 1, 16)
+    kept = list(deployment.gateways[:count])
+    for index in range(len(kept) + 1, count + 1):
+        last = kept[-1]
+        name = f"gw{index}"
+        kept.append(
+            dataclasses.replace(
+                last,
+                name=name,
+                dpid=index,
+                addresses=(_host(deployment.router.uplink_subnet, index),),
+                tunnel_ip=_host(deployment.underlay.subnet, index),
+                openflow=(last.openflow[0], last.openflow[1] + 1),
+                rest=(last.rest[0], last.rest[1] + 1),
+                uplink_port=f"{name}-eth0",
+                tunnel_port=f"{name}-vxlan",
+                mac=f"02:00:00:00:00:{index:02x}",
+                state_file=None,
+            )
+        )
+    return tuple(kept)
+
+
+def _vms(vip, count: int, subnet: str):
+    _check_count("vms", count, 1, 200)
+    kept = list(vip.backends[:count])
+    for index in range(len(kept) + 1, count + 1):
+        kept.append(Backend(f"vm{index}", _host(subnet, 10 + index), f"02:00:00:00:01:{index:02x}"))
+    return dataclasses.replace(vip, backends=tuple(kept))
+
+
+def _check_count(what: str, count: int, low: int, high: int) -> None:
+    if not low <= count <= high:
+        raise ValueError(f"--{what} must be {low}..{high}, got {count}")
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+
+def plan(deployment: Deployment) -> Plan:
+    router, underlay = deployment.router, deployment.underlay
+    if router is None or underlay is None or router.address is None:
+        raise ValueError("emulation needs router (with its underlay address) and underlay sections")
+    underlay_len = ipaddress.ip_network(underlay.subnet).prefixlen
+    client_net = ipaddress.ip_network(router.client_subnet)
+    router_client = f"{client_net[1]}/{client_net.prefixlen}"
+    router_uplink = _host(router.uplink_subnet, -2)  # e.g. 10.0.1.254: one /32 per gateway link
+    hosts: dict[str, Host] = {}
+    switches: dict[str, Switch] = {
+        CLIENT_LAN: Switch(CLIENT_LAN, "bridge"),
+        UNDERLAY: Switch(UNDERLAY, "bridge"),
+    }
+    links: list[Link] = []
+
+    # The router: client LAN, one point-to-point link per gateway, the underlay.
+    r = router.name
+    hosts[r] = Host(
+        r,
+        "router",
+        sysctls={
+            "net.ipv4.ip_forward": "1",
+            "net.ipv4.conf.all.rp_filter": "0",
+            "net.ipv4.conf.default.rp_filter": "0",
+            "net.ipv4.fib_multipath_hash_policy": "1",  # L4 hash: flows spread, each stays put
+        },
+    )
+    links.append(
+        Link(
+            r, CLIENT_LAN, Interface(f"{r}-clan", (router_client,)), Interface(f"{CLIENT_LAN}-{r}")
+        )
+    )
+
+    # Gateways first on their own links, so that their uplink is their first port (-eth0).
+    for gateway in deployment.gateways:
+        switches[gateway.name] = Switch(gateway.name, "gateway", gateway, gateway.dpid)
+        router_side = f"{r}-{gateway.name}"
+        links.append(
+            Link(
+                gateway.name,
+                r,
+                Interface(gateway.uplink_port),
+                Interface(router_side, (f"{router_uplink}/32",)),
+            )
+        )
+        for address in gateway.addresses:
+            prefix = 32 if ipaddress.ip_address(address).version == 4 else 128
+            hosts[r].routes.append([f"{address}/{prefix}", "dev", router_side])
+    links.append(
+        Link(
+            r,
+            UNDERLAY,
+            Interface(f"{r}-ul", (f"{router.address}/{underlay_len}",), mtu=underlay.mtu),
+            Interface(f"{UNDERLAY}-{r}", mtu=underlay.mtu),
+        )
+    )
+
+    for client in deployment.clients:
+        hosts[client.name] = Host(
+            client.name, "client", routes=[["default", "via", str(client_net[1])]]
+        )
+        links.append(
+            Link(
+                client.name,
+                CLIENT_LAN,
+                Interface(f"{client.name}-eth0", (f"{client.address}/{client_net.prefixlen}",)),
+                Interface(f"{CLIENT_LAN}-{client.name}"),
+            )
+        )
+
+    vm_macs: dict[str, str] = {}
+    neighbours: dict[str, str] = {}
+    for index, (backend, vips) in enumerate(_vms_of(deployment), start=1):
+        name = backend.name
+        underlay_mac = f"02:00:00:00:02:{index:02x}"
+        vm_macs[name] = underlay_mac
+        neighbours[backend.tunnel_ip] = underlay_mac
+        host = hosts[name] = Host(
+            name,
+            "vm",
+            routes=[["default", "via", router.address]],
+            sysctls={
+                "net.ipv4.conf.all.arp_ignore": "1",  # the VIP on lo is not answered for
+                "net.ipv4.conf.all.arp_announce": "2",
+                "net.ipv4.conf.all.rp_filter": "0",  # requests arrive on vx*, replies leave eth0
+                "net.ipv4.conf.default.rp_filter": "0",
+            },
+        )
+        links.append(
+            Link(
+                name,
+                UNDERLAY,
+                Interface(
+                    f"{name}-eth0",
+                    (f"{backend.tunnel_ip}/{underlay_len}",),
+                    underlay_mac,
+                    underlay.mtu,
+                ),
+                Interface(f"{UNDERLAY}-{name}", mtu=underlay.mtu),
+            )
+        )
+        for vni in sorted({vip.vni for vip in vips}):
+            device = f"vx{vni}"
+            host.commands += [
+                ["ip", "link", "add", device, "type", "vxlan", "id", str(vni), "dstport",
+                 str(VXLAN_PORT), "local", backend.tunnel_ip, "nolearning"],
+                ["ip", "link", "set", device, "address", backend.mac, "up"],
+                ["sysctl", "-qw", f"net.ipv4.conf.{device}.rp_filter=0"],
+            ]  # fmt: skip
+        for address in sorted({vip.address for vip in vips}):
+            prefix = 32 if ipaddress.ip_address(address).version == 4 else 128
+            host.commands.append(["ip", "addr", "add", f"{address}/{prefix}", "dev", "lo"])
+
+    vip_routes = {
+        vip.address: [
+            a
+            for g in deployment.gateways
+            for a in g.addresses
+            if ipaddress.ip_address(a).version == vip.ip_version
+        ]
+        for vip in deployment.vips
+    }
+    underlay_addresses = [f"{g.tunnel_ip}/{underlay_len}" for g in deployment.gateways]
+    return Plan(
+        deployment, hosts, switches, links, underlay_addresses, neighbours, vm_macs, vip_routes
+    )
+
+
+def _vms_of(deployment: Deployment) -> list[tuple[Backend, list]]:
+    """Each distinct backend (VM) with the VIPs it serves, in order of first appearance."""
+    seen: dict[str, tuple[Backend, list]] = {}
+    for vip in deployment.vips:
+        for backend in vip.backends:
+            seen.setdefault(backend.name, (backend, []))[1].append(vip)
+    return list(seen.values())
+
+
+def vip_route_args(plan: Plan, vip_address: str, gateway_addresses: list[str]) -> list[str]:
+    """`ip route replace` arguments sending a VIP to these gateways (ECMP when several)."""
+    prefix = 32 if ipaddress.ip_address(vip_address).version == 4 else 128
+    router = plan.deployment.router.name
+    by_address = {a: g for g in plan.deployment.gateways for a in g.addresses}
+    hops: list[str] = []
+    for address in gateway_addresses:
+        hops += ["nexthop", "via", address, "dev", f"{router}-{by_address[address].name}"]
+    return [f"{vip_address}/{prefix}", *hops]

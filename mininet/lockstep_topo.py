@@ -154,6 +154,14 @@ class GatewaySwitch(OVSSwitch):
         finally:
             self.kill_controller()
 
+    def terminate(self):
+        """Mininet's net.stop() may delete the bridges in a batch and only terminate()s the
+        switch objects: the controller must go here too."""
+        try:
+            self.kill_controller()
+        finally:
+            super().terminate()
+
 
 class Bridge(OVSBridge):
     """A learning bridge on the userspace datapath; for the underlay, its internal port (root

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Lockstep's entry points on a fresh Debian machine (run as root):
+#   ./run.sh demo    install what the demo needs, then run the Mininet demo (mininet/demo.py;
+#                    options after "demo" go to it, e.g. --quick, --only spread, --out DIR)
 #   ./run.sh test    install what the suite needs, then lint, format-check and run every test
 # Each sub-command installs its own dependencies (apt packages, a virtualenv in .venv) first,
 # and skips the parts that are already in place.
@@ -18,6 +20,8 @@ RYU_PACKAGES=(ryu==4.34 eventlet==0.33.3 dnspython==2.6.1)
 APT_BASE=(python3 python3-venv python3-dev gcc)
 # Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths.
 APT_TEST=(openvswitch-switch ethtool iproute2 procps)
+# The Mininet demo (and its end-to-end test): mnexec and iperf3.
+APT_DEMO=(mininet iperf3)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -73,8 +77,15 @@ for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
     fi
 }
 
+cmd_demo() {
+    apt_install "${APT_BASE[@]}" "${APT_TEST[@]}" "${APT_DEMO[@]}"
+    venv_install
+    log "running the demo (mininet/demo.py $*)"
+    exec "$VENV/bin/python" mininet/demo.py "$@"
+}
+
 cmd_test() {
-    apt_install "${APT_BASE[@]}" "${APT_TEST[@]}"
+    apt_install "${APT_BASE[@]}" "${APT_TEST[@]}" "${APT_DEMO[@]}"
     venv_install
     ryu_venv_install
     # tests/integration/test_ryu434.py runs the controller with this interpreter.
@@ -88,9 +99,10 @@ cmd_test() {
 }
 
 case ${1:-} in
+    demo) shift; cmd_demo "$@" ;;
     test) shift; cmd_test "$@" ;;
     *)
-        echo "usage: $0 test [pytest args...]" >&2
+        echo "usage: $0 demo [demo options...] | $0 test [pytest args...]" >&2
         exit 2
         ;;
 esac

@@ -11,10 +11,14 @@ Mininet); the node classes here only apply it:
 - ``PlannedHost``: router, clients and VMs configured from their plan (sysctls, addresses,
   routes, VXLAN device, VIPs on ``lo``); VMs run ``vmserver.py`` and ``iperf3 -s``.
 
-Usable with ``mn`` too (Open vSwitch daemons must be running; ``LOCKSTEP_CONFIG`` names the
-deployment file, default the shipped example)::
+The class also loads in Mininet's own ``mn``, from the repository root with the virtualenv's
+``mn`` and Open vSwitch daemons running (``LOCKSTEP_CONFIG`` names the deployment file, default
+the shipped example)::
 
-    mn --custom mininet/lockstep_topo.py --topo lockstep --controller none
+    .venv/bin/mn --custom mininet/lockstep_topo.py --topo lockstep --controller none
+
+Beware that ``mn`` answers any error with its own clean-up, which kills processes and deletes
+links by name; the demo never uses ``mn`` for that reason, and neither do the tests.
 
 Everything started is tracked by PID and stopped with its node; nothing is killed by name.
 """
@@ -37,7 +41,10 @@ from mininet.topo import Topo
 from topology import deployment as deployment_file
 from topology import emulation
 
-HERE = Path(__file__).resolve().parent
+try:
+    HERE = Path(__file__).resolve().parent
+except NameError:  # `mn --custom` executes this file's text without a __file__: run from the repo
+    HERE = Path.cwd() / "mininet"
 ROOT = HERE.parent
 DEFAULT_CONFIG = ROOT / "topology" / "examples" / "default.yaml"
 BIN = Path(sys.executable).parent

@@ -104,26 +104,50 @@ def _host(subnet: str, index: int) -> str:
     return str(ipaddress.ip_network(subnet)[index])
 
 
+def _numbers(taken_names: set[str], prefix: str, start: int):
+    """``start``, ``start + 1``, ... skipping numbers whose name is taken."""
+    index = start
+    while True:
+        if f"{prefix}{index}" not in taken_names:
+            yield index
+        index += 1
+
+
 def _clients(deployment: Deployment, count: int) -> tuple[Client, ...]:
     _check_count("clients", count, 1, 200)
     kept = list(deployment.clients[:count])
-    for index in range(len(kept) + 1, count + 1):
-        kept.append(Client(f"c{index}", _host(deployment.router.client_subnet, 10 + index)))
+    taken = {c.address for c in kept}
+    numbers = _numbers({c.name for c in kept}, "c", len(kept) + 1)
+    while len(kept) < count:
+        index = next(numbers)
+        address = _host(deployment.router.client_subnet, 10 + index)
+        if address not in taken:
+            kept.append(Client(f"c{index}", address))
     return tuple(kept)
 
 
 def _gateways(deployment: Deployment, count: int) -> tuple[Gateway, ...]:
     _check_count("gateways", count, 1, 16)
     kept = list(deployment.gateways[:count])
-    for index in range(len(kept) + 1, count + 1):
+    numbers = _numbers({g.name for g in kept}, "gw", len(kept) + 1)
+    while len(kept) < count:
+        index = next(numbers)
         last = kept[-1]
         name = f"gw{index}"
+        # An address of each IP version the last gateway has: IPv4 from the uplink subnet,
+        # others the last one's plus one.
+        addresses = tuple(
+            _host(deployment.router.uplink_subnet, index)
+            if ipaddress.ip_address(a).version == 4
+            else str(ipaddress.ip_address(a) + 1)
+            for a in last.addresses
+        )
         kept.append(
             dataclasses.replace(
                 last,
                 name=name,
-                dpid=index,
-                addresses=(_host(deployment.router.uplink_subnet, index),),
+                dpid=max(g.dpid for g in kept) + 1,
+                addresses=addresses,
                 tunnel_ip=_host(deployment.underlay.subnet, index),
                 openflow=(last.openflow[0], last.openflow[1] + 1),
                 rest=(last.rest[0], last.rest[1] + 1),
@@ -139,8 +163,13 @@ def _gateways(deployment: Deployment, count: int) -> tuple[Gateway, ...]:
 def _vms(vip, count: int, subnet: str):
     _check_count("vms", count, 1, 200)
     kept = list(vip.backends[:count])
-    for index in range(len(kept) + 1, count + 1):
-        kept.append(Backend(f"vm{index}", _host(subnet, 10 + index), f"02:00:00:00:01:{index:02x}"))
+    taken = {b.tunnel_ip for b in kept}
+    numbers = _numbers({b.name for b in kept}, "vm", len(kept) + 1)
+    while len(kept) < count:
+        index = next(numbers)
+        address = _host(subnet, 10 + index)
+        if address not in taken:
+            kept.append(Backend(f"vm{index}", address, f"02:00:00:00:01:{index:02x}"))
     return dataclasses.replace(vip, backends=tuple(kept))
 
 
@@ -226,7 +255,7 @@ def plan(deployment: Deployment) -> Plan:
     neighbours: dict[str, str] = {}
     for index, (backend, vips) in enumerate(_vms_of(deployment), start=1):
         name = backend.name
-        underlay_mac = f"02:00:00:00:02:{index:02x}"
+        underlay_mac = f"02:00:00:02:{index >> 8:02x}:{index & 0xFF:02x}"
         vm_macs[name] = underlay_mac
         neighbours[backend.tunnel_ip] = underlay_mac
         host = hosts[name] = Host(
@@ -275,9 +304,25 @@ def plan(deployment: Deployment) -> Plan:
         for vip in deployment.vips
     }
     underlay_addresses = [f"{g.tunnel_ip}/{underlay_len}" for g in deployment.gateways]
+    _check_names(hosts, links, deployment)
     return Plan(
         deployment, hosts, switches, links, underlay_addresses, neighbours, vm_macs, vip_routes
     )
+
+
+def _check_names(hosts: dict, links: list[Link], deployment: Deployment) -> None:
+    """Node names must not be the bridges', interface names must fit Linux (15 bytes)."""
+    nodes = set(hosts) | {g.name for g in deployment.gateways}
+    clash = sorted(nodes & {CLIENT_LAN, UNDERLAY})
+    if clash:
+        raise ValueError(f"node name(s) {', '.join(clash)} are the emulation's bridges' names")
+    for link in links:
+        for node, interface in ((link.node1, link.intf1), (link.node2, link.intf2)):
+            if len(interface.name.encode()) > 15:
+                raise ValueError(
+                    f"{node}: interface name {interface.name!r} is longer than Linux allows "
+                    "(15 bytes): give the node a shorter name"
+                )
 
 
 def _vms_of(deployment: Deployment) -> list[tuple[Backend, list]]:

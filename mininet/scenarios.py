@@ -520,7 +520,6 @@ def disagreement(world: World, counts: Counts) -> dict:
     )
     underlay.dpctl("add-flow", rule)
     result.event("failure", f"underlay drops {seen_by.name} -> {cut.name}", seen_by.name)
-    health = world.vip.health
     world.wait(lambda: cut.name not in world.healthy(seen_by), 30, "the cut to be seen")
     result.event("detection", f"{seen_by.name} marks {cut.name} down", seen_by.name)
     views = {g.name: sorted(world.healthy(g)) for g in world.routed}
@@ -560,7 +559,6 @@ def disagreement(world: World, counts: Counts) -> dict:
     world.route(active)
     world.wait_ready()
     result.event("recovery", "cut removed; all VMs up again")
-    del health
     return result.as_dict()
 
 

@@ -314,5 +314,11 @@ class LockstepTopo(Topo):
                 options["addr2"] = link.intf2.mac
             self.addLink(link.node1, link.node2, **options)
 
+    def switches(self, sort=True):
+        """The bridges first: Mininet starts switches in this order, and a gateway's first
+        probes must find the underlay (and its tunnel neighbours) already there."""
+        names = super().switches(sort)
+        return sorted(names, key=lambda n: self.nodeInfo(n).get("cls") is GatewaySwitch)
+
 
 topos = {"lockstep": LockstepTopo}

@@ -104,11 +104,17 @@ class World:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def healthy(self, gateway) -> set[str]:
+    def healthy(self, gateway, probed: bool = False) -> set[str]:
+        """The backends this gateway calls healthy (with ``probed``: and whose last probe
+        succeeded, so that a start-up still in its first probes does not count as settled)."""
         status, body = self.api(gateway, "GET", "/v1/health")
         if status != 200:
             return set()
-        return {row["backend"] for row in body["vips"][self.vip.name] if row["healthy"]}
+        return {
+            row["backend"]
+            for row in body["vips"][self.vip.name]
+            if row["healthy"] and (not probed or row.get("last_result") == "ok")
+        }
 
     def connected(self, gateway) -> bool:
         try:
@@ -130,7 +136,9 @@ class World:
         for gateway in gateways or self.routed or self.gateways:
             self.wait(lambda g=gateway: self.connected(g), timeout, f"{gateway.name} connected")
             self.wait(
-                lambda g=gateway: self.healthy(g) == everyone, timeout, f"{gateway.name}: all up"
+                lambda g=gateway: self.healthy(g, probed=True) == everyone,
+                timeout,
+                f"{gateway.name}: all VMs up and answering",
             )
 
     def flows(self, gateway) -> list[dict]:

@@ -9,6 +9,7 @@ and friends) points those commands at ours, so set it in ``os.environ`` before M
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -116,6 +117,9 @@ class PrivateOVS:
                 except ProcessLookupError:
                     break
                 time.sleep(0.05)
+            else:  # still there after 5 s
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.pids.clear()
         if self._made_netdev_tap:
             sh("ip", "link", "del", "ovs-netdev", check=False)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -32,6 +34,9 @@ from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 
 from lab.ovs import PrivateOVS  # noqa: E402
+from topology import deployment as deployment_file  # noqa: E402
+
+MIN_GATEWAYS, MIN_VMS = 2, 3  # the scenarios need a gateway to fail over to and VMs to spare
 
 ORDER = [
     "spread",
@@ -62,14 +67,34 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a CI timeout, kill) cleans up like Ctrl-C
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("demo: must run as root (Mininet creates namespaces and links)", file=sys.stderr)
         return 2
     selected = [name for name in ORDER if not args.only or name in args.only]
+    source = deployment_file.load(args.config)
+    active = args.gateways or len(source.gateways)
+    vm_count = args.vms or len({b.name for v in source.vips for b in v.backends})
+    if active < MIN_GATEWAYS or vm_count < MIN_VMS:
+        print(
+            f"demo: needs at least {MIN_GATEWAYS} gateways and {MIN_VMS} VMs "
+            f"(got {active} and {vm_count})",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # Each run starts from nothing: its OVS database, controller logs and state files (which
+    # would otherwise carry VIP changes into the next run) live in a fresh work folder.
+    work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    signal.signal(signal.SIGTERM, _interrupt)
     setLogLevel("info" if args.verbose else "warning")
     counts = scenarios.Counts.quick() if args.quick else scenarios.Counts()
     started = time.monotonic()
@@ -77,20 +102,19 @@ def main(argv=None) -> int:
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "scenarios": [],
     }
-    ovs = PrivateOVS(out / "ovs")
-    net = None
+    ovs = PrivateOVS(work / "ovs")
+    net = world = None
     try:
         say(f"starting a private Open vSwitch in {ovs.rundir}")
         ovs.start()
         os.environ.update({k: v for k, v in ovs.env.items() if k.startswith("OVS_")})
-        active = args.gateways
         spare = "scale-out" in selected
         topo = lockstep_topo.LockstepTopo(
             config=args.config,
             clients=args.clients,
-            gateways=(active or 2) + 1 if spare else active,
+            gateways=active + 1 if spare else active,
             vms=args.vms,
-            log_dir=out,
+            log_dir=work,
         )
         deployment = topo.plan.deployment
         vm_count = sum(1 for h in topo.plan.hosts.values() if h.role == "vm")
@@ -98,7 +122,8 @@ def main(argv=None) -> int:
             f"building {len(deployment.clients)} clients, a router, "
             f"{len(deployment.gateways)} gateways and {vm_count} VMs"
         )
-        net = Mininet(topo=topo, controller=None, autoSetMacs=False)
+        net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
+        net.build()  # inside the try: a failed build is cleaned up too
         net.start()
         world = scenarios.World(net, topo.plan, topo.config_path, log=say)
         newcomer = None
@@ -147,19 +172,25 @@ def main(argv=None) -> int:
         traceback.print_exc()
         results["setup_failed"] = True
     finally:
-        if net is not None:
-            say("stopping the emulation")
-            net.stop()
-        ovs.stop()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if world is not None:
+                world.stop_traffic()
+            if net is not None:
+                say("stopping the emulation")
+                net.stop()
+        finally:
+            ovs.stop()
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["passed"] = bool(results["scenarios"]) and all(
         s["passed"] for s in results["scenarios"]
     )
     try:
         paths = report.write_all(results, out)
-    except ImportError as error:  # matplotlib missing: the table and JSON are written
+    except Exception as error:  # noqa: BLE001 - the table and JSON are written first
         paths = [out / "report.json", out / "summary.txt"]
-        say(f"no plots: {error}")
+        say(f"no plots: {error!r}")
     print()
     print(report.summary_table(results))
     say(f"report: {', '.join(str(p) for p in paths)}")

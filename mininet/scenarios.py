@@ -38,7 +38,7 @@ class Counts:
 
     @classmethod
     def quick(cls) -> Counts:
-        return cls(connections=400, downloads=6, download_bytes=1_500_000, download_rate=300_000)
+        return cls(connections=400, downloads=10, download_bytes=1_500_000, download_rate=300_000)
 
 
 @dataclass
@@ -91,6 +91,13 @@ class World:
         self.clients = [net.get(c.name) for c in deployment.clients]
         self.vms = {b.name: net.get(b.name) for b in self.vip.backends}
         self.routed: list = []
+        self.traffic: list[subprocess.Popen] = []  # every traffic.py started, for clean-up
+
+    def stop_traffic(self) -> None:
+        for process in self.traffic:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
 
     # ---- the gateways ---------------------------------------------------------------------
 
@@ -104,12 +111,16 @@ class World:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def healthy(self, gateway, probed: bool = False) -> set[str]:
+    def healthy(self, gateway, probed: bool = False) -> set[str] | None:
         """The backends this gateway calls healthy (with ``probed``: and whose last probe
-        succeeded, so that a start-up still in its first probes does not count as settled)."""
-        status, body = self.api(gateway, "GET", "/v1/health")
+        succeeded, so that a start-up still in its first probes does not count as settled);
+        None if it did not answer (which says nothing about the backends)."""
+        try:
+            status, body = self.api(gateway, "GET", "/v1/health")
+        except OSError:
+            return None
         if status != 200:
-            return set()
+            return None
         return {
             row["backend"]
             for row in body["vips"][self.vip.name]
@@ -155,10 +166,16 @@ class World:
         """ECMP for the VIP over these gateways (each by its first address of the VIP's IP
         version)."""
         self.routed = list(gateways)
+        if not gateways:
+            raise ValueError("a route needs at least one gateway")
         addresses = [self._address(g) for g in gateways]
         args = emulation.vip_route_args(self.plan, self.vip.address, addresses)
         self.router.cmd("ip", "route", "replace", *args)
         self.router.cmd("ip", "route", "flush", "cache")
+        shown = self.router.cmd("ip", "route", "show", self.vip.address)
+        missing = [a for a in addresses if f"via {a} " not in shown]
+        if missing:
+            raise RuntimeError(f"the router did not take next-hop(s) {missing}: {shown.strip()}")
 
     def _address(self, gateway) -> str:
         version = 6 if ":" in self.vip.address else 4
@@ -185,9 +202,22 @@ class World:
             "--port", str(self.vip.port), "--src", self.client_address(client),
             "--first-port", str(first_port), "--count", str(count), "--parallel", "8",
         ]  # fmt: skip
-        output = client.popen(argv, stdout=subprocess.PIPE, text=True).communicate()[0]
+        process = client.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.traffic.append(process)
+        output = process.communicate()[0]
         records = [json.loads(line) for line in output.splitlines() if line.strip()]
+        if not any(r.get("done") for r in records):
+            raise RuntimeError(
+                f"traffic.py spread ended without its summary ({len(records)} lines)"
+            )
         return [r for r in records if "sport" in r]
+
+    def spread_on(self, client, ports: list[int]) -> list[dict]:
+        """One short connection from each of these source ports."""
+        records = []
+        for port in ports:
+            records += self.spread(client, port, 1)
+        return records
 
     def downloads(self, client, first_port: int, count: int, counts: Counts, result: Result):
         """Start ``count`` downloads; returns a ``Downloads`` that collects their progress."""
@@ -198,7 +228,8 @@ class World:
             "--size", str(counts.download_bytes), "--rate", str(counts.download_rate),
             "--progress", "0.25", "--label", f"{client.name}:{first_port}+",
         ]  # fmt: skip
-        process = client.popen(argv, stdout=subprocess.PIPE, text=True)
+        process = client.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.traffic.append(process)
         return Downloads(process, result, client.name)
 
     def predict(self, client, ports) -> dict[int, str]:
@@ -242,9 +273,10 @@ class Downloads:
 
     def _read(self) -> None:
         for line in self.process.stdout:
-            if not line.strip():
-                continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not one of traffic.py's lines
             label = record.get("label")
             if label is None:
                 continue
@@ -297,10 +329,9 @@ def spread(world: World, counts: Counts) -> dict:
         for port, vm in world.predict(client, range(first, first + per_client)).items():
             predicted[(client.name, port)] = vm
     ok = [r for r in served.values() if r["ok"]]
+    asked = per_client * len(world.clients)
     result.figures.update(connections=len(served), failed=len(served) - len(ok))
-    result.check(
-        "every connection succeeded", len(ok) == len(served) > 0, f"{len(ok)}/{len(served)}"
-    )
+    result.check("every connection succeeded", len(ok) == asked, f"{len(ok)}/{asked}")
     wrong = [k for k, r in served.items() if r["ok"] and r["vm"] != predicted.get(k)]
     result.check(
         "each went to the VM `lockstep lookup` predicts", not wrong, f"{len(wrong)} differ"
@@ -336,8 +367,22 @@ def spread(world: World, counts: Counts) -> dict:
 # ---- 2. gateway failure -------------------------------------------------------------------------
 
 
+def _flows_from(world: World, gateway, first_port: int, span: int = 1000) -> int:
+    """Entries in a gateway's flow table for client source ports ``first_port`` + ``span``."""
+    clients = {world.client_address(c) for c in world.clients}
+    return sum(
+        1
+        for e in world.flows(gateway)
+        if e["src_ip"] in clients and first_port <= (e["src_port"] or 0) < first_port + span
+    )
+
+
+def _non_syn(world: World, gateway) -> int:
+    return world.api(gateway, "GET", "/v1/flows?limit=1")[1]["counters"]["tcp_non_syn_misses"]
+
+
 def gateway_failure(world: World, counts: Counts, kill: bool) -> dict:
-    how = "switch and controller killed" if kill else "router next-hop removed"
+    how = "switch and controller killed, router link down" if kill else "router next-hop removed"
     result = Result(
         "gateway-kill" if kill else "gateway-nexthop",
         f"{counts.downloads} downloads while a gateway fails ({how})",
@@ -345,24 +390,36 @@ def gateway_failure(world: World, counts: Counts, kill: bool) -> dict:
     active = list(world.routed or world.gateways)
     world.route(active)
     victim, others = active[0], active[1:]
-    transfers = _start_downloads(world, counts, result, 30000 + (1000 if kill else 0))
-    time.sleep(2.5)
-    if kill:
-        result.event("failure", f"{victim.name}: switch and controller killed", victim.name)
-        victim.stop(deleteIntfs=False)
-        world.link(victim, up=False)
-    else:
-        result.event("failure", f"{victim.name} removed from the router's next-hops", victim.name)
-    world.route(others)
-    finals = {}
-    for downloads in transfers:
-        finals.update(downloads.wait())
-    result.event("recovery", "all downloads ended")
-    _transfer_checks(result, finals, counts.downloads)
-    if kill:
-        world.link(victim, up=True)
-        victim.start([])
-    world.route(active)
+    first = 30000 + (1000 if kill else 0)
+    moved_before = sum(_non_syn(world, g) for g in others)
+    transfers = _start_downloads(world, counts, result, first)
+    try:
+        time.sleep(2.5)
+        on_victim = _flows_from(world, victim, first)
+        result.figures["on_failed_gateway"] = on_victim
+        result.check(f"downloads were running through {victim.name}", on_victim > 0, str(on_victim))
+        if kill:
+            result.event("failure", f"{victim.name}: switch and controller killed", victim.name)
+            victim.stop(deleteIntfs=False)
+            world.link(victim, up=False)
+        else:
+            result.event(
+                "failure", f"{victim.name} removed from the router's next-hops", victim.name
+            )
+        world.route(others)
+        finals = {}
+        for downloads in transfers:
+            finals.update(downloads.wait())
+        result.event("recovery", "all downloads ended")
+        _transfer_checks(result, finals, counts.downloads)
+        moved = sum(_non_syn(world, g) for g in others) - moved_before
+        result.figures["moved"] = moved
+        result.check("the other gateways placed the moved connections", moved > 0, str(moved))
+    finally:
+        if kill:
+            world.link(victim, up=True)
+            victim.start([])
+        world.route(active)
     world.wait_ready([victim])
     return result.as_dict()
 
@@ -388,38 +445,60 @@ def vm_failure(world: World, counts: Counts) -> dict:
     result = Result("vm-failure", f"{victim}'s service stops")
     health = world.vip.health
     bound = health.interval * health.fall + health.timeout
-    world.stop_service(victim)
-    result.event("failure", f"{victim}: service stopped")
-    killed = time.monotonic()
-    detection = {}
-    pending = list(world.routed)
-    while pending and time.monotonic() - killed < bound + 5:
-        for gateway in list(pending):
-            if victim not in world.healthy(gateway):
-                detection[gateway.name] = round(time.monotonic() - killed, 3)
-                result.event("detection", f"{gateway.name} marks {victim} down", gateway.name)
-                pending.remove(gateway)
-        time.sleep(0.02)
-    result.figures["detection_s"] = detection
-    result.figures["bound_s"] = bound
-    for gateway in world.routed:
-        seconds = detection.get(gateway.name)
-        result.check(
-            f"{gateway.name} detected it within interval*fall+timeout ({bound:g} s)",
-            seconds is not None and seconds <= bound + DETECTION_SLACK,
-            f"{seconds} s" if seconds is not None else "not detected",
-        )
-    records = world.spread(world.clients[0], 36000, max(50, counts.connections // 10))
-    ok = [r for r in records if r["ok"]]
+    client = world.clients[0]
+    # Connections placed on the victim first: their rules and entries are what must go.
+    pinned = [p for p, vm in world.predict(client, range(36000, 38000)).items() if vm == victim]
+    pinned = pinned[:10]
+    before = world.spread_on(client, pinned)
     result.check(
-        "every connection started after detection succeeded",
-        len(ok) == len(records),
-        f"{len(ok)}/{len(records)}",
+        f"connections placed on {victim} first",
+        all(r["ok"] and r["vm"] == victim for r in before) and len(before) == len(pinned) > 0,
+        f"{len(before)} on ports {pinned[:3]}...",
     )
-    result.check("none went to the dead VM", all(r["vm"] != victim for r in ok))
-    left = sum(1 for g in world.routed for e in world.flows(g) if e["backend"] == victim)
-    result.check("no gateway keeps a flow on the dead VM", left == 0, f"{left} entries")
-    world.start_service(victim)
+    entries = sum(1 for g in world.routed for e in world.flows(g) if e["backend"] == victim)
+    result.figures["entries_before"] = entries
+    try:
+        world.stop_service(victim)
+        result.event("failure", f"{victim}: service stopped")
+        killed = time.monotonic()
+        detection = {}
+        pending = list(world.routed)
+        while pending and time.monotonic() - killed < bound + 5:
+            for gateway in list(pending):
+                healthy = world.healthy(gateway)
+                if healthy is not None and victim not in healthy:
+                    detection[gateway.name] = round(time.monotonic() - killed, 3)
+                    result.event("detection", f"{gateway.name} marks {victim} down", gateway.name)
+                    pending.remove(gateway)
+            time.sleep(0.02)
+        result.figures["detection_s"] = detection
+        result.figures["bound_s"] = bound
+        for gateway in world.routed:
+            seconds = detection.get(gateway.name)
+            result.check(
+                f"{gateway.name} detected it within interval*fall+timeout ({bound:g} s)",
+                seconds is not None and seconds <= bound + DETECTION_SLACK,
+                f"{seconds} s" if seconds is not None else "not detected",
+            )
+        # The same 5-tuples again: served elsewhere, so the victim's rules really went.
+        again = world.spread_on(client, pinned)
+        moved = [r for r in again if r["ok"]]
+        result.check(
+            "the dead VM's connections, opened again, are served by other VMs",
+            len(moved) == len(pinned) and all(r["vm"] != victim for r in moved),
+            f"{len(moved)}/{len(pinned)}",
+        )
+        asked = max(50, counts.connections // 10)
+        fresh = [r for r in world.spread(world.clients[-1], 38000, asked) if r["ok"]]
+        result.check(
+            "every new connection after detection succeeded",
+            len(fresh) == asked,
+            f"{len(fresh)}/{asked}",
+        )
+        left = sum(1 for g in world.routed for e in world.flows(g) if e["backend"] == victim)
+        result.check("no gateway keeps a flow on the dead VM", left == 0, f"{left} entries")
+    finally:
+        world.start_service(victim)
     world.wait_ready()
     result.event("recovery", f"{victim} back up on every gateway")
     return result.as_dict()
@@ -433,28 +512,41 @@ def drain(world: World, counts: Counts) -> dict:
     result = Result("drain", f"{victim} drained (weight 0) during downloads to it")
     client = world.clients[0]
     candidates = [p for p, vm in world.predict(client, range(40000, 42000)).items() if vm == victim]
-    ports = candidates[: max(2, counts.downloads // 4)]
+    ports, probe_port = candidates[: max(2, counts.downloads // 4)], candidates[-1]
+    weight = world.vip.backend(victim).weight
+    path = f"/v1/vips/{world.vip.name}/backends/{victim}"
     transfers = [world.downloads(client, port, 1, counts, result) for port in ports]
     result.event("action", f"{len(ports)} downloads to {victim} started")
-    time.sleep(1.5)
-    for gateway in world.routed:
-        status, body = world.api(
-            gateway, "PATCH", f"/v1/vips/{world.vip.name}/backends/{victim}", {"weight": 0}
+    try:
+        time.sleep(1.5)
+        for gateway in world.routed:
+            status, body = world.api(gateway, "PATCH", path, {"weight": 0})
+            result.check(f"{gateway.name} accepted the drain", status == 200, str(body)[:200])
+        result.event("action", f"{victim} weight 0 on every gateway")
+        # The rebuilt table lands asynchronously: until a fresh flow is sent elsewhere.
+        query = (
+            f"/v1/lookup?src_ip={world.client_address(client)}&src_port={probe_port}"
+            f"&dst_ip={world.vip.address}&dst_port={world.vip.port}"
         )
-        result.check(f"{gateway.name} accepted the drain", status == 200, str(body)[:200])
-    result.event("action", f"{victim} weight 0 on every gateway")
-    time.sleep(0.5)
-    records = world.spread(world.clients[-1], 43000, max(50, counts.connections // 10))
-    ok = [r for r in records if r["ok"]]
-    result.check("new connections succeed", len(ok) == len(records), f"{len(ok)}/{len(records)}")
-    result.check("no new connection went to the drained VM", all(r["vm"] != victim for r in ok))
-    finals = {}
-    for downloads in transfers:
-        finals.update(downloads.wait())
-    _transfer_checks(result, finals, len(ports))
-    for gateway in world.routed:
-        world.api(gateway, "PATCH", f"/v1/vips/{world.vip.name}/backends/{victim}", {"weight": 1})
-    result.event("recovery", f"{victim} weight back to 1")
+        for gateway in world.routed:
+            world.wait(
+                lambda g=gateway: world.api(g, "GET", query)[1]["backend"] != victim,
+                10,
+                f"{gateway.name}'s table without {victim}",
+            )
+        asked = max(50, counts.connections // 10)
+        records = world.spread(world.clients[-1], 43000, asked)
+        ok = [r for r in records if r["ok"]]
+        result.check("new connections succeed", len(ok) == asked, f"{len(ok)}/{asked}")
+        result.check("no new connection went to the drained VM", all(r["vm"] != victim for r in ok))
+        finals = {}
+        for downloads in transfers:
+            finals.update(downloads.wait())
+        _transfer_checks(result, finals, len(ports))
+    finally:
+        for gateway in world.routed:
+            world.api(gateway, "PATCH", path, {"weight": weight})
+    result.event("recovery", f"{victim} weight back to {weight}")
     return result.as_dict()
 
 
@@ -466,8 +558,12 @@ def controller_restart(world: World, counts: Counts) -> dict:
     result = Result(
         "controller-restart", f"{gateway.name}'s controller killed (SIGKILL) mid-transfer"
     )
-    transfers = _start_downloads(world, counts, result, 45000)
+    first = 45000
+    transfers = _start_downloads(world, counts, result, first)
     time.sleep(2.0)
+    on_gateway = _flows_from(world, gateway, first)
+    result.figures["through_it"] = on_gateway
+    result.check(f"downloads were running through {gateway.name}", on_gateway > 0, str(on_gateway))
     gateway.kill_controller(signal.SIGKILL)
     result.event("failure", f"{gateway.name}: controller killed", gateway.name)
     time.sleep(0.5)
@@ -480,6 +576,11 @@ def controller_restart(world: World, counts: Counts) -> dict:
     for downloads in transfers:
         finals.update(downloads.wait())
     _transfer_checks(result, finals, counts.downloads)
+    replaced = _non_syn(world, gateway)
+    result.figures["placed_again"] = replaced
+    result.check(
+        "the new controller placed the running connections again", replaced > 0, str(replaced)
+    )
     world.wait_ready([gateway])
     return result.as_dict()
 
@@ -490,21 +591,20 @@ def controller_restart(world: World, counts: Counts) -> dict:
 def scale_out(world: World, counts: Counts, newcomer) -> dict:
     result = Result("scale-out", f"{newcomer.name} added as a next-hop during downloads")
     active = list(world.routed)
-    transfers = _start_downloads(world, counts, result, 47000)
-    time.sleep(2.0)
     newcomer.start([])
     world.wait_ready([newcomer])
     result.event(
         "action", f"{newcomer.name} up (switch, controller, all VMs healthy)", newcomer.name
     )
+    transfers = _start_downloads(world, counts, result, 47000)
+    time.sleep(2.0)
     world.route([*active, newcomer])
     result.event("action", f"{newcomer.name} added to the router's next-hops", newcomer.name)
     finals = {}
     for downloads in transfers:
         finals.update(downloads.wait())
     _transfer_checks(result, finals, counts.downloads)
-    _, metrics = world.api(newcomer, "GET", "/v1/flows")
-    moved = metrics["counters"]["tcp_non_syn_misses"]
+    moved = _non_syn(world, newcomer)
     result.figures["moved_to_newcomer"] = moved
     result.check(
         f"connections moved onto {newcomer.name} (non-SYN packets placed)", moved > 0, str(moved)
@@ -528,9 +628,13 @@ def disagreement(world: World, counts: Counts) -> dict:
     )
     underlay.dpctl("add-flow", rule)
     result.event("failure", f"underlay drops {seen_by.name} -> {cut.name}", seen_by.name)
-    world.wait(lambda: cut.name not in world.healthy(seen_by), 30, "the cut to be seen")
+    world.wait(
+        lambda: (h := world.healthy(seen_by)) is not None and cut.name not in h,
+        30,
+        "the cut to be seen",
+    )
     result.event("detection", f"{seen_by.name} marks {cut.name} down", seen_by.name)
-    views = {g.name: sorted(world.healthy(g)) for g in world.routed}
+    views = {g.name: sorted(world.healthy(g) or []) for g in world.routed}
     result.figures["healthy_sets"] = views
     result.check(f"{seen_by.name} marked {cut.name} down", cut.name not in views[seen_by.name])
     result.check(f"{other.name} kept {cut.name} up", cut.name in views[other.name])
@@ -548,23 +652,42 @@ def disagreement(world: World, counts: Counts) -> dict:
     ports = [p for p, vm in world.predict(client, range(50000, 52000)).items() if vm == cut.name]
     ports = ports[: max(2, counts.downloads // 4)]
     active = list(world.routed)
-    world.route([other])
-    transfers = [world.downloads(client, port, 1, counts, result) for port in ports]
-    time.sleep(2.0)
-    world.route([seen_by])
-    result.event("action", f"{len(ports)} connections to {cut.name} moved onto {seen_by.name}")
-    finals = {}
-    for downloads in transfers:
-        finals.update(downloads.wait())
-    broken = sum(1 for f in finals.values() if not f["ok"])
-    result.figures.update(moved=len(ports), broken=broken)
-    result.check(
-        "every moved connection was measured",
-        len(finals) == len(ports),
-        f"{len(finals)}/{len(ports)}",
-    )
-    underlay.dpctl("del-flows", f"udp,nw_src={seen_by.gateway.tunnel_ip},nw_dst={cut.tunnel_ip}")
-    world.route(active)
+    try:
+        world.route([other])
+        transfers = [world.downloads(client, port, 1, counts, result) for port in ports]
+        time.sleep(2.0)
+        world.route([seen_by])
+        result.event("action", f"{len(ports)} connections to {cut.name} moved onto {seen_by.name}")
+        finals = {}
+        for downloads in transfers:
+            finals.update(downloads.wait())
+        src = world.client_address(client)
+        chosen = Counter(
+            world.api(
+                seen_by,
+                "GET",
+                f"/v1/lookup?src_ip={src}&src_port={p}&dst_ip={world.vip.address}"
+                f"&dst_port={world.vip.port}",
+            )[1]["backend"]
+            for p in ports
+        )
+        broken = [f for f in finals.values() if not f["ok"]]
+        result.figures.update(
+            moved=len(ports),
+            broken=len(broken),
+            errors=dict(Counter(f.get("error") or "?" for f in broken)),
+            sent_by_the_cut_gateway_to=dict(chosen),
+        )
+        result.check(
+            f"{seen_by.name} sent the moved connections to other VMs",
+            cut.name not in chosen,
+            str(dict(chosen)),
+        )
+    finally:
+        underlay.dpctl(
+            "del-flows", f"udp,nw_src={seen_by.gateway.tunnel_ip},nw_dst={cut.tunnel_ip}"
+        )
+        world.route(active)
     world.wait_ready()
     result.event("recovery", "cut removed; all VMs up again")
     return result.as_dict()

@@ -415,7 +415,14 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
         "VIP address, port and protocol",
     )
     unique([(f"{w}.dpid", g) for w, g in gateways], lambda g: g.dpid, "datapath id")
-    unique([(f"{w}.tunnel_ip", g) for w, g in gateways], lambda g: g.tunnel_ip, "tunnel_ip")
+    tunnels = [(f"{w}.tunnel_ip", g.tunnel_ip) for w, g in gateways]
+    seen_backends: set[str] = set()
+    for vi, vip in enumerate(deployment.vips):
+        for bi, backend in enumerate(vip.backends):
+            if backend.tunnel_ip not in seen_backends:  # a VM in several VIPs counts once
+                seen_backends.add(backend.tunnel_ip)
+                tunnels.append((f"vips[{vi}].backends[{bi}].tunnel_ip", backend.tunnel_ip))
+    unique(tunnels, lambda t: t, "tunnel_ip")
     # One socket per address: an OpenFlow and a REST listener may not share one either.
     listeners = [(f"{w}.openflow", g.openflow) for w, g in gateways]
     listeners += [(f"{w}.rest", g.rest) for w, g in gateways]

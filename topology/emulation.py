@@ -91,9 +91,7 @@ def scale(
     if gateways is not None:
         result = dataclasses.replace(result, gateways=_gateways(result, gateways))
     if vms is not None:
-        result = dataclasses.replace(
-            result, vips=tuple(_vms(v, vms, underlay.subnet) for v in result.vips)
-        )
+        result = dataclasses.replace(result, vips=tuple(_vms(v, vms, result) for v in result.vips))
     problems = deployment_problems(result)
     if problems:
         raise ConfigError(problems)
@@ -148,7 +146,9 @@ def _gateways(deployment: Deployment, count: int) -> tuple[Gateway, ...]:
                 name=name,
                 dpid=max(g.dpid for g in kept) + 1,
                 addresses=addresses,
-                tunnel_ip=_host(deployment.underlay.subnet, index),
+                tunnel_ip=_free(
+                    deployment.underlay.subnet, index, _underlay_taken(kept, deployment)
+                ),
                 openflow=(last.openflow[0], last.openflow[1] + 1),
                 rest=(last.rest[0], last.rest[1] + 1),
                 uplink_port=f"{name}-eth0",
@@ -160,17 +160,41 @@ def _gateways(deployment: Deployment, count: int) -> tuple[Gateway, ...]:
     return tuple(kept)
 
 
-def _vms(vip, count: int, subnet: str):
+def _vms(vip, count: int, deployment: Deployment):
     _check_count("vms", count, 1, 200)
     kept = list(vip.backends[:count])
-    taken = {b.tunnel_ip for b in kept}
+    taken = _underlay_taken(deployment.gateways, deployment) | {b.tunnel_ip for b in kept}
+    known = {b.name: b for v in deployment.vips for b in v.backends}  # a VM serves every VIP
     numbers = _numbers({b.name for b in kept}, "vm", len(kept) + 1)
     while len(kept) < count:
         index = next(numbers)
-        address = _host(subnet, 10 + index)
-        if address not in taken:
-            kept.append(Backend(f"vm{index}", address, f"02:00:00:00:01:{index:02x}"))
+        name = f"vm{index}"
+        if name in known:
+            kept.append(known[name])
+            continue
+        address = _free(deployment.underlay.subnet, 10 + index, taken)
+        taken.add(address)
+        kept.append(Backend(name, address, f"02:00:00:00:01:{index:02x}"))
     return dataclasses.replace(vip, backends=tuple(kept))
+
+
+def _underlay_taken(gateways, deployment: Deployment) -> set[str]:
+    """Underlay addresses in use: gateways' tunnel IPs, VMs', the router's."""
+    taken = {g.tunnel_ip for g in gateways}
+    taken |= {b.tunnel_ip for v in deployment.vips for b in v.backends}
+    if deployment.router and deployment.router.address:
+        taken.add(deployment.router.address)
+    return taken
+
+
+def _free(subnet: str, start: int, taken: set[str]) -> str:
+    """The first host address of ``subnet`` from index ``start`` on that is not taken."""
+    network = ipaddress.ip_network(subnet)
+    for index in range(start, network.num_addresses - 1):
+        address = str(network[index])
+        if address not in taken:
+            return address
+    raise ValueError(f"the underlay {subnet} has no free address left")
 
 
 def _check_count(what: str, count: int, low: int, high: int) -> None:

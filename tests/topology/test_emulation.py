@@ -152,7 +152,14 @@ def test_scale_gives_every_new_gateway_its_own_ports_and_addresses(example):
     assert [g.rest[1] for g in gateways] == list(range(8081, 8097))
     assert gateways[-1].mac == "02:00:00:00:00:10"
     assert gateways[-1].addresses == ("10.0.1.16",)
-    assert gateways[-1].tunnel_ip == "192.168.100.16"
+    # .11-.14 are the VMs': gw11 on take the next free underlay addresses.
+    assert [g.tunnel_ip for g in gateways[9:12]] == [
+        "192.168.100.10",
+        "192.168.100.15",
+        "192.168.100.16",
+    ]
+    underlay = [g.tunnel_ip for g in gateways] + [b.tunnel_ip for b in example.vip("web").backends]
+    assert len(set(underlay)) == len(underlay)
     assert gateways[-1].uplink_port == "gw16-eth0"
 
 
@@ -462,7 +469,9 @@ def test_interface_names_fit_linux_and_are_unique(example, clients, gateways, vm
 
 def test_largest_scale_plans_every_node(example):
     plan = em.plan(em.scale(example, clients=200, gateways=16, vms=200))
-    assert interface(plan, "vm200", "vm200-eth0").addresses == ("192.168.100.210/24",)
+    vm200 = interface(plan, "vm200", "vm200-eth0").addresses[0]
+    underlay = [a.split("/")[0] for a in plan.underlay_addresses] + list(plan.tunnel_neighbours)
+    assert vm200.endswith("/24") and len(set(underlay)) == len(underlay) == 216
     assert interface(plan, "c200", "c200-eth0").addresses == ("10.1.0.210/24",)
     assert interface(plan, "r1", "r1-gw16").addresses == ("10.0.1.254/32",)
     assert ["10.0.1.16/32", "dev", "r1-gw16"] in plan.hosts["r1"].routes

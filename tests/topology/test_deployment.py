@@ -1081,3 +1081,14 @@ def test_parse_backend_missing_keys_and_range():
         ("b.tunnel_ip", "is required"),
         ("b.weight", "must be 0..10000, got 10001"),
     ]
+
+
+def test_a_gateway_and_a_vm_cannot_share_a_tunnel_endpoint(raw):
+    raw["gateways"][1]["tunnel_ip"] = raw["vips"][0]["backends"][0]["tunnel_ip"]
+    assert_problem(problems_of(raw), "vips[0].backends[0].tunnel_ip", "duplicate tunnel_ip")
+
+
+def test_a_vm_in_two_vips_counts_once(raw):
+    web = raw["vips"][0]
+    raw["vips"].append({**minimal_vip(name="api", port=443), "backends": web["backends"][:2]})
+    assert dep.parse(raw).vip("api").backends == dep.parse(raw).vip("web").backends[:2]

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 
-from ryu_app import compat, rest, settings, statefile
+from ryu_app import compat, ofmsg, rest, settings, statefile
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.service import GatewayService
 
@@ -26,6 +26,7 @@ event = compat.load("controller.event")
 hub = compat.load("lib.hub")
 
 LOG = logging.getLogger("lockstep.gateway")
+ofmsg.use_lean_packet_in_parser()
 HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
 GREEN_HUB = hub.HUB_TYPE == "eventlet"  # classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet

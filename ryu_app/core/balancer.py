@@ -86,6 +86,7 @@ class Decision:
     backend: Backend
     backend_id: int
     from_table: bool
+    key: bytes  # the flow's flow-table key (``table_key``), for callers that track the flow
 
 
 @dataclass
@@ -238,7 +239,7 @@ class Balancer:
         if backend_id is not None:
             owner = self._backends.get(backend_id)
             if owner is not None and owner[0] == vip.name and owner[1].name in state.healthy:
-                return Decision(vip, owner[1], backend_id, from_table=True)
+                return Decision(vip, owner[1], backend_id, True, key)
             self.flows.remove(key)
             self.counters.stale_entries += 1
         name = state.table.lookup(flow_hash(hash_key(flow, vip.hash)))
@@ -251,7 +252,7 @@ class Balancer:
         backend_id = state.backend_ids[name]
         idle = vip.idle_timeout if self.entry_idle is None else self.entry_idle
         self.flows.put(key, backend_id, now, idle)
-        return Decision(vip, self._backends[backend_id][1], backend_id, from_table=False)
+        return Decision(vip, self._backends[backend_id][1], backend_id, False, key)
 
     def predict(self, flow: Flow) -> str | None:
         """What the hash alone says for this flow (no flow table, nothing recorded)."""

@@ -169,7 +169,7 @@ class GatewayCore:
         # The two messages of a new flow, as bytes (ofwire: identical to ofmsg's, much cheaper).
         actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
         messages = []
-        key = table_key(flow, vip.hash)
+        key = decision.key
         installed_at = self._recent.get(key)
         if installed_at is None or now - installed_at > RECENT_INSTALL_SECONDS:
             if decision.from_table:
@@ -287,4 +287,4 @@ class GatewayCore:
 def _service(vip: Vip) -> tuple[str, int, str, int]:
     """What a VIP's rules match on: its service, and the port its health checks use."""
     address = ipaddress.ip_address(vip.address).compressed
-    return address, vip.port, vip.protocol, vip.health.port or vip.port
+    return address, vip.port, vip.protocol, vip.check_port

@@ -206,7 +206,7 @@ def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> 
     """What an answer to one of this VIP's health probes looks like, per gateway address of
     the VIP's IP version; nothing else addressed to the gateway reaches the controller."""
     version = ipaddress.ip_address(vip.address).version
-    check_port = vip.health.port or vip.port
+    check_port = vip.check_port
     matches = []
     for address in addresses:
         if ipaddress.ip_address(address).version != version:

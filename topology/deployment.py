@@ -31,6 +31,7 @@ from topology.schema import (
     choice,
     datapath_id,
     endpoint,
+    endpoint_text,
     integer,
     ip_address,
     ip_network,
@@ -87,6 +88,11 @@ class Vip:
     @property
     def ip_version(self) -> int:
         return ipaddress.ip_address(self.address).version
+
+    @property
+    def check_port(self) -> int:
+        """The TCP port health checks connect to."""
+        return self.health.port or self.port
 
     def backend(self, backend_name: str) -> Backend | None:
         return next((b for b in self.backends if b.name == backend_name), None)
@@ -313,10 +319,6 @@ def vip_to_data(vip: Vip) -> dict:
 
 def deployment_to_data(deployment: Deployment) -> dict:
     """The deployment as plain data in the file's shape: ``parse(deployment_to_data(d)) == d``."""
-
-    def endpoint_text(host: str, port: int) -> str:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
     gateways = []
     for gateway in deployment.gateways:
         data = dataclasses.asdict(gateway)
@@ -426,7 +428,7 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     # One socket per address: an OpenFlow and a REST listener may not share one either.
     listeners = [(f"{w}.openflow", g.openflow) for w, g in gateways]
     listeners += [(f"{w}.rest", g.rest) for w, g in gateways]
-    unique(listeners, _hostport, "listen address")
+    unique(listeners, lambda e: endpoint_text(*e), "listen address")
     addresses = [
         (f"{w}.addresses[{i}]", a) for w, g in gateways for i, a in enumerate(g.addresses)
     ] + [(f"{w}.address", c.address) for w, c in clients]
@@ -456,11 +458,6 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     if deployment.underlay and len(problems) == before_names:
         problems.extend(reachability_problems(deployment))
     return problems
-
-
-def _hostport(endpoint: tuple[str, int]) -> str:
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _backend_names(deployment: Deployment, problems: list[Problem]) -> list[tuple[str, str]]:

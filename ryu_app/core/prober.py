@@ -113,7 +113,7 @@ class Prober:
         self.remove_vip(vip.name, keep={b.name for b in vip.backends})
         health = vip.health
         policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
-        port = health.port or vip.port
+        port = vip.check_port
         request = b""
         if health.type == "http":
             host = f"[{vip.address}]" if ":" in vip.address else vip.address

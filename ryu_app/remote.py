@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from topology import deployment as deployment_file
+from topology.schema import endpoint_text
 
 TIMEOUT = 5.0
 
@@ -26,6 +27,7 @@ class Unreachable(OSError):
 class Remote:
     url: str  # http://host:port
     token: str | None = None
+    timeout: float = TIMEOUT
 
     def call(self, method: str, path: str, body=None) -> tuple[int, object]:
         """(HTTP status, decoded JSON body or text); raises Unreachable if there is no answer."""
@@ -36,7 +38,7 @@ class Remote:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, raw = error.code, error.read()
@@ -57,7 +59,7 @@ def gateway_urls(config: str | None, urls: list[str]) -> list[str]:
         for gateway in deployment_file.load(config).gateways:
             host, port = gateway.rest
             host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-            found.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+            found.append(f"http://{endpoint_text(host, port)}")
     return [u if "://" in u else f"http://{u}" for u in found]
 
 

@@ -216,6 +216,11 @@ def endpoint(value: Any) -> tuple[str, int]:
     return ip_address(host), int(port_text)
 
 
+def endpoint_text(host: str, port: int) -> str:
+    """(host, port) -> 'HOST:PORT' or '[V6]:PORT': the inverse of ``endpoint``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def datapath_id(value: Any) -> int:
     """An int, '0x1f', or '00:00:00:00:00:00:00:1f'."""
     if isinstance(value, bool):

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ryu_app.remote import Remote
 from topology import emulation
+from topology.schema import endpoint_text
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -102,14 +102,10 @@ class World:
     # ---- the gateways ---------------------------------------------------------------------
 
     def api(self, gateway, method: str, path: str, body=None):
-        host, port = gateway.gateway.rest
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        """(status, decoded JSON) of one REST call; ``remote.Unreachable`` (an OSError) if
+        the controller does not answer."""
+        remote = Remote(f"http://{endpoint_text(*gateway.gateway.rest)}", timeout=10)
+        return remote.call(method, path, body)
 
     def healthy(self, gateway, probed: bool = False) -> set[str] | None:
         """The backends this gateway calls healthy (with ``probed``: and whose last probe

@@ -4,19 +4,28 @@ Every handler looks up the core, calls it with ``now`` and sends what it returns
 may leave a handler: with os-ken 4.x's native hub one escaping exception silently ends the app's
 event thread for good (see shared ENVIRONMENT notes), so ``_guarded`` catches, counts and logs.
 
-One thread of control: the core is only ever touched from the app's event loop.  Timers (the
-health tick) and table builds finished by a worker reach it as ``EventCall`` events on that
-same loop, Faucet's way; nothing else calls into the core.
+Two threads of control touch the core, one at a time (``core_lock``):
+
+- the app's event loop: switch life cycle, flow-removed, timers (the health tick), REST calls
+  and table builds finished by a worker, the last three as ``EventCall`` events on that loop,
+  Faucet's way;
+- the switch's receiving thread, for packet-ins: the new-flow path skips the framework's event
+  queue (``fastlane``) and is handled where it is read, a burst at a time, answered with one
+  write.
+
+Under an eventlet hub both are green threads of one OS thread and never preempt each other
+inside the core (it does no I/O), so the lock is a no-op there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
 
-from ryu_app import compat, ofmsg, rest, settings, statefile
+from ryu_app import compat, fastlane, rest, settings, statefile
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.service import GatewayService
 
@@ -26,7 +35,6 @@ event = compat.load("controller.event")
 hub = compat.load("lib.hub")
 
 LOG = logging.getLogger("lockstep.gateway")
-ofmsg.use_lean_packet_in_parser()
 HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
 GREEN_HUB = hub.HUB_TYPE == "eventlet"  # classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet
@@ -44,7 +52,8 @@ def _guarded(method):
     @functools.wraps(method)
     def wrapper(self, ev):
         try:
-            method(self, ev)
+            with self.core_lock:
+                method(self, ev)
         except Exception:  # noqa: BLE001 - see module docstring: nothing may escape
             self.handler_errors += 1
             LOG.exception("handler %s failed (counted, event dropped)", method.__name__)
@@ -57,6 +66,7 @@ class LockstepApp(compat.app_base_class()):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.core_lock = contextlib.nullcontext() if GREEN_HUB else threading.Lock()
         current = settings.current()
         self.deployment, self.gateway = current.deployment, current.gateway
         self.clock = time.monotonic
@@ -79,6 +89,7 @@ class LockstepApp(compat.app_base_class()):
         host, port = self.gateway.rest
         # Binds now: a taken port fails start-up.  Ryu's hub is eventlet: serve on it.
         self.rest_server = rest.make(host, port, api, green=GREEN_HUB)
+        fastlane.install(self.packet_ins)
         LOG.info(
             "gateway %s: dpid %#x, %d VIP(s), REST on %s:%d (writes %s), state file %s",
             self.gateway.name,
@@ -228,18 +239,18 @@ class LockstepApp(compat.app_base_class()):
             )
         self._send(ev.msg.datapath, messages)
 
-    @handler.set_ev_cls(ofp_event.EventOFPPacketIn, handler.MAIN_DISPATCHER)
-    @_guarded
-    def packet_in(self, ev):
-        msg = ev.msg
-        if msg.datapath is not self.datapath:
-            return
-        messages = self.core.on_packet_in(
-            msg.match["in_port"], msg.buffer_id, msg.data, self.clock()
-        )
-        self._send(msg.datapath, messages)
-        if self.core.notices or self.core.pending:
-            self._after_change()
+    def packet_ins(self, datapath, messages: list[bytes]) -> None:
+        """The fast lane's sink: a burst of raw packet-ins, on the switch's receiving thread."""
+        if datapath is not self.datapath:
+            return  # a switch this controller does not serve
+        try:
+            with self.core_lock:
+                self._send(datapath, self.core.on_packet_ins(messages, self.clock()))
+                if self.core.notices or self.core.pending:
+                    self._after_change()
+        except Exception:  # noqa: BLE001 - it would end the switch's connection
+            self.handler_errors += 1
+            LOG.exception("packet-in burst failed (counted, %d packet-ins dropped)", len(messages))
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, handler.MAIN_DISPATCHER)
     @_guarded

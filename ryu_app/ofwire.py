@@ -8,8 +8,12 @@ flow only packs its match.  The bytes are identical to what ``ofmsg.flow_rule`` 
 ``ofmsg.packet_out`` serialise to (a unit test compares them), so everything else keeps using
 ``ofmsg`` and the framework's classes.
 
+The packet-in, the one message a gateway receives per new flow, is decoded here too
+(``parse_packet_in``): only the three things the gateway reads (buffer id, in_port, frame).
+
 Layouts: OpenFlow 1.3.5 sections 7.2.2 (OXM), 7.2.5 (actions), 7.3.4.2 (flow-mod), 7.3.7
-(packet-out); ``tun_dst`` is the Nicira extension field NXM_NX_TUN_IPV4_DST.
+(packet-out), 7.4.1 (packet-in); ``tun_dst`` is the Nicira extension field
+NXM_NX_TUN_IPV4_DST.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import struct
 from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, PROTO_TCP, Flow
 
 OFP_VERSION = 0x04
+OFPT_PACKET_IN = 10
 OFPT_PACKET_OUT = 13
 OFPT_FLOW_MOD = 14
 OFPFC_ADD = 0
@@ -124,3 +129,53 @@ def packet_out(in_port: int, buffer_id: int, actions: bytes, data: bytes) -> byt
     length = _HEADER.size + _PACKET_OUT.size + len(actions) + len(data)
     head = _HEADER.pack(OFP_VERSION, OFPT_PACKET_OUT, length, 0)
     return head + _PACKET_OUT.pack(buffer_id, in_port, len(actions)) + actions + data
+
+
+# buffer_id, total_len, reason, table_id, cookie; then the match (type, length, OXMs)
+_PACKET_IN = struct.Struct("!8xIHBBQHH")
+_PACKET_IN_MATCH = 24  # offset of the match in the message
+_OXM = struct.Struct("!I")
+
+
+class PacketInError(ValueError):
+    """A packet-in whose OpenFlow framing does not parse (``reason`` is a short label)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def parse_packet_in(message: bytes) -> tuple[int, int, bytes]:
+    """(buffer id, in_port, frame) of an OpenFlow 1.3 PACKET_IN message (header included).
+
+    Raises ``PacketInError`` for a message too short for its match, a match that is not OXM or
+    runs past the message, or a match without ``in_port``.
+    """
+    if len(message) < _PACKET_IN.size:
+        raise PacketInError("bad-packet-in", f"{len(message)} bytes is too short")
+    buffer_id, total_len, _reason, _table, _cookie, match_type, match_len = _PACKET_IN.unpack_from(
+        message
+    )
+    match_end = _PACKET_IN_MATCH + match_len
+    data_start = _PACKET_IN_MATCH + -(-match_len // 8) * 8 + 2  # padded match, 2 bytes pad
+    if match_type != OFPMT_OXM or match_len < 4 or data_start > len(message):
+        raise PacketInError("bad-packet-in", f"match type {match_type}, length {match_len}")
+    in_port = None
+    offset = _PACKET_IN_MATCH + 4
+    while offset + 4 <= match_end:
+        header = _OXM.unpack_from(message, offset)[0]
+        if header == _IN_PORT_HEADER:
+            if offset + 8 > match_end:
+                break
+            in_port = _PORT.unpack_from(message, offset + 4)[0]
+            break
+        offset += 4 + (header & 0xFF)
+    if in_port is None:
+        raise PacketInError("bad-packet-in", "no in_port in the match")
+    data = message[data_start:]
+    if total_len < len(data):  # the switch padded the frame
+        data = data[:total_len]
+    return buffer_id, in_port, data
+
+
+_IN_PORT_HEADER = _OXM.unpack(IN_PORT)[0]

@@ -23,6 +23,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ryu_app.core.flowkey import Flow, flow_hash, hash_key, parse_protocol, table_key
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
@@ -80,8 +81,9 @@ class TableRequest:
     key: TableKey
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """Where one packet goes (a named tuple: one is made per packet-in)."""
+
     vip: Vip
     backend: Backend
     backend_id: int

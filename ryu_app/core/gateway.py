@@ -38,6 +38,43 @@ def default_mac(dpid: int) -> str:
     return "02:" + ":".join(f"{(low >> shift) & 0xFF:02x}" for shift in range(32, -1, -8))
 
 
+class RecentInstalls:
+    """Flow keys whose rule was installed less than ``RECENT_INSTALL_SECONDS`` ago.
+
+    Two generations of plain dicts, the older dropped whole when the newer is that old: O(1)
+    per packet, and memory bounded by two windows' worth of new flows.  (A single dict trimmed
+    from its oldest end costs a scan over every slot trimmed before, which grew to ~0.3 ms
+    per new flow at 20k flows/s.)"""
+
+    def __init__(self, window: float = RECENT_INSTALL_SECONDS):
+        self.window = window
+        self._new: dict[bytes, float] = {}
+        self._old: dict[bytes, float] = {}
+        self._started = float("-inf")  # when the newer generation began
+
+    def add(self, key: bytes, now: float) -> None:
+        if now - self._started > self.window:
+            self._old, self._new, self._started = self._new, {}, now
+        self._new[key] = now
+
+    def contains(self, key: bytes, now: float) -> bool:
+        installed = self._new.get(key)
+        if installed is None:
+            installed = self._old.get(key)
+        return installed is not None and now - installed <= self.window
+
+    def discard(self, key: bytes) -> None:
+        self._new.pop(key, None)
+        self._old.pop(key, None)
+
+    def clear(self) -> None:
+        self._new.clear()
+        self._old.clear()
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+
 @dataclass
 class GatewayCounters:
     packet_ins: int = 0
@@ -66,7 +103,7 @@ class GatewayCore:
         self.counters = GatewayCounters()
         self.ports: ofmsg.Ports | None = None
         self.missing_ports: list[str] = []
-        self._recent: dict[bytes, float] = {}
+        self._recent = RecentInstalls()
         self.pending: list[TableRequest] = []
         self.notices: list[str] = []  # one line per significant event, for the shell to log
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
@@ -143,6 +180,20 @@ class GatewayCore:
 
     # ---- the packet path -----------------------------------------------------------------
 
+    def on_packet_ins(self, messages: list[bytes], now: float) -> list:
+        """A burst of raw OpenFlow PACKET_IN messages (the fast lane): the answers, in order.
+        A message whose OpenFlow framing does not parse is counted as malformed and dropped."""
+        answers = []
+        for message in messages:
+            try:
+                buffer_id, in_port, data = ofwire.parse_packet_in(message)
+            except ofwire.PacketInError as error:
+                self.counters.packet_ins += 1
+                self.counters.malformed[error.reason] += 1
+                continue
+            answers += self.on_packet_in(in_port, buffer_id, data, now)
+        return answers
+
     def on_packet_in(self, in_port: int, buffer_id: int, data: bytes, now: float) -> list:
         self.counters.packet_ins += 1
         ports = self.ports
@@ -170,8 +221,7 @@ class GatewayCore:
         actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
         messages = []
         key = decision.key
-        installed_at = self._recent.get(key)
-        if installed_at is None or now - installed_at > RECENT_INSTALL_SECONDS:
+        if not self._recent.contains(key, now):
             if decision.from_table:
                 self.counters.reinstalls += 1
             match = ofwire.flow_match(flow, ports.uplink, vip.hash != HASH_SRC_IP)
@@ -180,21 +230,10 @@ class GatewayCore:
                 ofwire.flow_mod(match, actions, cookie, vip.idle_timeout, ofmsg.PRIORITY_FLOW)
             )
             self.counters.flows_installed += 1
-            self._remember(key, now)
+            self._recent.add(key, now)
         messages.append(ofwire.packet_out(in_port, buffer_id, actions, data))
         self.counters.packet_outs += 1
         return messages
-
-    def _remember(self, key: bytes, now: float) -> None:
-        recent = self._recent
-        recent.pop(key, None)
-        recent[key] = now
-        # Oldest first (insertion order): drop what is no longer recent, a few at a time.
-        for _ in range(4):
-            oldest = next(iter(recent))
-            if now - recent[oldest] <= RECENT_INSTALL_SECONDS:
-                break
-            del recent[oldest]
 
     def on_flow_removed(
         self, cookie: int, match, now: float, reason: int = ofmsg.REMOVED_IDLE
@@ -213,7 +252,7 @@ class GatewayCore:
             return []
         key = table_key(flow, state.vip.hash)
         self.balancer.flows.remove(key)
-        self._recent.pop(key, None)
+        self._recent.discard(key)
         self.counters.flows_removed += 1
         return []
 

@@ -14,6 +14,12 @@ hello, features, port descriptions, echo, errors and flow-removed stay os-ken's 
 The order of messages is kept: pending packet-ins are handed over before any other message is
 dispatched.
 
+Writes are made by the thread that sends (``send``), under one lock per switch, instead of
+being queued for the framework's sending thread: a hand-over between threads per burst cost
+more than the burst's own work, and showed up as milliseconds in the latency tail.  A write
+waits while the switch's receive buffer is full (at most the socket timeout; then the
+connection is closed for writing, as the framework's send loop does on an error).
+
 The sink runs on the datapath's receiving thread: it must not raise (an exception here would
 end the connection) and must not block for long (it holds up this switch's input).
 """
@@ -24,10 +30,12 @@ import contextlib
 import logging
 import ssl
 import struct
+import threading
 from collections.abc import Callable
 
 from ryu_app import compat
 
+compat.load("base.app_manager")  # first: controller.controller cannot be imported before it
 controller = compat.load("controller.controller")
 handler = compat.load("controller.handler")
 ofp_event = compat.load("controller.ofp_event")
@@ -48,6 +56,35 @@ class FastLaneDatapath(controller.Datapath):
     """A datapath whose packet-ins (in the main phase) go to ``sink`` in bursts of raw bytes."""
 
     sink: Sink | None = None  # set by ``install``; None: every message takes the framework's path
+
+    def __init__(self, sock, address):
+        super().__init__(sock, address)
+        self._write_lock = new_lock()
+
+    def send(self, buf, close_socket=False) -> bool:
+        """Write ``buf`` to the switch now, from the calling thread; False if the connection
+        is closed for writing (the framework's ``send`` returns False then too)."""
+        with self._write_lock:
+            if self.send_q is None:
+                return False
+            try:
+                self.socket.sendall(buf)
+            except OSError as error:
+                LOG.debug("write to switch at %s failed: %s", self.address, error)
+                close_socket = True
+            if close_socket:
+                self._stop_writing()
+                return False
+        return True
+
+    def _stop_writing(self) -> None:
+        """What the framework's send loop does when it ends: no more writes (``send_q`` None
+        also ends the echo loop, which then closes the datapath), shut down our direction."""
+        self.send_q = None
+        self._close_write()
+
+    def _send_loop(self):
+        """Nothing to do: ``send`` writes itself.  (``serve`` starts this thread and joins it.)"""
 
     def _recv_loop(self):
         buffer = bytearray()
@@ -109,6 +146,12 @@ class FastLaneDatapath(controller.Datapath):
         for brick_handler in self.ofp_brick.get_handlers(event):
             if self.state in brick_handler.callers[event.__class__].dispatchers:
                 brick_handler(event)
+
+
+def new_lock():
+    """A lock for this hub: a green one under eventlet (a thread lock held across a green
+    switch would stop every green thread that then wants it), else a thread lock."""
+    return hub.Semaphore(1) if hub.HUB_TYPE == "eventlet" else threading.Lock()
 
 
 def connection(sock, address) -> None:

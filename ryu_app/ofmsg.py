@@ -22,7 +22,6 @@ all flows of one backend are deleted with one message.
 from __future__ import annotations
 
 import ipaddress
-import struct
 from dataclasses import dataclass
 
 from ryu_app.compat import ofproto_v1_3 as ofp
@@ -321,49 +320,3 @@ def flow_from_removed_match(match) -> Flow | None:
         fields.get(f"{prefix}_src", 0),
         fields.get(f"{prefix}_dst", 0),
     )
-
-
-# ---- the packet-in parser of the new-flow path -----------------------------------------------
-
-_PACKET_IN = struct.Struct("!IHBBQ")  # buffer_id, total_len, reason, table_id, cookie
-_OXM_IN_PORT = 0x80000004  # OFPXMC_OPENFLOW_BASIC, OXM_OF_IN_PORT, no mask, 4 bytes
-
-
-class LeanMatch(dict):
-    """The packet-in match fields a gateway reads (``in_port``), as a plain dict."""
-
-    def __init__(self, fields: dict, length: int):
-        super().__init__(fields)
-        self.length = length
-
-
-def _lean_packet_in(cls, datapath, version, msg_type, msg_len, xid, buf):
-    """``OFPPacketIn.parser`` without building an object per OXM field: a packet-in is the one
-    message a gateway gets per new flow, and the framework's match parser was a fifth of its
-    cost.  Same message class, same fields, except that ``match`` holds only ``in_port``."""
-    msg = cls(datapath)
-    msg.set_headers(version, msg_type, msg_len, xid)
-    msg.set_buf(buf)
-    msg.buffer_id, msg.total_len, msg.reason, msg.table_id, msg.cookie = _PACKET_IN.unpack_from(
-        buf, ofp.OFP_HEADER_SIZE
-    )
-    start = ofp.OFP_PACKET_IN_SIZE - ofp.OFP_MATCH_SIZE
-    length = int.from_bytes(buf[start + 2 : start + 4], "big")
-    fields, offset, end = {}, start + 4, start + length
-    while offset + 4 <= end:
-        header = int.from_bytes(buf[offset : offset + 4], "big")
-        if header == _OXM_IN_PORT:
-            fields["in_port"] = int.from_bytes(buf[offset + 4 : offset + 8], "big")
-        offset += 4 + (header & 0xFF)
-    msg.match = LeanMatch(fields, length)
-    msg.data = buf[start + -(-length // 8) * 8 + 2 :]
-    if msg.total_len < len(msg.data):  # padding for 8-byte alignment
-        msg.data = msg.data[: msg.total_len]
-    return msg
-
-
-def use_lean_packet_in_parser() -> None:
-    """Parse packet-ins with ``_lean_packet_in`` from now on (this process only)."""
-    parser.OFPPacketIn.parser = classmethod(_lean_packet_in)
-    # The framework looks message parsers up in the table it filled at import time.
-    parser._MSG_PARSERS[ofp.OFPT_PACKET_IN] = parser.OFPPacketIn.parser

@@ -12,7 +12,12 @@ from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core.flowkey import TCP_ACK, TCP_SYN
-from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, GatewayCore, default_mac
+from ryu_app.core.gateway import (
+    RECENT_INSTALL_SECONDS,
+    GatewayCore,
+    RecentInstalls,
+    default_mac,
+)
 from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
 from tests.ryu_app.wire import decode_all
 from topology.deployment import Backend, Gateway, HealthCheck, Vip
@@ -161,6 +166,59 @@ def test_malformed_and_foreign_packets_are_counted_and_dropped():
     assert packet_in(core, 3, ofp.OFP_NO_BUFFER, frame(), 1.0) == []
     assert core.counters.malformed == {"not-ip": 1, "truncated": 1}
     assert core.counters.foreign_port == 1
+
+
+def raw_packet_in(in_port: int, data: bytes, buffer_id: int = ofp.OFP_NO_BUFFER) -> bytes:
+    """An OFPT_PACKET_IN as the switch sends it (what the fast lane hands the core)."""
+    match = bytearray()
+    parser.OFPMatch(in_port=in_port).serialize(match, 0)
+    body = struct.pack("!IHBBQ", buffer_id, len(data), ofp.OFPR_NO_MATCH, 0, 0)
+    body += bytes(match) + b"\0\0" + data
+    return struct.pack("!BBHI", 4, ofp.OFPT_PACKET_IN, 8 + len(body), 0) + body
+
+
+def test_a_burst_of_raw_packet_ins_is_answered_as_each_one_alone():
+    frames = [frame(sport=40000 + i) for i in range(20)] + [frame(sport=40003, flags=TCP_ACK)]
+    alone = ready_core()
+    expected = [
+        m for data in frames for m in alone.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, data, 1.0)
+    ]
+    burst = ready_core()
+    answers = burst.on_packet_ins([raw_packet_in(UPLINK, data) for data in frames], 1.0)
+    assert answers == expected and len(answers) == 41  # 20 rules + 21 packet-outs
+    assert burst.counters == alone.counters
+
+
+def test_a_raw_packet_in_that_does_not_frame_is_counted_and_the_rest_go_on():
+    core = ready_core()
+    good = raw_packet_in(UPLINK, frame())
+    answers = core.on_packet_ins([good[:20], good[:24] + b"\x00\x09" + good[26:], good], 1.0)
+    assert len(decode_all(answers)) == 2
+    assert core.counters.malformed == {"bad-packet-in": 2}
+    assert core.counters.packet_ins == 3
+
+
+def test_recent_installs_remember_a_window_and_forget_after_it():
+    recent = RecentInstalls(window=2.0)
+    recent.add(b"a", 0.0)
+    recent.add(b"b", 1.5)
+    assert recent.contains(b"a", 2.0) and not recent.contains(b"a", 2.01)
+    recent.add(b"c", 2.5)  # a new generation starts; a and b are the old one
+    recent.add(b"d", 5.0)  # and another: a is gone from memory, c is the old one
+    assert len(recent) == 2
+    assert recent.contains(b"c", 4.5) and recent.contains(b"d", 6.9)
+    assert not recent.contains(b"b", 3.0) and not recent.contains(b"a", 0.0)
+    recent.discard(b"c")
+    assert not recent.contains(b"c", 4.5)
+    recent.clear()
+    assert len(recent) == 0
+
+
+def test_recent_installs_stay_bounded_by_two_windows_of_flows():
+    recent = RecentInstalls(window=1.0)
+    for i in range(100_000):
+        recent.add(i.to_bytes(4, "big"), i / 1000)  # 1,000 new flows a second, 100 s
+    assert len(recent) <= 2 * 1000 + 1
 
 
 def test_non_vip_traffic_is_ignored():

@@ -9,9 +9,9 @@ Two threads of control touch the core, one at a time (``core_lock``):
 - the app's event loop: switch life cycle, flow-removed, timers (the health tick), REST calls
   and table builds finished by a worker, the last three as ``EventCall`` events on that loop,
   Faucet's way;
-- the switch's receiving thread, for packet-ins: the new-flow path skips the framework's event
-  queue (``fastlane``) and is handled where it is read, a burst at a time, answered with one
-  write.
+- the switch's receiving thread, for packet-ins and flow-removeds (one each per flow): they
+  skip the framework's parser and event queue (``fastlane``) and are handled where they are
+  read, a burst at a time, answered with one write.
 
 Under an eventlet hub both are green threads of one OS thread and never preempt each other
 inside the core (it does no I/O), so the lock is a no-op there.
@@ -89,7 +89,7 @@ class LockstepApp(compat.app_base_class()):
         host, port = self.gateway.rest
         # Binds now: a taken port fails start-up.  Ryu's hub is eventlet: serve on it.
         self.rest_server = rest.make(host, port, api, green=GREEN_HUB)
-        fastlane.install(self.packet_ins)
+        fastlane.install(self.fast_lane)
         LOG.info(
             "gateway %s: dpid %#x, %d VIP(s), REST on %s:%d (writes %s), state file %s",
             self.gateway.name,
@@ -239,26 +239,19 @@ class LockstepApp(compat.app_base_class()):
             )
         self._send(ev.msg.datapath, messages)
 
-    def packet_ins(self, datapath, messages: list[bytes]) -> None:
-        """The fast lane's sink: a burst of raw packet-ins, on the switch's receiving thread."""
+    def fast_lane(self, datapath, messages: list[bytes]) -> None:
+        """The fast lane's sink: a burst of raw packet-ins and flow-removeds, on the switch's
+        receiving thread."""
         if datapath is not self.datapath:
             return  # a switch this controller does not serve
         try:
             with self.core_lock:
-                self._send(datapath, self.core.on_packet_ins(messages, self.clock()))
+                self._send(datapath, self.core.on_messages(messages, self.clock()))
                 if self.core.notices or self.core.pending:
                     self._after_change()
         except Exception:  # noqa: BLE001 - it would end the switch's connection
             self.handler_errors += 1
-            LOG.exception("packet-in burst failed (counted, %d packet-ins dropped)", len(messages))
-
-    @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, handler.MAIN_DISPATCHER)
-    @_guarded
-    def flow_removed(self, ev):
-        msg = ev.msg
-        if msg.datapath is self.datapath:
-            messages = self.core.on_flow_removed(msg.cookie, msg.match, self.clock(), msg.reason)
-            self._send(msg.datapath, messages)
+            LOG.exception("a burst of %d messages failed (counted, dropped)", len(messages))
 
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
     @_guarded

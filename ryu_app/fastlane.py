@@ -1,18 +1,20 @@
-"""The new-flow fast lane: packet-ins go from the switch's socket straight to a sink.
+"""The fast lane: the messages a gateway gets once per flow go from the switch's socket
+straight to a sink.
 
-Every new flow costs a gateway one packet-in, so the packet-in path is the load balancer's
-capacity.  Through the framework a packet-in is read in two ``recv`` calls (header, then body),
-parsed into message and match objects, wrapped in an event, put on the app's queue and picked
-up by another thread: measured here, that was most of the ~130 us a new flow cost.
+Every new flow costs a gateway one packet-in (and, when it ends, one flow-removed), so this
+path is the load balancer's capacity.  Through the framework a message is read in two ``recv``
+calls (header, then body), parsed into message and match objects, wrapped in an event, put on
+the app's queue and picked up by another thread: measured here, that was most of the ~130 us a
+new flow cost.
 
 ``FastLaneDatapath`` is the framework's ``Datapath`` with another receive loop: it reads
 whatever the socket has (one ``recv`` for a burst of messages), splits it into OpenFlow
-messages, and hands every PACKET_IN of a switch in the main phase, as raw bytes and a burst at a
-time, to ``sink(datapath, messages)`` on the receiving thread.  Every other message takes the
-framework's path exactly as before (parser, event to the apps, the handshake handlers), so
-hello, features, port descriptions, echo, errors and flow-removed stay os-ken's business.
-The order of messages is kept: pending packet-ins are handed over before any other message is
-dispatched.
+messages, and hands every PACKET_IN and FLOW_REMOVED (``FAST_TYPES``) of a switch in the main
+phase, as raw bytes and a burst at a time, to ``sink(datapath, messages)`` on the receiving
+thread.  Every other message takes the framework's path exactly as before (parser, event to
+the apps, the handshake handlers), so hello, features, port descriptions, echo and errors stay
+os-ken's business.  The order of messages is kept: a pending burst is handed over before any
+other message is dispatched.
 
 Writes are made by the thread that sends (``send``), under one lock per switch, instead of
 being queued for the framework's sending thread: a hand-over between threads per burst cost
@@ -44,7 +46,8 @@ hub = compat.load("lib.hub")
 
 LOG = logging.getLogger("lockstep.fastlane")
 OFP_VERSION = compat.ofproto_v1_3.OFP_VERSION
-OFPT_PACKET_IN = compat.ofproto_v1_3.OFPT_PACKET_IN
+# The messages a gateway gets once per flow: the new flow's packet-in, the flow-removed at its end.
+FAST_TYPES = frozenset({compat.ofproto_v1_3.OFPT_PACKET_IN, compat.ofproto_v1_3.OFPT_FLOW_REMOVED})
 HEADER = struct.Struct("!BBHI")  # version, type, length, xid
 RECV_SIZE = 256 * 1024  # one read takes what the switch has sent (up to this much)
 YIELD_EVERY = 64  # bursts: let other green threads run under an eventlet hub (as os-ken does)
@@ -53,7 +56,8 @@ Sink = Callable[["FastLaneDatapath", list], None]
 
 
 class FastLaneDatapath(controller.Datapath):
-    """A datapath whose packet-ins (in the main phase) go to ``sink`` in bursts of raw bytes."""
+    """A datapath whose ``FAST_TYPES`` messages (in the main phase) go to ``sink`` in bursts
+    of raw bytes."""
 
     sink: Sink | None = None  # set by ``install``; None: every message takes the framework's path
 
@@ -110,7 +114,7 @@ class FastLaneDatapath(controller.Datapath):
     def _dispatch(self, buffer: bytearray) -> int:
         """Hand over every complete message in ``buffer``; returns how many bytes were used."""
         end, offset = len(buffer), 0
-        packet_ins: list[bytes] = []
+        fast: list[bytes] = []
         sink = self.sink
         while end - offset >= HEADER.size:
             version, msg_type, length, xid = HEADER.unpack_from(buffer, offset)
@@ -120,19 +124,19 @@ class FastLaneDatapath(controller.Datapath):
             message = bytes(buffer[offset : offset + length])
             offset += length
             if (
-                msg_type == OFPT_PACKET_IN
+                msg_type in FAST_TYPES
                 and version == OFP_VERSION
                 and sink is not None
                 and self.state == handler.MAIN_DISPATCHER
             ):
-                packet_ins.append(message)
+                fast.append(message)
                 continue
-            if packet_ins:
-                sink(self, packet_ins)
-                packet_ins = []
+            if fast:
+                sink(self, fast)
+                fast = []
             self._to_framework(version, msg_type, length, xid, message)
-        if packet_ins:
-            sink(self, packet_ins)
+        if fast:
+            sink(self, fast)
         return offset
 
     def _to_framework(self, version, msg_type, length, xid, message) -> None:
@@ -167,7 +171,7 @@ def connection(sock, address) -> None:
 
 
 def install(sink: Sink) -> None:
-    """Route the packet-ins of every switch that connects from now on to ``sink`` (this
+    """Route the ``FAST_TYPES`` messages of every switch that connects from now on to ``sink`` (this
     process only: the framework's OpenFlow server looks its connection factory up when it
     starts listening, after the apps are instantiated)."""
     FastLaneDatapath.sink = staticmethod(sink)

@@ -299,24 +299,3 @@ def controller_packet_out(actions: list, data: bytes):
 
 def output(port: int):
     return parser.OFPActionOutput(port)
-
-
-def flow_from_removed_match(match) -> Flow | None:
-    """Rebuild the Flow of a removed per-flow rule from its match (ports 0 if not matched)."""
-    fields = dict(match.items())
-    if "ipv4_src" in fields:
-        version, src, dst = 4, fields["ipv4_src"], fields["ipv4_dst"]
-    elif "ipv6_src" in fields:
-        version, src, dst = 6, fields["ipv6_src"], fields["ipv6_dst"]
-    else:
-        return None
-    proto = fields.get("ip_proto")
-    prefix = "tcp" if proto == PROTO_TCP else "udp"
-    return Flow(
-        version,
-        ipaddress.ip_address(src).packed,
-        ipaddress.ip_address(dst).packed,
-        proto,
-        fields.get(f"{prefix}_src", 0),
-        fields.get(f"{prefix}_dst", 0),
-    )

@@ -8,11 +8,12 @@ flow only packs its match.  The bytes are identical to what ``ofmsg.flow_rule`` 
 ``ofmsg.packet_out`` serialise to (a unit test compares them), so everything else keeps using
 ``ofmsg`` and the framework's classes.
 
-The packet-in, the one message a gateway receives per new flow, is decoded here too
-(``parse_packet_in``): only the three things the gateway reads (buffer id, in_port, frame).
+The two messages a gateway receives per flow are decoded here too, to the few things it reads:
+the packet-in (``parse_packet_in``: buffer id, in_port, frame) and the flow-removed at its end
+(``parse_flow_removed``: cookie, reason, the flow its match names).
 
 Layouts: OpenFlow 1.3.5 sections 7.2.2 (OXM), 7.2.5 (actions), 7.3.4.2 (flow-mod), 7.3.7
-(packet-out), 7.4.1 (packet-in); ``tun_dst`` is the Nicira extension field
+(packet-out), 7.4.1 (packet-in), 7.4.2 (flow-removed); ``tun_dst`` is the Nicira extension field
 NXM_NX_TUN_IPV4_DST.
 """
 
@@ -22,10 +23,11 @@ import functools
 import ipaddress
 import struct
 
-from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, PROTO_TCP, Flow
+from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, PROTO_TCP, PROTO_UDP, Flow
 
 OFP_VERSION = 0x04
 OFPT_PACKET_IN = 10
+OFPT_FLOW_REMOVED = 11
 OFPT_PACKET_OUT = 13
 OFPT_FLOW_MOD = 14
 OFPFC_ADD = 0
@@ -137,8 +139,8 @@ _PACKET_IN_MATCH = 24  # offset of the match in the message
 _OXM = struct.Struct("!I")
 
 
-class PacketInError(ValueError):
-    """A packet-in whose OpenFlow framing does not parse (``reason`` is a short label)."""
+class WireError(ValueError):
+    """A received message whose OpenFlow framing does not parse (``reason``: a short label)."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -148,18 +150,18 @@ class PacketInError(ValueError):
 def parse_packet_in(message: bytes) -> tuple[int, int, bytes]:
     """(buffer id, in_port, frame) of an OpenFlow 1.3 PACKET_IN message (header included).
 
-    Raises ``PacketInError`` for a message too short for its match, a match that is not OXM or
+    Raises ``WireError`` for a message too short for its match, a match that is not OXM or
     runs past the message, or a match without ``in_port``.
     """
     if len(message) < _PACKET_IN.size:
-        raise PacketInError("bad-packet-in", f"{len(message)} bytes is too short")
+        raise WireError("bad-packet-in", f"{len(message)} bytes is too short")
     buffer_id, total_len, _reason, _table, _cookie, match_type, match_len = _PACKET_IN.unpack_from(
         message
     )
     match_end = _PACKET_IN_MATCH + match_len
     data_start = _PACKET_IN_MATCH + -(-match_len // 8) * 8 + 2  # padded match, 2 bytes pad
     if match_type != OFPMT_OXM or match_len < 4 or data_start > len(message):
-        raise PacketInError("bad-packet-in", f"match type {match_type}, length {match_len}")
+        raise WireError("bad-packet-in", f"match type {match_type}, length {match_len}")
     in_port = None
     offset = _PACKET_IN_MATCH + 4
     while offset + 4 <= match_end:
@@ -171,7 +173,7 @@ def parse_packet_in(message: bytes) -> tuple[int, int, bytes]:
             break
         offset += 4 + (header & 0xFF)
     if in_port is None:
-        raise PacketInError("bad-packet-in", "no in_port in the match")
+        raise WireError("bad-packet-in", "no in_port in the match")
     data = message[data_start:]
     if total_len < len(data):  # the switch padded the frame
         data = data[:total_len]
@@ -179,3 +181,52 @@ def parse_packet_in(message: bytes) -> tuple[int, int, bytes]:
 
 
 _IN_PORT_HEADER = _OXM.unpack(IN_PORT)[0]
+
+# cookie, priority, reason, table, durations, timeouts, counts; then the match (type, length)
+_FLOW_REMOVED = struct.Struct("!8xQHBBIIHHQQHH")
+_FLOW_REMOVED_MATCH = 48
+# OXM field numbers (class OPENFLOW_BASIC) of the fields a per-flow rule matches on
+_FIELD_ETH_TYPE, _FIELD_IP_PROTO = 5, 10
+_ADDRESS_FIELDS = {4: (11, 12), 6: (26, 27)}  # version: (source, destination)
+_PORT_FIELDS = {PROTO_TCP: (13, 14), PROTO_UDP: (15, 16)}
+
+
+def parse_flow_removed(message: bytes) -> tuple[int, int, Flow | None]:
+    """(cookie, reason, flow) of an OpenFlow 1.3 FLOW_REMOVED message (header included).
+
+    ``flow`` is the Flow the rule's match names (ports 0 where not matched, as in a ``src-ip``
+    VIP's rule), or None when the match names no IPv4/IPv6 TCP/UDP flow.  Raises
+    ``WireError`` (reason ``bad-flow-removed``) when the message does not frame.
+    """
+    if len(message) < _FLOW_REMOVED.size:
+        raise WireError("bad-flow-removed", f"{len(message)} bytes is too short")
+    cookie, _priority, reason, *_, match_type, match_len = _FLOW_REMOVED.unpack_from(message)
+    match_end = _FLOW_REMOVED_MATCH + match_len
+    if match_type != OFPMT_OXM or match_len < 4 or match_end > len(message):
+        raise WireError("bad-flow-removed", f"match type {match_type}, length {match_len}")
+    fields: dict[int, bytes] = {}
+    offset = _FLOW_REMOVED_MATCH + 4
+    while offset + 4 <= match_end:
+        header = _OXM.unpack_from(message, offset)[0]
+        length = header & 0xFF
+        if header >> 16 == 0x8000 and not header & 0x100:  # basic class, no mask
+            fields[header >> 9 & 0x7F] = message[offset + 4 : offset + 4 + length]
+        offset += 4 + length
+    return cookie, reason, _flow_of(fields)
+
+
+def _flow_of(fields: dict[int, bytes]) -> Flow | None:
+    eth_type = int.from_bytes(fields.get(_FIELD_ETH_TYPE, b""), "big")
+    version = {ETH_IPV4: 4, ETH_IPV6: 6}.get(eth_type)
+    proto = int.from_bytes(fields.get(_FIELD_IP_PROTO, b""), "big")
+    if version is None or proto not in _PORT_FIELDS:
+        return None
+    src_field, dst_field = _ADDRESS_FIELDS[version]
+    size = 4 if version == 4 else 16
+    src, dst = fields.get(src_field, b""), fields.get(dst_field, b"")
+    if len(src) != size or len(dst) != size:
+        return None
+    sport_field, dport_field = _PORT_FIELDS[proto]
+    src_port = int.from_bytes(fields.get(sport_field, b""), "big")
+    dst_port = int.from_bytes(fields.get(dport_field, b""), "big")
+    return Flow(version, src, dst, proto, src_port, dst_port)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ryu_app import ofmsg, ofwire
 from ryu_app.core.balancer import Balancer, TableRequest
-from ryu_app.core.flowkey import HASH_SRC_IP, FrameError, parse_frame, table_key
+from ryu_app.core.flowkey import HASH_SRC_IP, Flow, FrameError, parse_frame, table_key
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
 from ryu_app.core.packets import (
@@ -180,18 +180,22 @@ class GatewayCore:
 
     # ---- the packet path -----------------------------------------------------------------
 
-    def on_packet_ins(self, messages: list[bytes], now: float) -> list:
-        """A burst of raw OpenFlow PACKET_IN messages (the fast lane): the answers, in order.
-        A message whose OpenFlow framing does not parse is counted as malformed and dropped."""
+    def on_messages(self, messages: list[bytes], now: float) -> list:
+        """A burst of raw OpenFlow messages from the fast lane (packet-ins and flow-removeds):
+        the answers, in order.  A message that does not frame is counted and dropped."""
         answers = []
         for message in messages:
+            msg_type = message[1]
             try:
-                buffer_id, in_port, data = ofwire.parse_packet_in(message)
-            except ofwire.PacketInError as error:
-                self.counters.packet_ins += 1
+                if msg_type == ofwire.OFPT_PACKET_IN:
+                    buffer_id, in_port, data = ofwire.parse_packet_in(message)
+                    answers += self.on_packet_in(in_port, buffer_id, data, now)
+                elif msg_type == ofwire.OFPT_FLOW_REMOVED:
+                    cookie, reason, flow = ofwire.parse_flow_removed(message)
+                    self.on_flow_removed(cookie, flow, now, reason)
+            except ofwire.WireError as error:
+                self.counters.packet_ins += msg_type == ofwire.OFPT_PACKET_IN
                 self.counters.malformed[error.reason] += 1
-                continue
-            answers += self.on_packet_in(in_port, buffer_id, data, now)
         return answers
 
     def on_packet_in(self, in_port: int, buffer_id: int, data: bytes, now: float) -> list:
@@ -236,9 +240,10 @@ class GatewayCore:
         return messages
 
     def on_flow_removed(
-        self, cookie: int, match, now: float, reason: int = ofmsg.REMOVED_IDLE
+        self, cookie: int, flow: Flow | None, now: float, reason: int = ofmsg.REMOVED_IDLE
     ) -> list:
-        """The switch expired a per-flow rule: the flow is over, forget it here too.
+        """The switch expired a per-flow rule (``flow``: what its match names): the flow is
+        over, forget it here too.
 
         Rules we deleted ourselves are not a flow's end: a backend that went down has had its
         entries dropped already, and the rules deleted at a switch's (re)connection belong to
@@ -246,7 +251,6 @@ class GatewayCore:
         entry that stays here)."""
         if reason == ofmsg.REMOVED_DELETE or ofmsg.backend_of_cookie(cookie) is None:
             return []
-        flow = ofmsg.flow_from_removed_match(match)
         state = self.balancer.match(flow) if flow else None
         if state is None:
             return []

@@ -101,16 +101,24 @@ def test_a_burst_goes_to_the_sink_in_one_call():
     assert len(datapath.timeline[0][1]) == 50
 
 
-def test_other_messages_keep_their_place_between_packet_ins():
+def test_flow_removeds_take_the_fast_lane_too():
     datapath = Recorder.__new__(Recorder)
     datapath.timeline, datapath.state = [], MAIN
     removed = message(ofp.OFPT_FLOW_REMOVED, b"r" * 40, xid=99)
+    datapath._dispatch(bytearray(packet_in(1) + removed + packet_in(2)))
+    assert datapath.timeline == [("sink", [packet_in(1), removed, packet_in(2)])]
+
+
+def test_other_messages_keep_their_place_between_packet_ins():
+    datapath = Recorder.__new__(Recorder)
+    datapath.timeline, datapath.state = [], MAIN
+    reply = message(ofp.OFPT_MULTIPART_REPLY, b"p" * 40, xid=99)
     echo = message(ofp.OFPT_ECHO_REQUEST, xid=98)
-    stream = [packet_in(1), packet_in(2), removed, packet_in(3), echo, echo]
+    stream = [packet_in(1), packet_in(2), reply, packet_in(3), echo, echo]
     datapath._dispatch(bytearray(b"".join(stream)))
     assert datapath.timeline == [
         ("sink", [packet_in(1), packet_in(2)]),
-        ("framework", removed),
+        ("framework", reply),
         ("sink", [packet_in(3)]),
         ("framework", echo),
         ("framework", echo),

@@ -8,10 +8,12 @@ parsers for those structures (the ones it uses for flow-stats replies).
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
+from ryu_app.core.flowkey import PROTO_TCP, Flow
 
 _HEADER = struct.Struct("!BBHI")
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
@@ -66,3 +68,25 @@ def _packet_out(buf: bytearray):
         offset += action.len
     data = bytes(buf[end:]) or None
     return parser.OFPPacketOut(None, buffer_id, in_port, actions, data)
+
+
+def flow_from_removed_match(match) -> Flow | None:
+    """The Flow a per-flow rule's match (a framework ``OFPMatch``) names, ports 0 where not
+    matched: the oracle for ``ofwire.parse_flow_removed`` and a help in tests."""
+    fields = dict(match.items())
+    if "ipv4_src" in fields:
+        version, src, dst = 4, fields["ipv4_src"], fields["ipv4_dst"]
+    elif "ipv6_src" in fields:
+        version, src, dst = 6, fields["ipv6_src"], fields["ipv6_dst"]
+    else:
+        return None
+    proto = fields.get("ip_proto")
+    prefix = "tcp" if proto == PROTO_TCP else "udp"
+    return Flow(
+        version,
+        ipaddress.ip_address(src).packed,
+        ipaddress.ip_address(dst).packed,
+        proto,
+        fields.get(f"{prefix}_src", 0),
+        fields.get(f"{prefix}_dst", 0),
+    )

@@ -19,7 +19,7 @@ from ryu_app.core.gateway import (
     default_mac,
 )
 from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
-from tests.ryu_app.wire import decode_all
+from tests.ryu_app.wire import decode_all, flow_from_removed_match
 from topology.deployment import Backend, Gateway, HealthCheck, Vip
 
 
@@ -124,7 +124,7 @@ def test_new_flow_gets_one_rule_and_its_first_packet_is_sent_on():
     core = ready_core()
     data = frame()
     rule, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, data, 1.0)
-    expected = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
+    expected = core.balancer.predict(flow_from_removed_match(rule.match))
     backend = VIP.backend(expected)
     assert tunnel_target(actions_of(rule)) == (backend.tunnel_ip, backend.mac, 100, [TUNNEL])
     assert tunnel_target(actions_of(out)) == tunnel_target(actions_of(rule))
@@ -184,7 +184,7 @@ def test_a_burst_of_raw_packet_ins_is_answered_as_each_one_alone():
         m for data in frames for m in alone.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, data, 1.0)
     ]
     burst = ready_core()
-    answers = burst.on_packet_ins([raw_packet_in(UPLINK, data) for data in frames], 1.0)
+    answers = burst.on_messages([raw_packet_in(UPLINK, data) for data in frames], 1.0)
     assert answers == expected and len(answers) == 41  # 20 rules + 21 packet-outs
     assert burst.counters == alone.counters
 
@@ -192,10 +192,31 @@ def test_a_burst_of_raw_packet_ins_is_answered_as_each_one_alone():
 def test_a_raw_packet_in_that_does_not_frame_is_counted_and_the_rest_go_on():
     core = ready_core()
     good = raw_packet_in(UPLINK, frame())
-    answers = core.on_packet_ins([good[:20], good[:24] + b"\x00\x09" + good[26:], good], 1.0)
+    answers = core.on_messages([good[:20], good[:24] + b"\x00\x09" + good[26:], good], 1.0)
     assert len(decode_all(answers)) == 2
     assert core.counters.malformed == {"bad-packet-in": 2}
     assert core.counters.packet_ins == 3
+
+
+def raw_flow_removed(rule, reason=ofp.OFPRR_IDLE_TIMEOUT) -> bytes:
+    """The FLOW_REMOVED the switch sends when ``rule`` (a decoded flow-mod) expires."""
+    match = bytearray()
+    rule.match.serialize(match, 0)
+    body = struct.pack("!QHBBIIHHQQ", rule.cookie, rule.priority, reason, 0, 9, 0, 60, 0, 3, 180)
+    return struct.pack("!BBHI", 4, ofp.OFPT_FLOW_REMOVED, 8 + len(body) + len(match), 0) + (
+        body + bytes(match)
+    )
+
+
+def test_a_raw_flow_removed_in_a_burst_ends_the_flow():
+    core = ready_core()
+    rule, _ = decode_all(core.on_messages([raw_packet_in(UPLINK, frame())], 1.0))
+    assert len(core.balancer.flows) == 1
+    deleted_by_us = raw_flow_removed(rule, ofp.OFPRR_DELETE)
+    assert core.on_messages([deleted_by_us, raw_flow_removed(rule)], 70.0) == []
+    assert len(core.balancer.flows) == 0 and core.counters.flows_removed == 1
+    again = decode_all(core.on_messages([raw_packet_in(UPLINK, frame())], 71.0))
+    assert isinstance(again[0], parser.OFPFlowMod), "a new flow on that 5-tuple gets a rule"
 
 
 def test_recent_installs_remember_a_window_and_forget_after_it():
@@ -230,10 +251,10 @@ def test_flow_removed_forgets_the_flow():
     core = ready_core()
     rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     assert len(core.balancer.flows) == 1
-    core.on_flow_removed(rule.cookie, rule.match, 70.0)
+    core.on_flow_removed(rule.cookie, flow_from_removed_match(rule.match), 70.0)
     assert len(core.balancer.flows) == 0 and core.counters.flows_removed == 1
     # Someone else's rule is not ours to act on.
-    core.on_flow_removed(0x1234, rule.match, 71.0)
+    core.on_flow_removed(0x1234, flow_from_removed_match(rule.match), 71.0)
     assert core.counters.flows_removed == 1
 
 
@@ -241,7 +262,9 @@ def test_rules_we_deleted_ourselves_do_not_end_the_flow():
     core = ready_core()
     rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
     core.on_connect(2.0)  # a reconnection deletes every rule of ours ...
-    core.on_flow_removed(rule.cookie, rule.match, 2.0, ofmsg.REMOVED_DELETE)
+    core.on_flow_removed(
+        rule.cookie, flow_from_removed_match(rule.match), 2.0, ofmsg.REMOVED_DELETE
+    )
     assert len(core.balancer.flows) == 1  # ... but the flow keeps its backend here
     core.on_ports(PORTS, 2.0)
     again = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(flags=TCP_ACK), 3.0)
@@ -263,7 +286,7 @@ def test_an_entry_outlives_the_vips_idle_timeout_while_its_rule_carries_the_flow
 def test_backend_down_deletes_its_rules_by_cookie_and_requests_a_rebuild():
     core = ready_core()
     rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 1.0)
-    name = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
+    name = core.balancer.predict(flow_from_removed_match(rule.match))
     (delete,) = core.set_health("web", name, False)
     assert delete.command == ofp.OFPFC_DELETE
     assert delete.cookie == rule.cookie and delete.cookie_mask == ofmsg.COOKIE_BACKEND_MASK
@@ -402,7 +425,7 @@ def test_refused_probes_take_the_backend_down_and_delete_its_flows():
     core = probed_core()
     client = frame(sport=41000)
     rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, client, 0.5)
-    victim = core.balancer.predict(ofmsg.flow_from_removed_match(rule.match))
+    victim = core.balancer.predict(flow_from_removed_match(rule.match))
     core.take_notices()
     messages = []
     for now in (1.0, 2.0):

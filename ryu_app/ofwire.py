@@ -91,8 +91,19 @@ def backend_actions(mac: str, tunnel_ip: str, vni: int, tunnel_port: int) -> byt
     )
 
 
+# The usual per-flow match in one pack: IPv4, TCP, both ports (51 bytes, padded to 56).
+_IPV4_TCP_MATCH = struct.Struct("!HH4sI4sH4sB4s4s4s4s4sH4sH")
+_IPV4_TCP_MATCH_HEAD = (OFPMT_OXM, _IPV4_TCP_MATCH.size, IN_PORT)
+_IPV4_TCP_MATCH_MIDDLE = (ETH_TYPE, ETH_IPV4, IP_PROTO, PROTO_TCP, IPV4_SRC)
+
+
 def flow_match(flow: Flow, uplink: int, with_source_port: bool) -> bytes:
     """The per-flow rule's OXM match (``ofmsg.flow_match``), in the framework's field order."""
+    if flow.version == 4 and flow.proto == PROTO_TCP and with_source_port:
+        return _IPV4_TCP_MATCH.pack(
+            *_IPV4_TCP_MATCH_HEAD, uplink, *_IPV4_TCP_MATCH_MIDDLE, flow.src, IPV4_DST, flow.dst,
+            TCP_SRC, flow.src_port, TCP_DST, flow.dst_port,
+        ) + bytes(5)  # fmt: skip
     if flow.version == 4:
         fields = ETH_TYPE + _U16.pack(ETH_IPV4)
         addresses = IPV4_SRC + flow.src + IPV4_DST + flow.dst

@@ -25,7 +25,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ryu_app.core.flowkey import Flow, flow_hash, hash_key, parse_protocol, table_key
+from ryu_app.core.flowkey import (
+    HASH_5TUPLE,
+    Flow,
+    flow_hash,
+    hash_key,
+    parse_protocol,
+    table_key,
+)
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
 from ryu_app.core.maglev import MaglevTable, build_table
 from topology.deployment import Backend, Vip
@@ -244,7 +251,8 @@ class Balancer:
                 return Decision(vip, owner[1], backend_id, True, key)
             self.flows.remove(key)
             self.counters.stale_entries += 1
-        name = state.table.lookup(flow_hash(hash_key(flow, vip.hash)))
+        hashed = key if vip.hash == HASH_5TUPLE else hash_key(flow, vip.hash)  # same bytes
+        name = state.table.lookup(flow_hash(hashed))
         if name is None:
             self.counters.no_backend += 1
             return None

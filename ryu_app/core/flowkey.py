@@ -101,8 +101,32 @@ class Flow(NamedTuple):
         return PROTOCOL_NAMES[self.proto]
 
 
+# The common case in one unpack: Ethernet, IPv4 without options, TCP.  MACs, ethertype,
+# version/IHL, total length, flags/fragment offset, protocol, addresses, ports, TCP data
+# offset and flags.
+_IPV4_TCP = struct.Struct("!6s6sHBxHxxHxB2x4s4sHH8xBB")
+_IPV4_TCP_LEN = 14 + 20 + 20  # the whole TCP header must be there, as parse_any_frame checks
+
+
 def parse_frame(frame: bytes) -> Flow:
     """Parse an untagged Ethernet frame carrying IPv4 or IPv6 and TCP or UDP."""
+    if len(frame) >= _IPV4_TCP_LEN:  # one unpack for IPv4 (no options) + TCP, the usual frame
+        (eth_dst, eth_src, ethertype, version_ihl, total_len, fragment, proto, src, dst,
+         src_port, dst_port, data_offset, flags) = _IPV4_TCP.unpack_from(frame)  # fmt: skip
+        if (
+            ethertype == ETH_IPV4
+            and version_ihl == 0x45
+            and proto == PROTO_TCP
+            and total_len >= 20
+            and not fragment & 0x3FFF
+            and data_offset >= 0x50
+        ):
+            return Flow(4, src, dst, PROTO_TCP, src_port, dst_port, flags, eth_src, eth_dst)
+    return parse_any_frame(frame)
+
+
+def parse_any_frame(frame: bytes) -> Flow:
+    """``parse_frame`` without its shortcut for the usual frame: every case, field by field."""
     if len(frame) < _ETH_HEADER.size:
         raise FrameError("truncated", f"{len(frame)} bytes is shorter than an Ethernet header")
     eth_dst, eth_src, ethertype = _ETH_HEADER.unpack_from(frame)

@@ -26,6 +26,7 @@ from ryu_app.core.flowkey import (
     flow_from_fields,
     flow_hash,
     hash_key,
+    parse_any_frame,
     parse_frame,
     table_key,
 )
@@ -490,6 +491,32 @@ def test_mutated_valid_frames_parse_or_raise_frame_error(name, mutations, cut, t
         frame[index % len(frame)] = value
     parse_or_frame_error(bytes(frame))
     parse_or_frame_error(bytes(frame[: len(frame) - cut]))
+
+
+def outcome(parse, frame):
+    try:
+        return parse(frame)
+    except FrameError as error:
+        return error.reason
+
+
+@given(
+    st.sampled_from(sorted(GOLDEN_FRAMES)),
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), max_size=4),
+    st.binary(max_size=16),
+)
+def test_the_shortcut_for_ipv4_tcp_gives_what_the_field_by_field_parse_gives(name, edits, tail):
+    """parse_frame's one-unpack shortcut must never answer differently from parse_any_frame;
+    the edits land in the headers, where they flip the shortcut's conditions."""
+    frame = bytearray(GOLDEN_FRAMES[name] + tail)
+    for index, value in edits:
+        frame[index % len(frame)] = value
+    assert outcome(parse_frame, bytes(frame)) == outcome(parse_any_frame, bytes(frame))
+
+
+def test_the_shortcut_is_taken_for_a_plain_ipv4_tcp_syn():
+    flow = parse_frame(IPV4_TCP_SYN)
+    assert flow == parse_any_frame(IPV4_TCP_SYN) and type(flow.src) is bytes
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,19 @@ REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
 GREEN_HUB = hub.HUB_TYPE == "eventlet"  # classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet
 
 
+if GREEN_HUB:
+    from eventlet import tpool
+
+    def _off_the_hub(function, *args):
+        """Run ``function`` in an OS thread: a green worker would hold every green thread
+        (the switch's input among them) for the whole of a table build."""
+        return tpool.execute(function, *args)
+else:
+
+    def _off_the_hub(function, *args):
+        return function(*args)  # the worker is an OS thread already
+
+
 class EventCall(event.EventBase):
     """Run ``function()`` on the app's event loop."""
 
@@ -172,23 +185,27 @@ class LockstepApp(compat.app_base_class()):
             LOG.info("%s", notice)
 
     def _build_tables(self, requests) -> None:
-        """Worker: build (pure, slow), then install on the event loop (a reference swap)."""
+        """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
+        as soon as it is built (a reference swap), so that a health change touching many VIPs
+        brings each its table without waiting for all the others."""
         cache = self.core.balancer.cache
-        try:
-            built = [(request, cache.build(request.key)) for request in requests]
-        except Exception:  # noqa: BLE001 - a worker must report, not vanish
-            LOG.exception("building Maglev tables failed")
-            built = []
-        self.send_event(self.name, EventCall(lambda: self._install_tables(built)))
+        for number, request in enumerate(requests, 1):
+            try:
+                table = _off_the_hub(cache.build, request.key)
+            except Exception:  # noqa: BLE001 - a worker must report, not vanish
+                LOG.exception("building the Maglev table of VIP %s failed", request.vip)
+                table = None
+            install = functools.partial(
+                self._install_table, request, table, number == len(requests)
+            )
+            self.send_event(self.name, EventCall(install))
 
-    def _install_tables(self, built) -> None:
-        self._building = False
-        for request, table in built:
-            if self.core.balancer.install_table(request, table):
-                LOG.info(
-                    "VIP %s: Maglev table rebuilt (%d backends)", request.vip, len(request.key[1])
-                )
-        self._after_change()
+    def _install_table(self, request, table, last: bool) -> None:
+        if table is not None and self.core.balancer.install_table(request, table):
+            LOG.info("VIP %s: Maglev table rebuilt (%d backends)", request.vip, len(request.key[1]))
+        if last:
+            self._building = False
+            self._after_change()
 
     def _ticker(self) -> None:
         while self.is_active:

@@ -37,7 +37,7 @@ hub = compat.load("lib.hub")
 LOG = logging.getLogger("lockstep.gateway")
 HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
-GREEN_HUB = hub.HUB_TYPE == "eventlet"  # classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet
+GREEN_HUB = compat.GREEN_HUB
 
 
 if GREEN_HUB:

@@ -50,6 +50,8 @@ if FRAMEWORK == "ryu":
     importlib.import_module("ryu.lib.hub").patch(thread=False)
 
 ofproto_v1_3 = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3")
+# Green threads (classic Ryu, or os-ken with OSKEN_HUB_TYPE=eventlet) or native OS threads.
+GREEN_HUB = importlib.import_module(f"{FRAMEWORK}.lib.hub").HUB_TYPE == "eventlet"
 ofproto_v1_3_parser = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3_parser")
 
 

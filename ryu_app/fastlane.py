@@ -50,7 +50,6 @@ OFP_VERSION = compat.ofproto_v1_3.OFP_VERSION
 FAST_TYPES = frozenset({compat.ofproto_v1_3.OFPT_PACKET_IN, compat.ofproto_v1_3.OFPT_FLOW_REMOVED})
 HEADER = struct.Struct("!BBHI")  # version, type, length, xid
 RECV_SIZE = 256 * 1024  # one read takes what the switch has sent (up to this much)
-YIELD_EVERY = 64  # bursts: let other green threads run under an eventlet hub (as os-ken does)
 
 Sink = Callable[["FastLaneDatapath", list], None]
 
@@ -92,7 +91,6 @@ class FastLaneDatapath(controller.Datapath):
 
     def _recv_loop(self):
         buffer = bytearray()
-        bursts = 0
         while self.state != handler.DEAD_DISPATCHER:
             try:
                 data = self.socket.recv(RECV_SIZE)
@@ -106,9 +104,9 @@ class FastLaneDatapath(controller.Datapath):
             used = self._dispatch(buffer)
             if used:
                 del buffer[:used]
-            bursts += 1
-            if bursts >= YIELD_EVERY:
-                bursts = 0
+            if (
+                compat.GREEN_HUB
+            ):  # a green socket with data waiting never yields: let the others run
                 hub.sleep(0)
 
     def _dispatch(self, buffer: bytearray) -> int:
@@ -155,7 +153,7 @@ class FastLaneDatapath(controller.Datapath):
 def new_lock():
     """A lock for this hub: a green one under eventlet (a thread lock held across a green
     switch would stop every green thread that then wants it), else a thread lock."""
-    return hub.Semaphore(1) if hub.HUB_TYPE == "eventlet" else threading.Lock()
+    return hub.Semaphore(1) if compat.GREEN_HUB else threading.Lock()
 
 
 def connection(sock, address) -> None:

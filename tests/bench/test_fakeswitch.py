@@ -1,11 +1,14 @@
 """The new-flow benchmark's fake switch speaks OpenFlow 1.3 as os-ken reads and writes it.
 
 Every message the switch writes is parsed back with os-ken's own parser, and every message it
-reads is one os-ken (through ``ryu_app.ofmsg``, or a plain app's way) serialised.
+reads is one os-ken (through ``ryu_app.ofmsg``, or a plain app's way) serialised, or one of
+Lockstep's own encodings (``ryu_app.ofwire``).  Health probes are Lockstep's prober's own, and
+the switch's answers go back into it.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -16,10 +19,12 @@ from os_ken.lib.packet import ipv4, packet, packet_utils, tcp
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from bench import fakeswitch
-from ryu_app import ofmsg
+from bench import fakeswitch, nullcontroller, switchwire
+from ryu_app import ofmsg, ofwire
 from ryu_app.core.flowkey import parse_frame
-from topology.deployment import Backend, Vip
+from ryu_app.core.packets import TCP_ACK, TCP_RST, TCP_SYN, parse_segment
+from ryu_app.core.prober import Prober
+from topology.deployment import Backend, HealthCheck, Vip
 
 DATAPATH = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=parser, id=1)
 VIP = Vip(
@@ -29,7 +34,7 @@ VIP = Vip(
     backends=(Backend("vm1", "192.168.100.11", "02:00:00:00:01:01"),),
 )
 # First flow, last port of the first client, first of the second, and one far away.
-INDICES = [0, fakeswitch.PORTS_PER_CLIENT - 1, fakeswitch.PORTS_PER_CLIENT, 1_000_003]
+INDICES = [0, switchwire.PORTS_PER_CLIENT - 1, switchwire.PORTS_PER_CLIENT, 1_000_003]
 
 
 def parse(data: bytes):
@@ -46,25 +51,25 @@ def serialise(message) -> bytes:
 
 
 def expected_client(index: int) -> tuple[str, int]:
-    client, port = divmod(index, fakeswitch.PORTS_PER_CLIENT)
-    address = socket.inet_ntoa((fakeswitch.CLIENT_NET + client).to_bytes(4, "big"))
-    return address, fakeswitch.FIRST_PORT + port
+    client, port = divmod(index, switchwire.PORTS_PER_CLIENT)
+    address = socket.inet_ntoa((switchwire.CLIENT_NET + client).to_bytes(4, "big"))
+    return address, switchwire.FIRST_PORT + port
 
 
 @pytest.mark.parametrize("index", INDICES)
 def test_packet_in_is_an_unbuffered_syn_with_valid_checksums(index):
-    message = parse(fakeswitch.SynFactory().packet_in(index))
+    message = parse(switchwire.SynFactory().packet_in(index))
     assert isinstance(message, parser.OFPPacketIn)
     assert message.xid == index
     assert message.buffer_id == ofproto_v1_3.OFP_NO_BUFFER
     assert message.reason == ofproto_v1_3.OFPR_ACTION
-    assert message.match["in_port"] == fakeswitch.UPLINK[0]
-    assert message.total_len == len(message.data) == fakeswitch.FRAME_LEN
+    assert message.match["in_port"] == switchwire.UPLINK[0]
+    assert message.total_len == len(message.data) == switchwire.FRAME_LEN
 
     frame = packet.Packet(message.data)
     ip, segment = frame.get_protocol(ipv4.ipv4), frame.get_protocol(tcp.tcp)
     assert (ip.src, segment.src_port) == expected_client(index)
-    assert (ip.dst, segment.dst_port) == fakeswitch.VIP
+    assert (ip.dst, segment.dst_port) == switchwire.VIP
     assert segment.has_flags(tcp.TCP_SYN) and not segment.has_flags(tcp.TCP_ACK)
     header = message.data[14:34]
     assert packet_utils.checksum(header) == 0
@@ -73,21 +78,21 @@ def test_packet_in_is_an_unbuffered_syn_with_valid_checksums(index):
 
 
 def test_consecutive_packet_ins_are_distinct_flows():
-    syns = fakeswitch.SynFactory()
-    frames = {syns.packet_in(index)[-fakeswitch.FRAME_LEN :] for index in range(70_000)}
+    syns = switchwire.SynFactory()
+    frames = {syns.packet_in(index)[-switchwire.FRAME_LEN :] for index in range(70_000)}
     assert len(frames) == 70_000
 
 
 @pytest.mark.parametrize("index", INDICES)
 def test_lockstep_flow_rule_and_packet_out_name_their_flow(index):
-    frame = fakeswitch.SynFactory().packet_in(index)[-fakeswitch.FRAME_LEN :]
+    frame = switchwire.SynFactory().packet_in(index)[-switchwire.FRAME_LEN :]
     flow = parse_frame(frame)
     ports = ofmsg.Ports(1, 2)
     rule = serialise(ofmsg.flow_rule(flow, VIP, VIP.backends[0], 3, ports))
     actions = ofmsg.backend_actions(VIP, VIP.backends[0], ports.tunnel)
     out = serialise(ofmsg.packet_out(1, actions, ofproto_v1_3.OFP_NO_BUFFER, frame))
-    assert fakeswitch.flow_mod_index(rule, 0, len(rule)) == index
-    assert fakeswitch.packet_out_index(out, 0, len(out)) == index
+    assert switchwire.flow_mod_index(rule, 0, len(rule)) == index
+    assert switchwire.packet_out_index(out, 0, len(out)) == index
 
 
 def test_a_plain_apps_flow_mod_in_another_field_order_names_its_flow():
@@ -96,7 +101,7 @@ def test_a_plain_apps_flow_mod_in_another_field_order_names_its_flow():
         tcp_src=port, in_port=1, ipv4_src=address, eth_type=0x0800, ip_proto=6, tcp_dst=80
     )
     rule = serialise(parser.OFPFlowMod(DATAPATH, match=match, priority=200))
-    assert fakeswitch.flow_mod_index(rule, 0, len(rule)) == 123_456
+    assert switchwire.flow_mod_index(rule, 0, len(rule)) == 123_456
 
 
 def test_other_flow_mods_and_packet_outs_name_no_flow():
@@ -104,29 +109,29 @@ def test_other_flow_mods_and_packet_outs_name_no_flow():
     delete = serialise(ofmsg.delete_own_flows())
     arp = bytes.fromhex("ffffffffffff0200000000010806") + bytes(28)
     probe = serialise(parser.OFPPacketOut(DATAPATH, ofproto_v1_3.OFP_NO_BUFFER, 2, [], data=arp))
-    assert fakeswitch.flow_mod_index(punt, 0, len(punt)) == -1
-    assert fakeswitch.flow_mod_index(delete, 0, len(delete)) == -1
-    assert fakeswitch.packet_out_index(probe, 0, len(probe)) == -1
+    assert switchwire.flow_mod_index(punt, 0, len(punt)) == -1
+    assert switchwire.flow_mod_index(delete, 0, len(delete)) == -1
+    assert switchwire.packet_out_index(probe, 0, len(probe)) == -1
 
 
 def test_handshake_replies_parse_with_os_ken():
-    features = parse(fakeswitch.features_reply(9, 0xABC))
+    features = parse(switchwire.features_reply(9, 0xABC))
     assert isinstance(features, parser.OFPSwitchFeatures)
     assert (features.xid, features.datapath_id) == (9, 0xABC)
 
-    ports = parse(fakeswitch.port_desc_reply(10, [(1, "gw1-eth0"), (2, "gw1-vxlan")]))
+    ports = parse(switchwire.port_desc_reply(10, [(1, "gw1-eth0"), (2, "gw1-vxlan")]))
     assert isinstance(ports, parser.OFPPortDescStatsReply)
     assert ports.xid == 10
     assert [(p.port_no, p.name) for p in ports.body] == [(1, b"gw1-eth0"), (2, b"gw1-vxlan")]
 
-    echo = parse(fakeswitch.reply(fakeswitch.OFPT_ECHO_REPLY, 11, b"ping"))
+    echo = parse(switchwire.reply(switchwire.OFPT_ECHO_REPLY, 11, b"ping"))
     assert isinstance(echo, parser.OFPEchoReply)
     assert (echo.xid, echo.data) == (11, b"ping")
 
 
 def test_null_controllers_flow_mod_parses_with_os_ken():
-    oxms = fakeswitch.oxm(0, (1).to_bytes(4, "big")) + fakeswitch.oxm(5, b"\x08\x00")
-    message = fakeswitch.flow_mod(5, 200, fakeswitch.match(oxms), fakeswitch.output(2), cookie=9)
+    oxms = switchwire.oxm(0, (1).to_bytes(4, "big")) + switchwire.oxm(5, b"\x08\x00")
+    message = switchwire.flow_mod(5, 200, switchwire.match(oxms), switchwire.output(2), cookie=9)
     rule = parse(message)
     assert isinstance(rule, parser.OFPFlowMod)
     assert (rule.xid, rule.priority, rule.cookie, rule.command) == (5, 200, 9, 0)
@@ -137,7 +142,9 @@ def test_null_controllers_flow_mod_parses_with_os_ken():
 
 def test_switch_counts_flows_against_the_null_controller():
     server = socket.create_server(("127.0.0.1", 0))
-    controller = threading.Thread(target=fakeswitch.null_controller, args=(server,), daemon=True)
+    controller = threading.Thread(
+        target=nullcontroller.null_controller, args=(server,), daemon=True
+    )
     controller.start()
     switch = fakeswitch.FakeSwitch.connect(server.getsockname(), time.monotonic() + 5)
     try:
@@ -155,3 +162,109 @@ def test_switch_counts_flows_against_the_null_controller():
     assert counters.duplicates == counters.foreign_packet_outs == 0
     assert counters.flow_mods == counters.packet_outs + 1  # the table miss
     assert counters.packet_outs == switch.next_index == switch.done
+
+
+# ---- several VIPs, health probes, tunnels (the rebuild phase) ----------------------------------
+
+SERVICES = [(f"10.0.0.{i}", 80) for i in range(1, 4)]
+GATEWAY = "10.0.1.1"
+HEALTH = HealthCheck(type="tcp", interval=1.0, timeout=0.5, rise=1, fall=1)
+VIP3 = Vip(name="vip3", address="10.0.0.3", port=80, health=HEALTH, backends=VIP.backends)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 1_000_003])
+def test_flows_go_round_the_vips_with_valid_checksums(index):
+    message = parse(switchwire.SynFactory(SERVICES).packet_in(index))
+    frame = packet.Packet(message.data)
+    ip, segment = frame.get_protocol(ipv4.ipv4), frame.get_protocol(tcp.tcp)
+    assert (ip.dst, segment.dst_port) == SERVICES[switchwire.vip_of(index, len(SERVICES))]
+    assert (ip.src, segment.src_port) == expected_client(index) == switchwire.flow_source(index)
+    assert packet_utils.checksum(message.data[14:34]) == 0
+    assert packet_utils.checksum_ip(ip, len(message.data) - 34, message.data[34:]) == 0
+
+
+def probe_syn() -> tuple[Prober, bytes, bytes]:
+    """Lockstep's prober starts a probe of vm1: (prober, the SYN frame, its packet-out)."""
+    prober = Prober([socket.inet_aton(GATEWAY)], switchwire.GATEWAY_MAC, random.Random(3))
+    prober.set_vip(VIP3, {"vm1"}, 0.0)
+    [send] = prober.due(1.0)
+    actions = ofmsg.backend_actions(VIP3, VIP3.backends[0], 2)
+    return prober, send.frame, serialise(ofmsg.controller_packet_out(actions, send.frame))
+
+
+def test_a_probe_answer_is_the_syn_ack_locksteps_prober_waits_for():
+    prober, syn_frame, _ = probe_syn()
+    syn = parse_segment(syn_frame)
+    message = parse(switchwire.probe_answer(syn_frame))
+    assert isinstance(message, parser.OFPPacketIn)
+    assert message.match["in_port"] == switchwire.UPLINK[0]
+    answer = parse_segment(message.data)
+    assert (answer.src, answer.src_port) == (syn.dst, syn.dst_port)  # from the VIP's service
+    assert (answer.dst, answer.dst_port) == (syn.src, syn.src_port)  # to the probe's port
+    assert answer.ack == syn.seq + 1 and answer.flags == TCP_SYN | TCP_ACK
+    assert message.data[:6] == switchwire.GATEWAY_MAC  # to the gateway, from the router
+    ip = packet.Packet(message.data).get_protocol(ipv4.ipv4)
+    assert packet_utils.checksum(message.data[14:34]) == 0
+    assert packet_utils.checksum_ip(ip, len(message.data) - 34, message.data[34:]) == 0
+    sends, _ = prober.on_segment(answer, 1.1)
+    assert prober.results[True] == 1  # a success; the prober closes with a reset
+    assert [parse_segment(send.frame).flags for send in sends] == [TCP_RST]
+    assert switchwire.probe_answer(sends[0].frame) is None  # no answer to the reset
+    assert (
+        switchwire.probe_answer(bytes.fromhex("ffffffffffff0200000000010806") + bytes(28)) is None
+    )
+
+
+def test_the_tunnel_endpoint_of_flow_mods_and_packet_outs():
+    vm1 = switchwire.address_int(VIP3.backends[0].tunnel_ip)
+    _, _, probe = probe_syn()
+    assert switchwire.packet_out_tunnel(probe, 0) == vm1
+    frame = switchwire.SynFactory().packet_in(5)[-switchwire.FRAME_LEN :]
+    ports = ofmsg.Ports(1, 2)
+    rule = serialise(ofmsg.flow_rule(parse_frame(frame), VIP3, VIP3.backends[0], 3, ports))
+    assert switchwire.flow_mod_tunnel(rule, 0, len(rule)) == vm1
+    actions = ofwire.backend_actions("02:00:00:00:01:01", VIP3.backends[0].tunnel_ip, 100, 2)
+    out = ofwire.packet_out(1, ofproto_v1_3.OFP_NO_BUFFER, actions, frame)
+    assert switchwire.packet_out_tunnel(out, 0) == vm1
+    plain = switchwire.flow_mod(1, 200, switchwire.match(b""), switchwire.output(2))
+    delete = serialise(ofmsg.delete_own_flows())
+    assert switchwire.flow_mod_tunnel(plain, 0, len(plain)) == -1
+    assert switchwire.flow_mod_tunnel(delete, 0, len(delete)) == -1
+
+
+def test_switch_answers_probes_unless_silenced_and_watches_where_flows_go():
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(2)
+    switch = fakeswitch.FakeSwitch(ours, vips=[("10.0.0.3", 80)])
+    switch.answer_probes = True
+    _, _, probe = probe_syn()
+
+    def deliver(*messages: bytes) -> None:
+        theirs.sendall(b"".join(messages))
+        deadline = time.monotonic() + 0.3  # local: everything is read well before
+        while time.monotonic() < deadline:
+            switch.pump(0.02)
+
+    deliver(probe)
+    assert isinstance(parse(theirs.recv(4096)), parser.OFPPacketIn)
+    switch.silence(VIP3.backends[0].tunnel_ip)
+    deliver(probe)
+    assert (switch.counters.probes_answered, switch.counters.probes_silenced) == (1, 1)
+
+    switch.watch_tunnel = switchwire.address_int(VIP3.backends[0].tunnel_ip)
+    switch._send_syns(3, time.perf_counter())  # flows 0, 1 and 2 are out
+    ports = ofmsg.Ports(1, 2)
+
+    def rule(index: int, backend_id: int) -> bytes:
+        frame = switchwire.SynFactory().packet_in(index)[-switchwire.FRAME_LEN :]
+        flow = parse_frame(frame)
+        return serialise(ofmsg.flow_rule(flow, VIP3, VIP3.backends[0], backend_id, ports))
+
+    deliver(rule(0, 7), serialise(ofmsg.delete_backend_flows(7)), rule(1, 7), rule(2, 8))
+    assert switch.witnesses == {0: (0, 7)}  # the first flow placed on the watched endpoint
+    assert list(switch.backend_deletes) == [7]
+    assert switch.counters.watched_flows == 3
+    assert switch.counters.placed_after_delete == 1  # flow 1, on backend 7 after its delete
+    ours.close()
+    theirs.close()

@@ -30,6 +30,8 @@ from topology.deployment import Gateway, Vip
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
 # known flow after that means the rule is gone (switch reconnected, rule lost): install again.
 RECENT_INSTALL_SECONDS = 2.0
+OFPP_CONTROLLER = 0xFFFFFFFD  # in_port of a frame the controller wrote itself
+NO_BUFFER = ofwire.OFP_NO_BUFFER
 
 
 def default_mac(dpid: int) -> str:
@@ -294,8 +296,9 @@ class GatewayCore:
             backend = state.vip.backend(send.backend) if state else None
             if backend is None or self.ports is None:
                 continue
-            actions = ofmsg.backend_actions(state.vip, backend, self.ports.tunnel)
-            messages.append(ofmsg.controller_packet_out(actions, send.frame))
+            vni, tunnel = state.vip.vni, self.ports.tunnel
+            actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vni, tunnel)
+            messages.append(ofwire.packet_out(OFPP_CONTROLLER, NO_BUFFER, actions, send.frame))
         return messages
 
     def _apply(self, verdicts: list[Verdict]) -> list:

@@ -26,7 +26,9 @@ the shell sends the frames and feeds the replies.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import random
 import re
 from collections.abc import Iterable
@@ -94,6 +96,11 @@ class Prober:
         self.mac = mac
         self.rng = rng or random.Random()
         self.states: dict[tuple[str, str], HealthState] = {}
+        # When each backend's next probe is due: a heap of (time, tie-breaker, key), and the
+        # one time per key that counts (heap entries of replaced or removed states are stale).
+        self._schedule: list[tuple[float, int, tuple[str, str]]] = []
+        self._scheduled: dict[tuple[str, str], float] = {}
+        self._tie = itertools.count()
         self.targets: dict[str, _Target] = {}
         self._probes: dict[int, _Probe] = {}
         self._active: dict[tuple[str, str], int] = {}  # (vip, backend) -> port in flight
@@ -133,12 +140,14 @@ class Prober:
             if old is not None and old.policy == policy and old.state == initial:
                 continue
             self._drop_probes(lambda probe, key=key: (probe.vip, probe.backend) == key)
-            self.states[key] = HealthState(policy, now, initial, phase=self.rng.random())
+            self.states[key] = state = HealthState(policy, now, initial, phase=self.rng.random())
+            self._plan(key, state.next_probe_at)
 
     def remove_vip(self, name: str, keep: set[str] | frozenset = frozenset()) -> None:
         self.targets.pop(name, None)
         for key in [k for k in self.states if k[0] == name and k[1] not in keep]:
             del self.states[key]
+            del self._scheduled[key]
         self._drop_probes(lambda probe: probe.vip == name and probe.backend not in keep)
 
     def abandon(self) -> None:
@@ -157,21 +166,33 @@ class Prober:
     # ---- the probe cycle -------------------------------------------------------------------
 
     def due(self, now: float) -> list[Send]:
-        """Start every probe whose time has come."""
-        sends = []
-        for key, state in self.states.items():
-            if not state.due(now):
+        """Start every probe whose time has come.  O(probes started): called every few tens
+        of ms with thousands of backends, it must not look at the ones not due."""
+        sends, busy = [], []
+        schedule = self._schedule
+        while schedule and schedule[0][0] <= now:
+            at, _, key = heapq.heappop(schedule)
+            state = self.states.get(key)
+            if state is None or self._scheduled.get(key) != at:
+                continue  # the backend went, or was planned again since
+            port = self._free_port() if state.probe_started_at is None else None
+            if port is None:  # its last probe is still out (timeout > interval), or no port
+                busy.append(key)  # is free: look again on the next call
                 continue
-            target = self.targets[key[0]]
-            port = self._free_port()
-            if port is None:
-                break
             deadline = state.start_probe(now)
+            self._plan(key, state.next_probe_at)
+            target = self.targets[key[0]]
             probe = _Probe(key[0], key[1], port, self.rng.getrandbits(32), deadline)
             self._probes[port] = probe
             self._active[key] = port
             sends.append(self._send(target, probe, probe.isn, 0, TCP_SYN))
+        for key in busy:
+            self._plan(key, now)
         return sends
+
+    def _plan(self, key: tuple[str, str], at: float) -> None:
+        self._scheduled[key] = at
+        heapq.heappush(self._schedule, (at, next(self._tie), key))
 
     def expire(self, now: float) -> list[Verdict]:
         """Probes whose timeout passed without an answer count as failures."""

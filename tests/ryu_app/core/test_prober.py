@@ -490,3 +490,44 @@ def test_a_vip_moved_to_an_ip_version_without_a_source_is_no_longer_probed():
     pr = prober(vip(), addresses=(GW4,))
     pr.set_vip(vip(address="fd00:100::80"), ALL, 0.5)
     assert pr.due(100.0) == []
+
+
+def naive_due(pr: Prober, now: float) -> set[tuple[str, str]]:
+    """Which backends a full scan of the health states calls due (the oracle for the schedule)."""
+    return {key for key, state in pr.states.items() if state.due(now)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_schedule_starts_exactly_the_probes_a_full_scan_would(seed):
+    """Ticks at uneven times, answers or none, a VIP replaced and one removed on the way: the
+    heap-driven ``due`` starts a probe for every backend a scan finds due, and only those."""
+    rng = random.Random(seed)
+    slow = HealthCheck(type="tcp", interval=0.3, timeout=0.3, rise=1, fall=3)  # may overlap
+    pr = prober(vip(), vip(name="api", port=81, health=slow))
+    now = 0.0
+    for tick in range(400):
+        now += rng.uniform(0.005, 0.05)
+        pr.expire(now)
+        expected = naive_due(pr, now)
+        started = {(send.vip, send.backend) for send in pr.due(now)}
+        assert started == expected, (tick, now)
+        for send in rng.sample([s for s in pr._probes.values()], k=len(pr._probes) // 2):
+            segment = Segment(
+                ipaddress.ip_address("10.0.0.100").packed, pr.targets[send.vip].port,
+                GW4, send.port, 5000, (send.isn + 1) & 0xFFFFFFFF, TCP_SYN | TCP_ACK, b"",
+            )  # fmt: skip
+            pr.on_segment(segment, now + 0.001)
+        if tick == 100:
+            pr.set_vip(vip(backends=BACKENDS[:2]), {"vm1", "vm2"}, now)
+        if tick == 200:
+            pr.remove_vip("api")
+    assert pr.sent > 50  # the comparison above ran over many probes
+
+
+def test_due_with_ten_thousand_backends_only_looks_at_the_due_ones():
+    many = tuple(Backend(f"vm{i}", "192.168.100.10", "02:00:00:00:01:01") for i in range(10_000))
+    pr = prober(vip(backends=many, health=HealthCheck(type="tcp", interval=10.0, timeout=1.0)))
+    first = pr.due(0.001)  # phases spread the first probes over the 10 s interval
+    assert 0 <= len(first) < 20
+    assert len(pr.due(10.0)) + len(first) <= 10_000
+    assert all(not state.due(10.0) for state in pr.states.values())

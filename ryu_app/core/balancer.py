@@ -182,9 +182,12 @@ class Balancer:
                 self._backends.pop(backend_id, None)
 
     def _new_id(self) -> int:
-        backend_id = self._next_id
-        self._next_id = self._next_id + 1 if self._next_id < MAX_BACKEND_ID else 1
-        return backend_id
+        """The next id that neither a backend nor a flow-table entry still uses (ids wrap)."""
+        while True:
+            backend_id = self._next_id
+            self._next_id = self._next_id + 1 if self._next_id < MAX_BACKEND_ID else 1
+            if backend_id not in self._backends and not self.flows.holds(backend_id):
+                return backend_id
 
     # ---- health and tables -----------------------------------------------------------------
 
@@ -199,8 +202,19 @@ class Balancer:
             state.healthy.add(backend_name)
         else:
             state.healthy.discard(backend_name)
-            self.flows.drop_backend(state.backend_ids[backend_name])
+            self._retire(state, backend_name)
         return self._request_if_needed(state)
+
+    def _retire(self, state: VipState, backend_name: str) -> None:
+        """A backend went down: its flows are over.  Its id is retired (the flow table sweeps
+        the entries that name it, a slice at a time; ``pick`` treats a hit on it as stale) and
+        it gets a new one, so flows it takes after coming back are told apart from those."""
+        old_id = state.backend_ids[backend_name]
+        self.flows.drop_backend(old_id)
+        self._backends.pop(old_id, None)
+        new_id = self._new_id()
+        state.backend_ids[backend_name] = new_id
+        self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
 
     def _request_if_needed(self, state: VipState) -> list[TableRequest]:
         key = state.wanted_key()

@@ -62,6 +62,9 @@ class FlowTable:
         self.counters = FlowTableCounters()
         self._entries: dict[bytes, int] = {}
         self._per_backend: dict[int, int] = {}  # backend id -> entries (kept, not counted)
+        self._doomed: set[int] = set()  # dropped backends whose entries the next pass removes
+        self._sweeping: frozenset[int] = frozenset()  # ... and those the current pass removes
+        self._sweep: Iterator[bytes] | None = None  # the current pass: keys still to look at
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -171,16 +174,58 @@ class FlowTable:
         self.counters.expirations += len(doomed)
         return len(doomed)
 
-    def drop_backend(self, backend_id: int) -> int:
-        """Remove every entry of one backend (it went down); returns how many.  O(entries)."""
-        if backend_id not in self._per_backend:
-            return 0
-        doomed = [k for k, packed in self._entries.items() if packed & _BACKEND_MASK == backend_id]
-        for key in doomed:
-            del self._entries[key]
-        self._per_backend.pop(backend_id, None)
-        self.counters.removals += len(doomed)
-        return len(doomed)
+    def drop_backend(self, backend_id: int) -> None:
+        """Have every entry of one backend removed (it went down) by the coming ``sweep``s.
+
+        Not at once: finding them means looking at every entry (~50 ms for a million), too
+        long to hold up new flows.  Until swept they stay, so the caller must stop using the
+        id at once (the balancer gives the backend a new one) and treat a hit on it as stale.
+        """
+        if backend_id in self._per_backend:
+            self._doomed.add(backend_id)
+
+    def sweep(self, limit: int | None = None) -> int:
+        """Look at up to ``limit`` entries (None: all) for those of dropped backends and remove
+        them; returns how many were removed.  A pass runs over the keys the table had when it
+        started (a snapshot: the table may change between calls); ids dropped during a pass
+        are swept by the next one."""
+        removed = 0
+        while limit is None or limit > 0:
+            if self._sweep is None:
+                if not self._doomed:
+                    break
+                self._sweeping, self._doomed = frozenset(self._doomed), set()
+                self._sweep = iter(list(self._entries))
+            looked, found = self._sweep_slice(limit)
+            removed += found
+            if limit is not None:
+                if looked == limit:
+                    break  # the budget is spent (the pass may or may not be over)
+                limit -= looked
+            self._sweep, self._sweeping = None, frozenset()  # the pass is over
+        self.counters.removals += removed
+        return removed
+
+    def _sweep_slice(self, limit: int | None) -> tuple[int, int]:
+        entries, sweeping = self._entries, self._sweeping
+        looked = removed = 0
+        for key in itertools.islice(self._sweep, limit):
+            looked += 1
+            packed = entries.get(key)
+            if packed is not None and packed & _BACKEND_MASK in sweeping:
+                del entries[key]
+                self._forget(packed)
+                removed += 1
+        return looked, removed
+
+    @property
+    def sweeping(self) -> bool:
+        """Entries of dropped backends may still be in the table."""
+        return self._sweep is not None or bool(self._doomed)
+
+    def holds(self, backend_id: int) -> bool:
+        """Whether any entry (swept or not yet) names this backend id."""
+        return backend_id in self._per_backend
 
     def items(self, now: float) -> Iterator[tuple[bytes, int, float | None]]:
         """(key, backend id, seconds until idle expiry or None if pinned) of live entries,

@@ -30,6 +30,9 @@ from topology.deployment import Gateway, Vip
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
 # known flow after that means the rule is gone (switch reconnected, rule lost): install again.
 RECENT_INSTALL_SECONDS = 2.0
+# Flow-table entries looked at per health tick for those of backends that went down: ~1 ms
+# here, so a million entries are swept in ~2 s without holding up new flows.
+SWEEP_PER_TICK = 20_000
 OFPP_CONTROLLER = 0xFFFFFFFD  # in_port of a frame the controller wrote itself
 NO_BUFFER = ofwire.OFP_NO_BUFFER
 
@@ -283,7 +286,9 @@ class GatewayCore:
     # ---- health --------------------------------------------------------------------------
 
     def health_tick(self, now: float) -> list:
-        """Called often (every few tens of ms): time out late probes, start due ones."""
+        """Called often (every few tens of ms): time out late probes, start due ones, and
+        sweep a slice of the flow table for entries of backends that went down."""
+        self.balancer.flows.sweep(SWEEP_PER_TICK)
         messages = self._apply(self.prober.expire(now))
         if self.ports is not None:  # probes travel through the switch
             messages += self._probe_packets(self.prober.due(now))
@@ -315,11 +320,11 @@ class GatewayCore:
     def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> list:
         """This gateway's own verdict on a backend.  Down: its rules go from the switch now,
         its entries from the table; the rebuilt Maglev table is requested in ``pending``."""
-        state = self.balancer.vips[vip_name]
+        backend_id = self.balancer.vips[vip_name].backend_ids.get(backend_name)
         self.pending += self.balancer.set_health(vip_name, backend_name, healthy)
         if healthy or self.ports is None:
             return []
-        return [ofmsg.delete_backend_flows(state.backend_ids[backend_name])]
+        return [ofmsg.delete_backend_flows(backend_id)]  # by its id before it went down
 
     def take_pending(self) -> list[TableRequest]:
         pending, self.pending = self.pending, []

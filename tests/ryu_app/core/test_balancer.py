@@ -80,16 +80,43 @@ def test_non_syn_miss_is_counted_separately():
     assert balancer.flows.counters.tcp_non_syn_misses == 1
 
 
-def test_backend_down_drops_its_flow_table_entries_at_once():
+def test_backend_down_ends_its_flows_at_once_and_its_entries_are_swept():
     balancer = ready(make_vip(count=5))
-    for flow in random_flows(1000):
-        balancer.pick(flow, 0.0)
+    flows = random_flows(1000)
+    placed = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
     victim_id = balancer.vips["web"].backend_ids["vm3"]
     assert balancer.flows.count_by_backend()[victim_id] > 0
     assert balancer.set_health("web", "vm3", False)  # a rebuild is requested ...
-    # ... and before it lands, the victim's entries are already gone.
+    # ... and before it lands, no flow of the victim is served from the table any more.
+    victims = [flow for flow in flows if placed[flow] == "vm3"]
+    for flow in victims[:10]:
+        decision = balancer.pick(flow, 1.0)  # the old table still names vm3: dropped
+        assert decision is None or (decision.backend.name != "vm3" and not decision.from_table)
+    assert balancer.counters.stale_entries == 10
+    assert balancer.flows.sweeping
+    balancer.flows.sweep()
     assert victim_id not in balancer.flows.count_by_backend()
+    assert len(balancer.flows) == 1000 - len(victims)
     assert balancer.set_health("web", "vm3", False) == []  # idempotent
+
+
+def test_a_backend_back_up_has_a_new_id_so_the_sweep_spares_its_new_flows():
+    balancer = ready(make_vip(count=5))
+    for flow in random_flows(500):
+        balancer.pick(flow, 0.0)
+    old_id = balancer.vips["web"].backend_ids["vm3"]
+    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    balancer.rebuild_now(balancer.set_health("web", "vm3", True))
+    new_id = balancer.vips["web"].backend_ids["vm3"]
+    assert new_id != old_id and balancer.backend_of(old_id) is None
+    assert balancer.backend_of(new_id)[1].name == "vm3"
+    fresh = [
+        d for f in random_flows(500, seed=9) if (d := balancer.pick(f, 2.0)).backend_id == new_id
+    ]
+    assert fresh, "vm3 takes new flows again"
+    balancer.flows.sweep()
+    counts = balancer.flows.count_by_backend()
+    assert old_id not in counts and counts[new_id] == len(fresh)
 
 
 def test_backend_down_then_rebuild_moves_only_the_victims_flows():

@@ -312,15 +312,50 @@ def test_drop_backend_removes_only_that_backends_entries():
     table.put(b"c", 1, 0.0, 10)
     table.put(b"d", 3, 0.0, 10)
     table.put(b"e", 0, 0.0, 10)
-    assert table.drop_backend(1) == 2
+    table.drop_backend(1)
+    assert len(table) == 5, "dropped entries go when swept, not before"
+    assert table.sweep() == 2
     assert sorted(key for key, _, _ in table.items(1.0)) == [b"b", b"d", b"e"]
     assert table.counters.removals == 2
-    assert table.drop_backend(1) == 0
-    assert table.drop_backend(99) == 0
-    assert table.drop_backend(0) == 1
+    table.drop_backend(1)
+    table.drop_backend(99)
+    assert table.sweep() == 0 and not table.sweeping
+    table.drop_backend(0)
+    assert table.sweep() == 1
     assert b"e" not in table
     assert table.counters.removals == 3
     assert table.count_by_backend() == {2: 1, 3: 1}
+
+
+def test_a_sweep_goes_a_slice_at_a_time_while_the_table_changes():
+    table = FlowTable(1000)
+    for index in range(300):
+        table.put(index.to_bytes(2, "big"), index % 3, 0.0, PINNED)  # backends 0, 1, 2
+    table.drop_backend(1)
+    assert table.sweeping
+    assert table.sweep(100) == 33  # keys 0..99: 1, 4, ..., 97
+    table.remove((4).to_bytes(2, "big"))  # gone already: nothing to do
+    table.remove((7).to_bytes(2, "big"))  # swept already
+    table.remove((103).to_bytes(2, "big"))  # not yet swept: removed by hand
+    table.put((106).to_bytes(2, "big"), 5, 0.0, PINNED)  # moved to another backend meanwhile
+    table.put(b"new", 5, 0.0, PINNED)  # after the snapshot: not looked at, not backend 1
+    table.drop_backend(2)  # waits for the next pass
+    removed = table.sweep(100) + table.sweep(100)  # keys 100..299: the rest of the pass
+    assert removed == 100 - 33 - 2  # backend 1's entries, less 103 (removed) and 106 (moved)
+    assert table.sweeping, "backend 2's pass is still to come"
+    assert table.count_by_backend() == {0: 100, 2: 100, 5: 2}
+    assert table.sweep() == 100 and not table.sweeping
+    assert table.count_by_backend() == {0: 100, 5: 2}
+    assert table.sweep(100) == 0
+
+
+def test_holds_tells_whether_any_entry_still_names_a_backend():
+    table = FlowTable(10)
+    table.put(b"a", 7, 0.0, 10)
+    table.drop_backend(7)
+    assert table.holds(7) and not table.holds(8)
+    table.sweep()
+    assert not table.holds(7)
 
 
 def test_count_by_backend():
@@ -423,6 +458,7 @@ def test_counts_by_backend_follow_every_way_an_entry_leaves():
     assert table.count_by_backend() == {2: 2, 3: 1}
     table.remove(b"d")
     table.drop_backend(2)
+    table.sweep()
     assert table.count_by_backend() == {}
     table.put(b"e", 4, 0.0, 1)
     assert table.get(b"e", 5.0) is None  # expired on read
@@ -534,7 +570,9 @@ class FlowTableMachine(RuleBasedStateMachine):
         for key in doomed:
             del self.model[key]
         self.counts["removals"] += len(doomed)
-        assert self.table.drop_backend(backend) == len(doomed)
+        self.table.drop_backend(backend)
+        assert self.table.sweep() == len(doomed)
+        assert not self.table.sweeping
 
     @invariant()
     def same_contents(self):

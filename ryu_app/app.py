@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 
-from ryu_app import compat, fastlane, rest, settings, statefile
+from ryu_app import builder, compat, fastlane, rest, settings, statefile
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.service import GatewayService
 
@@ -87,6 +87,9 @@ class LockstepApp(compat.app_base_class()):
         self.core.balancer.rebuild_now(self.core.take_pending())
         self._log_notices()
         self.datapath = None
+        # Under classic Ryu the process is monkey-patched by eventlet (compat.py), and a pipe
+        # read from a thread of its thread pool would be a green read off its hub: build here.
+        self.builder = builder.TableBuilder(in_process=compat.FRAMEWORK == "ryu")
         self.handler_errors = 0
         self._tick_queued = False
         self._building = False
@@ -188,10 +191,9 @@ class LockstepApp(compat.app_base_class()):
         """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
         as soon as it is built (a reference swap), so that a health change touching many VIPs
         brings each its table without waiting for all the others."""
-        cache = self.core.balancer.cache
         for number, request in enumerate(requests, 1):
             try:
-                table = _off_the_hub(cache.build, request.key)
+                table = _off_the_hub(self.builder.build, request.key)
             except Exception:  # noqa: BLE001 - a worker must report, not vanish
                 LOG.exception("building the Maglev table of VIP %s failed", request.vip)
                 table = None

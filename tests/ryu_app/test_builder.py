@@ -1,0 +1,101 @@
+"""TableBuilder: tables from a worker process equal the ones built here, a failing build hands
+its error back, and the worker never outlives the controller (closed or killed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ryu_app.builder import TableBuilder
+from ryu_app.core.maglev import build_table
+
+KEY = (251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_builds_the_same_table_as_this_process():
+    builder = TableBuilder()
+    try:
+        table = builder.build(KEY)
+        assert builder._process is not None and builder._process.is_alive()
+        assert table == build_table(KEY[1], KEY[0])
+        assert builder.build((7, (("a", 1),))) == build_table((("a", 1),), 7)  # the same worker
+    finally:
+        builder.close()
+
+
+def test_a_build_error_comes_back_and_the_worker_stays():
+    builder = TableBuilder()
+    try:
+        with pytest.raises(ValueError, match="prime"):
+            builder.build((10, (("vm1", 1),)))
+        pid = builder._process.pid
+        assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+        assert builder._process.pid == pid and not builder.in_process
+    finally:
+        builder.close()
+
+
+def test_close_ends_the_worker():
+    builder = TableBuilder()
+    builder.build(KEY)
+    pid = builder._process.pid
+    builder.close()
+    assert gone(pid)
+
+
+def test_a_dead_worker_means_building_here_from_then_on(caplog):
+    builder = TableBuilder()
+    builder.build(KEY)
+    os.kill(builder._process.pid, signal.SIGKILL)
+    builder._process.join(5)
+    assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+    assert builder.in_process and builder._process is None
+    assert "building in this one" in caplog.text
+
+
+def test_in_process_builds_start_no_worker():
+    builder = TableBuilder(in_process=True)
+    assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+    assert builder._process is None
+
+
+def test_the_worker_ends_when_the_controller_is_killed(tmp_path):
+    """A controller killed with SIGKILL runs no clean-up: the worker must see its pipe close."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from ryu_app.builder import TableBuilder
+        builder = TableBuilder()
+        builder.build({KEY!r})
+        print(builder._process.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    controller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(controller.stdout.readline())
+        assert not gone(worker, within=0.2)
+        controller.kill()
+        controller.wait(5)
+        assert gone(worker), "the worker outlived the controller"
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait(5)

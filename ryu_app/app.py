@@ -37,6 +37,7 @@ hub = compat.load("lib.hub")
 LOG = logging.getLogger("lockstep.gateway")
 HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are >= 50 ms)
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
+TABLE_WAIT_POLL = 0.005  # how often a REST change looks whether its tables are in
 GREEN_HUB = compat.GREEN_HUB
 
 
@@ -90,6 +91,7 @@ class LockstepApp(compat.app_base_class()):
         # Under classic Ryu the process is monkey-patched by eventlet (compat.py), and a pipe
         # read from a thread of its thread pool would be a green read off its hub: build here.
         self.builder = builder.TableBuilder(in_process=compat.FRAMEWORK == "ryu")
+        self.builder.start()
         self.handler_errors = 0
         self._tick_queued = False
         self._building = False
@@ -140,9 +142,11 @@ class LockstepApp(compat.app_base_class()):
             except BaseException as error:  # noqa: BLE001 - handed back to the caller
                 outcome["error"] = error
             finally:
+                outcome["tables"] = bool(self.core.pending)
                 done.set()
                 self._after_change()
 
+        deadline = time.monotonic() + timeout
         self.send_event(self.name, EventCall(task))
         if not done.wait(timeout):
             with lock:
@@ -150,9 +154,17 @@ class LockstepApp(compat.app_base_class()):
                     outcome["abandoned"] = True
                     raise TimeoutError(f"the controller did not answer within {timeout} s")
             done.wait()  # it started just now: its answer is moments away
+        if outcome.get("tables"):
+            self._wait_for_tables(deadline)
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
+
+    def _wait_for_tables(self, deadline: float) -> None:
+        """A change that needs new Maglev tables (weights, backends) answers once they are in,
+        so that new flows follow it from the moment the caller hears back (tens of ms)."""
+        while (self._building or self.core.pending) and time.monotonic() < deadline:
+            hub.sleep(TABLE_WAIT_POLL)
 
     def _send(self, datapath, messages) -> None:
         """Send what the core returned: message objects through the framework, bytes (the

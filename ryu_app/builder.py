@@ -34,6 +34,17 @@ class TableBuilder:
         self._pipe = None
         self._process = None
 
+    def start(self) -> None:
+        """Start the worker now (it takes a few hundred ms to be ready), not at the first
+        build, which would then wait for it."""
+        if not self.in_process:
+            try:
+                with self._lock:
+                    self._pipe or self._start()
+            except OSError as problem:
+                LOG.warning("no table-building process (%r): building in this one", problem)
+                self.in_process = True
+
     def build(self, key: TableKey) -> MaglevTable:
         if not self.in_process:
             try:

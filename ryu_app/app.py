@@ -167,8 +167,8 @@ class LockstepApp(compat.app_base_class()):
             hub.sleep(TABLE_WAIT_POLL)
 
     def _send(self, datapath, messages) -> None:
-        """Send what the core returned: message objects through the framework, bytes (the
-        new-flow path, already encoded) straight to the switch's send queue, in one write."""
+        """Send what the core returned: message objects serialised by the framework, runs of
+        bytes (already encoded: the per-flow messages) joined into one write."""
         if datapath is None:
             return
         encoded = []

@@ -7,9 +7,11 @@ is installed, or for flows that stay on a draining backend.
 
 Layout, chosen for memory (the target is <= 200 bytes per entry at 1,000,000 entries):
 
-- one ``dict`` from key bytes to one ``int``, relying on dict insertion order for the LRU order
+- ``dict`` s from key bytes to one ``int``, relying on dict insertion order for the LRU order
   (a hit re-inserts the key at the end; eviction and expiry pop from the front, eviction in
-  batches of 1/128 of the capacity);
+  batches of 1/128 of a shard).  A table of more than ``SHARD_SIZE`` entries is split into
+  shards by the key's hash, each its own LRU (Katran's LRUs are per CPU): a million-entry
+  dict under churn rebuilds itself in one ~70 ms stop, a shard in well under a millisecond;
 - the ``int`` packs ``deadline_ms << 32 | idle_ms_code << 20 | backend_id`` so an entry is a
   key object, a value object and a dict slot: no tuples, no per-entry objects of our own.
 
@@ -32,7 +34,12 @@ from dataclasses import dataclass
 
 MAX_BACKEND_ID = (1 << 20) - 1
 MAX_IDLE_TIMEOUT = 4095  # seconds; fits the 12-bit field
-EVICT_BATCH_DIVISOR = 128  # a full table drops this fraction of itself at once (see _evict)
+EVICT_BATCH_DIVISOR = 128  # a full table drops this fraction of a shard at once (see _evict)
+# A big table is split into shards (plain dicts, chosen by the key's hash) of about this many
+# entries at capacity: a dict that keeps taking new keys and losing old ones rebuilds itself
+# from time to time, which for one dict of a million entries stopped everything for ~70 ms.
+SHARD_SIZE = 16_384
+MAX_SHARDS = 256
 PINNED = 0  # idle timeout of an entry that never expires by time
 _NEVER_MS = 1 << 52  # the deadline of a pinned entry
 _BACKEND_MASK = (1 << 20) - 1
@@ -60,17 +67,25 @@ class FlowTable:
             raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
         self.capacity = capacity
         self.counters = FlowTableCounters()
-        self._entries: dict[bytes, int] = {}
+        shards = 1
+        while shards < MAX_SHARDS and capacity // shards > SHARD_SIZE:
+            shards *= 2
+        self._shards: list[dict[bytes, int]] = [{} for _ in range(shards)]
+        self._mask = shards - 1
+        self._size = 0
         self._per_backend: dict[int, int] = {}  # backend id -> entries (kept, not counted)
         self._doomed: set[int] = set()  # dropped backends whose entries the next pass removes
         self._sweeping: frozenset[int] = frozenset()  # ... and those the current pass removes
         self._sweep: Iterator[bytes] | None = None  # the current pass: keys still to look at
 
+    def _shard(self, key: bytes) -> dict[bytes, int]:
+        return self._shards[hash(key) & self._mask]
+
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._entries
+        return key in self._shard(key)
 
     def get(self, key: bytes, now: float, tcp_non_syn: bool = False) -> int | None:
         """The backend id of a live entry (refreshing its idle timer), or None on a miss.
@@ -78,7 +93,8 @@ class FlowTable:
         ``tcp_non_syn`` marks a miss of a TCP packet that cannot open a connection: the flow was
         started on another gateway or before a restart.  Such misses are counted separately.
         """
-        packed = self._entries.pop(key, None)
+        entries = self._shard(key)
+        packed = entries.pop(key, None)
         if packed is not None:
             now_ms = int(now * 1000)
             if packed >> _DEADLINE_SHIFT > now_ms:
@@ -86,7 +102,7 @@ class FlowTable:
                 if idle_ms:  # pinned entries keep their (endless) deadline
                     low = packed & ((1 << _DEADLINE_SHIFT) - 1)
                     packed = (now_ms + idle_ms) << _DEADLINE_SHIFT | low
-                self._entries[key] = packed
+                entries[key] = packed
                 self.counters.hits += 1
                 return packed & _BACKEND_MASK
             self._forget(packed)
@@ -98,14 +114,14 @@ class FlowTable:
 
     def peek(self, key: bytes, now: float) -> int | None:
         """Like ``get`` but changes nothing: no counters, no refresh, no LRU move."""
-        packed = self._entries.get(key)
+        packed = self._shard(key).get(key)
         if packed is None or packed >> _DEADLINE_SHIFT <= int(now * 1000):
             return None
         return packed & _BACKEND_MASK
 
     def put(self, key: bytes, backend_id: int, now: float, idle_timeout: int) -> None:
-        """Insert or replace an entry; a full table first evicts its least recently used
-        entries (``_evict``)."""
+        """Insert or replace an entry; a full table first evicts least recently used entries
+        of the key's shard (``_evict``)."""
         if type(backend_id) is not int or not 0 <= backend_id <= MAX_BACKEND_ID:
             raise ValueError(
                 f"backend_id must be an integer 0..{MAX_BACKEND_ID}, got {backend_id!r}"
@@ -114,34 +130,35 @@ class FlowTable:
             raise ValueError(
                 f"idle_timeout must be 1..{MAX_IDLE_TIMEOUT} s (0: pinned), got {idle_timeout}"
             )
-        entries = self._entries
+        entries = self._shard(key)
         old = entries.pop(key, None)
         if old is None:
             self.counters.inserts += 1
-            if len(entries) >= self.capacity:
-                self._evict()
+            if self._size >= self.capacity:
+                self._evict(entries)
         else:
             self._forget(old)
         per_backend = self._per_backend
         per_backend[backend_id] = per_backend.get(backend_id, 0) + 1
         deadline_ms = int(now * 1000) + idle_timeout * 1000 if idle_timeout else _NEVER_MS
         entries[key] = deadline_ms << _DEADLINE_SHIFT | idle_timeout << _IDLE_SHIFT | backend_id
+        self._size += 1
 
-    def _evict(self) -> None:
-        """Make room: drop the least recently used ``capacity // 128`` entries (at least one).
+    def _evict(self, entries: dict[bytes, int]) -> None:
+        """Make room: drop the least recently used 1/128 of one shard (at least one entry).
 
         In batches because a dict's oldest entry is found by scanning from the front of its
         slot array, over the slots that earlier removals emptied (until the dict compacts
         itself): one at a time, a full table of a million entries spent ~0.2 ms per new flow
         on that scan; a batch pays it once."""
-        entries = self._entries
-        doomed = list(itertools.islice(entries, max(1, self.capacity // EVICT_BATCH_DIVISOR)))
+        doomed = list(itertools.islice(entries, max(1, len(entries) // EVICT_BATCH_DIVISOR)))
         for key in doomed:
             self._forget(entries.pop(key))
         self.counters.evictions += len(doomed)
 
     def _forget(self, packed: int) -> None:
-        """Keep the per-backend counts in step with an entry that left the table."""
+        """Keep the size and per-backend counts in step with an entry that left the table."""
+        self._size -= 1
         backend_id = packed & _BACKEND_MASK
         left = self._per_backend[backend_id] - 1
         if left:
@@ -150,7 +167,7 @@ class FlowTable:
             del self._per_backend[backend_id]
 
     def remove(self, key: bytes) -> bool:
-        packed = self._entries.pop(key, None)
+        packed = self._shard(key).pop(key, None)
         if packed is None:
             return False
         self._forget(packed)
@@ -158,21 +175,21 @@ class FlowTable:
         return True
 
     def expire(self, now: float, limit: int | None = None) -> int:
-        """Drop expired entries from the LRU end, at most ``limit`` of them; returns how many.
-
-        Bounded so that a caller on the packet path can sweep a little at a time.
-        """
+        """Drop expired entries from the LRU end of each shard, at most ``limit`` of them;
+        returns how many.  Bounded so that a caller can sweep a little at a time."""
         now_ms = int(now * 1000)
-        entries = self._entries
-        doomed = []
-        for key, packed in entries.items():  # one scan from the front (see _evict)
-            if packed >> _DEADLINE_SHIFT > now_ms or len(doomed) == limit:
-                break
-            doomed.append(key)
-        for key in doomed:
-            self._forget(entries.pop(key))
-        self.counters.expirations += len(doomed)
-        return len(doomed)
+        dropped = 0
+        for entries in self._shards:
+            doomed = []
+            for key, packed in entries.items():  # one scan from the front (see _evict)
+                if packed >> _DEADLINE_SHIFT > now_ms or dropped + len(doomed) == limit:
+                    break
+                doomed.append(key)
+            for key in doomed:
+                self._forget(entries.pop(key))
+            dropped += len(doomed)
+        self.counters.expirations += dropped
+        return dropped
 
     def drop_backend(self, backend_id: int) -> None:
         """Have every entry of one backend removed (it went down) by the coming ``sweep``s.
@@ -195,7 +212,7 @@ class FlowTable:
                 if not self._doomed:
                     break
                 self._sweeping, self._doomed = frozenset(self._doomed), set()
-                self._sweep = iter(list(self._entries))
+                self._sweep = iter(list(itertools.chain.from_iterable(self._shards)))
             looked, found = self._sweep_slice(limit)
             removed += found
             if limit is not None:
@@ -207,10 +224,11 @@ class FlowTable:
         return removed
 
     def _sweep_slice(self, limit: int | None) -> tuple[int, int]:
-        entries, sweeping = self._entries, self._sweeping
+        sweeping = self._sweeping
         looked = removed = 0
         for key in itertools.islice(self._sweep, limit):
             looked += 1
+            entries = self._shard(key)
             packed = entries.get(key)
             if packed is not None and packed & _BACKEND_MASK in sweeping:
                 del entries[key]
@@ -229,9 +247,10 @@ class FlowTable:
 
     def items(self, now: float) -> Iterator[tuple[bytes, int, float | None]]:
         """(key, backend id, seconds until idle expiry or None if pinned) of live entries,
-        oldest use first.  Lazy: the table must not change while the iterator is in use."""
+        shard by shard, oldest use first in each (one shard below ``SHARD_SIZE`` entries of
+        capacity).  Lazy: the table must not change while the iterator is in use."""
         now_ms = int(now * 1000)
-        for key, packed in self._entries.items():
+        for key, packed in itertools.chain.from_iterable(s.items() for s in self._shards):
             deadline_ms = packed >> _DEADLINE_SHIFT
             if deadline_ms == _NEVER_MS:
                 yield key, packed & _BACKEND_MASK, None

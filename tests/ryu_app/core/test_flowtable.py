@@ -15,6 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from ryu_app.core import flowtable
 from ryu_app.core.flowtable import MAX_BACKEND_ID, MAX_IDLE_TIMEOUT, PINNED, FlowTable
 
 # Times in these tests are integers or binary fractions (x.5, x.25, x.125): exact in floating
@@ -594,3 +595,43 @@ class FlowTableMachine(RuleBasedStateMachine):
 
 FlowTableMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60)
 TestFlowTableAgainstModel = FlowTableMachine.TestCase
+
+
+# --------------------------------------------------------------------------------------------
+# shards (tables above SHARD_SIZE entries of capacity)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_big_table_is_sharded_and_a_small_one_is_not():
+    assert len(FlowTable(flowtable.SHARD_SIZE)._shards) == 1
+    assert len(FlowTable(1_000_000)._shards) == 64
+    assert len(FlowTable(10**9)._shards) == flowtable.MAX_SHARDS
+
+
+def test_a_sharded_table_keeps_its_capacity_and_its_recent_entries(monkeypatch):
+    monkeypatch.setattr(flowtable, "SHARD_SIZE", 64)
+    table = FlowTable(1024)  # 16 shards of ~64
+    assert len(table._shards) == 16
+    keys = [index.to_bytes(4, "big") for index in range(5000)]
+    for index, key in enumerate(keys):
+        table.put(key, index % 7, float(index), PINNED)
+        assert len(table) <= 1024
+    assert len(table) > 1024 - 16 * 2, "each shard evicts a little at a time"
+    assert sum(table.count_by_backend().values()) == len(table)
+    assert all(key in table for key in keys[-200:]), "the most recent keys stay"
+    assert not any(key in table for key in keys[:2000]), "the oldest went"
+    assert sorted(k for k, _, _ in table.items(0.0)) == sorted(k for k in keys if k in table)
+    assert table.counters.evictions == 5000 - len(table)
+
+
+def test_sweep_expire_and_remove_reach_every_shard(monkeypatch):
+    monkeypatch.setattr(flowtable, "SHARD_SIZE", 16)
+    table = FlowTable(256)
+    for index in [*range(1, 200, 2), *range(0, 200, 2)]:  # the expiring ones first, by age
+        table.put(index.to_bytes(2, "big"), index % 4, 0.0, 10 if index % 2 else PINNED)
+    table.drop_backend(2)
+    assert table.sweep(60) + table.sweep(60) + table.sweep(60) + table.sweep(60) == 50
+    assert 2 not in table.count_by_backend() and len(table) == 150
+    assert table.expire(20.0) == 100  # odd indexes (backends 1 and 3) had 10 s timeouts
+    assert table.count_by_backend() == {0: 50} and len(table) == 50
+    assert table.remove((4).to_bytes(2, "big")) and len(table) == 49

@@ -76,7 +76,8 @@ class FlowTable:
         self._per_backend: dict[int, int] = {}  # backend id -> entries (kept, not counted)
         self._doomed: set[int] = set()  # dropped backends whose entries the next pass removes
         self._sweeping: frozenset[int] = frozenset()  # ... and those the current pass removes
-        self._sweep: Iterator[bytes] | None = None  # the current pass: keys still to look at
+        self._sweep: Iterator[bytes] | None = None  # keys of the shard being swept, still to see
+        self._sweep_shard = 0  # the shard the current pass is at (0 between passes)
 
     def _shard(self, key: bytes) -> dict[bytes, int]:
         return self._shards[hash(key) & self._mask]
@@ -203,32 +204,35 @@ class FlowTable:
 
     def sweep(self, limit: int | None = None) -> int:
         """Look at up to ``limit`` entries (None: all) for those of dropped backends and remove
-        them; returns how many were removed.  A pass runs over the keys the table had when it
-        started (a snapshot: the table may change between calls); ids dropped during a pass
-        are swept by the next one."""
+        them; returns how many were removed.  A pass goes shard by shard over the keys each
+        had when the pass reached it (the table may change between calls); ids dropped
+        during a pass are swept by the next one."""
         removed = 0
         while limit is None or limit > 0:
             if self._sweep is None:
-                if not self._doomed:
-                    break
-                self._sweeping, self._doomed = frozenset(self._doomed), set()
-                self._sweep = iter(list(itertools.chain.from_iterable(self._shards)))
-            looked, found = self._sweep_slice(limit)
+                if self._sweep_shard == 0:  # between passes
+                    if not self._doomed:
+                        break
+                    self._sweeping, self._doomed = frozenset(self._doomed), set()
+                self._sweep = iter(list(self._shards[self._sweep_shard]))
+            looked, found = self._sweep_slice(self._shards[self._sweep_shard], limit)
             removed += found
             if limit is not None:
                 if looked == limit:
-                    break  # the budget is spent (the pass may or may not be over)
+                    break  # the budget is spent (the shard may or may not be done)
                 limit -= looked
-            self._sweep, self._sweeping = None, frozenset()  # the pass is over
+            self._sweep = None  # this shard is done: the next, or the pass is over
+            self._sweep_shard = (self._sweep_shard + 1) % len(self._shards)
+            if self._sweep_shard == 0:
+                self._sweeping = frozenset()
         self.counters.removals += removed
         return removed
 
-    def _sweep_slice(self, limit: int | None) -> tuple[int, int]:
+    def _sweep_slice(self, entries: dict[bytes, int], limit: int | None) -> tuple[int, int]:
         sweeping = self._sweeping
         looked = removed = 0
         for key in itertools.islice(self._sweep, limit):
             looked += 1
-            entries = self._shard(key)
             packed = entries.get(key)
             if packed is not None and packed & _BACKEND_MASK in sweeping:
                 del entries[key]
@@ -239,7 +243,7 @@ class FlowTable:
     @property
     def sweeping(self) -> bool:
         """Entries of dropped backends may still be in the table."""
-        return self._sweep is not None or bool(self._doomed)
+        return bool(self._sweeping or self._doomed)
 
     def holds(self, backend_id: int) -> bool:
         """Whether any entry (swept or not yet) names this backend id."""

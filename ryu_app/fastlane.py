@@ -104,9 +104,8 @@ class FastLaneDatapath(controller.Datapath):
             used = self._dispatch(buffer)
             if used:
                 del buffer[:used]
-            if (
-                compat.GREEN_HUB
-            ):  # a green socket with data waiting never yields: let the others run
+            # A green socket with data waiting never yields: let the other green threads run.
+            if compat.GREEN_HUB:
                 hub.sleep(0)
 
     def _dispatch(self, buffer: bytearray) -> int:

@@ -33,6 +33,7 @@ OFPT_FLOW_MOD = 14
 OFPFC_ADD = 0
 OFPFF_SEND_FLOW_REM = 1
 OFP_NO_BUFFER = 0xFFFFFFFF
+OFPP_CONTROLLER = 0xFFFFFFFD  # the in_port of a frame the controller wrote itself
 OFPIT_APPLY_ACTIONS = 4
 OFPAT_OUTPUT = 0
 OFPAT_SET_FIELD = 25
@@ -133,6 +134,11 @@ def flow_mod(match: bytes, actions: bytes, cookie: int, idle_timeout: int, prior
     )  # fmt: skip
     length = _HEADER.size + len(body) + len(match) + len(instruction)
     return _HEADER.pack(OFP_VERSION, OFPT_FLOW_MOD, length, 0) + body + match + instruction
+
+
+def controller_packet_out(actions: bytes, frame: bytes) -> bytes:
+    """A frame the controller wrote itself (a health probe), sent with ``actions``."""
+    return packet_out(OFPP_CONTROLLER, OFP_NO_BUFFER, actions, frame)
 
 
 def packet_out(in_port: int, buffer_id: int, actions: bytes, data: bytes) -> bytes:

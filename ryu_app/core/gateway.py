@@ -33,8 +33,6 @@ RECENT_INSTALL_SECONDS = 2.0
 # Flow-table entries looked at per health tick for those of backends that went down: well
 # under a millisecond here, and a million entries are swept in ~4 s.
 SWEEP_PER_TICK = 5_000
-OFPP_CONTROLLER = 0xFFFFFFFD  # in_port of a frame the controller wrote itself
-NO_BUFFER = ofwire.OFP_NO_BUFFER
 
 
 def default_mac(dpid: int) -> str:
@@ -303,7 +301,7 @@ class GatewayCore:
                 continue
             vni, tunnel = state.vip.vni, self.ports.tunnel
             actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vni, tunnel)
-            messages.append(ofwire.packet_out(OFPP_CONTROLLER, NO_BUFFER, actions, send.frame))
+            messages.append(ofwire.controller_packet_out(actions, send.frame))
         return messages
 
     def _apply(self, verdicts: list[Verdict]) -> list:

@@ -87,3 +87,13 @@ def test_packet_out_bytes_equal_the_frameworks(case, data, buffer_id):
 def test_a_buffered_packet_out_carries_no_data():
     actions = ofwire.backend_actions("02:00:00:00:00:01", "10.0.0.1", 100, 2)
     assert ofwire.packet_out(1, 5, actions, b"x" * 100) == ofwire.packet_out(1, 5, actions, b"")
+
+
+@given(cases(), st.binary(min_size=14, max_size=200))
+def test_controller_packet_out_bytes_equal_the_frameworks(case, frame):
+    vip, backend, _, _ = case
+    actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, PORTS.tunnel)
+    reference = ofmsg.controller_packet_out(
+        ofmsg.backend_actions(vip, backend, PORTS.tunnel), frame
+    )
+    assert ofwire.controller_packet_out(actions, frame) == serialised(reference)

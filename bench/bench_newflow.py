@@ -209,9 +209,7 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
             flush=True,
         )
     except (ControllerError, OSError) as error:
-        procs.stop(process)
-        log = procs.log_tail(controller.log)
-        raise ControllerError(f"{controller.name}: {error}; its log ends:{log}") from None
+        raise procs.failed(controller, process, error) from None
     finally:
         if switch is not None:
             switch.close()

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.fakeswitch import ControllerError
+
 HUBS = ("native", "eventlet")  # os-ken 4.x's hubs; OSKEN_HUB_TYPE picks one at its import
 DEFAULT_HUB = "native"  # os-ken's own default
 
@@ -97,6 +99,13 @@ def log_problems(log: Path, limit: int = 5) -> tuple[int, list[str]]:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     bad = [line for line in lines if any(w in line for w in ("ERROR", "Traceback", "Exception"))]
     return len(bad), bad[:limit]
+
+
+def failed(controller: Controller, process: subprocess.Popen, error: Exception) -> ControllerError:
+    """A run against ``controller`` went wrong: stop it, and say what happened and how its log
+    ends."""
+    stop(process)
+    return ControllerError(f"{controller.name}: {error}; its log ends:{log_tail(controller.log)}")
 
 
 def log_tail(log: Path, lines: int = 15) -> str:

@@ -425,9 +425,7 @@ def bench_rebuild(controller: procs.Controller, plan: RebuildPlan) -> RebuildRes
         result.down_at_start = down_at_start
         return result
     except ControllerError as error:
-        procs.stop(process)
-        log = procs.log_tail(controller.log)
-        raise ControllerError(f"{controller.name}: {error}; its log ends:{log}") from None
+        raise procs.failed(controller, process, error) from None
     finally:
         if switch is not None:
             switch.close()

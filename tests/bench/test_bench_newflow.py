@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from bench import procs, rebuild, report
+from bench.fakeswitch import ControllerError
 from ryu_app.core.balancer import Balancer
 from topology.deployment import parse
 
@@ -132,3 +134,21 @@ def test_landing_watch_sees_each_table_by_lookups_and_the_rest_by_metrics(monkey
     assert watch.marked == {0: 1.0, 1: 1.1}
     assert len(watch.install_delays()) == 2 and len(watch.request_seconds) == 5
     watch._pool.shutdown()
+
+
+def test_a_failed_run_stops_the_controller_and_quotes_its_log(tmp_path):
+    log = tmp_path / "c.log"
+    controller = procs.Controller(
+        "lockstep_native",
+        [sys.executable, "-c", "print('listening', flush=True); import time; time.sleep(60)"],
+        0,
+        0,
+        log,
+    )
+    process = procs.start(controller)
+    deadline = time.monotonic() + 10
+    while "listening" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    error = procs.failed(controller, process, ControllerError("no flow-mod"))
+    assert process.poll() is not None, "the controller was stopped"
+    assert str(error) == "lockstep_native: no flow-mod; its log ends:\n    listening"

@@ -101,8 +101,11 @@ class Section:
         properties = {}
         for key, spec in self.fields.items():
             prop = dict(schema_of(spec.convert))
+            if isinstance(spec.convert, Section):
+                prop["nullable"] = True  # read as {}: every default
             if spec.doc:
-                prop["description"] = spec.doc
+                known = prop.get("description")
+                prop["description"] = f"{spec.doc}; {known}" if known else spec.doc
             if spec.default is not REQUIRED and isinstance(spec.default, (int, float, str)):
                 prop["default"] = spec.default
             properties[key] = prop

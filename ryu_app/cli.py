@@ -153,6 +153,8 @@ def run_check(args: argparse.Namespace) -> int:
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
+    for warning in deployment_file.deployment_warnings(deployment):
+        print(f"WARNING: {warning}", file=sys.stderr)  # valid: the exit code stays 0
     backends = {b.name for vip in deployment.vips for b in vip.backends}
     print(
         f"OK: {args.file}: {len(deployment.vips)} VIP(s), {len(backends)} backend(s), "

@@ -162,7 +162,8 @@ ROUTES = (
         "GET",
         "/v1/lookup",
         "lookup",
-        "The backend this gateway gives a flow, from its flow table or from the hash",
+        "The backend this gateway gives a flow, from its flow table or from the hash "
+        "(src_ip and dst_ip of one IP version)",
         query=LOOKUP_QUERY,
     ),
     Route(
@@ -392,10 +393,10 @@ def _query(request: Request, params: tuple[Param, ...]) -> dict[str, str]:
     checked = {}
     for param in params:
         raw = request.GET.get(param.name)
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and param.required):
             if param.required:
                 raise BadRequest(param.name, "required query parameter")
-            continue
+            continue  # absent: the service's default (an empty value is a bad one)
         try:
             checked[param.name] = str(param.convert(raw))
         except Invalid as error:

@@ -202,3 +202,10 @@ def test_reads_ignore_the_origin(harness):
 def test_a_204_has_no_content_type(harness):
     response = harness.request("DELETE", "/v1/vips/web")
     assert response.status_int == 204 and "Content-Type" not in response.headers
+
+
+def test_an_empty_paging_value_is_a_bad_one_and_an_absent_one_the_default(harness):
+    """schemathesis found `/v1/flows?offset=` taken as no offset."""
+    assert harness.request("GET", "/v1/flows?offset=").status_int == 400
+    assert harness.request("GET", "/v1/flows?limit=").status_int == 400
+    assert harness.get_json("/v1/flows")["offset"] == 0

@@ -42,6 +42,7 @@ from webob import exc as http
 
 from ryu_app import openapi
 from ryu_app.service import MAX_PAGE, BadRequest, Conflict, GatewayService, NotFound
+from topology.addresses import ip_address
 from topology.deployment import vip_to_data
 from topology.schema import (
     MAX_PROBLEMS,
@@ -52,7 +53,6 @@ from topology.schema import (
     choice,
     described,
     integer,
-    ip_address,
     schema_of,
     shorten,
     shown,

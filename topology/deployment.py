@@ -26,6 +26,8 @@ from ryu_app.core.maglev import (
     MIN_TABLE_SIZE,
     table_size_problem,
 )
+from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
+from topology.listeners import listener_problems
 from topology.model import reachability_problems
 from topology.schema import (
     REQUIRED,
@@ -42,15 +44,11 @@ from topology.schema import (
     endpoint_text,
     host_name,
     integer,
-    ip_network,
     join,
-    mac_address,
     name,
     number,
     optional,
     text,
-    unicast_address,
-    unicast_ipv4,
     url_path,
 )
 
@@ -492,44 +490,6 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     if deployment.underlay and len(problems) == before_names:
         problems.extend(reachability_problems(deployment))
     return problems
-
-
-def listener_problems(gateways: list[tuple[str, Gateway]]) -> list[Problem]:
-    """One socket per address and port on each machine: the OpenFlow and REST listeners of
-    the gateways that share a ``host`` (those without one share a machine too) must not clash.
-    A wildcard listener (0.0.0.0, ::) takes its port on every address of its family (``::``
-    on IPv4 ones too, as Linux binds it by default), so it clashes with any other listener on
-    that port.  Gateways on different machines may use the same listener, 127.0.0.1:6653 say."""
-    problems = []
-    taken: list[tuple[str | None, tuple[str, int], str]] = []
-    for where, gateway in gateways:
-        for label, listener in (("openflow", gateway.openflow), ("rest", gateway.rest)):
-            here = f"{where}.{label}"
-            for machine, other, other_where in taken:
-                if machine == gateway.host and _listeners_clash(listener, other):
-                    text = endpoint_text(*listener)
-                    if listener == other:
-                        reason = f"duplicate listen address {text!r} (also {other_where})"
-                    else:
-                        reason = (
-                            f"listen address {text!r} overlaps {other_where} "
-                            f"({endpoint_text(*other)!r}): a wildcard takes its port on every "
-                            "address"
-                        )
-                    on_host = f" on host {machine!r}" if machine else ""
-                    problems.append(Problem(here, reason + on_host))
-                    break
-            taken.append((gateway.host, listener, here))
-    return problems
-
-
-def _listeners_clash(first: tuple[str, int], second: tuple[str, int]) -> bool:
-    if first[1] != second[1]:
-        return False
-    a, b = ipaddress.ip_address(first[0]), ipaddress.ip_address(second[0])
-    if a == b or "::" in (str(a), str(b)):
-        return True
-    return a.version == b.version and (a.is_unspecified or b.is_unspecified)
 
 
 def deployment_warnings(deployment: Deployment) -> list[Problem]:

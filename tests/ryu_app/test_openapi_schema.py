@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ryu_app.core.maglev import is_prime
-from topology import schema
+from topology import addresses, schema
 from topology.deployment import BACKEND_FIELDS, HEALTH_FIELDS, VIP_FIELDS
 from topology.schema import ListOf, Section, convert
 
@@ -124,7 +124,7 @@ def test_a_whole_vip_agrees_too():
 
 @pytest.mark.parametrize(
     "converter",
-    [schema.name, schema.host_name, schema.mac_address, schema.url_path, schema.unicast_ipv4],
+    [schema.name, schema.host_name, addresses.mac_address, schema.url_path, addresses.unicast_ipv4],
     ids=lambda c: c.__name__,
 )
 @settings(max_examples=200, deadline=None)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from topology import schema
+from topology import addresses, schema
 from topology.deployment import MAX_BACKENDS, parse_vip
 from topology.schema import MAX_PROBLEMS, ConfigError, Invalid
 
@@ -19,11 +19,11 @@ from topology.schema import MAX_PROBLEMS, ConfigError, Invalid
     [
         (schema.name, "web"),
         (schema.host_name, "gw1.example.com"),
-        (schema.mac_address, "02:00:00:00:01:01"),
+        (addresses.mac_address, "02:00:00:00:01:01"),
         (schema.url_path, "/healthz"),
-        (schema.ip_address, "10.0.0.1"),
-        (schema.unicast_address, "fd00::1"),
-        (schema.unicast_ipv4, "192.168.100.11"),
+        (addresses.ip_address, "10.0.0.1"),
+        (addresses.unicast_address, "fd00::1"),
+        (addresses.unicast_ipv4, "192.168.100.11"),
         (schema.datapath_id, "0x1f"),
         (schema.text(15, r"[a-z]+"), "eth"),
     ],
@@ -77,21 +77,21 @@ def test_datapath_ids_take_no_underscores_or_signs():
 )
 def test_addresses_that_are_not_unicast_are_refused_with_the_reason(address, reason):
     with pytest.raises(Invalid, match=reason):
-        schema.unicast_address(address)
+        addresses.unicast_address(address)
 
 
 @pytest.mark.parametrize(
     "address", ["10.0.0.1", "1.0.0.0", "223.255.255.255", "169.254.1.1", "fe80::1", "fd00::1"]
 )
 def test_unicast_addresses_including_link_local_are_accepted(address):
-    assert schema.unicast_address(address) == address
+    assert addresses.unicast_address(address) == address
 
 
 def test_tunnel_ips_are_unicast_ipv4():
-    assert schema.unicast_ipv4("10.20.0.11") == "10.20.0.11"
+    assert addresses.unicast_ipv4("10.20.0.11") == "10.20.0.11"
     for bad in ("127.0.0.1", "0.0.0.0", "fd00::1", "224.0.0.5"):
         with pytest.raises(Invalid):
-            schema.unicast_ipv4(bad)
+            addresses.unicast_ipv4(bad)
 
 
 @pytest.mark.parametrize(
@@ -106,11 +106,11 @@ def test_tunnel_ips_are_unicast_ipv4():
 )
 def test_macs_that_are_zero_or_group_addresses_are_refused(mac, reason):
     with pytest.raises(Invalid, match=reason):
-        schema.mac_address(mac)
+        addresses.mac_address(mac)
 
 
 def test_macs_are_lowercased():
-    assert schema.mac_address("02:AB:00:00:00:01") == "02:ab:00:00:00:01"
+    assert addresses.mac_address("02:AB:00:00:00:01") == "02:ab:00:00:00:01"
 
 
 def test_listeners_may_be_wildcard_or_loopback_but_not_multicast_or_broadcast():
@@ -162,7 +162,7 @@ def test_many_unknown_keys_stop_at_max_problems():
 
 def test_messages_quote_a_shortened_value():
     huge = "x" * 1_000_000
-    for converter in (schema.name, schema.mac_address, schema.ip_address, schema.url_path):
+    for converter in (schema.name, addresses.mac_address, addresses.ip_address, schema.url_path):
         with pytest.raises(Invalid) as caught:
             converter(huge)
         assert len(str(caught.value)) < 300

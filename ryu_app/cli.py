@@ -178,7 +178,7 @@ def parse_backend_arg(text: str) -> tuple[str, str, int]:
         address = str(ipaddress.ip_address(address))
     except ValueError:
         raise ValueError(f"--backend {text!r}: {address!r} is not an IP address") from None
-    if not weight_text.isdigit() or int(weight_text) > MAX_WEIGHT:
+    if not weight_text.isascii() or not weight_text.isdigit() or int(weight_text) > MAX_WEIGHT:
         raise ValueError(f"--backend {text!r}: weight must be an integer 0..{MAX_WEIGHT}")
     return name, address, int(weight_text)
 

@@ -423,6 +423,8 @@ def test_parse_backend_arg(text, parsed):
         ("vm1=10.0.0.1:-1", "weight must be an integer"),
         (f"vm1=10.0.0.1:{MAX_WEIGHT + 1}", "weight must be an integer"),
         ("v6=[fd00::1]:x", "weight must be an integer"),
+        ("vm1=10.0.0.1:²", "weight must be an integer"),  # isdigit, but int() refuses it
+        ("vm1=10.0.0.1:٣", "weight must be an integer"),  # int() takes it
         ("v6=[fd00::zz]:1", "is not an IP address"),
     ],
 )

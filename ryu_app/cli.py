@@ -153,6 +153,8 @@ def run_check(args: argparse.Namespace) -> int:
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
+    for warning in deployment_file.deployment_warnings(deployment):
+        print(f"WARNING: {warning}", file=sys.stderr)  # valid: the exit code stays 0
     backends = {b.name for vip in deployment.vips for b in vip.backends}
     print(
         f"OK: {args.file}: {len(deployment.vips)} VIP(s), {len(backends)} backend(s), "
@@ -176,7 +178,7 @@ def parse_backend_arg(text: str) -> tuple[str, str, int]:
         address = str(ipaddress.ip_address(address))
     except ValueError:
         raise ValueError(f"--backend {text!r}: {address!r} is not an IP address") from None
-    if not weight_text.isdigit() or int(weight_text) > MAX_WEIGHT:
+    if not weight_text.isascii() or not weight_text.isdigit() or int(weight_text) > MAX_WEIGHT:
         raise ValueError(f"--backend {text!r}: weight must be an integer 0..{MAX_WEIGHT}")
     return name, address, int(weight_text)
 

@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ryu_app import compat, settings  # noqa: PLC0415 - framework only once config is good
 
     settings.configure(current)
+    for stale in statefile.remove_stale_temporaries(current.state_file):
+        logging.getLogger("lockstep.gateway").warning("removed %s (a save cut short)", stale)
     gateway = current.gateway
     # Importing app_manager registers the framework's command-line options; they must exist
     # before CONF is parsed, and can be overridden only after.

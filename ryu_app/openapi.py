@@ -1,100 +1,203 @@
 """The OpenAPI 3.0 document of the REST API, built from the route table and the config schema.
 
-Paths come from ``rest.ROUTES``; request bodies from the deployment schema's field tables (so
-defaults and required fields are the validator's own).  Only the JSON types are written here,
-and a unit test checks they cover exactly the schema's fields.
+Paths, parameters and request bodies come from ``rest.ROUTES`` and the deployment schema's field
+tables: every converter declares the JSON Schema of what it accepts (patterns, formats, ranges,
+enums, lengths, item counts; ``topology.schema``), so the document states what the server
+enforces and cannot drift from it (``tests/ryu_app/test_openapi_schema.py`` holds the two to the
+same samples).  What JSON Schema cannot say is said in descriptions and answered with a 400:
+``table_size`` must be prime and at least the number of backends; names are unique (a 409 on
+create); a tunnel IP belongs to one VM across VIPs; a VIP's address, port and protocol are
+unique; a VIP needs a gateway address of its IP version; ``timeout`` < ``interval``; http checks
+need a tcp VIP; a udp VIP needs ``health.port``.
+
+Written here by hand: the shapes of the answers (the success bodies), which errors each
+operation can give, and the links a client can follow from a created VIP or backend.
 """
 
 from __future__ import annotations
 
-from topology.deployment import BACKEND_FIELDS, HEALTH_FIELDS, VIP_FIELDS
-from topology.schema import REQUIRED, Section
+import copy
 
+from topology.deployment import BACKEND_FIELDS, HEALTH_FIELDS, VIP_FIELDS
+from topology.schema import name, schema_of
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _STRING = {"type": "string"}
 _INTEGER = {"type": "integer"}
-_NUMBER = {"type": "number"}
+_OBJECT = {"type": "object"}
+_VIP_REF = {"$ref": "#/components/schemas/Vip"}
+_BACKEND_REF = {"$ref": "#/components/schemas/Backend"}
 
-TYPES = {
-    "Health": {
-        "type": {"type": "string", "enum": ["tcp", "http"]},
-        "port": {**_INTEGER, "nullable": True, "description": "default: the VIP's port"},
-        "path": _STRING,
-        "expect_status": _INTEGER,
-        "interval": {**_NUMBER, "description": "seconds between probes"},
-        "timeout": {**_NUMBER, "description": "seconds a probe may take"},
-        "rise": {**_INTEGER, "description": "successes that bring a backend up"},
-        "fall": {**_INTEGER, "description": "failures that take a backend down"},
-    },
-    "Backend": {
-        "name": _STRING,
-        "tunnel_ip": {**_STRING, "description": "the VM's VXLAN tunnel endpoint"},
-        "mac": {**_STRING, "description": "inner destination MAC (the VM's VXLAN device)"},
-        "weight": {**_INTEGER, "description": "0 drains: no new flows, existing ones stay"},
-    },
-    "Vip": {
-        "name": _STRING,
-        "address": {**_STRING, "description": "IPv4 or IPv6"},
-        "port": _INTEGER,
-        "protocol": {"type": "string", "enum": ["tcp", "udp"]},
-        "hash": {"type": "string", "enum": ["5-tuple", "src-ip"]},
-        "table_size": {**_INTEGER, "description": "prime; Maglev lookup table size"},
-        "idle_timeout": {**_INTEGER, "nullable": True, "description": "default 60 tcp, 30 udp"},
-        "vni": _INTEGER,
-        "health": {"$ref": "#/components/schemas/Health"},
-        "backends": {"type": "array", "items": {"$ref": "#/components/schemas/Backend"}},
+EXAMPLE_BACKEND = {"name": "vm9", "tunnel_ip": "10.20.0.19", "mac": "02:00:00:00:01:09"}
+EXAMPLE_VIP = {
+    "name": "api",
+    "address": "203.0.113.20",
+    "port": 443,
+    "table_size": 65537,
+    "backends": [{"name": "vm1", "tunnel_ip": "10.20.0.11", "mac": "02:00:00:00:01:01"}],
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {**_STRING, "description": "what went wrong (at most 300 characters)"},
+        "problems": {
+            "type": "array",
+            "maxItems": 20,
+            "description": "the first problems, each with its key path",
+            "items": {
+                "type": "object",
+                "required": ["path", "reason"],
+                "properties": {"path": _STRING, "reason": _STRING},
+            },
+        },
+        "more_problems": {**_INTEGER, "minimum": 0, "description": "problems not listed"},
     },
 }
-SECTIONS = {"Health": HEALTH_FIELDS, "Backend": BACKEND_FIELDS, "Vip": VIP_FIELDS}
 
-
-def schema(name: str, section: Section, all_optional: bool = False) -> dict:
-    properties = {}
-    required = []
-    for key, field in section.fields.items():
-        prop = dict(TYPES[name][key])
-        if field.default is REQUIRED:
-            required.append(key)
-        elif field.default is not None and not isinstance(field.default, (list, dict)):
-            prop["default"] = field.default
-        properties[key] = prop
-    result = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required and not all_optional:
-        result["required"] = required
-    return result
-
-
-def document(routes) -> dict:
-    schemas = {name: schema(name, section) for name, section in SECTIONS.items()}
-    schemas["BackendPatch"] = schema("Backend", BACKEND_FIELDS, all_optional=True)
-    schemas["Error"] = {
+# The success bodies, by operation.  Views other issues may extend stay open to new keys.
+SUCCESS = {
+    "list_vips": {
         "type": "object",
+        "required": ["vips"],
+        "properties": {"vips": {"type": "array", "items": _VIP_REF}},
+    },
+    "create_vip": _VIP_REF,
+    "get_vip": _VIP_REF,
+    "replace_vip": _VIP_REF,
+    "list_backends": {"type": "array", "items": _BACKEND_REF},
+    "add_backend": _VIP_REF,
+    "put_backend": _VIP_REF,
+    "patch_backend": _VIP_REF,
+    "health": {
+        "type": "object",
+        "required": ["gateway", "vips"],
         "properties": {
-            "error": _STRING,
-            "problems": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"path": _STRING, "reason": _STRING},
+            "gateway": _STRING,
+            "vips": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["backend", "healthy", "weight", "probing"],
+                        "properties": {
+                            "backend": _STRING,
+                            "healthy": {"type": "boolean"},
+                            "weight": _INTEGER,
+                            "probing": {"type": "boolean"},
+                            "state": _STRING,
+                            "last_result": {"type": "string", "nullable": True},
+                        },
+                    },
                 },
             },
         },
+    },
+    "lookup": {
+        "type": "object",
+        "required": ["vip", "gateway", "backend", "source"],
+        "properties": {
+            "vip": _STRING,
+            "gateway": _STRING,
+            "backend": {"type": "string", "nullable": True, "description": "null: none healthy"},
+            "source": {"type": "string", "enum": ["table", "hash"]},
+        },
+    },
+    "flows": {
+        "type": "object",
+        "required": ["count", "by_backend", "counters", "flows"],
+        "properties": {
+            "count": {**_INTEGER, "minimum": 0},
+            "by_backend": {"type": "object", "additionalProperties": _INTEGER},
+            "counters": {"type": "object", "additionalProperties": _INTEGER},
+            "flows": {"type": "array", "items": _OBJECT},
+        },
+    },
+    "status": {
+        "type": "object",
+        "required": ["gateway", "config_digest", "switch_connected", "vips"],
+        "properties": {
+            "gateway": _STRING,
+            "config_digest": _STRING,
+            "switch_connected": {"type": "boolean"},
+            "vips": {"type": "object", "additionalProperties": _OBJECT},
+        },
+    },
+    "openapi": _OBJECT,
+}
+TEXT_SUCCESS = {"metrics"}  # Prometheus text
+
+# Errors by cause, and which operations can meet each cause.
+ERRORS = {
+    400: "a bad body or parameter; problems name the fields",
+    401: "no or a wrong 'Authorization: Bearer <token>'",
+    403: "a write from another origin (its Origin header)",
+    404: "no such VIP or backend (or a name that cannot be one)",
+    409: "the name exists",
+    413: "the body is larger than the limit",
+    415: "the body is not 'Content-Type: application/json'",
+    500: "the state file could not be written (nothing changed)",
+    503: "the controller did not answer in time",
+}
+CONFLICTS = {"create_vip", "add_backend"}
+
+
+def request_schemas() -> dict:
+    """The request bodies: the deployment schema's own field tables."""
+    vip = {**VIP_FIELDS.json_schema, "example": EXAMPLE_VIP}
+    backend = {**BACKEND_FIELDS.json_schema, "example": EXAMPLE_BACKEND}
+    patch = copy.deepcopy(BACKEND_FIELDS.json_schema)
+    del patch["required"]  # PATCH: only the fields given change
+    patch["example"] = {"weight": 0}
+    return {
+        "Vip": vip,
+        "Backend": backend,
+        "BackendPatch": patch,
+        "Health": HEALTH_FIELDS.json_schema,
+        "Error": ERROR,
     }
-    error = {
-        "description": "error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+
+
+def error_codes(route, auth: bool) -> list[int]:
+    codes = set()
+    if route.operation != "openapi":  # the only one not run on the controller's loop
+        codes.add(503)
+    if "{" in route.template or route.operation == "lookup":
+        codes.add(404)
+    if route.query or route.body:
+        codes.add(400)
+    if route.method in WRITE_METHODS:
+        codes |= {403, 500} | ({401} if auth else set())
+    if route.body:
+        codes |= {413, 415}
+    if route.operation in CONFLICTS:
+        codes.add(409)
+    return sorted(codes)
+
+
+def document(routes, auth: bool = False) -> dict:
+    """The whole document; ``auth``: writes need the bearer token (as this gateway is set up)."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     paths: dict[str, dict] = {}
     for route in routes:
+        responses = {str(route.success): _success(route, routes)}
+        for code in error_codes(route, auth):
+            responses[str(code)] = {"description": ERRORS[code], **error}
         operation = {
             "operationId": route.operation,
             "summary": route.summary,
-            "responses": {str(route.success): {"description": "success"}, "default": error},
+            "responses": responses,
         }
         parameters = [
-            {"name": p, "in": "path", "required": True, "schema": _STRING}
+            {"name": p, "in": "path", "required": True, "schema": schema_of(name)}
             for p in _path_parameters(route.template)
         ]
-        parameters += [{"name": q, "in": "query", "schema": _STRING} for q in route.query]
+        parameters += [
+            {"name": q.name, "in": "query", "required": q.required, "schema": schema_of(q.convert)}
+            for q in route.query
+        ]
         if parameters:
             operation["parameters"] = parameters
         if route.body:
@@ -103,18 +206,58 @@ def document(routes) -> dict:
                 "required": True,
                 "content": {"application/json": {"schema": ref}},
             }
-        if route.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if auth and route.method in WRITE_METHODS:
             operation["security"] = [{"bearer": []}]
         paths.setdefault(route.template, {})[route.method.lower()] = operation
+    components: dict = {"schemas": request_schemas()}
+    if auth:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Lockstep gateway", "version": "1"},
         "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "components": components,
     }
+
+
+def _success(route, routes) -> dict:
+    if route.success == 204:
+        return {"description": "done"}
+    media = "text/plain" if route.operation in TEXT_SUCCESS else "application/json"
+    schema = _STRING if media == "text/plain" else SUCCESS[route.operation]
+    result = {"description": "success", "content": {media: {"schema": schema}}}
+    links = _links(route, routes)
+    if links:
+        result["links"] = links
+    return result
+
+
+def _links(route, routes) -> dict:
+    """From a write to the operations on what it wrote: a POST's new name comes from its body
+    (``$request.body#/name``), the names in its own path from the path."""
+    if route.method not in ("POST", "PUT"):
+        return {}
+    given = {p: f"$request.path.{p}" for p in _path_parameters(route.template)}
+    if route.method == "POST":
+        children = [r.template for r in routes if r.template.startswith(route.template + "/{")]
+        if not children:
+            return {}
+        child = children[0][len(route.template) + 2 :].split("}")[0]
+        given[child] = "$request.body#/name"
+        base = f"{route.template}/{{{child}}}"
+    else:
+        base = route.template
+    links = {}
+    for other in routes:
+        needed = _path_parameters(other.template)
+        if other is route or not (other.template + "/").startswith(base + "/"):
+            continue
+        if set(needed) <= set(given):
+            links[other.operation] = {
+                "operationId": other.operation,
+                "parameters": {p: given[p] for p in needed},
+            }
+    return links
 
 
 def _path_parameters(template: str) -> list[str]:

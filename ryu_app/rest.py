@@ -1,9 +1,21 @@
 """The REST API of one gateway: a small webob WSGI application of our own.
 
 One route table (``ROUTES``) drives both dispatch and the OpenAPI document, so they cannot
-drift apart.  Errors map in one place (``_errors``): a bad body or parameter is a 400 naming
-the field, an unknown VIP or backend a 404, a wrong method a 405 (with ``Allow``), a name that
-exists a 409, a write without the bearer token (when one is configured) a 401.
+drift apart; its query parameters and path names are checked by the deployment schema's own
+converters, whole strings only (``/v1/vips%0A`` is no route).  Errors map in one place
+(``_errors``): a bad body or parameter is a 400 naming the field, an unknown VIP or backend a
+404, a wrong method a 405 (with ``Allow``), a name that exists a 409, a write without the bearer
+token (when one is configured) a 401, a write from another origin a 403, a write whose body is
+not ``application/json`` a 415, a body over ``MAX_BODY`` a 413.  None of them changes anything.
+
+Error bodies are bounded whatever the request: at most ``SHOWN_PROBLEMS`` problems, each message
+at most ``MESSAGE_LENGTH`` characters, and a count of the problems left out (validation itself
+stops at ``topology.schema.MAX_PROBLEMS``).
+
+Writes take JSON only: a browser form (``text/plain``, urlencoded, multipart) cannot be sent to
+an open gateway from another site, and a cross-site ``fetch`` with a JSON body needs a CORS
+preflight this API never grants.  A write whose ``Origin`` header names another site is refused
+as well, in case a browser sends one anyway.
 
 The application never touches the controller's state itself: every operation is handed to
 ``run``, which executes it on the controller's event loop and returns its result (in tests,
@@ -19,37 +31,94 @@ import re
 import socket
 import socketserver
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from webob import Request, Response
 from webob import exc as http
 
 from ryu_app import openapi
-from ryu_app.service import BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.service import MAX_PAGE, BadRequest, Conflict, GatewayService, NotFound
+from topology.addresses import ip_address
 from topology.deployment import vip_to_data
-from topology.schema import ConfigError
+from topology.schema import (
+    MAX_PROBLEMS,
+    NAME_PATTERN,
+    ConfigError,
+    Converter,
+    Invalid,
+    choice,
+    described,
+    integer,
+    schema_of,
+    shorten,
+    shown,
+)
 
 LOG = logging.getLogger("lockstep.rest")
-MAX_BODY = 1 << 20
+# A VIP of MAX_BACKENDS (2,000) backends with 63-character names is ~300 KB as `lockstep vip`
+# sends it, 370 KB indented (tests/ryu_app/test_rest_limits.py); 1,000 short-named ones ~90 KB.
+MAX_BODY = 512 * 1024
+SHOWN_PROBLEMS = 20  # problems listed in an error body; the rest are counted
+MESSAGE_LENGTH = 300  # characters of each message in an error body
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON = "application/json"
+
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
+
+
+def query_integer(low: int, high: int) -> Converter:
+    """A query parameter holding an integer: plain decimal digits (no '+', '_', spaces or other
+    scripts' digits, all of which ``int`` takes), then ``integer(low, high)``."""
+    check = integer(low, high)
+
+    @described(schema_of(check))
+    def parse(text: str) -> int:
+        if not _DECIMAL.fullmatch(text):
+            raise Invalid(f"{shown(text)} is not an integer")
+        return check(int(text))
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter: its converter says what it accepts (and, for the document, how)."""
+
+    name: str
+    convert: Converter
+    required: bool = False
+
+
+PORT_PARAM = query_integer(0, 65535)
+LOOKUP_QUERY = (
+    Param("src_ip", ip_address, required=True),
+    Param("src_port", PORT_PARAM, required=True),
+    Param("dst_ip", ip_address, required=True),
+    Param("dst_port", PORT_PARAM, required=True),
+    Param("proto", choice("tcp", "udp", "6", "17")),
+)
+FLOWS_QUERY = (Param("offset", query_integer(0, 2**40)), Param("limit", query_integer(1, MAX_PAGE)))
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
-    template: str  # "/v1/vips/{vip}"
+    template: str  # "/v1/vips/{vip}"; every {parameter} is a name (NAME_PATTERN)
     operation: str  # method name on RestApi
     summary: str
     body: str | None = None  # OpenAPI schema name of the request body
-    query: tuple[str, ...] = ()
+    query: tuple[Param, ...] = ()
     success: int = 200
 
     @property
     def pattern(self) -> re.Pattern:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
-        return re.compile(f"^{regex}$")
+        """Matched with ``fullmatch``: a name with a newline, or a trailing one, is no route."""
+        regex = re.sub(r"\{(\w+)\}", rf"(?P<\1>{NAME_PATTERN})", self.template)
+        return re.compile(regex)
 
 
 ROUTES = (
@@ -93,15 +162,16 @@ ROUTES = (
         "GET",
         "/v1/lookup",
         "lookup",
-        "The backend this gateway gives a flow, from its flow table or from the hash",
-        query=("src_ip", "src_port", "dst_ip", "dst_port", "proto"),
+        "The backend this gateway gives a flow, from its flow table or from the hash "
+        "(src_ip and dst_ip of one IP version)",
+        query=LOOKUP_QUERY,
     ),
     Route(
         "GET",
         "/v1/flows",
         "flows",
         "Flow-table counts and a page of entries",
-        query=("offset", "limit"),
+        query=FLOWS_QUERY,
     ),
     Route("GET", "/v1/status", "status", "Digests of configuration and healthy sets"),
     Route("GET", "/metrics", "metrics", "Prometheus metrics"),
@@ -138,7 +208,7 @@ class RestApi:
     def _dispatch(self, request: Request) -> Response:
         allowed = []
         for route in ROUTES:
-            match = route.pattern.match(request.path_info)
+            match = route.pattern.fullmatch(request.path_info)
             if match is None:
                 continue
             if route.method != request.method:
@@ -146,9 +216,11 @@ class RestApi:
                 continue
             if route.method in WRITE_METHODS:
                 self._authorize(request)
+                _same_origin(request)
             body = _body(request) if route.body else None
             args = match.groupdict()
             with _errors():
+                request.checked_query = _query(request, route.query)
                 result = getattr(self, route.operation)(request, body, **args)
             return _respond(result, route.success)
         if allowed:
@@ -208,11 +280,11 @@ class RestApi:
         return self.run(lambda: self.service.health(self.clock(), self.wall_clock()))
 
     def lookup(self, request, body):
-        params = dict(request.GET)
+        params = request.checked_query
         return self.run(lambda: self.service.lookup(params, self.clock()))
 
     def flows(self, request, body):
-        params = dict(request.GET)
+        params = request.checked_query
         return self.run(lambda: self.service.flows(params, self.clock()))
 
     def status(self, request, body):
@@ -223,7 +295,7 @@ class RestApi:
         return Response(text, content_type="text/plain", charset="utf-8")
 
     def openapi(self, request, body):
-        return openapi.document(ROUTES)
+        return openapi.document(ROUTES, auth=self.token is not None)
 
 
 class _errors:
@@ -236,8 +308,7 @@ class _errors:
         if error is None or isinstance(error, http.HTTPException):
             return False
         if isinstance(error, (ConfigError, BadRequest)):
-            problems = [{"path": p.path, "reason": p.reason} for p in error.problems]
-            raise _with_json(http.HTTPBadRequest(), str(error), problems) from None
+            raise _bad_request(error) from None
         if isinstance(error, NotFound):
             raise _with_json(http.HTTPNotFound(), str(error)) from None
         if isinstance(error, Conflict):
@@ -258,11 +329,30 @@ def _with_json(error: http.HTTPException, message: str, problems=None) -> http.H
     return error
 
 
+def _bad_request(error: ConfigError | BadRequest) -> http.HTTPException:
+    """A 400 listing the first SHOWN_PROBLEMS problems; ``more_problems`` counts the others."""
+    problems = error.problems
+    stopped = getattr(error, "stopped", False)
+    if len(problems) == 1:
+        message = str(problems[0])
+    else:
+        count = f"at least {MAX_PROBLEMS}" if stopped else str(len(problems))
+        message = f"{count} problems; the first: {problems[0]}"
+    shown_problems = [{"path": p.path, "reason": p.reason} for p in problems[:SHOWN_PROBLEMS]]
+    response = _with_json(http.HTTPBadRequest(), message, shown_problems)
+    response.more_problems = len(problems) - len(shown_problems)
+    return response
+
+
 def _json_error(error: http.HTTPException) -> Response:
-    payload = {"error": error.detail or error.title}
+    payload: dict[str, Any] = {"error": shorten(error.detail or error.title, MESSAGE_LENGTH)}
     problems = getattr(error, "problems", None)
     if problems:
-        payload["problems"] = problems
+        payload["problems"] = [
+            {key: shorten(value, MESSAGE_LENGTH) for key, value in problem.items()}
+            for problem in problems[:SHOWN_PROBLEMS]
+        ]
+        payload["more_problems"] = getattr(error, "more_problems", 0)
     response = Response(
         json.dumps(payload) + "\n",
         status=error.code,
@@ -275,7 +365,52 @@ def _json_error(error: http.HTTPException) -> Response:
     return response
 
 
+def _same_origin(request: Request) -> None:
+    """A write that carries an ``Origin`` must come from this API's own origin (browsers send
+    one with every cross-site write; command-line clients send none)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and _where(origin) != _where(f"{request.scheme}://{request.host}"):
+        raise _with_json(
+            http.HTTPForbidden(),
+            f"writes from another origin are refused (Origin {shown(origin)}, "
+            f"this API is {shown(request.host)})",
+        )
+
+
+def _where(url: str) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) of an origin, the port filled in: http://h is http://h:80."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # not a port
+        port = None
+    return parts.scheme, parts.hostname, port
+
+
+def _query(request: Request, params: tuple[Param, ...]) -> dict[str, str]:
+    """The route's query parameters checked whole, each given back in its canonical spelling
+    (the service parses them again, now from text it cannot misread)."""
+    checked = {}
+    for param in params:
+        raw = request.GET.get(param.name)
+        if raw is None or (raw == "" and param.required):
+            if param.required:
+                raise BadRequest(param.name, "required query parameter")
+            continue  # absent: the service's default (an empty value is a bad one)
+        try:
+            checked[param.name] = str(param.convert(raw))
+        except Invalid as error:
+            raise BadRequest(param.name, str(error)) from None
+    return checked
+
+
 def _body(request: Request):
+    media_type = (request.content_type or "").lower()
+    if media_type != JSON:
+        raise _with_json(
+            http.HTTPUnsupportedMediaType(),
+            f"the body must be JSON with 'Content-Type: {JSON}', got {shown(media_type or None)}",
+        )
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise http.HTTPRequestEntityTooLarge(f"the body is larger than {MAX_BODY} bytes")
     raw = request.body_file.read(MAX_BODY + 1)
@@ -295,7 +430,9 @@ def _respond(result, status: int) -> Response:
     if isinstance(result, Response):
         return result
     if status == 204:
-        return Response(status=204)
+        response = Response(status=204)
+        del response.content_type  # no body, so no media type
+        return response
     text = json.dumps(result, indent=1, sort_keys=True) + "\n"
     return Response(text, status=status, content_type="application/json", charset="utf-8")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from topology import deployment as deployment_file
@@ -31,7 +32,7 @@ def write(path: str | Path, vips) -> None:
         sort_keys=True,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(_temporary_name(path, os.getpid()))
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
@@ -51,6 +52,31 @@ def write(path: str | Path, vips) -> None:
             os.close(folder)
     except OSError:
         pass
+
+
+def _temporary_name(path: Path, pid: int) -> str:
+    return f".{path.name}.{pid}.tmp"
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries a killed save of ``path`` left behind (``.NAME.PID.tmp`` beside
+    it, nothing else), and say which.  Called once at start-up, before this process saves:
+    no save of this state file can be under way then (one controller per gateway)."""
+    path = Path(path)
+    own = re.compile(re.escape(f".{path.name}.") + "[0-9]+" + re.escape(".tmp"))
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:  # no folder yet: nothing left behind
+        return []
+    for candidate in candidates:
+        if own.fullmatch(candidate.name) and candidate.is_file() and not candidate.is_symlink():
+            try:
+                candidate.unlink()
+            except OSError:
+                continue
+            removed.append(candidate)
+    return removed
 
 
 def read(path: str | Path) -> list | None:

@@ -18,7 +18,16 @@ import yaml
 
 from ryu_app.core.flowkey import HASH_5TUPLE, HASH_MODES
 from ryu_app.core.health import policy_problem
-from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, MAX_WEIGHT, table_size_problem
+from ryu_app.core.maglev import (
+    BALANCE_FACTOR,
+    DEFAULT_TABLE_SIZE,
+    MAX_TABLE_SIZE,
+    MAX_WEIGHT,
+    MIN_TABLE_SIZE,
+    table_size_problem,
+)
+from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
+from topology.listeners import listener_problems
 from topology.model import reachability_problems
 from topology.schema import (
     REQUIRED,
@@ -30,14 +39,12 @@ from topology.schema import (
     Section,
     choice,
     datapath_id,
+    described,
     endpoint,
     endpoint_text,
+    host_name,
     integer,
-    ip_address,
-    ip_network,
-    ipv4_address,
     join,
-    mac_address,
     name,
     number,
     optional,
@@ -47,6 +54,9 @@ from topology.schema import (
 
 DEFAULT_IDLE_TIMEOUT = {"tcp": 60, "udp": 30}
 DEFAULT_VNI = 100
+# A VIP's backends: 2,000 fit the REST API's body cap (rest.MAX_BODY) with room to spare, and
+# are 20 times what the default table balances well (65537 > 100 x 655).
+MAX_BACKENDS = 2000
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -110,6 +120,7 @@ class Gateway:
     tunnel_port: str = "vxlan0"
     mac: str | None = None
     state_file: str | None = None
+    host: str | None = None  # the machine its controller runs on; None: the one all others share
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,15 @@ class Deployment:
 # ---- the schema ---------------------------------------------------------------------------------
 
 
+@described(
+    {
+        "type": "integer",
+        "minimum": MIN_TABLE_SIZE,
+        "maximum": MAX_TABLE_SIZE,
+        "description": "Maglev lookup table size: a prime, at least the number of backends "
+        f"({BALANCE_FACTOR} x backends or more balances them within ~1%)",
+    }
+)
 def _table_size(value: Any) -> int:
     problem = table_size_problem(value)
     if problem:
@@ -165,40 +185,46 @@ def _table_size(value: Any) -> int:
     return value
 
 
+# The field tables.  ``doc`` becomes the field's description in the REST API's document.
 HEALTH_FIELDS = Section(
     {
-        "type": Field(choice("tcp", "http"), "tcp"),
-        "port": Field(optional(integer(1, 65535)), None),
-        "path": Field(url_path, "/"),
-        "expect_status": Field(integer(100, 599), 200),
-        "interval": Field(number(0.05, 3600), 2.0),
-        "timeout": Field(number(0.01, 3600), 1.0),
-        "rise": Field(integer(1, 100), 3),
-        "fall": Field(integer(1, 100), 3),
+        "type": Field(choice("tcp", "http"), "tcp", "tcp: a SYN-ACK; http: GET path, a status"),
+        "port": Field(optional(integer(1, 65535)), None, "default: the VIP's port"),
+        "path": Field(url_path, "/", "the http check's request path"),
+        "expect_status": Field(integer(100, 599), 200, "the status an http check needs"),
+        "interval": Field(number(0.05, 3600), 2.0, "seconds between probes"),
+        "timeout": Field(number(0.01, 3600), 1.0, "seconds a probe may take (< interval)"),
+        "rise": Field(integer(1, 100), 3, "successes that bring a backend up"),
+        "fall": Field(integer(1, 100), 3, "failures that take a backend down"),
     }
 )
 
 BACKEND_FIELDS = Section(
     {
         "name": Field(name),
-        "tunnel_ip": Field(ipv4_address),  # the underlay is IPv4 (OVS tun_ipv4_dst)
-        "mac": Field(mac_address),
-        "weight": Field(integer(0, MAX_WEIGHT), 1),
+        # The underlay is IPv4 (OVS tun_ipv4_dst).
+        "tunnel_ip": Field(unicast_ipv4, REQUIRED, "the VM's VXLAN tunnel endpoint"),
+        "mac": Field(mac_address, REQUIRED, "inner destination MAC (the VM's VXLAN device)"),
+        "weight": Field(
+            integer(0, MAX_WEIGHT), 1, "share of new flows; 0 drains (existing flows stay)"
+        ),
     }
 )
 
 VIP_FIELDS = Section(
     {
         "name": Field(name),
-        "address": Field(ip_address),
+        "address": Field(unicast_address),
         "port": Field(integer(1, 65535)),
         "protocol": Field(choice("tcp", "udp"), "tcp"),
-        "hash": Field(choice(*HASH_MODES), HASH_5TUPLE),
+        "hash": Field(choice(*HASH_MODES), HASH_5TUPLE, "flow key: 5-tuple, or src-ip"),
         "table_size": Field(_table_size, DEFAULT_TABLE_SIZE),
-        "idle_timeout": Field(optional(integer(1, 4095)), None),
-        "vni": Field(integer(0, 2**24 - 1), DEFAULT_VNI),
-        "health": Field(HEALTH_FIELDS, None),
-        "backends": Field(ListOf(BACKEND_FIELDS), []),
+        "idle_timeout": Field(
+            optional(integer(1, 4095)), None, "seconds; default 60 for tcp, 30 for udp"
+        ),
+        "vni": Field(integer(0, 2**24 - 1), DEFAULT_VNI, "VXLAN id of the VMs' devices"),
+        "health": Field(HEALTH_FIELDS, None, "health checks (null: every default)"),
+        "backends": Field(ListOf(BACKEND_FIELDS, max_items=MAX_BACKENDS), []),
     }
 )
 
@@ -206,25 +232,26 @@ GATEWAY_FIELDS = Section(
     {
         "name": Field(name),
         "dpid": Field(datapath_id),
-        "addresses": Field(ListOf(ip_address, min_items=1)),
-        "tunnel_ip": Field(ipv4_address),
+        "addresses": Field(ListOf(unicast_address, min_items=1)),
+        "tunnel_ip": Field(unicast_ipv4),
         "openflow": Field(endpoint, REQUIRED),
         "rest": Field(endpoint, REQUIRED),
         "uplink_port": Field(text(15)),
         "tunnel_port": Field(text(15), "vxlan0"),
         "mac": Field(optional(mac_address), None),
         "state_file": Field(optional(text(4096)), None),
+        "host": Field(optional(host_name), None),
     }
 )
 
-CLIENT_FIELDS = Section({"name": Field(name), "address": Field(ip_address)})
+CLIENT_FIELDS = Section({"name": Field(name), "address": Field(unicast_address)})
 
 ROUTER_FIELDS = Section(
     {
         "name": Field(name, "router"),
         "client_subnet": Field(ip_network, "10.1.0.0/24"),
         "uplink_subnet": Field(ip_network, "10.0.0.0/24"),
-        "address": Field(optional(ip_address), None),
+        "address": Field(optional(unicast_address), None),
     }
 )
 
@@ -360,6 +387,14 @@ def _build_gateway(raw: dict) -> Gateway:
 
 def vip_problems(vip: Vip, path: str) -> list[Problem]:
     problems = []
+    if vip.table_size < len(vip.backends):
+        problems.append(
+            Problem(
+                join(path, "table_size"),
+                f"{vip.table_size} is less than the number of backends ({len(vip.backends)}): "
+                "each backend needs a slot",
+            )
+        )
     health = vip.health
     problem = policy_problem(health.interval, health.timeout, health.rise, health.fall)
     if problem:
@@ -425,10 +460,7 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
                 seen_backends.add(backend.tunnel_ip)
                 tunnels.append((f"vips[{vi}].backends[{bi}].tunnel_ip", backend.tunnel_ip))
     unique(tunnels, lambda t: t, "tunnel_ip")
-    # One socket per address: an OpenFlow and a REST listener may not share one either.
-    listeners = [(f"{w}.openflow", g.openflow) for w, g in gateways]
-    listeners += [(f"{w}.rest", g.rest) for w, g in gateways]
-    unique(listeners, lambda e: endpoint_text(*e), "listen address")
+    problems.extend(listener_problems(gateways))
     addresses = [
         (f"{w}.addresses[{i}]", a) for w, g in gateways for i, a in enumerate(g.addresses)
     ] + [(f"{w}.address", c.address) for w, c in clients]
@@ -458,6 +490,24 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     if deployment.underlay and len(problems) == before_names:
         problems.extend(reachability_problems(deployment))
     return problems
+
+
+def deployment_warnings(deployment: Deployment) -> list[Problem]:
+    """What is valid but unwise: ``lockstep check`` prints these and still says OK."""
+    warnings = []
+    for index, vip in enumerate(deployment.vips):
+        wanted = BALANCE_FACTOR * len(vip.backends)
+        if vip.backends and vip.table_size < wanted:
+            warnings.append(
+                Problem(
+                    join(join("vips", index), "table_size"),
+                    f"{vip.table_size} is less than {BALANCE_FACTOR} x {len(vip.backends)} "
+                    f"backends = {wanted}: backends' shares of new flows may differ by more "
+                    "than ~1% (Maglev's guidance: table_size > 100 x backends; a prime such "
+                    "as 65537 or 655373)",
+                )
+            )
+    return warnings
 
 
 def _backend_names(deployment: Deployment, problems: list[Problem]) -> list[tuple[str, str]]:

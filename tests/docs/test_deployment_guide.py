@@ -90,7 +90,7 @@ FILE_SUBSTITUTIONS = [
     ("gw1", "tunnel_port", "vxlan0", "{p}g1t"),
     ("gw2", "tunnel_port", "vxlan0", "{p}g2t"),
     ("gw1", "openflow", "127.0.0.1:6653", "127.0.0.1:{of1}"),
-    ("gw2", "openflow", "127.0.0.1:6654", "127.0.0.1:{of2}"),
+    ("gw2", "openflow", "127.0.0.1:6653", "127.0.0.1:{of2}"),
     ("gw1", "rest", "10.10.0.1:8081", "127.0.0.1:{rest1}"),
     ("gw2", "rest", "10.10.0.2:8081", "127.0.0.1:{rest2}"),
 ]
@@ -293,6 +293,7 @@ def bridge_opened(ovs: PrivateOVS, bridge: str) -> bool:
 def api(port: str, method: str, path: str, body=None) -> tuple[int, object]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")  # writes take JSON only
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)

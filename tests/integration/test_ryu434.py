@@ -264,7 +264,10 @@ def test_switch_connects_pipeline_installs_and_a_syn_gets_its_rule(gateway):
     with urllib.request.urlopen(base + "/v1/status", timeout=10) as response:
         assert json.load(response)["switch_connected"] is True
     drain = urllib.request.Request(
-        base + "/v1/vips/web/backends/vm2", data=b'{"weight": 0}', method="PATCH"
+        base + "/v1/vips/web/backends/vm2",
+        data=b'{"weight": 0}',
+        method="PATCH",
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(drain, timeout=10) as response:
         assert response.status == 200

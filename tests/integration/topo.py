@@ -135,6 +135,8 @@ class Topology:
         request = urllib.request.Request(
             f"http://127.0.0.1:{gateway.rest_port}{path}", data=data, method=method
         )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")  # writes take JSON only
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:

@@ -210,6 +210,19 @@ def test_check_on_invalid_yaml(tmp_path):
     assert "is not valid YAML at line 3" in result.stderr.decode()
 
 
+def test_check_warns_when_a_table_is_under_100_times_its_backends(tmp_path):
+    """Maglev's guidance (table_size > 100 x backends) is a warning: the file is still OK."""
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("table_size: 65537", "table_size: 251"),
+        encoding="utf-8",
+    )
+    result = lockstep("check", str(path))
+    assert result.returncode == 0 and out(result)[0].startswith("OK: ")
+    (warning,) = err(result)
+    assert warning.startswith("WARNING: vips[0].table_size: 251 is less than 100 x 4 backends")
+
+
 # ---- lookup: rows in, rows out -------------------------------------------------------------------
 
 
@@ -410,6 +423,8 @@ def test_parse_backend_arg(text, parsed):
         ("vm1=10.0.0.1:-1", "weight must be an integer"),
         (f"vm1=10.0.0.1:{MAX_WEIGHT + 1}", "weight must be an integer"),
         ("v6=[fd00::1]:x", "weight must be an integer"),
+        ("vm1=10.0.0.1:²", "weight must be an integer"),  # isdigit, but int() refuses it
+        ("vm1=10.0.0.1:٣", "weight must be an integer"),  # int() takes it
         ("v6=[fd00::zz]:1", "is not an IP address"),
     ],
 )

@@ -153,3 +153,29 @@ def test_a_file_that_is_not_text_is_a_config_error(tmp_path):
 
 def test_default_path_is_per_gateway():
     assert str(statefile.default_path("gw2")) == "/var/lib/lockstep/gw2.json"
+
+
+# ---- temporaries left by a save that was killed (issue 11, finding 8) -------------------------
+
+
+def test_stale_temporaries_of_the_state_file_are_removed_and_nothing_else(tmp_path):
+    state = tmp_path / "gw10.json"
+    statefile.write(state, [])
+    stale = [tmp_path / ".gw10.json.4242.tmp", tmp_path / ".gw10.json.1.tmp"]
+    others = [
+        tmp_path / ".gw1.json.4242.tmp",  # another gateway's
+        tmp_path / ".gw10.json.abc.tmp",
+        tmp_path / ".gw10.json.4242.tmp.keep",
+        tmp_path / "gw10.json.4242.tmp",
+        tmp_path / "notes.txt",
+    ]
+    for path in stale + others:
+        path.write_text("{")
+    assert sorted(statefile.remove_stale_temporaries(state)) == sorted(stale)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in others) and state.exists()
+    assert statefile.remove_stale_temporaries(state) == []
+
+
+def test_no_folder_means_nothing_to_remove(tmp_path):
+    assert statefile.remove_stale_temporaries(tmp_path / "missing" / "gw1.json") == []

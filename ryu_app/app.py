@@ -121,8 +121,17 @@ class LockstepApp(compat.app_base_class()):
 
     def start(self):
         thread = super().start()
-        self.threads.append(hub.spawn(self._ticker))
-        hub.spawn(self.rest_server.serve_forever)
+        event_loop = self.threads[-1]  # what the framework's start() just spawned
+        ticker = hub.spawn(self._ticker)
+        self.threads.append(ticker)
+        # Not in self.threads: stop() joins those, and the server serves until the process ends.
+        rest_thread = hub.spawn(self.rest_server.serve_forever)
+        # The launcher ends the process if one of these ends (launcher.vital_threads).
+        self.vital_threads = {
+            "event loop": event_loop,
+            "health ticker": ticker,
+            "REST server": rest_thread,
+        }
         return thread
 
     def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):

@@ -56,6 +56,7 @@ DESCRIPTOR_RESERVE = 64
 DESCRIPTORS_PER_CONNECTION = 2
 FEWEST_CONNECTIONS = 8  # even on a starved budget, the API stays reachable
 EVICTION_BATCH = 32  # at the cap, close up to this many idle connections at once (nginx: 32)
+ACCEPTS_PER_PASS = 64  # connections taken off the backlog per poll() pass
 LOOP_TIMEOUT = 1.0  # poll() timeout: how often timeouts are looked at when nothing happens
 
 
@@ -140,17 +141,28 @@ class _JsonErrorTask(ErrorTask):
 
 
 class _Channel(HTTPChannel):
-    """waitress's connection, noting when the request being read began."""
+    """waitress's connection, noting when the request it waits for began."""
 
     logger = LOG
     task_class = _Task
     error_task_class = _JsonErrorTask
-    request_started = 0.0  # time.time() of the first byte of the request being read
+    spoken = False  # whether the client has sent anything yet
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A connection's first request is due from the moment it is accepted (as nginx's
+        # client_header_timeout); a later one from its first byte.
+        self.request_started = self.creation_time
 
     def received(self, data):
-        if data and self.request is None:
+        if data and self.request is None and self.spoken:
             self.request_started = time.time()
+        self.spoken = self.spoken or bool(data)
         return super().received(data)
+
+    def del_channel(self, map=None):  # noqa: A002 - waitress's signature
+        super().del_channel(map)
+        self.server.closing.discard(self)
 
 
 def _may_close(channel: _Channel) -> bool:
@@ -164,24 +176,33 @@ def _may_close(channel: _Channel) -> bool:
     )
 
 
+def _between_requests(channel: _Channel) -> bool:
+    """A keep-alive connection that was served and has not begun its next request."""
+    return channel.spoken and channel.request is None
+
+
 def _eviction_order(channel: _Channel) -> tuple[int, float]:
-    """Idle connections first, the longest idle first; then half-sent requests, the oldest
-    first."""
-    if channel.request is None:
+    """Keep-alive connections between requests first, the longest idle first; then those
+    whose request is still to come in full (half-sent, or nothing sent yet), the oldest
+    first, so that a connection just accepted is the last to go."""
+    if _between_requests(channel):
         return 0, channel.last_activity
     return 1, channel.request_started
 
 
 def overdue(channel: _Channel, now: float, limits: Limits) -> str | None:
-    """Which timeout ``channel`` has run out of at ``now``, if any: ``idle`` (no request in
-    progress for ``idle_timeout``) or ``slow`` (a request's headers, or the whole request, not
-    in within its deadline).  A connection with a request being served is never overdue."""
+    """Which timeout ``channel`` has run out of at ``now``, if any: ``idle`` (between requests
+    for ``idle_timeout``) or ``slow`` (a request's headers, or the whole request, not in
+    within its deadline).  A connection with a request being served is never overdue."""
     if not _may_close(channel):
         return None
-    request = channel.request
-    if request is None:
+    if _between_requests(channel):
         return "idle" if now - channel.last_activity > limits.idle_timeout else None
-    deadline = limits.request_timeout if request.headers_finished else limits.header_timeout
+    request = channel.request
+    if request is not None and request.headers_finished:
+        deadline = limits.request_timeout
+    else:
+        deadline = limits.header_timeout
     return "slow" if now - channel.request_started > deadline else None
 
 
@@ -219,6 +240,7 @@ class RestServer(TcpWSGIServer):
         self.backoff = AcceptBackoff("REST listener", LOG)
         self.cap_warnings = Throttled(LOG)
         self._accept_again_at = 0.0
+        self.closing: set[_Channel] = set()  # marked to be closed on the loop's next pass
         self._loop_ended = threading.Event()
         self._serving = False
         sockets = {}
@@ -290,22 +312,31 @@ class RestServer(TcpWSGIServer):
                 self.stats.slow_requests += 1
             else:
                 continue
-            channel.will_close = True  # waitress closes it on the loop's next pass
+            self.close_soon(channel)
 
     # ---- accepting --------------------------------------------------------------------------
 
     def handle_accept(self) -> None:
-        room = len(self.active_channels) < self.max_connections or self._make_room()
+        """Take up to ``ACCEPTS_PER_PASS`` connections off the backlog.  waitress takes one per
+        ``poll()`` pass, and a pass visits every connection: under a flood of reconnecting
+        clients a fresh request then waits in the backlog behind them for long."""
+        for _ in range(ACCEPTS_PER_PASS):
+            if not self._accept_one():
+                return
+
+    def _accept_one(self) -> bool:
+        """Accept one connection; False if there was none (or accepting must pause)."""
         try:
-            pair = self.accept()  # None: nothing there after all (EAGAIN, ECONNABORTED)
+            pair = self.accept()  # None: nothing there (EAGAIN, ECONNABORTED)
         except OSError as error:
             self._accept_failed(error)
-            return
+            return False
         if pair is None:
-            return
+            return False
         self.backoff.succeeded()
         sock, address = pair
-        if not room:
+        full = len(self.active_channels) - len(self.closing) >= self.max_connections
+        if full and not self._make_room():
             self.stats.refused += 1
             sock.close()
             self.cap_warnings.warning(
@@ -313,27 +344,30 @@ class RestServer(TcpWSGIServer):
                 len(self.active_channels),
                 self.stats.refused,
             )
-            return
+            return True
         try:
             self.set_socket_options(sock)
             self.channel_class(self, sock, address, self.adj, map=self._map)
         except OSError:
             sock.close()
-            return
+            return True
         self.stats.accepted += 1
+        return True
+
+    def close_soon(self, channel: _Channel) -> None:
+        """Have waitress close ``channel`` on the loop's next pass (it is counted as closing
+        until then)."""
+        channel.will_close = True
+        self.closing.add(channel)
 
     def _make_room(self) -> bool:
         """At the cap: mark the oldest idle connections (``_eviction_order``) to be closed on
-        the loop's next pass.  False if none may be closed."""
-        channels = list(self.active_channels.values())
-        closing = sum(1 for c in channels if c.will_close or c.close_when_flushed)
-        if len(channels) - closing < self.max_connections:
-            return True  # room is being made already
-        candidates = [c for c in channels if _may_close(c)]
+        the loop's next pass, a batch at a time.  False if none may be closed."""
+        candidates = [c for c in self.active_channels.values() if _may_close(c)]
         batch = min(EVICTION_BATCH, max(1, self.max_connections // 8))
         victims = heapq.nsmallest(batch, candidates, key=_eviction_order)
         for channel in victims:
-            channel.will_close = True
+            self.close_soon(channel)
         self.stats.evicted += len(victims)
         if victims:
             self.cap_warnings.warning(
@@ -353,7 +387,7 @@ class RestServer(TcpWSGIServer):
         # can succeed, and pause before it.  Never end the listener.
         candidates = [c for c in self.active_channels.values() if _may_close(c)]
         if candidates:
-            min(candidates, key=_eviction_order).will_close = True
+            self.close_soon(min(candidates, key=_eviction_order))
             self.stats.evicted += 1
         self._accept_again_at = time.time() + self.backoff.failed(error)
 

@@ -96,10 +96,11 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
 # ---- the budget and the timeouts, as pure functions ----------------------------------------
 
 
-def test_the_connection_budget_leaves_the_reserve_and_two_descriptors_per_connection():
+def test_the_connection_budget_leaves_a_reserve_and_two_descriptors_per_connection():
     assert connection_budget(soft_limit=1024, open_now=40, reserve=64) == (1024 - 40 - 64) // 2
-    assert connection_budget(soft_limit=65536, open_now=100, reserve=64) == 32686
+    assert connection_budget(soft_limit=8192, open_now=100, reserve=64) == 4014
     assert connection_budget(soft_limit=64, open_now=40) == httpserver.FEWEST_CONNECTIONS
+    assert connection_budget(soft_limit=65536, open_now=100) == httpserver.MOST_CONNECTIONS
 
 
 def channel(request=None, requests=(), last_activity=0.0, request_started=0.0, **flags):

@@ -21,6 +21,7 @@ What this module gives the launcher instead:
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import resource
@@ -165,6 +166,7 @@ def guarded_stream_server(hub):
             backoff = AcceptBackoff("OpenFlow listener", logger)
             self.server = BackoffListener(self.server, backoff, hub.sleep)
 
+        @functools.partial(reported, "the OpenFlow listener", logger=logger)
         def serve_forever(self):
             while True:
                 sock, address = self.server.accept()
@@ -175,6 +177,21 @@ def guarded_stream_server(hub):
                     hub.sleep(self.server.backoff.failed(error))
 
     return GuardedStreamServer
+
+
+def reported(what: str, function: Callable, logger: logging.Logger = LOG) -> Callable:
+    """``function``, for a vital thread: an exception that ends it is logged with its
+    traceback (os-ken's native hub swallows it) before it ends the thread."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except BaseException:
+            logger.exception("%s failed", what)
+            raise
+
+    return run
 
 
 def alive(thread) -> bool:

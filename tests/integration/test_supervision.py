@@ -212,9 +212,8 @@ SABOTAGE = {
         httpserver.RestServer.serve_forever = broken
     """,
     "ofp_event's OpenFlow listener": """
-        from ryu_app import compat
-        compat.load("base.app_manager")
-        compat.load("controller.controller").OpenFlowController.server_loop = broken
+        from ryu_app import supervision
+        supervision.BackoffListener.accept = broken
     """,
 }
 
@@ -240,3 +239,4 @@ def test_a_vital_thread_that_ends_ends_the_process_with_an_error(gateways, threa
     assert status == EXIT_THREAD_ENDED, gateway.text()
     errors = [line for line in gateway.text().splitlines() if " ERROR " in line]
     assert any(f"{thread} ended" in line for line in errors), gateway.text()
+    assert "RuntimeError: sabotaged by the test" in gateway.text()  # the cause, logged

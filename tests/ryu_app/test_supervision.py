@@ -261,3 +261,15 @@ def test_polling_for_vital_threads_does_not_busy_wait():
     threading.Timer(0.3, lambda: setattr(thread, "running", False)).start()
     assert supervision.first_to_end({"t": thread}, interval=0.05) == "t"
     assert 0.25 < time.monotonic() - started < 2
+
+
+def test_a_vital_threads_exception_is_logged_with_its_traceback_and_still_ends_it(caplog):
+    def serve():
+        raise RuntimeError("listener broke")
+
+    with pytest.raises(RuntimeError):
+        supervision.reported("the REST server", serve, logger=LOG)()
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and record.getMessage() == "the REST server failed"
+    assert "listener broke" in caplog.text and record.exc_info is not None
+    assert supervision.reported("x", lambda a, b=0: a + b)(1, b=2) == 3

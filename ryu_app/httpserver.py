@@ -8,15 +8,18 @@ an idle or half-sent request costs a socket and no thread.  On top of it (``Rest
 
 - a cap on open connections derived from the process's descriptor budget
   (``connection_budget``: the soft ``RLIMIT_NOFILE`` less what is open and a reserve for the
-  OpenFlow side, the state file, the table builder's pipe and logs);
-- at the cap, the oldest *idle* connections are closed to make room (nginx reuses idle
-  keep-alive connections the same way), then half-sent requests, oldest first; never one with
-  a request being served.  If none can go, the new connection is closed at once.  waitress's
-  own answer at its limit is to stop accepting, which leaves a fresh request in the backlog
-  behind the connections that fill the server;
-- a deadline for a request's headers (and one for the whole request) counted from its first
-  byte: waitress's ``channel_timeout`` measures inactivity only, so a client sending a byte
-  every few seconds (slowloris) would hold its connection forever;
+  OpenFlow side, the state file, the table builder's pipe and logs; at most 4096);
+- at the cap, the oldest *idle* keep-alive connections are closed to make room (nginx reuses
+  idle keep-alive connections the same way), then those whose request has not come in full,
+  oldest first; never one with a request being served.  If none can go, the new connection is
+  closed at once.  waitress's own answer at its limit is to stop accepting, which leaves a
+  fresh request in the backlog behind the connections that fill the server;
+- up to 64 connections accepted per ``poll()`` pass (waitress takes one per pass, and a pass
+  visits every connection);
+- a deadline for a request's headers (and one for the whole request), counted from its first
+  byte, or from the accept for a connection's first request: waitress's ``channel_timeout``
+  measures inactivity only, so a client sending a byte every few seconds (slowloris) would
+  hold its connection for as long as it kept that up;
 - ``accept()`` errors (``EMFILE``...) pause accepting, 10 ms doubling to 1 s, and close one
   idle connection to free a descriptor; the listener never ends and never spins;
 - waitress's own log lines go to the ``lockstep.rest`` logger; its own error answers (413, 431,
@@ -233,7 +236,7 @@ class RestServer(TcpWSGIServer):
             max_request_header_size=limits.max_header_bytes,
             channel_timeout=limits.idle_timeout,
             cleanup_interval=limits.cleanup_interval,
-            connection_limit=1 << 30,  # ours is max_connections, with eviction (readable())
+            connection_limit=1 << 30,  # ours is max_connections, with eviction (_accept_one)
             asyncore_use_poll=True,  # select() cannot watch a descriptor above 1023
             asyncore_loop_timeout=LOOP_TIMEOUT,
             log_socket_errors=False,  # a client's reset is not news

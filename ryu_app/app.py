@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 
-from ryu_app import builder, compat, fastlane, rest, settings, statefile
+from ryu_app import builder, compat, fastlane, rest, settings, statefile, supervision
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.service import GatewayService
 
@@ -121,8 +121,18 @@ class LockstepApp(compat.app_base_class()):
 
     def start(self):
         thread = super().start()
-        self.threads.append(hub.spawn(self._ticker))
-        hub.spawn(self.rest_server.serve_forever)
+        event_loop = self.threads[-1]  # what the framework's start() just spawned
+        ticker = hub.spawn(supervision.reported("the health ticker", self._ticker))
+        self.threads.append(ticker)
+        # Not in self.threads: stop() joins those, and the server serves until the process ends.
+        serve = supervision.reported("the REST server", self.rest_server.serve_forever)
+        rest_thread = hub.spawn(serve)
+        # The launcher ends the process if one of these ends (launcher.vital_threads).
+        self.vital_threads = {
+            "event loop": event_loop,
+            "health ticker": ticker,
+            "REST server": rest_thread,
+        }
         return thread
 
     def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):

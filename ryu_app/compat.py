@@ -64,3 +64,20 @@ def app_base_class():
 def load(module: str):
     """``load('base.app_manager')`` -> ``os_ken.base.app_manager`` (or ``ryu.base...``)."""
     return importlib.import_module(f"{FRAMEWORK}.{module}")
+
+
+def guard_openflow_listener() -> None:
+    """Give the framework's OpenFlow listener an accept loop that outlives a shortage.
+
+    Its ``StreamServer.serve_forever`` is ``while True: accept(); spawn()`` with no guard: one
+    ``EMFILE`` ended it, and with os-ken's native hub nobody noticed (the thread's exception is
+    swallowed), so the controller never saw a switch again.  ``controller.controller`` imports
+    the class by name (``from ...lib.hub import StreamServer``) when its server loop starts: the
+    module attribute is what to replace, before the apps start.
+    """
+    from ryu_app import supervision  # noqa: PLC0415 - compat itself imports nothing of ours
+
+    load("base.app_manager")  # controller.controller cannot be imported before it
+    controller = load("controller.controller")
+    if not getattr(controller.StreamServer, "guarded", False):
+        controller.StreamServer = supervision.guarded_stream_server(load("lib.hub"))

@@ -1,7 +1,10 @@
 """``lockstep-gateway --config FILE --gateway NAME``: one controller process for one gateway.
 
 os-ken 4.x ships no manager command; this is ours: validate the deployment, configure the
-framework's OpenFlow listener, load ``ryu_app.app`` and run until killed.
+framework's OpenFlow listener, load ``ryu_app.app`` and run until killed, or until one of its
+vital threads ends (``vital_threads``): then it logs an ERROR naming the thread and exits with
+``EXIT_THREAD_ENDED``, so that a supervisor (systemd ``Restart=always``) starts it again rather
+than leaving a controller that answers REST calls and never sees its switch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ryu_app import statefile
@@ -20,6 +23,10 @@ from topology import deployment as deployment_file
 from topology.schema import ConfigError, Invalid, Problem, endpoint
 
 EXIT_CONFIG = 2
+EXIT_THREAD_ENDED = 70  # sysexits' EX_SOFTWARE: a vital thread ended
+# What the thread an app's start() returned does, where it is not the app's event loop.
+MAIN_THREAD_NAMES = {"ofp_event": "OpenFlow listener"}
+LOG = logging.getLogger("lockstep.gateway")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -114,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from ryu_app import compat, settings  # noqa: PLC0415 - framework only once config is good
+    from ryu_app import compat, settings, supervision  # noqa: PLC0415 - once config is good
 
+    _raise_descriptor_limit(supervision)
     settings.configure(current)
     for stale in statefile.remove_stale_temporaries(current.state_file):
         logging.getLogger("lockstep.gateway").warning("removed %s (a save cut short)", stale)
@@ -129,22 +137,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = gateway.openflow
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
+    compat.guard_openflow_listener()
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["ryu_app.app"])
     contexts = manager.create_contexts()
     try:
-        services = manager.instantiate_apps(**contexts)
+        manager.instantiate_apps(**contexts)
     except OSError as error:  # the REST listener could not bind
         print(f"lockstep-gateway: cannot start: {error}", file=sys.stderr)
         return 1
-    logging.getLogger("lockstep.gateway").info("OpenFlow listening on %s:%d", host, port)
+    LOG.info("OpenFlow listening on %s:%d", host, port)
     try:
-        hub.joinall(services)
+        ended = supervision.first_to_end(vital_threads(manager.applications), hub.sleep)
     except KeyboardInterrupt:
-        pass
-    finally:
         manager.close()
-    return 0
+        _exit(0)
+    LOG.error(
+        "%s ended while the controller was running: exiting with status %d so that a "
+        "supervisor starts the controller again",
+        ended,
+        EXIT_THREAD_ENDED,
+    )
+    _exit(EXIT_THREAD_ENDED)
+    return EXIT_THREAD_ENDED  # not reached
+
+
+def _raise_descriptor_limit(supervision) -> None:
+    before, now, hard = supervision.raise_descriptor_limit()
+    if now > before:
+        LOG.info("descriptor limit raised from %d to %d (hard limit %d)", before, now, hard)
+    else:
+        LOG.info("descriptor limit %d (hard limit %d)", now, hard)
+
+
+def vital_threads(applications: Mapping[str, object]) -> dict[str, object]:
+    """Every thread whose end would leave the controller half alive, by a name for the log:
+    each app's event loop and the thread its ``start()`` returned (for the framework's
+    ``ofp_event`` app, the OpenFlow listener), or what an app lists itself in its
+    ``vital_threads`` (ours: event loop, health ticker, REST server)."""
+    vital = {}
+    for name, app in applications.items():
+        own = getattr(app, "vital_threads", None)
+        if own is not None:
+            vital.update({f"{name}'s {label}": thread for label, thread in own.items()})
+            continue
+        for number, thread in enumerate(app.threads):
+            vital[f"{name}'s " + ("event loop" if number == 0 else f"thread {number}")] = thread
+        main = app.main_thread
+        if main is not None and main not in app.threads:
+            vital[f"{name}'s {MAIN_THREAD_NAMES.get(name, 'main thread')}"] = main
+    return vital
+
+
+def _exit(status: int) -> None:
+    """End the process now: the framework's native threads are not daemons, so returning from
+    ``main`` would wait for them (forever: the OpenFlow listener never returns)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

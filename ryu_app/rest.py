@@ -29,13 +29,11 @@ import json
 import logging
 import re
 import socket
-import socketserver
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from webob import Request, Response
 from webob import exc as http
@@ -439,43 +437,48 @@ def _respond(result, status: int) -> Response:
 
 # ---- serving ----------------------------------------------------------------------------------
 
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
-        LOG.debug("%s %s", self.address_string(), format % args)
-
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
+GREEN_BACKLOG = 1024
+GREEN_MAX_CONNECTIONS = 1024  # eventlet's green pool: connections served at once
+GREEN_SOCKET_TIMEOUT = 30.0  # a client socket silent this long is closed (idle or half-sent)
 
 
 class _GreenServer:
-    """The same for an eventlet hub (classic Ryu): one greenthread per request, so a request
-    waiting for the controller's loop yields to it instead of blocking it."""
+    """The same for an eventlet hub (classic Ryu): one greenthread per connection, so a request
+    waiting for the controller's loop yields to it instead of blocking it.  Limits: a bounded
+    pool, a socket timeout, a real backlog, an accept loop that backs off (eventlet's own ends
+    at the first EMFILE).  It has no header deadline: a client trickling a byte per 30 s holds
+    a greenthread (cheap) until the pool is full, and then new connections wait."""
 
     def __init__(self, host: str, port: int, app):
         import eventlet  # noqa: PLC0415 - only present (and only wanted) with an eventlet hub
         import eventlet.wsgi  # noqa: PLC0415
 
+        from ryu_app.supervision import AcceptBackoff, BackoffListener  # noqa: PLC0415
+
         self._wsgi = eventlet.wsgi
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = eventlet.listen((host, port), family=family)  # binds now
+        listener = eventlet.listen((host, port), family=family, backlog=GREEN_BACKLOG)  # binds
+        self.socket = BackoffListener(
+            listener, AcceptBackoff("REST listener", LOG), sleep=eventlet.sleep
+        )
         self.app = app
 
     def serve_forever(self) -> None:
-        self._wsgi.server(self.socket, self.app, log_output=False)
+        self._wsgi.server(
+            self.socket,
+            self.app,
+            log_output=False,
+            max_size=GREEN_MAX_CONNECTIONS,
+            socket_timeout=GREEN_SOCKET_TIMEOUT,
+        )
 
 
 def make(host: str, port: int, app, green: bool = False):
-    """A WSGI server for ``app``, bound at once.  Threaded (one thread per request) unless
-    ``green``; either way requests hand their work to the controller's loop, so they never run
-    in parallel with it."""
+    """A WSGI server for ``app``, bound at once: waitress (``httpserver``), or eventlet's server
+    if ``green``.  Either way requests hand their work to the controller's loop, so they never
+    run in parallel with it."""
     if green:
         return _GreenServer(host, port, app)
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    from ryu_app import httpserver  # noqa: PLC0415 - not needed (nor installed) under classic Ryu
+
+    return httpserver.RestServer(app, host, port, httpserver.Limits(max_body=MAX_BODY))

@@ -167,7 +167,7 @@ def _table_size(value: Any) -> int:
 
 HEALTH_FIELDS = Section(
     {
-        "type": Field(choice("tcp", "http"), "tcp"),
+        "type": Field(choice("tcp", "http", "none"), "tcp"),  # none: static backends, no probes
         "port": Field(optional(integer(1, 65535)), None),
         "path": Field(url_path, "/"),
         "expect_status": Field(integer(100, 599), 200),

@@ -27,7 +27,7 @@ from webob import Request, Response
 from webob import exc as http
 
 from ryu_app import openapi
-from ryu_app.service import BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.service import Accepted, BadRequest, Conflict, GatewayService, NotFound
 from topology.deployment import vip_to_data
 from topology.schema import ConfigError
 
@@ -101,7 +101,7 @@ ROUTES = (
         "/v1/flows",
         "flows",
         "Flow-table counts and a page of entries",
-        query=("offset", "limit"),
+        query=("cursor", "limit", "offset"),
     ),
     Route("GET", "/v1/status", "status", "Digests of configuration and healthy sets"),
     Route("GET", "/metrics", "metrics", "Prometheus metrics"),
@@ -294,6 +294,8 @@ def _body(request: Request):
 def _respond(result, status: int) -> Response:
     if isinstance(result, Response):
         return result
+    if isinstance(result, Accepted):  # saved and applied, its Maglev tables not in yet
+        result, status = result.body, 202
     if status == 204:
         return Response(status=204)
     text = json.dumps(result, indent=1, sort_keys=True) + "\n"

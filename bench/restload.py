@@ -104,7 +104,7 @@ def loop(port: int, stop) -> dict:
                 else f"/v1/flows?limit={PAGE}&offset={count // 2}",
             )
         )
-        cursor = page["next_cursor"]
+        cursor = page.get("next_cursor")  # (None from a controller without cursors)
         client.call("status", "GET", "/v1/status")
         client.call("health", "GET", "/v1/health")
         client.call("metrics", "GET", "/metrics")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 
@@ -64,6 +65,7 @@ def running(monkeypatch, tmp_path):
     settings.configure(
         settings.Settings(deployment, deployment.gateway("gw1"), tmp_path / "gw1.json")
     )
+    switch_interval = sys.getswitchinterval()  # the app sets the process's own
     app = app_module.LockstepApp()
     app_manager.register_app(app)
     try:
@@ -73,6 +75,7 @@ def running(monkeypatch, tmp_path):
     finally:
         app.stop()
         app_manager.unregister_app(app)
+        sys.setswitchinterval(switch_interval)
 
 
 def wait_until(condition, seconds: float = 10.0) -> None:

@@ -28,6 +28,12 @@ sustained rate before (a short phase, 2 s) and after side by side.  The flow tab
 controller's only per-flow state that lasts; the rules installed in the last 2-4 s
 (``gateway.RecentInstalls``, bounded by the rate) are about as many in both readings.
 
+REST load (Lockstep, unless ``--no-rest-load``): both phases again while a client in a process
+of its own loops on the heaviest REST reads and writes (``bench/restload.py``: deep pages of
+``/v1/flows``, status, health, metrics, a PATCH and a PUT that each need a new Maglev table),
+side by side with the figures without it.  With ``--flows 1000000`` the pages are a million
+flows deep.
+
 ``--rebuild`` (part of the full run) drives a Lockstep with 100 VIPs of 100 backends through a
 backend failure that rebuilds every VIP's Maglev table, under load (``bench/rebuild.py``).
 
@@ -54,7 +60,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import procs, rebuild, report  # noqa: E402
+from bench import procs, rebuild, report, restload  # noqa: E402
 from bench.fakeswitch import ControllerError, FakeSwitch, PhaseResult  # noqa: E402
 from bench.procs import DEFAULT_HUB, HUBS, Controller, free_port  # noqa: E402
 from bench.report import label  # noqa: E402
@@ -174,6 +180,7 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
         return phase
 
     switch = None
+    rest_load = None
     prefill_flows = args.flows if controller.rest_port else 0
     memory: dict = {}
     prefill_s = 0.0
@@ -208,7 +215,9 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
             f"p99 {latency.percentile_ms(0.99) or 0:.2f} ms",
             flush=True,
         )
-    except (ControllerError, OSError) as error:
+        if controller.rest_port and not args.no_rest_load:
+            rest_load = rest_load_phases(switch, controller.rest_port, args, rate, cpu_clocks)
+    except (ControllerError, OSError, RuntimeError) as error:
         raise procs.failed(controller, process, error) from None
     finally:
         if switch is not None:
@@ -221,8 +230,34 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
         "prefill_flows": prefill_flows,
         "prefill_s": prefill_s,
         "memory": memory,
+        "rest_load": rest_load,
         "log_problems": procs.log_problems(controller.log),
     }
+
+
+def rest_load_phases(switch, rest_port: int, args, rate: float, cpu_clocks) -> dict:
+    """Both phases again (the latency phase at the same rate) while ``restload``'s client
+    loops on the REST API."""
+    load = restload.RestLoad(rest_port)
+    load.start()
+    started = time.monotonic()
+    try:
+        sustained = switch.run(
+            window=args.window, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
+        )
+        print(f"    sustained (REST loop): {sustained.flows_per_s:,.0f} new flows/s", flush=True)
+        latency = switch.run(
+            rate=rate, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
+        )
+        print(
+            f"    latency at {rate:,.0f}/s (REST loop): p50 {latency.percentile_ms(0.5) or 0:.2f}"
+            f" ms, p99 {latency.percentile_ms(0.99) or 0:.2f} ms",
+            flush=True,
+        )
+    finally:
+        client = load.stop()
+    seconds = time.monotonic() - started
+    return {"sustained": sustained, "latency": latency, "client": client, "seconds": seconds}
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -247,6 +282,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--only", action="append", choices=CONTROLLERS, help="measure only this (repeatable)"
+    )
+    parser.add_argument(
+        "--no-rest-load",
+        action="store_true",
+        help="skip Lockstep's phases under a looping REST client (bench/restload.py)",
     )
     parser.add_argument(
         "--hub",
@@ -397,6 +437,8 @@ def main() -> int:
     if results:
         report.print_table(results)
         report.print_checks(results)
+    for name, result in results.items():
+        restload.print_side_by_side(label(name), result)
     if any(result["memory"] for result in results.values()):
         print(f"memory (Lockstep's flow table, {args.flows:,} flows placed):")
         report.print_memory(results)
@@ -419,6 +461,7 @@ def main() -> int:
     }
     for name, result in results.items():
         summary.update(report.summarise(name, result))
+        summary.update(restload.summarise(name, result))
     for name, result in rebuilds.items():
         summary.update(report.summarise_rebuild(name, result))
     ours = report.default_lockstep({**results, **rebuilds})

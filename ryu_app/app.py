@@ -6,9 +6,10 @@ event thread for good (see shared ENVIRONMENT notes), so ``_guarded`` catches, c
 
 Two threads of control touch the core, one at a time (``core_lock``):
 
-- the app's event loop: switch life cycle, flow-removed, timers (the health tick), REST calls
-  and table builds finished by a worker, the last three as ``EventCall`` events on that loop,
-  Faucet's way;
+- the app's event loop: switch life cycle, port status, timers (the health tick), the parts of
+  REST calls that touch the core (``call_on_loop``: the service takes snapshots and applies
+  changes there, and renders, validates and saves on the REST thread) and table builds
+  finished by a worker, the last three as ``EventCall`` events on that loop, Faucet's way;
 - the switch's receiving thread, for packet-ins and flow-removeds (one each per flow): they
   skip the framework's parser and event queue (``fastlane``) and are handled where they are
   read, a burst at a time, answered with one write.
@@ -22,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 import threading
 import time
 
 from ryu_app import builder, compat, fastlane, rest, settings, statefile, supervision
-from ryu_app.core.gateway import GatewayCore
+from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
 from ryu_app.service import GatewayService
 
 ofp_event = compat.load("controller.ofp_event")
@@ -39,6 +41,11 @@ HEALTH_TICK_SECONDS = 0.02  # probe start and timeout resolution (intervals are 
 REST_CALL_TIMEOUT = 10.0  # a REST call waits this long for the event loop
 TABLE_WAIT_POLL = 0.005  # how often a REST change looks whether its tables are in
 GREEN_HUB = compat.GREEN_HUB
+# A thread that wants the interpreter waits for a busy one to let go for up to this long (5 ms
+# by default).  The switch's receiving thread shares it with the REST threads, which render
+# answers of thousands of rows: under a client asking in a loop (bench_newflow's REST load,
+# 20k new flows/s) packet-in p99 was 12-14 ms with the default and 6-9 ms with this.
+SWITCH_INTERVAL = 0.0005
 
 
 if GREEN_HUB:
@@ -81,6 +88,8 @@ class LockstepApp(compat.app_base_class()):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.core_lock = contextlib.nullcontext() if GREEN_HUB else threading.Lock()
+        if not GREEN_HUB:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         current = settings.current()
         self.deployment, self.gateway = current.deployment, current.gateway
         self.clock = time.monotonic
@@ -101,9 +110,13 @@ class LockstepApp(compat.app_base_class()):
             self.gateway,
             send=lambda messages: self._send(self.datapath, messages),
             save=lambda vips: statefile.write(current.state_file, vips),
+            on_loop=self.call_on_loop,
+            tables_ready=self.tables_ready,
+            lock=fastlane.new_lock(),
         )
         self.service.handler_errors = lambda: self.handler_errors
-        api = rest.RestApi(self.service, run=self.call_on_loop, token=current.token)
+        # The service hands what touches the core to the loop itself (``call_on_loop``).
+        api = rest.RestApi(self.service, token=current.token)
         host, port = self.gateway.rest
         # Binds now: a taken port fails start-up.  Ryu's hub is eventlet: serve on it.
         self.rest_server = rest.make(host, port, api, green=GREEN_HUB)
@@ -137,7 +150,8 @@ class LockstepApp(compat.app_base_class()):
 
     def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):
         """Run ``function`` on the event loop and return its result (or raise its error).
-        Called from REST threads."""
+        Called from REST threads.  TimeoutError if the loop did not start it in time (it then
+        never runs)."""
         done = hub.Event() if GREEN_HUB else threading.Event()
         outcome = {}
         lock = threading.Lock()  # the caller gives up, or the loop starts: not both
@@ -152,11 +166,9 @@ class LockstepApp(compat.app_base_class()):
             except BaseException as error:  # noqa: BLE001 - handed back to the caller
                 outcome["error"] = error
             finally:
-                outcome["tables"] = bool(self.core.pending)
                 done.set()
                 self._after_change()
 
-        deadline = time.monotonic() + timeout
         self.send_event(self.name, EventCall(task))
         if not done.wait(timeout):
             with lock:
@@ -164,16 +176,23 @@ class LockstepApp(compat.app_base_class()):
                     outcome["abandoned"] = True
                     raise TimeoutError(f"the controller did not answer within {timeout} s")
             done.wait()  # it started just now: its answer is moments away
-        if outcome.get("tables"):
-            self._wait_for_tables(deadline)
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
 
-    def _wait_for_tables(self, deadline: float) -> None:
-        """A change that needs new Maglev tables (weights, backends) answers once they are in,
-        so that new flows follow it from the moment the caller hears back (tens of ms)."""
-        while (self._building or self.core.pending) and time.monotonic() < deadline:
+    def tables_ready(self, vip_names: list[str], timeout: float) -> bool:
+        """Wait (on a REST thread) until each VIP's Maglev table is the one its backends and
+        healthy set call for, or it is gone; False if that took longer than ``timeout``.  It
+        reads two references per VIP off the loop (the balancer swaps the table in before its
+        key: ``Balancer._swap``), so waiting costs the loop nothing."""
+        deadline = time.monotonic() + timeout
+        vips = self.core.balancer.vips
+        while True:
+            states = [vips.get(name) for name in vip_names]
+            if all(state is None or state.table_current for state in states):
+                return True
+            if time.monotonic() >= deadline:
+                return False
             hub.sleep(TABLE_WAIT_POLL)
 
     def _send(self, datapath, messages) -> None:
@@ -212,20 +231,31 @@ class LockstepApp(compat.app_base_class()):
     def _build_tables(self, requests) -> None:
         """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
         as soon as it is built (a reference swap), so that a health change touching many VIPs
-        brings each its table without waiting for all the others."""
+        brings each its table without waiting for all the others.  A build that raises is
+        handed back as its error: the core asks for it again later."""
         for number, request in enumerate(requests, 1):
+            table = error = None
             try:
                 table = _off_the_hub(self.builder.build, request.key)
-            except Exception:  # noqa: BLE001 - a worker must report, not vanish
-                LOG.exception("building the Maglev table of VIP %s failed", request.vip)
-                table = None
+            except Exception as problem:  # noqa: BLE001 - a worker must report, not vanish
+                error = problem
             install = functools.partial(
-                self._install_table, request, table, number == len(requests)
+                self._install_table, request, table, error, number == len(requests)
             )
             self.send_event(self.name, EventCall(install))
 
-    def _install_table(self, request, table, last: bool) -> None:
-        if table is not None and self.core.balancer.install_table(request, table):
+    def _install_table(self, request, table, error, last: bool) -> None:
+        if error is not None:
+            failures, delay = self.core.table_build_failed(request, self.clock())
+            LOG.error(
+                "building the Maglev table of VIP %s failed (%d time(s)): %r; "
+                "asking again in %g s if the VIP still wants it",
+                request.vip,
+                failures,
+                error,
+                delay,
+            )
+        elif self.core.table_built(request, table):
             LOG.info("VIP %s: Maglev table rebuilt (%d backends)", request.vip, len(request.key[1]))
         if last:
             self._building = False
@@ -279,6 +309,20 @@ class LockstepApp(compat.app_base_class()):
                 self.core.ports.tunnel,
             )
         self._send(ev.msg.datapath, messages)
+
+    @handler.set_ev_cls(ofp_event.EventOFPPortStatus, handler.MAIN_DISPATCHER)
+    @_guarded
+    def port_status(self, ev):
+        """A port added, deleted or changed after the switch connected: the core decides."""
+        msg = ev.msg
+        if msg.datapath is not self.datapath:
+            return
+        name = msg.desc.name.decode(errors="replace")
+        LOG.info("port %s (%d) %s", name, msg.desc.port_no, PORT_EVENTS.get(msg.reason, "changed"))
+        self._send(
+            msg.datapath, self.core.on_port_status(msg.reason, name, msg.desc.port_no, self.clock())
+        )
+        self._after_change()
 
     def fast_lane(self, datapath, messages: list[bytes]) -> None:
         """The fast lane's sink: a burst of raw packet-ins and flow-removeds, on the switch's

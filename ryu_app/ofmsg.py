@@ -34,6 +34,7 @@ from ryu_app.core.flowkey import (
     Flow,
     parse_protocol,
 )
+from ryu_app.core.health import NO_CHECKS
 from topology.deployment import Backend, Vip
 
 ETH_ARP = 0x0806
@@ -203,7 +204,10 @@ PROBE_PORTS = (0xC000, 0xC000)  # tcp_dst value/mask: 49152-65535, the prober's 
 
 def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list:
     """What an answer to one of this VIP's health probes looks like, per gateway address of
-    the VIP's IP version; nothing else addressed to the gateway reaches the controller."""
+    the VIP's IP version (none for static backends: nothing probes them); nothing else
+    addressed to the gateway reaches the controller."""
+    if vip.health.type == NO_CHECKS:
+        return []
     version = ipaddress.ip_address(vip.address).version
     check_port = vip.check_port
     matches = []

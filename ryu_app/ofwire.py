@@ -39,6 +39,10 @@ OFPAT_OUTPUT = 0
 OFPAT_SET_FIELD = 25
 OFPMT_OXM = 1
 OFPCML_MAX = 0xFFE5  # the framework's default max_len (only used for output to the controller)
+# Why a port-status message came (``ofp_port_reason``, OpenFlow 1.3.5 section 7.4.3).
+OFPPR_ADD = 0
+OFPPR_DELETE = 1
+OFPPR_MODIFY = 2
 
 
 def _oxm_header(oxm_class: int, field: int, length: int) -> int:

@@ -39,7 +39,7 @@ from webob import Request, Response
 from webob import exc as http
 
 from ryu_app import openapi
-from ryu_app.service import MAX_PAGE, BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.service import MAX_PAGE, Accepted, BadRequest, Conflict, GatewayService, NotFound
 from topology.addresses import ip_address
 from topology.deployment import vip_to_data
 from topology.schema import (
@@ -54,6 +54,7 @@ from topology.schema import (
     schema_of,
     shorten,
     shown,
+    text,
 )
 
 LOG = logging.getLogger("lockstep.rest")
@@ -99,7 +100,12 @@ LOOKUP_QUERY = (
     Param("dst_port", PORT_PARAM, required=True),
     Param("proto", choice("tcp", "udp", "6", "17")),
 )
-FLOWS_QUERY = (Param("offset", query_integer(0, 2**40)), Param("limit", query_integer(1, MAX_PAGE)))
+FLOWS_QUERY = (
+    # ``next_cursor`` of the page before: shard-position (views.cursor_text)
+    Param("cursor", text(19, r"[0-9]{1,6}-[0-9]{1,12}")),
+    Param("limit", query_integer(1, MAX_PAGE)),
+    Param("offset", query_integer(0, 2**40)),
+)
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,8 @@ def _body(request: Request):
 def _respond(result, status: int) -> Response:
     if isinstance(result, Response):
         return result
+    if isinstance(result, Accepted):  # saved and applied, its Maglev tables not in yet
+        result, status = result.body, 202
     if status == 204:
         response = Response(status=204)
         del response.content_type  # no body, so no media type

@@ -1,30 +1,44 @@
 """What operators can ask of one gateway: the operations behind the REST API.
 
-Framework-free and run on the app's event loop (the REST server hands each call over), so it
-may touch the core directly.  Side effects come in as arguments: ``send`` (OpenFlow messages to
-the switch) and ``save`` (the VIP list to the state file).
+Framework-free.  Called on the REST server's threads; what touches the core runs on the app's
+event loop, handed over with ``on_loop`` (Faucet's way: state changes on one thread of
+control), and only that: every hand-over is short, because while it runs no packet-in is
+handled (issue 11: a deep page of the flow table once held them up for ~190 ms).
 
-Every change is validated by the same rules as the deployment file (``parse_vip`` and
-``deployment_problems`` over the would-be deployment), then saved, then applied: a bad request
-or a state file that cannot be written changes nothing.
+- Reads take a snapshot on the loop and render it here (``views``).
+- Writes (one at a time: ``_one_write_at_a_time``) are validated by the same rules as the
+  deployment file (``parse_vip`` and ``deployment_problems`` over the would-be deployment) and
+  saved to the state file here, then applied on the loop: a bad request or a state file that
+  cannot be written changes nothing.  A change that needs new Maglev tables waits for them
+  (``tables_ready``, at most ``TABLE_WAIT_SECONDS``) so that new flows follow it from the
+  moment the caller hears back; if they are not in by then the answer is ``Accepted`` (the
+  REST API's 202), never a plain success.
+
+Side effects come in as arguments: ``send`` (OpenFlow messages to the switch), ``save`` (the
+VIP list to the state file), ``on_loop`` and ``tables_ready`` (the app's; by default, for
+tests, a direct call and no waiting).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
+import functools
+import logging
+import threading
 from collections.abc import Callable
 
-from ryu_app.core.flowkey import FieldError, describe_key, flow_from_fields, table_key
+from ryu_app import views
+from ryu_app.core.flowkey import FieldError, flow_from_fields, table_key
 from ryu_app.core.gateway import GatewayCore
-from ryu_app.core.health import HealthState
 from topology import deployment as deployment_file
 from topology.deployment import Backend, Deployment, Gateway, Vip
 from topology.schema import ConfigError, Problem
 
+LOG = logging.getLogger("lockstep.service")
 MAX_PAGE = 1000
+# How long a change that needs new Maglev tables (tens of ms each) waits for them before it
+# answers 202 instead: well inside the 5 s a ``lockstep vip`` command waits for an answer.
+TABLE_WAIT_SECONDS = 3.0
 
 
 class NotFound(LookupError):
@@ -43,9 +57,28 @@ class BadRequest(ValueError):
         self.problems = [Problem(path, reason)]
 
 
-def digest(data) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """A change saved and applied whose Maglev tables were still being built when the answer
+    was due (the REST API answers 202 with ``body``)."""
+
+    body: dict
+
+
+def _one_write_at_a_time(method):
+    """Writes read the current deployment, validate, save and apply: one at a time, so that
+    none works from a deployment another is replacing."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._writes:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _direct(function):
+    return function()
 
 
 class GatewayService:
@@ -56,12 +89,19 @@ class GatewayService:
         gateway: Gateway,
         send: Callable[[list], None],
         save: Callable[[tuple[Vip, ...]], None],
+        on_loop: Callable[[Callable], object] = _direct,
+        tables_ready: Callable[[list[str], float], bool] | None = None,
+        lock=None,
     ):
         self.core = core
-        self.deployment = deployment
+        self.deployment = deployment  # replaced (on the loop) by each change, never changed
         self.gateway = gateway
         self.send = send
         self.save = save
+        self.on_loop = on_loop
+        self.tables_ready = tables_ready
+        self._writes = lock or threading.Lock()  # the app's suits its hub (green or not)
+        self._renders = views.RenderCache()
         self.handler_errors = lambda: 0  # the shell replaces this with its counter
 
     # ---- VIPs ------------------------------------------------------------------------------
@@ -75,13 +115,15 @@ class GatewayService:
                 return vip
         raise NotFound(f"no VIP named {name!r}")
 
-    def create_vip(self, data, now: float) -> dict:
+    @_one_write_at_a_time
+    def create_vip(self, data, now: float) -> dict | Accepted:
         vip = deployment_file.parse_vip(data)
         if any(v.name == vip.name for v in self.deployment.vips):
             raise Conflict(f"VIP {vip.name!r} exists (PUT /v1/vips/{vip.name} replaces it)")
         return self._apply((*self.deployment.vips, vip), vip, now)
 
-    def replace_vip(self, name: str, data, now: float) -> dict:
+    @_one_write_at_a_time
+    def replace_vip(self, name: str, data, now: float) -> dict | Accepted:
         if isinstance(data, dict) and data.get("name", name) != name:
             raise BadRequest("name", f"{data['name']!r} does not match the URL's {name!r}")
         vip = deployment_file.parse_vip({**data, "name": name} if isinstance(data, dict) else data)
@@ -90,22 +132,26 @@ class GatewayService:
             vips.append(vip)
         return self._apply(tuple(vips), vip, now)
 
+    @_one_write_at_a_time
     def delete_vip(self, name: str, now: float) -> None:
         self.vip(name)
         vips = tuple(v for v in self.deployment.vips if v.name != name)
-        self._commit(vips)
-        self.send(self.core.remove_vip(name, now))
+        self._commit(vips, lambda: self.core.remove_vip(name, now))
 
     # ---- backends --------------------------------------------------------------------------
 
-    def add_backend(self, vip_name: str, data, now: float) -> dict:
+    @_one_write_at_a_time
+    def add_backend(self, vip_name: str, data, now: float) -> dict | Accepted:
         vip = self.vip(vip_name)
         backend = deployment_file.parse_backend(data)
         if vip.backend(backend.name):
             raise Conflict(f"VIP {vip_name!r} already has backend {backend.name!r}")
         return self._with_backends(vip, (*vip.backends, backend), now)
 
-    def update_backend(self, vip_name: str, name: str, data, now: float, merge: bool) -> dict:
+    @_one_write_at_a_time
+    def update_backend(
+        self, vip_name: str, name: str, data, now: float, merge: bool
+    ) -> dict | Accepted:
         """PUT (``merge`` False: the whole backend) or PATCH (only the fields given)."""
         vip = self.vip(vip_name)
         old = vip.backend(name)
@@ -123,13 +169,14 @@ class GatewayService:
             backends = tuple(backend if b.name == name else b for b in vip.backends)
         return self._with_backends(vip, backends, now)
 
-    def delete_backend(self, vip_name: str, name: str, now: float) -> dict:
+    @_one_write_at_a_time
+    def delete_backend(self, vip_name: str, name: str, now: float) -> dict | Accepted:
         vip = self.vip(vip_name)
         if vip.backend(name) is None:
             raise NotFound(f"VIP {vip_name!r} has no backend {name!r}")
         return self._with_backends(vip, tuple(b for b in vip.backends if b.name != name), now)
 
-    def _with_backends(self, vip: Vip, backends: tuple[Backend, ...], now: float) -> dict:
+    def _with_backends(self, vip: Vip, backends: tuple[Backend, ...], now: float):
         changed = dataclasses.replace(vip, backends=backends)
         problems = deployment_file.vip_problems(changed, "")
         if problems:
@@ -139,40 +186,56 @@ class GatewayService:
 
     # ---- applying a change -----------------------------------------------------------------
 
-    def _apply(self, vips: tuple[Vip, ...], vip: Vip, now: float) -> dict:
-        self._commit(vips)
-        self.send(self.core.set_vip(vip, now))
-        return deployment_file.vip_to_data(vip)
+    def _apply(self, vips: tuple[Vip, ...], vip: Vip, now: float) -> dict | Accepted:
+        self._commit(vips, lambda: self.core.set_vip(vip, now))
+        data = deployment_file.vip_to_data(vip)
+        if self.tables_ready is None or self.tables_ready([vip.name], TABLE_WAIT_SECONDS):
+            return data
+        return Accepted(
+            {
+                "vip": data,
+                "tables_pending": [vip.name],
+                "detail": (
+                    f"saved and applied, but the Maglev table of VIP {vip.name} is still being "
+                    f"built after {TABLE_WAIT_SECONDS:g} s: until it is in, new flows are "
+                    "placed by the table the VIP had before (none for a new VIP); "
+                    "GET /v1/status shows table_current true once it is in"
+                ),
+            }
+        )
 
-    def _commit(self, vips: tuple[Vip, ...]) -> None:
-        """Validate the would-be deployment, save it; only then is it current."""
+    def _commit(self, vips: tuple[Vip, ...], change: Callable[[], list]) -> None:
+        """Validate the would-be deployment and save it here; then, on the loop, make it
+        current and apply ``change`` to the core (sending what it returns)."""
         candidate = dataclasses.replace(self.deployment, vips=vips)
         problems = deployment_file.deployment_problems(candidate)
         if problems:
             raise ConfigError(problems)
+        previous = self.deployment
         self.save(vips)  # OSError propagates: nothing has changed yet
-        self.deployment = candidate
 
-    # ---- views -----------------------------------------------------------------------------
+        def apply() -> None:
+            self.deployment = candidate
+            self.send(change())
+
+        try:
+            self.on_loop(apply)
+        except TimeoutError:  # the loop never started it: the change did not happen
+            self._save_back(previous)
+            raise
+
+    def _save_back(self, previous: Deployment) -> None:
+        try:
+            self.save(previous.vips)
+        except OSError as error:
+            LOG.error("the state file keeps a change that did not happen: %s", error)
+
+    # ---- views (snapshot on the loop, rendered here) ---------------------------------------
 
     def health(self, now: float, wall: float) -> dict:
         """This gateway's own view of every backend, with its last probe."""
-        balancer = self.core.balancer
-        view: dict[str, list] = {}
-        for vip in self.deployment.vips:
-            state = balancer.vips.get(vip.name)
-            rows = view[vip.name] = []
-            for backend in vip.backends:
-                health = self.core.prober.states.get((vip.name, backend.name))
-                rows.append(
-                    {
-                        "backend": backend.name,
-                        "healthy": bool(state and backend.name in state.healthy),
-                        "weight": backend.weight,
-                        **_probe_view(health, now, wall),
-                    }
-                )
-        return {"gateway": self.gateway.name, "vips": view}
+        snapshot = self.on_loop(lambda: views.health_snapshot(self.core, self.deployment.vips))
+        return views.render_health(snapshot, self.gateway.name, now, wall)
 
     def lookup(self, params, now: float) -> dict:
         fields = ("src_ip", "src_port", "dst_ip", "dst_port")
@@ -183,6 +246,10 @@ class GatewayService:
             flow = flow_from_fields(*(params[f] for f in fields), params.get("proto", "tcp"))
         except FieldError as error:
             raise BadRequest(error.field, error.reason) from None
+        return self.on_loop(lambda: self._lookup(flow, now))
+
+    def _lookup(self, flow, now: float) -> dict:
+        """On the loop: a few dictionary look-ups."""
         balancer = self.core.balancer
         state = balancer.match(flow)
         if state is None:
@@ -195,78 +262,30 @@ class GatewayService:
         return {**answer, "backend": balancer.predict(flow), "source": "hash"}
 
     def flows(self, params, now: float) -> dict:
-        offset = _int_param(params, "offset", 0, 0, 2**40)
+        """Counts and one page of the flow table.  Pages follow ``next_cursor`` (opaque); an
+        ``offset`` (kept for older clients) is located from the shards' sizes: either way a
+        page costs the event loop the same, however deep it is (``views.flows_snapshot``)."""
         limit = _int_param(params, "limit", 100, 1, MAX_PAGE)
-        balancer = self.core.balancer
-        table = balancer.flows
-        names = {}
-        for backend_id, count in table.count_by_backend().items():
-            owner = balancer.backend_of(backend_id)
-            key = f"{owner[0]}/{owner[1].name}" if owner else f"gone/{backend_id}"
-            names[key] = names.get(key, 0) + count
-        page = []
-        for key, backend_id, expires_in in itertools.islice(
-            table.items(now), offset, offset + limit
-        ):
-            owner = balancer.backend_of(backend_id)
-            page.append(
-                {
-                    **describe_key(key),
-                    "vip": owner[0] if owner else None,
-                    "backend": owner[1].name if owner else None,
-                    # None: pinned until the switch reports the rule gone
-                    "expires_in": None if expires_in is None else round(expires_in, 3),
-                }
-            )
-        total = len(table)
-        following = offset + len(page)
-        return {
-            "count": total,
-            "by_backend": names,
-            "counters": dataclasses.asdict(table.counters),
-            "offset": offset,
-            "flows": page,
-            "next_offset": following if following < total and page else None,
-        }
+        cursor = params.get("cursor")
+        if cursor not in (None, ""):
+            if params.get("offset") not in (None, ""):
+                raise BadRequest("offset", "give cursor or offset, not both")
+            start = views.parse_cursor(cursor)
+            if start is None:
+                raise BadRequest("cursor", f"{cursor[:40]!r} is not a cursor from next_cursor")
+        else:
+            start = _int_param(params, "offset", 0, 0, 2**40)
+        snapshot = self.on_loop(lambda: views.flows_snapshot(self.core, start, limit, now))
+        return views.render_flows(snapshot)
 
     def status(self) -> dict:
         """Digests an operator compares across gateways: same config, same healthy sets."""
-        balancer = self.core.balancer
-        vips = {}
-        for vip in self.deployment.vips:
-            state = balancer.vips.get(vip.name)
-            healthy = sorted(state.healthy) if state else []
-            vips[vip.name] = {
-                "config_digest": digest(deployment_file.vip_to_data(vip)),
-                "healthy": healthy,
-                "healthy_digest": digest(healthy),
-                "table_current": bool(state and state.table_key == state.wanted_key()),
-            }
-        return {
-            "gateway": self.gateway.name,
-            "config_digest": digest(sorted(self.vips(), key=lambda v: v["name"])),
-            "switch_connected": self.core.ports is not None,
-            "vips": vips,
-        }
+        snapshot = self.on_loop(lambda: views.status_snapshot(self.core, self.deployment.vips))
+        return views.render_status(snapshot, self.gateway.name, self._renders)
 
     def metrics(self) -> str:
-        return render_metrics(self.core, self.handler_errors())
-
-
-def _probe_view(health: HealthState | None, now: float, wall: float) -> dict:
-    if health is None:
-        return {"probing": False}
-    at = health.last_result_at
-    return {
-        "probing": True,
-        "state": health.state,
-        "since": round(wall - (now - health.changed_at), 3),
-        "last_result": None
-        if health.last_result is None
-        else ("ok" if health.last_result else "fail"),
-        "last_probe_at": None if at is None else round(wall - (now - at), 3),
-        "last_detail": health.last_detail,
-    }
+        snapshot = self.on_loop(lambda: views.metrics_snapshot(self.core))
+        return views.render_metrics(snapshot, self.handler_errors(), self._renders)
 
 
 def _int_param(params, name: str, default: int, low: int, high: int) -> int:
@@ -280,62 +299,3 @@ def _int_param(params, name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise BadRequest(name, f"{value} is outside {low}..{high}")
     return value
-
-
-# ---- Prometheus text exposition ---------------------------------------------------------------
-
-
-def render_metrics(core: GatewayCore, handler_errors: int = 0) -> str:
-    counters = core.counters
-    balancer = core.balancer
-    table = balancer.flows.counters
-
-    def one(value):
-        return [({}, value)]
-
-    families = [
-        ("packet_ins_total", "counter", "Packet-ins received.", one(counters.packet_ins)),
-        ("flows_installed_total", "counter", "Per-flow rules installed.",
-         one(counters.flows_installed)),
-        ("packet_outs_total", "counter", "Packet-outs of client packets.",
-         one(counters.packet_outs)),
-        ("flows_removed_total", "counter", "Per-flow rules the switch expired.",
-         one(counters.flows_removed)),
-        ("malformed_packets_total", "counter",
-         "Packet-ins dropped as not load-balanceable, by reason.",
-         [({"reason": r}, n) for r, n in sorted(counters.malformed.items())]),
-        ("flow_table_hits_total", "counter", "Flow-table hits.", one(table.hits)),
-        ("flow_table_misses_total", "counter", "Flow-table misses.", one(table.misses)),
-        ("flow_table_non_syn_misses_total", "counter",
-         "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
-         one(table.tcp_non_syn_misses)),
-        ("flow_table_evictions_total", "counter", "Entries evicted at capacity.",
-         one(table.evictions)),
-        ("flow_table_entries", "gauge", "Flows in this gateway's table.",
-         one(len(balancer.flows))),
-        ("probes_total", "counter", "Health probe results.",
-         [({"result": "ok"}, core.prober.results[True]),
-          ({"result": "fail"}, core.prober.results[False])]),
-        ("backend_up", "gauge", "1 if this gateway considers the backend healthy.",
-         [({"vip": name, "backend": b.name}, int(b.name in state.healthy))
-          for name, state in sorted(balancer.vips.items()) for b in state.vip.backends]),
-        ("table_rebuilds_total", "counter",
-         "Maglev tables swapped in after a change of healthy set or weights.",
-         one(balancer.counters.table_installs)),
-        ("handler_errors_total", "counter", "Event handlers that raised (event dropped).",
-         one(handler_errors)),
-    ]  # fmt: skip
-    lines: list[str] = []
-    for name, kind, help_text, samples in families:
-        lines.append(f"# HELP lockstep_{name} {help_text}")
-        lines.append(f"# TYPE lockstep_{name} {kind}")
-        for labels, value in samples:
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(
-                f"lockstep_{name}{{{label_text}}} {value}" if labels else f"lockstep_{name} {value}"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -188,7 +188,11 @@ def _table_size(value: Any) -> int:
 # The field tables.  ``doc`` becomes the field's description in the REST API's document.
 HEALTH_FIELDS = Section(
     {
-        "type": Field(choice("tcp", "http"), "tcp", "tcp: a SYN-ACK; http: GET path, a status"),
+        "type": Field(
+            choice("tcp", "http", "none"),
+            "tcp",
+            "tcp: a SYN-ACK; http: GET path, a status; none: a static backend, never probed",
+        ),
         "port": Field(optional(integer(1, 65535)), None, "default: the VIP's port"),
         "path": Field(url_path, "/", "the http check's request path"),
         "expect_status": Field(integer(100, 599), 200, "the status an http check needs"),

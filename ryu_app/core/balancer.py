@@ -34,6 +34,7 @@ from ryu_app.core.flowkey import (
     table_key,
 )
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
+from ryu_app.core.health import NO_CHECKS
 from ryu_app.core.maglev import MaglevTable, build_table
 from topology.deployment import Backend, Vip
 
@@ -105,12 +106,20 @@ class VipState:
     healthy: set[str]
     table_key: TableKey
     table: MaglevTable
+    # The key of the table the VIP needs now: ``wanted_key()`` as of the last change of its
+    # backends or healthy set (kept, so that asking whether the table is current is cheap).
+    wanted: TableKey | None = None
 
     def wanted_key(self) -> TableKey:
         return table_key_for(
             self.vip.table_size,
             ((b.name, b.weight) for b in self.vip.backends if b.name in self.healthy),
         )
+
+    @property
+    def table_current(self) -> bool:
+        """The table in use is the one the VIP's backends and healthy set call for."""
+        return self.table_key == self.wanted
 
 
 @dataclass
@@ -143,10 +152,12 @@ class Balancer:
 
     def set_vip(self, vip: Vip) -> list[TableRequest]:
         """Add or replace a VIP.  Backends that stay (same name, tunnel and MAC) keep their id
-        and health; new backends start healthy (see health.py for why)."""
+        and health; new backends start healthy (see health.py for why), and so do all the
+        backends of a VIP whose health checks are off (``probed``: static backends)."""
         old = self.vips.get(vip.name)
         ids: dict[str, int] = {}
         healthy: set[str] = set()
+        static = not probed(vip)
         for backend in vip.backends:
             previous = old.vip.backend(backend.name) if old else None
             same = previous is not None and (previous.tunnel_ip, previous.mac) == (
@@ -155,7 +166,7 @@ class Balancer:
             )
             ids[backend.name] = old.backend_ids[backend.name] if same else self._new_id()
             self._backends[ids[backend.name]] = (vip.name, backend)
-            if not same or backend.name in old.healthy:
+            if static or not same or backend.name in old.healthy:
                 healthy.add(backend.name)
         if old:
             self._forget(old, keep=set(ids.values()))
@@ -217,7 +228,7 @@ class Balancer:
         self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
 
     def _request_if_needed(self, state: VipState) -> list[TableRequest]:
-        key = state.wanted_key()
+        key = state.wanted = state.wanted_key()
         if key == state.table_key:
             return []
         table = self.cache.get(key)
@@ -230,13 +241,22 @@ class Balancer:
         """Swap in a table built for ``request``; False if the VIP changed meanwhile."""
         self.cache.store(request.key, table)
         state = self.vips.get(request.vip)
-        if state is None or state.wanted_key() != request.key:
+        if state is None or state.wanted != request.key:
             return False
         self._swap(state, request.key, table)
         return True
 
+    def wants(self, request: TableRequest) -> bool:
+        """Whether the VIP still waits for this table (False: it changed since, is gone, or
+        has the table already): a failed build is retried only while this holds."""
+        state = self.vips.get(request.vip)
+        return state is not None and state.wanted == request.key and not state.table_current
+
     def _swap(self, state: VipState, key: TableKey, table: MaglevTable) -> None:
-        state.table_key, state.table = key, table
+        # The table before its key: a reader on another thread that sees the new key (the
+        # REST side asking whether a change's table is in) then finds the table in place too.
+        state.table = table
+        state.table_key = key
         self.counters.table_installs += 1
 
     def rebuild_now(self, requests: Iterable[TableRequest]) -> None:
@@ -287,6 +307,17 @@ class Balancer:
 
     def backend_of(self, backend_id: int) -> tuple[str, Backend] | None:
         return self._backends.get(backend_id)
+
+    def owners(self) -> dict[int, tuple[str, Backend]]:
+        """A copy of backend id -> (VIP name, backend): one C-level copy, for views that name
+        the backends of many flows away from the packet path."""
+        return dict(self._backends)
+
+
+def probed(vip: Vip) -> bool:
+    """Whether the VIP's backends are health-checked (``health.type`` ``none``: static
+    backends, never probed and always counted healthy; weight 0 still drains)."""
+    return vip.health.type != NO_CHECKS
 
 
 def _service_of(vip: Vip) -> tuple[bytes, int, int]:

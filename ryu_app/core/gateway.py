@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ryu_app import ofmsg, ofwire
-from ryu_app.core.balancer import Balancer, TableRequest
+from ryu_app.core.balancer import Balancer, TableRequest, probed
 from ryu_app.core.flowkey import HASH_SRC_IP, Flow, FrameError, parse_frame, table_key
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
@@ -33,6 +33,16 @@ RECENT_INSTALL_SECONDS = 2.0
 # Flow-table entries looked at per health tick for those of backends that went down: well
 # under a millisecond here, and a million entries are swept in ~4 s.
 SWEEP_PER_TICK = 5_000
+# A Maglev table whose build failed is asked for again after this long, doubled per failure
+# of the same table, up to the maximum (then every maximum, for as long as the VIP wants it).
+BUILD_RETRY_FIRST = 0.5
+BUILD_RETRY_MAX = 60.0
+PORT_EVENTS = {ofwire.OFPPR_ADD: "added", ofwire.OFPPR_DELETE: "deleted"}  # else: "changed"
+
+
+def build_retry_delay(attempt: int) -> float:
+    """Seconds before the ``attempt``-th failed build of a table is tried again (from 1)."""
+    return min(BUILD_RETRY_FIRST * 2 ** min(attempt - 1, 32), BUILD_RETRY_MAX)
 
 
 def default_mac(dpid: int) -> str:
@@ -89,6 +99,7 @@ class GatewayCounters:
     reinstalls: int = 0
     probe_replies: int = 0  # TCP segments addressed to the gateway (answers to probes)
     neighbour_answers: int = 0
+    table_build_failures: int = 0  # Maglev tables whose build raised (each is retried)
 
 
 class GatewayCore:
@@ -106,8 +117,11 @@ class GatewayCore:
         self.counters = GatewayCounters()
         self.ports: ofmsg.Ports | None = None
         self.missing_ports: list[str] = []
+        self._port_numbers: dict[str, int] | None = None  # the switch's ports, name -> number
         self._recent = RecentInstalls()
         self.pending: list[TableRequest] = []
+        self._build_failures: dict[TableRequest, int] = {}  # failed builds so far, per table
+        self._retries: dict[str, tuple[float, TableRequest]] = {}  # VIP -> (when, what)
         self.notices: list[str] = []  # one line per significant event, for the shell to log
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
         self._own = frozenset(own)
@@ -120,6 +134,7 @@ class GatewayCore:
     def on_connect(self, now: float) -> list:
         """A switch connected: forget what it had, ask for its ports."""
         self.ports = None
+        self._port_numbers = None
         self._recent.clear()
         return [ofmsg.delete_own_flows(), ofmsg.port_desc_request()]
 
@@ -127,21 +142,72 @@ class GatewayCore:
         """The switch is gone: nothing can be sent or answered until it is back.  Probes in
         flight are forgotten without a verdict (their answers could not come back)."""
         self.ports = None
+        self._port_numbers = None
         self._recent.clear()
         self.prober.abandon()
         self.notices.append("switch disconnected: probing paused until it is back")
         return []
 
     def on_ports(self, port_numbers: dict[str, int], now: float) -> list:
-        """Port names -> numbers arrived: install the base pipeline and one punt per VIP."""
-        wanted = {"uplink": self.gateway.uplink_port, "tunnel": self.gateway.tunnel_port}
-        self.missing_ports = [name for name in wanted.values() if name not in port_numbers]
-        if self.missing_ports:
+        """The switch's ports (names -> numbers, its port description at connection): install
+        the base pipeline and one punt per VIP once the uplink and tunnel ports are there."""
+        self._port_numbers = dict(port_numbers)
+        return self._follow_ports()
+
+    def on_port_status(self, reason: int, name: str, number: int, now: float) -> list:
+        """A port was added, deleted or changed (``reason``: ``ofwire.OFPPR_*``) after the
+        connection.  The port map follows (a port renamed or renumbered loses its old entry);
+        when the uplink or tunnel port appears, vanishes or changes number, so does the
+        pipeline (``_follow_ports``).  Other ports change nothing."""
+        if self._port_numbers is None:
+            return []  # the port description has not come yet: it will say
+        numbers = {n: p for n, p in self._port_numbers.items() if p != number and n != name}
+        if reason != ofwire.OFPPR_DELETE:
+            numbers[name] = number
+        self._port_numbers = numbers
+        before = self.ports
+        messages = self._follow_ports()
+        if self.ports != before:
+            event = f"port {name} ({number}) {PORT_EVENTS.get(reason, 'changed')}"
+            if self.ports is None:
+                missing = ", ".join(self.missing_ports)
+                self.notices.append(
+                    f"{event}: the switch lacks {missing}: pipeline removed, probing paused"
+                )
+            else:
+                again = "re" if before else ""
+                self.notices.append(
+                    f"{event}: pipeline {again}installed "
+                    f"(uplink {self.ports.uplink}, tunnel {self.ports.tunnel})"
+                )
+        return messages
+
+    def _follow_ports(self) -> list:
+        """Resolve the uplink and tunnel ports from the port map; if that changed anything,
+        replace the pipeline.  Every rule of ours names a port number (the VIP punts and ARP
+        responder match the uplink, per-flow rules send to the tunnel), so all go (one
+        delete, by cookie) before the new ones; per-flow rules come back with their flows'
+        next packet-ins (their flow-table entries stay: the backend choice does not depend on
+        ports).  With a port missing nothing is left in the switch: a gateway that cannot
+        forward also stops answering ARP, so the router stops sending to it.  Probes in
+        flight are forgotten (they went out the old way); probing waits for the ports."""
+        wanted = (self.gateway.uplink_port, self.gateway.tunnel_port)
+        numbers = self._port_numbers or {}
+        self.missing_ports = [name for name in wanted if name not in numbers]
+        ports = None if self.missing_ports else ofmsg.Ports(*(numbers[n] for n in wanted))
+        if ports == self.ports:
             return []
-        self.ports = ofmsg.Ports(port_numbers[wanted["uplink"]], port_numbers[wanted["tunnel"]])
-        messages = ofmsg.base_flows(self.gateway.addresses, self.mac, self.ports)
+        old, self.ports = self.ports, ports
+        self._recent.clear()
+        messages = []
+        if old is not None:
+            messages.append(ofmsg.delete_own_flows())
+            self.prober.abandon()
+        if ports is None:
+            return messages
+        messages += ofmsg.base_flows(self.gateway.addresses, self.mac, ports)
         for state in self.balancer.vips.values():
-            messages += ofmsg.vip_flows(state.vip, self.gateway.addresses, self.ports.uplink)
+            messages += ofmsg.vip_flows(state.vip, self.gateway.addresses, ports.uplink)
         return messages
 
     # ---- configuration -------------------------------------------------------------------
@@ -284,9 +350,12 @@ class GatewayCore:
     # ---- health --------------------------------------------------------------------------
 
     def health_tick(self, now: float) -> list:
-        """Called often (every few tens of ms): time out late probes, start due ones, and
-        sweep a slice of the flow table for entries of backends that went down."""
+        """Called often (every few tens of ms): time out late probes, start due ones, sweep a
+        slice of the flow table for entries of backends that went down, and ask again for
+        the tables whose failed build is due for another try."""
         self.balancer.flows.sweep(SWEEP_PER_TICK)
+        if self._retries:
+            self.pending += self._retries_due(now)
         messages = self._apply(self.prober.expire(now))
         if self.ports is not None:  # probes travel through the switch
             messages += self._probe_packets(self.prober.due(now))
@@ -324,6 +393,36 @@ class GatewayCore:
             return []
         return [ofmsg.delete_backend_flows(backend_id)]  # by its id before it went down
 
+    # ---- Maglev tables built by the shell -------------------------------------------------
+
+    def table_built(self, request: TableRequest, table) -> bool:
+        """A table asked for in ``pending`` was built: swap it in (False: the VIP changed
+        meanwhile, it waits for another)."""
+        self._build_failures.pop(request, None)
+        return self.balancer.install_table(request, table)
+
+    def table_build_failed(self, request: TableRequest, now: float) -> tuple[int, float]:
+        """Building a table raised: it is asked for again (in ``pending``) after a delay that
+        doubles with each failure of the same table (``build_retry_delay``), unless the VIP
+        no longer wants it by then.  Returns (failures of this table so far, the delay)."""
+        self.counters.table_build_failures += 1
+        failures = self._build_failures[request] = self._build_failures.get(request, 0) + 1
+        delay = build_retry_delay(failures)
+        self._retries[request.vip] = (now + delay, request)  # one per VIP: the latest
+        return failures, delay
+
+    def _retries_due(self, now: float) -> list[TableRequest]:
+        due = [request for at, request in self._retries.values() if at <= now]
+        wanted = []
+        for request in due:
+            del self._retries[request.vip]
+            if self.balancer.wants(request):
+                wanted.append(request)
+            else:  # the VIP changed (its new table was asked for then), is gone, or has it
+                self._build_failures.pop(request, None)
+                self.notices.append(f"VIP {request.vip}: retry of a failed build dropped")
+        return wanted
+
     def take_pending(self) -> list[TableRequest]:
         pending, self.pending = self.pending, []
         return pending
@@ -333,7 +432,8 @@ class GatewayCore:
         return notices
 
 
-def _service(vip: Vip) -> tuple[str, int, str, int]:
-    """What a VIP's rules match on: its service, and the port its health checks use."""
+def _service(vip: Vip) -> tuple[str, int, str, int | None]:
+    """What a VIP's rules match on: its service, and the port its health checks use (None:
+    its backends are static, no probe answers are punted)."""
     address = ipaddress.ip_address(vip.address).compressed
-    return address, vip.port, vip.protocol, vip.check_port
+    return address, vip.port, vip.protocol, vip.check_port if probed(vip) else None

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 UP = "up"
 DOWN = "down"
+# ``health.type`` of a VIP whose backends are static: never probed, always counted healthy.
+NO_CHECKS = "none"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,17 @@ def policy_problem(interval, timeout, rise, fall) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
             return f"{name} must be an integer 1..100, got {value!r}"
     return None
+
+
+class HealthView(NamedTuple):
+    """What an operator sees of one backend's health: an immutable copy, so that a view of
+    thousands of backends is a copy of references, not of each state's fields."""
+
+    state: str
+    changed_at: float
+    last_result: bool | None
+    last_result_at: float | None
+    last_detail: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,11 @@ class HealthState:
     @property
     def is_up(self) -> bool:
         return self.state == UP
+
+    def view(self) -> HealthView:
+        return HealthView(
+            self.state, self.changed_at, self.last_result, self.last_result_at, self.last_detail
+        )
 
     def due(self, now: float) -> bool:
         return self.probe_started_at is None and now >= self.next_probe_at

@@ -34,7 +34,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, Transition
+from ryu_app.core.health import (
+    DOWN,
+    NO_CHECKS,
+    UP,
+    HealthPolicy,
+    HealthState,
+    HealthView,
+    Transition,
+)
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -96,6 +104,9 @@ class Prober:
         self.mac = mac
         self.rng = rng or random.Random()
         self.states: dict[tuple[str, str], HealthState] = {}
+        # Each state's ``view()`` as of its last change (a result, or its start): what the
+        # REST side shows, copied in one step (``views.copy()``) however many backends.
+        self.views: dict[tuple[str, str], HealthView] = {}
         # When each backend's next probe is due: a heap of (time, tie-breaker, key), and the
         # one time per key that counts (heap entries of replaced or removed states are stale).
         self._schedule: list[tuple[float, int, tuple[str, str]]] = []
@@ -112,9 +123,11 @@ class Prober:
 
     def set_vip(self, vip: Vip, healthy: set[str], now: float) -> None:
         """Probe ``vip``'s backends; ``healthy`` is where each one starts (the balancer's view,
-        so a replaced VIP keeps its backends' state)."""
+        so a replaced VIP keeps its backends' state).  A VIP with ``health.type`` ``none`` has
+        static backends: none is probed (and none has a state here)."""
         src = self.sources.get(len(_packed(vip.address)))
-        if src is None:  # no gateway address of this IP version: config check reports it
+        if src is None or vip.health.type == NO_CHECKS:
+            # (No gateway address of the VIP's IP version: the config check reports it.)
             self.remove_vip(vip.name)
             return
         self.remove_vip(vip.name, keep={b.name for b in vip.backends})
@@ -141,12 +154,14 @@ class Prober:
                 continue
             self._drop_probes(lambda probe, key=key: (probe.vip, probe.backend) == key)
             self.states[key] = state = HealthState(policy, now, initial, phase=self.rng.random())
+            self.views[key] = state.view()
             self._plan(key, state.next_probe_at)
 
     def remove_vip(self, name: str, keep: set[str] | frozenset = frozenset()) -> None:
         self.targets.pop(name, None)
         for key in [k for k in self.states if k[0] == name and k[1] not in keep]:
             del self.states[key]
+            del self.views[key]
             del self._scheduled[key]
         self._drop_probes(lambda probe: probe.vip == name and probe.backend not in keep)
 
@@ -264,6 +279,7 @@ class Prober:
             return None
         self.results[ok] += 1
         transition = state.record(ok, now, detail)
+        self.views[key] = state.view()
         return Verdict(probe.vip, probe.backend, transition) if transition else None
 
     def _reset(self, target: _Target, probe: _Probe) -> Send:

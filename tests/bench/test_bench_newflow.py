@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import procs, rebuild, report
+from bench import procs, rebuild, report, restload
 from bench.fakeswitch import ControllerError
 from ryu_app.core.balancer import Balancer
 from topology.deployment import parse
@@ -105,6 +105,12 @@ def test_a_short_run_of_the_memory_and_rebuild_phases():
         3000
     )
     assert "lockstep_native_bytes_per_entry" in figures
+    # Under the looping REST client: flows went on, every request was answered with a 2xx.
+    assert figures["lockstep_native_rest_load_flows_per_s"] > 0
+    assert figures["lockstep_native_rest_load_incomplete"] == 0
+    assert figures["lockstep_native_rest_load_requests_per_s"] > 0
+    assert figures["lockstep_native_rest_load_errors"] == 0
+    assert "with the REST loop" in run.stdout
     assert figures["lockstep_native_rebuild_problem"] is None
     assert figures["lockstep_native_rebuild_marked_down"] == 5  # every VIP noticed
     assert figures["lockstep_native_rebuild_swaps"] == 5  # one new table each
@@ -112,6 +118,22 @@ def test_a_short_run_of_the_memory_and_rebuild_phases():
     assert figures["lockstep_native_rebuild_others_down"] == 0
     assert figures["lockstep_native_rebuild_p99_ms"] is not None
     assert "summary (Markdown, for the README):" in run.stdout
+
+
+def test_the_rest_clients_summary_counts_each_kind_and_its_statuses():
+    client = restload.Client(8080)
+    client.seconds = {"status": [0.003, 0.001, 0.002], "put_vip": [0.05]}
+    client.statuses = {"status": {200: 3}, "put_vip": {202: 1}}
+    summary = client.summary()
+    assert summary["status"] == {
+        "requests": 3,
+        "statuses": {"200": 3},
+        "p50_ms": 2.0,
+        "p99_ms": 3.0,
+        "max_ms": 3.0,
+    }
+    assert summary["put_vip"]["statuses"] == {"202": 1}
+    assert restload.requests_per_s(summary, 2.0) == 2.0
 
 
 def test_landing_watch_sees_each_table_by_lookups_and_the_rest_by_metrics(monkeypatch):

@@ -4,14 +4,23 @@ what each change sends to the switch.  (Status codes and bodies are in test_rest
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
+import threading
+import time
 
 import pytest
 
 from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.core.balancer import TableCache
-from ryu_app.service import BadRequest, Conflict, NotFound, digest, render_metrics
+from ryu_app.core.balancer import TableCache, TableRequest
+from ryu_app.core.gateway import GatewayCore
+from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.views import digest, metrics_snapshot, render_metrics
+from tests.ryu_app.conftest import DEPLOYMENT
+from tests.ryu_app.test_rest import VM5
 from topology import deployment as deployment_file
+from topology.deployment import Backend, Vip
 from topology.schema import ConfigError
 
 API = {
@@ -148,4 +157,242 @@ def test_digest_ignores_key_order_but_not_values():
 def test_metrics_report_the_shells_handler_errors(harness):
     harness.service.handler_errors = lambda: 7
     assert "lockstep_handler_errors_total 7\n" in harness.service.metrics()
-    assert "lockstep_handler_errors_total 0\n" in render_metrics(harness.core)
+    assert "lockstep_handler_errors_total 0\n" in render_metrics(metrics_snapshot(harness.core))
+
+
+# ---- issue 11: what a request costs the event loop -------------------------------------------
+
+
+class LoopTimer:
+    """An ``on_loop`` that runs each hand-over at once and keeps how long it took."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.running = False
+
+    def __call__(self, function):
+        started = time.perf_counter()
+        self.running = True
+        try:
+            return function()
+        finally:
+            self.running = False
+            self.seconds.append(time.perf_counter() - started)
+
+
+def big_deployment(vips: int = 100, backends: int = 100):
+    """``vips`` VIPs of the same ``backends`` VMs, on the example file's gateways."""
+    machines = tuple(
+        Backend(f"vm{i}", f"192.168.100.{11 + i}", f"02:00:00:00:02:{i:02x}", 1 + (i == 0))
+        for i in range(backends)
+    )
+    return dataclasses.replace(
+        DEPLOYMENT,
+        vips=tuple(
+            Vip(f"vip{n}", f"10.0.0.{n + 1}", 80, table_size=251, backends=machines)
+            for n in range(vips)
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A gateway with 100 VIPs of 100 backends and 300,000 flows, its service timed."""
+    deployment = big_deployment()
+    gateway = deployment.gateway("gw1")
+    core = GatewayCore(gateway, list(deployment.vips), 0.0, rng=random.Random(1))
+    core.on_connect(0.0)
+    core.on_ports({gateway.uplink_port: 1, gateway.tunnel_port: 2}, 0.0)
+    ids = [i for state in core.balancer.vips.values() for i in state.backend_ids.values()]
+    for number in range(300_000):
+        core.balancer.flows.put(number.to_bytes(13, "big"), ids[number % len(ids)], 0.0, 0)
+    timer = LoopTimer()
+    saved = []
+
+    def save(vips):
+        assert not timer.running, "the state file was written on the event loop"
+        time.sleep(0.02)  # an fsync
+        saved.append(vips)
+
+    service = GatewayService(core, deployment, gateway, send=lambda m: None, save=save)
+    service.on_loop = timer
+    return service, timer
+
+
+READS = {
+    "status": lambda s: s.status(),
+    "health": lambda s: s.health(1.0, 1.0),
+    "metrics": lambda s: s.metrics(),
+    "flows, deepest offset": lambda s: s.flows({"offset": "299000", "limit": "1000"}, 1.0),
+    "flows, a deep cursor": lambda s: s.flows({"cursor": "17-4000", "limit": "1000"}, 1.0),
+    "lookup": lambda s: s.lookup(
+        {"src_ip": "10.1.0.1", "src_port": "5", "dst_ip": "10.0.0.7", "dst_port": "80"}, 1.0
+    ),
+}
+LOOP_BUDGET = 0.003  # s: the target is ~1 ms; before, these took 10-200 ms on the loop
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_a_read_holds_the_event_loop_for_about_a_millisecond_at_scale(big, read):
+    service, timer = big
+    best = math.inf
+    for _ in range(5):  # the best of five: this machine is shared
+        timer.seconds.clear()
+        answer = READS[read](service)
+        (seconds,) = timer.seconds  # one hand-over per request
+        best = min(best, seconds)
+    assert answer and best < LOOP_BUDGET, f"{read}: {best * 1000:.2f} ms on the loop"
+
+
+def test_a_change_saves_off_the_loop_and_applies_on_it_briefly(big):
+    service, timer = big
+    best = math.inf
+    for weight in (3, 4, 5):
+        timer.seconds.clear()
+        data = service.update_backend("vip7", "vm5", {"weight": weight}, 1.0, merge=True)
+        assert data["backends"][5]["weight"] == weight
+        assert service.core.balancer.vips["vip7"].vip.backend("vm5").weight == weight
+        (seconds,) = timer.seconds
+        best = min(best, seconds)
+    assert best < LOOP_BUDGET, f"{best * 1000:.2f} ms on the loop"
+
+
+def test_flows_follow_the_cursor_through_a_sharded_table(big):
+    service, _ = big
+    seen, cursor, pages = 0, None, 0
+    while True:
+        params = {"limit": "1000"} | ({"cursor": cursor} if cursor else {})
+        page = service.flows(params, 1.0)
+        seen += len(page["flows"])
+        pages += 1
+        assert "offset" not in page if cursor else page["offset"] == 0
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == page["count"] == 300_000 and pages >= 300
+    deep = service.flows({"offset": "299990", "limit": "100"}, 1.0)
+    assert len(deep["flows"]) == 10 and deep["next_offset"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "path"),
+    [
+        ({"cursor": "nonsense"}, "cursor"),
+        ({"cursor": "1-2-3"}, "cursor"),
+        ({"cursor": "-1-2"}, "cursor"),
+        ({"cursor": "0-5", "offset": "10"}, "offset"),
+    ],
+)
+def test_bad_cursors_are_bad_requests(harness, params, path):
+    with pytest.raises(BadRequest) as caught:
+        harness.service.flows(params, harness.now)
+    assert paths(caught) == [path]
+
+
+def test_a_cursor_past_the_end_is_an_empty_last_page(harness):
+    page = harness.service.flows({"cursor": "999-0"}, harness.now)
+    assert page["flows"] == [] and page["next_cursor"] is None and page["count"] == 0
+
+
+# ---- issue 11: a change answers once its tables are in, else 202 --------------------------------
+
+
+def test_a_change_whose_table_is_not_in_by_the_deadline_is_accepted_not_ok(make_harness):
+    harness = make_harness(tables=TableCache())  # the new table must be built
+    asked = []
+
+    def tables_ready(names, timeout):
+        asked.append((names, timeout))
+        return False  # the builder is still at it
+
+    harness.service.tables_ready = tables_ready
+    response = harness.request("PATCH", "/v1/vips/web/backends/vm2", {"weight": 3})
+    assert response.status_int == 202, response.text
+    assert asked == [(["web"], TABLE_WAIT_SECONDS)]
+    body = response.json
+    assert body["tables_pending"] == ["web"] and body["vip"]["backends"][1]["weight"] == 3
+    assert "still being built" in body["detail"]
+    assert harness.saved[-1][0].backend("vm2").weight == 3  # saved and applied all the same
+    assert harness.core.balancer.vips["web"].vip.backend("vm2").weight == 3
+
+
+def test_a_change_whose_table_is_in_answers_as_before(make_harness):
+    harness = make_harness(tables=TableCache())
+    harness.service.tables_ready = lambda names, timeout: True
+    response = harness.request("POST", "/v1/vips/web/backends", VM5)
+    assert response.status_int == 201 and response.json["backends"][-1]["name"] == "vm5"
+
+
+def test_a_change_the_loop_never_ran_is_taken_back_from_the_state_file(harness):
+    before = harness.service.deployment
+
+    def never(function):
+        raise TimeoutError("the controller did not answer within 10 s")
+
+    harness.service.on_loop = never
+    with pytest.raises(TimeoutError):
+        harness.service.update_backend("web", "vm1", {"weight": 0}, harness.now, merge=True)
+    assert [vips[0].backend("vm1").weight for vips in harness.saved] == [0, 1]  # and back
+    assert harness.service.deployment is before and harness.sent == []
+
+
+def test_writes_from_many_threads_all_land(harness):
+    """One at a time: each starts from the deployment the one before it left."""
+    slow = harness.service.save
+
+    def save(vips):
+        time.sleep(0.01)
+        slow(vips)
+
+    harness.service.save = save
+    names = [f"vm{n}" for n in range(5, 13)]
+    errors = []
+
+    def add(name: str) -> None:
+        body = {**VM5, "name": name, "tunnel_ip": f"192.168.100.{100 + int(name[2:])}"}
+        try:
+            harness.service.add_backend("web", body, harness.now)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=add, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    backends = {b.name for b in harness.service.vip("web").backends}
+    assert set(names) <= backends and len(harness.saved) == len(names)
+
+
+# ---- views -------------------------------------------------------------------------------------
+
+
+def test_health_shows_static_backends_as_healthy_and_not_probed(harness):
+    body = {**harness.get_json("/v1/vips/web"), "health": {"type": "none"}}
+    assert harness.request("PUT", "/v1/vips/web", body).status_int == 200
+    rows = harness.service.health(harness.now, harness.now)["vips"]["web"]
+    assert rows and all(row["healthy"] and row["probing"] is False for row in rows)
+    assert all(set(row) == {"backend", "healthy", "weight", "probing"} for row in rows)
+
+
+def test_status_and_metrics_follow_changes_through_their_caches(harness):
+    first = harness.service.status()
+    harness.core.set_health("web", "vm1", False)
+    second = harness.service.status()
+    assert second["vips"]["web"]["healthy"] == ["vm2", "vm3", "vm4"]
+    assert second["vips"]["web"]["healthy_digest"] != first["vips"]["web"]["healthy_digest"]
+    assert second["config_digest"] == first["config_digest"]
+    assert 'lockstep_backend_up{vip="web",backend="vm1"} 0\n' in harness.service.metrics()
+    harness.service.update_backend("web", "vm2", {"weight": 2}, harness.now, merge=True)
+    third = harness.service.status()
+    assert third["config_digest"] != second["config_digest"]
+    assert third["vips"]["web"]["config_digest"] != second["vips"]["web"]["config_digest"]
+    harness.core.set_health("web", "vm1", True)
+    assert 'lockstep_backend_up{vip="web",backend="vm1"} 1\n' in harness.service.metrics()
+
+
+def test_metrics_count_failed_table_builds(harness):
+    assert "lockstep_table_build_failures_total 0\n" in harness.service.metrics()
+    harness.core.table_build_failed(TableRequest("web", (65537, (("vm1", 1),))), harness.now)
+    assert "lockstep_table_build_failures_total 1\n" in harness.service.metrics()

@@ -23,6 +23,7 @@ from ryu_app.core.flowkey import (
     FieldError,
     Flow,
     FrameError,
+    describe_key,
     flow_from_fields,
     flow_hash,
     hash_key,
@@ -798,3 +799,10 @@ def test_flow_from_fields_protocol_spellings(proto, number):
     flow = flow_from_fields("10.0.0.1", 1234, "10.0.0.2", 80, proto)
     assert flow.proto == number
     assert flow.tcp_flags == (TCP_SYN if number == PROTO_TCP else 0)
+
+
+@given(st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16))
+def test_listed_addresses_read_as_ipaddress_writes_them(packed):
+    key = table_key(Flow(4 if len(packed) == 4 else 6, packed, packed, 6, 1, 2), HASH_5TUPLE)
+    described = describe_key(key)
+    assert described["src_ip"] == described["dst_ip"] == str(ipaddress.ip_address(packed))

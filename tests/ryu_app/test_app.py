@@ -1,0 +1,148 @@
+"""LockstepApp in this process, with its event loop and health ticker running but no switch and
+no REST listener: the service's calls hop onto the loop as they do in a gateway, and Maglev
+tables come from a builder the test controls (slow, or failing a few times)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import threading
+import time
+
+import pytest
+from webob import Request
+
+from ryu_app import app as app_module
+from ryu_app import builder as builder_module
+from ryu_app import compat, fastlane, rest, service, settings
+from ryu_app.core import gateway as gateway_module
+from ryu_app.core.maglev import build_table
+from tests.ryu_app.conftest import DEPLOYMENT
+
+TABLE_SIZE = 251  # quick to build
+hub = compat.load("lib.hub")
+app_manager = compat.load("base.app_manager")
+
+
+class ControlledBuilder:
+    """Stands in for ``builder.TableBuilder``: each build waits ``delay`` seconds, and the
+    first ``failures`` builds raise."""
+
+    def __init__(self):
+        self.delay = 0.0
+        self.failures = 0
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+    def build(self, key):
+        with self.lock:
+            self.calls += 1
+            failing = self.failures > 0
+            self.failures -= failing
+        time.sleep(self.delay)
+        if failing:
+            raise MemoryError("no room for the table (a test's failure)")
+        table_size, backends = key
+        return build_table(backends, table_size)
+
+
+@pytest.fixture
+def running(monkeypatch, tmp_path):
+    """(the app, its builder), the app's loop and ticker running; stopped afterwards."""
+    small = tuple(dataclasses.replace(v, table_size=TABLE_SIZE) for v in DEPLOYMENT.vips)
+    deployment = dataclasses.replace(DEPLOYMENT, vips=small)
+    tables = ControlledBuilder()
+    monkeypatch.setattr(builder_module, "TableBuilder", lambda in_process=False: tables)
+    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: None)  # no listener
+    monkeypatch.setattr(fastlane, "install", lambda sink: None)  # no switch either
+    settings.configure(
+        settings.Settings(deployment, deployment.gateway("gw1"), tmp_path / "gw1.json")
+    )
+    switch_interval = sys.getswitchinterval()  # the app sets the process's own
+    app = app_module.LockstepApp()
+    app_manager.register_app(app)
+    try:
+        app.threads.append(hub.spawn(app._event_loop))  # the base class's start()
+        app.threads.append(hub.spawn(app._ticker))
+        yield app, tables
+    finally:
+        app.stop()
+        app_manager.unregister_app(app)
+        sys.setswitchinterval(switch_interval)
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def table_current(app, vip: str = "web") -> bool:
+    return app.service.status()["vips"][vip]["table_current"]
+
+
+def test_a_change_answers_once_its_table_is_in(running):
+    app, tables = running
+    tables.delay = 0.2
+    answer = app.service.update_backend("web", "vm2", {"weight": 3}, app.clock(), merge=True)
+    assert isinstance(answer, dict) and answer["backends"][1]["weight"] == 3
+    assert app.core.balancer.vips["web"].table_current  # in before the answer, not after
+    assert tables.calls == 1
+
+
+def test_a_slow_table_is_accepted_with_202_never_ok_before_it_is_in(running, monkeypatch):
+    app, tables = running
+    monkeypatch.setattr(service, "TABLE_WAIT_SECONDS", 0.3)
+    tables.delay = 1.5  # a huge table_size: builds for longer than the answer may wait
+    started = time.monotonic()
+    answer = app.service.update_backend("web", "vm2", {"weight": 3}, app.clock(), merge=True)
+    waited = time.monotonic() - started
+    assert isinstance(answer, service.Accepted) and 0.3 <= waited < 1.5
+    assert answer.body["tables_pending"] == ["web"] and not table_current(app)
+    assert app.service.vip("web").backend("vm2").weight == 3  # saved and applied
+    wait_until(lambda: table_current(app))
+    # Through the REST API: a 202 with the body, the change in place.
+    api = rest.RestApi(app.service)
+    request = Request.blank("/v1/vips/web/backends/vm3", method="PATCH", body=b'{"weight": 2}')
+    request.content_type = "application/json"
+    response = request.get_response(api)
+    assert response.status_int == 202 and response.json["vip"]["backends"][2]["weight"] == 2
+    wait_until(lambda: table_current(app))
+
+
+def test_a_failing_build_is_retried_with_backoff_and_counted(running, monkeypatch, caplog):
+    app, tables = running
+    monkeypatch.setattr(gateway_module, "BUILD_RETRY_FIRST", 0.05)
+    tables.failures = 3
+    caplog.set_level(logging.INFO, logger="lockstep.gateway")
+    started = time.monotonic()
+    answer = app.service.update_backend("web", "vm2", {"weight": 3}, app.clock(), merge=True)
+    assert isinstance(answer, dict)  # the fourth build came within the wait
+    assert table_current(app) and tables.calls == 4
+    assert time.monotonic() - started >= 0.05 + 0.1 + 0.2  # each retry waited its backoff
+    metrics = app.service.metrics()
+    assert "lockstep_table_build_failures_total 3\n" in metrics
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [f"({n} time(s))" in r.getMessage() for n, r in enumerate(failures, 1)] == [True] * 3
+    assert "MemoryError" in failures[0].getMessage()
+
+
+def test_a_retry_is_dropped_once_a_newer_change_got_its_table(running, monkeypatch):
+    app, tables = running
+    monkeypatch.setattr(gateway_module, "BUILD_RETRY_FIRST", 0.5)
+    monkeypatch.setattr(service, "TABLE_WAIT_SECONDS", 0.2)
+    tables.failures = 1
+    first = app.service.update_backend("web", "vm2", {"weight": 3}, app.clock(), merge=True)
+    assert isinstance(first, service.Accepted)  # failed, retry in 0.5 s
+    second = app.service.update_backend("web", "vm2", {"weight": 4}, app.clock(), merge=True)
+    assert isinstance(second, dict) and table_current(app)
+    time.sleep(1.0)  # the first table's retry came due: not wanted any more
+    assert tables.calls == 2 and table_current(app)

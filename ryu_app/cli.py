@@ -302,6 +302,10 @@ def _each(remotes: list[Remote], method: str, path: str, body=None) -> int:
             print(f"{remote.url}: unreachable: {error}", file=sys.stderr)
             failed += 1
             continue
+        if code == 202:  # saved and applied; the gateway is still building its tables
+            detail = answer.get("detail", "") if isinstance(answer, dict) else ""
+            print(f"{remote.url}: 202 accepted, tables still being built: {detail}".rstrip(": "))
+            continue
         if code < 300:
             print(f"{remote.url}: {code} OK")
             continue

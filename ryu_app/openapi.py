@@ -113,6 +113,11 @@ SUCCESS = {
             "by_backend": {"type": "object", "additionalProperties": _INTEGER},
             "counters": {"type": "object", "additionalProperties": _INTEGER},
             "flows": {"type": "array", "items": _OBJECT},
+            "next_cursor": {
+                "type": "string",
+                "nullable": True,
+                "description": "the next page's cursor; null on the last page",
+            },
         },
     },
     "status": {
@@ -128,6 +133,32 @@ SUCCESS = {
     "openapi": _OBJECT,
 }
 TEXT_SUCCESS = {"metrics"}  # Prometheus text
+# Writes that may need new Maglev tables: 202 when they are saved and applied but their tables
+# are not in by the time the answer is due (ryu_app.service.Accepted).
+TABLE_CHANGES = {
+    "create_vip",
+    "replace_vip",
+    "add_backend",
+    "put_backend",
+    "patch_backend",
+    "delete_backend",
+}
+ACCEPTED = {
+    "description": "saved and applied; its Maglev tables are still being built",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["vip", "tables_pending", "detail"],
+                "properties": {
+                    "vip": _STRING,
+                    "tables_pending": {"type": "array", "items": _STRING},
+                    "detail": _STRING,
+                },
+            }
+        }
+    },
+}
 
 # Errors by cause, and which operations can meet each cause.
 ERRORS = {
@@ -183,6 +214,8 @@ def document(routes, auth: bool = False) -> dict:
     paths: dict[str, dict] = {}
     for route in routes:
         responses = {str(route.success): _success(route, routes)}
+        if route.operation in TABLE_CHANGES:
+            responses["202"] = ACCEPTED
         for code in error_codes(route, auth):
             responses[str(code)] = {"description": ERRORS[code], **error}
         operation = {

@@ -405,7 +405,7 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
         problems.append(Problem(join(path, "health"), problem))
     if health.type == "http" and vip.protocol != "tcp":
         problems.append(Problem(join(path, "health.type"), "http checks need a tcp VIP"))
-    if vip.protocol == "udp" and health.port is None:
+    if vip.protocol == "udp" and health.port is None and health.type != "none":
         problems.append(
             Problem(join(path, "health.port"), "a udp VIP needs the TCP port its checks connect to")
         )

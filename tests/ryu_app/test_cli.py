@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ryu_app import cli
 from ryu_app.cli import parse_backend_arg
 from ryu_app.core import flowkey
 from ryu_app.core.maglev import MAX_WEIGHT, build_table
@@ -603,3 +604,24 @@ def test_no_command_is_a_usage_error():
     result = lockstep()
     assert result.returncode == 2
     assert b"usage: lockstep" in result.stderr
+
+
+class _Answering:
+    """A gateway that answers every call with one status and body."""
+
+    def __init__(self, code, answer):
+        self.url, self.code, self.answer = f"http://gw{code}", code, answer
+
+    def call(self, method, path, body=None):
+        return self.code, self.answer
+
+
+def test_a_change_whose_tables_are_still_building_is_reported_as_such(capsys):
+    accepted = {"vip": "web", "tables_pending": ["web"], "detail": "its table is being built"}
+    remotes = [_Answering(202, accepted), _Answering(200, {})]
+    assert cli._each(remotes, "PATCH", "/v1/vips/web/backends/vm1", {"weight": 0}) == cli.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "http://gw202: 202 accepted, tables still being built: its table is being built",
+        "http://gw200: 200 OK",
+    ]

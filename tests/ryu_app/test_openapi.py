@@ -53,14 +53,30 @@ def test_security_is_stated_only_when_writes_need_the_token(make_harness):
 def test_each_operation_lists_the_errors_it_can_give(harness):
     document = harness.get_json("/v1/openapi.json")
     responses = {op["operationId"]: set(op["responses"]) for _, _, op in operations(document)}
-    assert responses["create_vip"] == {"201", "400", "403", "409", "413", "415", "500", "503"}
-    assert responses["patch_backend"] == {"200", "400", "403", "404", "413", "415", "500", "503"}
+    assert responses["create_vip"] == {
+        *("201", "202", "400", "403", "409", "413", "415", "500", "503")
+    }
+    assert responses["patch_backend"] == {
+        *("200", "202", "400", "403", "404", "413", "415", "500", "503")
+    }
     assert responses["delete_vip"] == {"204", "403", "404", "500", "503"}
     assert responses["flows"] == {"200", "400", "503"}
     assert responses["lookup"] == {"200", "400", "404", "503"}
     assert responses["openapi"] == {"200"}
     error = document["components"]["schemas"]["Error"]
     assert error["properties"]["problems"]["maxItems"] == rest.SHOWN_PROBLEMS
+
+
+def test_flows_pages_by_cursor_as_documented(harness):
+    document = harness.get_json("/v1/openapi.json")
+    operation = document["paths"]["/v1/flows"]["get"]
+    cursor = next(p for p in operation["parameters"] if p["name"] == "cursor")
+    assert cursor["schema"]["pattern"].startswith("^")
+    success = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert success["properties"]["next_cursor"]["nullable"] is True
+    assert harness.get_json("/v1/flows?cursor=0-0")["next_cursor"] is None  # an empty table
+    response = harness.request("GET", "/v1/flows?cursor=0-0%0A")
+    assert response.status_int == 400
 
 
 def test_query_and_path_parameters_state_their_types_and_ranges(harness):

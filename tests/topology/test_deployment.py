@@ -869,6 +869,12 @@ def test_tcp_health_on_a_udp_vip_needs_the_tcp_port_to_check(raw):
     assert dep.parse(raw).vips[0].protocol == "udp"
 
 
+def test_a_udp_vip_of_static_backends_needs_no_check_port(raw):
+    raw["vips"][0]["protocol"] = "udp"
+    raw["vips"][0]["health"] = {"type": "none"}
+    assert dep.parse(raw).vips[0].health.type == "none"
+
+
 def test_every_gateway_needs_an_address_of_each_vips_ip_version(raw):
     raw["vips"].append(minimal_vip(address="fd00::100", port=80))
     raw["gateways"][1]["addresses"].append("fd00:1::2")

@@ -4,8 +4,8 @@ what each change sends to the switch.  (Status codes and bodies are in test_rest
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
+import sys
 import threading
 import time
 
@@ -163,21 +163,30 @@ def test_metrics_report_the_shells_handler_errors(harness):
 # ---- issue 11: what a request costs the event loop -------------------------------------------
 
 
-class LoopTimer:
-    """An ``on_loop`` that runs each hand-over at once and keeps how long it took."""
+class LoopCounter:
+    """An ``on_loop`` that runs each hand-over at once and counts the function calls it made
+    (Python and C): a measure of the work a request does on the loop that, unlike a timing,
+    does not depend on how busy this machine is.  Timings are bench_newflow's job."""
 
     def __init__(self):
-        self.seconds: list[float] = []
+        self.calls: list[int] = []
         self.running = False
 
     def __call__(self, function):
-        started = time.perf_counter()
+        count = 0
+
+        def profile(frame, event, arg):
+            nonlocal count
+            count += event in ("call", "c_call")
+
         self.running = True
+        sys.setprofile(profile)
         try:
             return function()
         finally:
+            sys.setprofile(None)
             self.running = False
-            self.seconds.append(time.perf_counter() - started)
+            self.calls.append(count)
 
 
 def big_deployment(vips: int = 100, backends: int = 100):
@@ -206,7 +215,7 @@ def big():
     ids = [i for state in core.balancer.vips.values() for i in state.backend_ids.values()]
     for number in range(300_000):
         core.balancer.flows.put(number.to_bytes(13, "big"), ids[number % len(ids)], 0.0, 0)
-    timer = LoopTimer()
+    timer = LoopCounter()
     saved = []
 
     def save(vips):
@@ -229,32 +238,30 @@ READS = {
         {"src_ip": "10.1.0.1", "src_port": "5", "dst_ip": "10.0.0.7", "dst_port": "80"}, 1.0
     ),
 }
-LOOP_BUDGET = 0.003  # s: the target is ~1 ms; before, these took 10-200 ms on the loop
+# Calls a request may make on the loop: a page of 1,000 flows and 100 VIPs x 100 backends take
+# ~300-1,300 here (~0.1-0.9 ms); before issue 11 a deep page walked the table (300,000+ calls,
+# ~130 ms at a million flows) and status rendered every VIP on the loop.
+LOOP_CALLS = 2_000
 
 
 @pytest.mark.parametrize("read", sorted(READS))
-def test_a_read_holds_the_event_loop_for_about_a_millisecond_at_scale(big, read):
+def test_a_read_does_bounded_work_on_the_event_loop_at_scale(big, read):
     service, timer = big
-    best = math.inf
-    for _ in range(5):  # the best of five: this machine is shared
-        timer.seconds.clear()
-        answer = READS[read](service)
-        (seconds,) = timer.seconds  # one hand-over per request
-        best = min(best, seconds)
-    assert answer and best < LOOP_BUDGET, f"{read}: {best * 1000:.2f} ms on the loop"
+    timer.calls.clear()
+    answer = READS[read](service)
+    (calls,) = timer.calls  # one hand-over per request
+    assert answer and calls < LOOP_CALLS, f"{read}: {calls} calls on the loop"
 
 
 def test_a_change_saves_off_the_loop_and_applies_on_it_briefly(big):
     service, timer = big
-    best = math.inf
     for weight in (3, 4, 5):
-        timer.seconds.clear()
+        timer.calls.clear()
         data = service.update_backend("vip7", "vm5", {"weight": weight}, 1.0, merge=True)
         assert data["backends"][5]["weight"] == weight
         assert service.core.balancer.vips["vip7"].vip.backend("vm5").weight == weight
-        (seconds,) = timer.seconds
-        best = min(best, seconds)
-    assert best < LOOP_BUDGET, f"{best * 1000:.2f} ms on the loop"
+        (calls,) = timer.calls
+        assert calls < LOOP_CALLS, f"{calls} calls on the loop"
 
 
 def test_flows_follow_the_cursor_through_a_sharded_table(big):

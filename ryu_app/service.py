@@ -263,20 +263,27 @@ class GatewayService:
 
     def flows(self, params, now: float) -> dict:
         """Counts and one page of the flow table.  Pages follow ``next_cursor`` (opaque); an
-        ``offset`` (kept for older clients) is located from the shards' sizes: either way a
-        page costs the event loop the same, however deep it is (``views.flows_snapshot``)."""
+        ``offset`` (kept for older clients; with a cursor, counted from it) is located from the
+        shards' sizes: either way a page costs the event loop the same, however deep it is
+        (``views.flows_snapshot``)."""
         limit = _int_param(params, "limit", 100, 1, MAX_PAGE)
+        offset = _int_param(params, "offset", 0, 0, 2**40)
         cursor = params.get("cursor")
+        position = None
         if cursor not in (None, ""):
-            if params.get("offset") not in (None, ""):
-                raise BadRequest("offset", "give cursor or offset, not both")
-            start = views.parse_cursor(cursor)
-            if start is None:
+            position = views.parse_cursor(cursor)
+            if position is None:
                 raise BadRequest("cursor", f"{cursor[:40]!r} is not a cursor from next_cursor")
-        else:
-            start = _int_param(params, "offset", 0, 0, 2**40)
-        snapshot = self.on_loop(lambda: views.flows_snapshot(self.core, start, limit, now))
-        return views.render_flows(snapshot)
+
+        def snapshot():
+            if position is None:
+                return views.flows_snapshot(self.core, offset, limit, now)
+            if offset:  # both: the offset counts from the cursor
+                start = self.core.balancer.flows.offset_of(position) + offset
+                return views.flows_snapshot(self.core, start, limit, now)
+            return views.flows_snapshot(self.core, position, limit, now)
+
+        return views.render_flows(self.on_loop(snapshot))
 
     def status(self) -> dict:
         """Digests an operator compares across gateways: same config, same healthy sets."""

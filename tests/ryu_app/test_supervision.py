@@ -1,6 +1,7 @@
 """Supervision in-process: the accept back-off, the guarded OpenFlow listener (the framework's
 StreamServer, patched through compat), the vital-thread watch, the descriptor limit.  The real
-process under descriptor starvation and a dying thread: tests/integration/test_process_supervision.py."""
+process under descriptor starvation and a dying thread:
+tests/integration/test_process_supervision.py."""
 
 from __future__ import annotations
 

@@ -34,15 +34,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ryu_app.core.health import (
-    DOWN,
-    NO_CHECKS,
-    UP,
-    HealthPolicy,
-    HealthState,
-    HealthView,
-    Transition,
-)
+from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, HealthView, Transition
+from ryu_app.core.model import CHECK_HTTP, Vip
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -52,7 +45,6 @@ from ryu_app.core.packets import (
     Segment,
     tcp_frame,
 )
-from topology.deployment import Vip
 
 PORT_FIRST, PORT_LAST = 49152, 65535  # source ports of probes (IANA dynamic range)
 _STATUS_LINE = re.compile(rb"^HTTP/\d\.\d (\d{3})")
@@ -126,7 +118,7 @@ class Prober:
         so a replaced VIP keeps its backends' state).  A VIP with ``health.type`` ``none`` has
         static backends: none is probed (and none has a state here)."""
         src = self.sources.get(len(_packed(vip.address)))
-        if src is None or vip.health.type == NO_CHECKS:
+        if src is None or not vip.probed:
             # (No gateway address of the VIP's IP version: the config check reports it.)
             self.remove_vip(vip.name)
             return
@@ -135,7 +127,7 @@ class Prober:
         policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
         port = vip.check_port
         request = b""
-        if health.type == "http":
+        if health.type == CHECK_HTTP:
             host = f"[{vip.address}]" if ":" in vip.address else vip.address
             host += "" if port == 80 else f":{port}"
             request = (

@@ -15,12 +15,13 @@ from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.gateway import GatewayCore
+from ryu_app.core.maglev import TableSpec
+from ryu_app.core.model import Backend, Vip
 from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
 from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.test_rest import VM5
 from topology import deployment as deployment_file
-from topology.deployment import Backend, Vip
 from topology.schema import ConfigError
 
 API = {
@@ -412,5 +413,7 @@ def test_status_and_metrics_follow_changes_through_their_caches(harness):
 
 def test_metrics_count_failed_table_builds(harness):
     assert "lockstep_table_build_failures_total 0\n" in harness.service.metrics()
-    harness.core.table_build_failed(TableRequest("web", (65537, (("vm1", 1),))), harness.now)
+    harness.core.table_build_failed(
+        TableRequest("web", TableSpec(65537, (("vm1", 1),))), harness.now
+    )
     assert "lockstep_table_build_failures_total 1\n" in harness.service.metrics()

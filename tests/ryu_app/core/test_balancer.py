@@ -8,7 +8,7 @@ import pytest
 from ryu_app.core.balancer import Balancer, TableCache
 from ryu_app.core.flowkey import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Flow
 from ryu_app.core.flowtable import FlowTable
-from topology.deployment import Backend, HealthCheck, Vip
+from ryu_app.core.model import Backend, HealthCheck, Vip
 
 
 def backends(count, weight=1):
@@ -216,7 +216,7 @@ def test_stale_table_request_is_not_installed():
     balancer = ready(make_vip(count=3))
     request = balancer.set_health("web", "vm1", False)[0]
     balancer.set_health("web", "vm1", True)  # back up before the rebuild landed
-    assert not balancer.install_table(request, TableCache.build(request.key))
+    assert not balancer.install_table(request, TableCache.build(request.spec))
     assert balancer.vips["web"].table.names == ("vm1", "vm2", "vm3")
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from ryu_app.core.model import (
     BALANCE_FACTOR,
+    CHECK_HTTP,
     CHECK_TYPES,
     DEFAULT_IDLE_TIMEOUT,
     HASH_MODES,
@@ -317,9 +318,9 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
     problem = policy_problem(health.interval, health.timeout, health.rise, health.fall)
     if problem:
         problems.append(Problem(join(path, "health"), problem))
-    if health.type == "http" and vip.protocol != "tcp":
+    if health.type == CHECK_HTTP and vip.protocol != "tcp":
         problems.append(Problem(join(path, "health.type"), "http checks need a tcp VIP"))
-    if vip.protocol == "udp" and health.port is None and health.type != "none":
+    if vip.protocol == "udp" and health.port is None and vip.probed:
         problems.append(
             Problem(join(path, "health.port"), "a udp VIP needs the TCP port its checks connect to")
         )

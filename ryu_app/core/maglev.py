@@ -124,7 +124,7 @@ def build_table(
     None; with exactly one, that backend owns every slot.
     """
     check_table_size(table_size)
-    active = [(name, weight) for name, weight in normalize_backends(backends) if weight > 0]
+    active = table_spec(table_size, normalize_backends(backends)).backends
     names = tuple(name for name, _ in active)
     typecode = "h" if len(names) < 2**15 else "i"
     if not names:

@@ -27,7 +27,6 @@ the shell sends the frames and feeds the replies.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import random
 import re
@@ -35,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, HealthView, Transition
-from ryu_app.core.model import CHECK_HTTP, Vip
+from ryu_app.core.model import CHECK_HTTP, Vip, service_key
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -117,15 +116,16 @@ class Prober:
         """Probe ``vip``'s backends; ``healthy`` is where each one starts (the balancer's view,
         so a replaced VIP keeps its backends' state).  A VIP with ``health.type`` ``none`` has
         static backends: none is probed (and none has a state here)."""
-        src = self.sources.get(len(_packed(vip.address)))
-        if src is None or not vip.probed:
+        service = service_key(vip)  # what the probe-answer rules match: they must agree
+        src = self.sources.get(len(service.address))
+        if src is None or service.check_port is None:
             # (No gateway address of the VIP's IP version: the config check reports it.)
             self.remove_vip(vip.name)
             return
         self.remove_vip(vip.name, keep={b.name for b in vip.backends})
         health = vip.health
         policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
-        port = vip.check_port
+        port = service.check_port
         request = b""
         if health.type == CHECK_HTTP:
             host = f"[{vip.address}]" if ":" in vip.address else vip.address
@@ -134,7 +134,7 @@ class Prober:
                 f"GET {health.path} HTTP/1.0\r\nHost: {host}\r\n"
                 "User-Agent: lockstep-health\r\nConnection: close\r\n\r\n"
             ).encode("ascii")
-        self.targets[vip.name] = _Target(vip, src, _packed(vip.address), port, request)
+        self.targets[vip.name] = _Target(vip, src, service.address, port, request)
         for backend in vip.backends:
             key = (vip.name, backend.name)
             initial = UP if backend.name in healthy else DOWN
@@ -303,7 +303,3 @@ class Prober:
             port = PORT_FIRST + (port - PORT_FIRST + 1) % span
         self._next_port = PORT_FIRST + (port - PORT_FIRST + 1) % span
         return port
-
-
-def _packed(address: str) -> bytes:
-    return ipaddress.ip_address(address).packed

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mmh3  # noqa: E402
 
 from ryu_app.cli import annotate  # noqa: E402
-from ryu_app.core.flowkey import FLOW_SEED, flow_from_fields, flow_hash, table_key  # noqa: E402
+from ryu_app.core.flowkey import FLOW_SEED, flow_from_fields, flow_hash, flow_key  # noqa: E402
 from ryu_app.core.flowtable import FlowTable  # noqa: E402
 from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, build_table  # noqa: E402
 from ryu_app.core.maglev_reference import reference_table  # noqa: E402
@@ -76,7 +76,7 @@ def random_keys(count: int, seed: int = 1) -> list[bytes]:
     for _ in range(count):
         src = ".".join(str(rng.randint(1, 254)) for _ in range(4))
         flow = flow_from_fields(src, rng.randint(1024, 65535), "10.0.0.100", 80, "tcp")
-        keys.append(table_key(flow, "5-tuple"))
+        keys.append(flow_key(flow, "5-tuple"))
     return keys
 
 

@@ -445,8 +445,7 @@ def _start_downloads(world: World, counts: Counts, result: Result, first_port: i
 def vm_failure(world: World, counts: Counts) -> dict:
     victim = world.vip.backends[1].name
     result = Result("vm-failure", f"{victim}'s service stops")
-    health = world.vip.health
-    bound = health.interval * health.fall + health.timeout
+    bound = world.vip.health.worst_detection_time
     client = world.clients[0]
     # Connections placed on the victim first: their rules and entries are what must go.
     pinned = [p for p, vm in world.predict(client, range(36000, 38000)).items() if vm == victim]

@@ -236,7 +236,7 @@ class LockstepApp(compat.app_base_class()):
         for number, request in enumerate(requests, 1):
             table = error = None
             try:
-                table = _off_the_hub(self.builder.build, request.key)
+                table = _off_the_hub(self.builder.build, request.spec)
             except Exception as problem:  # noqa: BLE001 - a worker must report, not vanish
                 error = problem
             install = functools.partial(
@@ -256,7 +256,11 @@ class LockstepApp(compat.app_base_class()):
                 delay,
             )
         elif self.core.table_built(request, table):
-            LOG.info("VIP %s: Maglev table rebuilt (%d backends)", request.vip, len(request.key[1]))
+            LOG.info(
+                "VIP %s: Maglev table rebuilt (%d backends)",
+                request.vip,
+                len(request.spec.backends),
+            )
         if last:
             self._building = False
             self._after_change()

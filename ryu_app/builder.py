@@ -20,11 +20,9 @@ import logging
 import multiprocessing
 import threading
 
-from ryu_app.core.maglev import MaglevTable, build_table
+from ryu_app.core.maglev import MaglevTable, TableSpec, build_table
 
 LOG = logging.getLogger("lockstep.builder")
-
-TableKey = tuple[int, tuple[tuple[str, int], ...]]  # as balancer.TableKey: size, (name, weight)
 
 
 class TableBuilder:
@@ -45,12 +43,12 @@ class TableBuilder:
                 LOG.warning("no table-building process (%r): building in this one", problem)
                 self.in_process = True
 
-    def build(self, key: TableKey) -> MaglevTable:
+    def build(self, spec: TableSpec) -> MaglevTable:
         if not self.in_process:
             try:
                 with self._lock:
                     pipe = self._pipe or self._start()
-                    pipe.send(key)
+                    pipe.send(spec)
                     table, error = pipe.recv()
             except (OSError, EOFError) as problem:
                 LOG.warning("no table-building process (%r): building in this one", problem)
@@ -60,8 +58,7 @@ class TableBuilder:
                 if error is not None:
                     raise error
                 return table
-        table_size, backends = key
-        return build_table(backends, table_size)
+        return build_table(spec.backends, spec.table_size)
 
     def _start(self):
         # spawn: a fresh interpreter, not a fork of this threaded process (whose locks a
@@ -89,14 +86,14 @@ class TableBuilder:
 
 
 def _serve(pipe) -> None:
-    """The worker process: answer each key with (table, None) or (None, the error raised),
-    until the controller's end of the pipe closes."""
+    """The worker process: answer each ``TableSpec`` with (table, None) or (None, the error
+    raised), until the controller's end of the pipe closes."""
     while True:
         try:
-            table_size, backends = pipe.recv()
+            spec = pipe.recv()
         except (EOFError, OSError):
             return
         try:
-            pipe.send((build_table(backends, table_size), None))
+            pipe.send((build_table(spec.backends, spec.table_size), None))
         except Exception as error:  # noqa: BLE001 - handed back to the controller
             pipe.send((None, error))

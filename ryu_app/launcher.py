@@ -57,7 +57,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     try:
         gateway = deployment.gateway(args.gateway)
     except KeyError as error:
-        raise ConfigError([deployment_file.Problem("--gateway", error.args[0])]) from None
+        raise ConfigError([Problem("--gateway", error.args[0])]) from None
     overrides = {}
     for flag in ("openflow", "rest"):
         value = getattr(args, flag)
@@ -65,7 +65,7 @@ def resolve(args: argparse.Namespace) -> Settings:
             try:
                 overrides[flag] = endpoint(value)
             except Invalid as error:
-                raise ConfigError([deployment_file.Problem(f"--{flag}", str(error))]) from None
+                raise ConfigError([Problem(f"--{flag}", str(error))]) from None
     if args.state_file:
         overrides["state_file"] = args.state_file
     gateway = dataclasses.replace(gateway, **overrides)
@@ -84,7 +84,7 @@ def _read_state(path: Path, deployment):
         if vips is None:
             return None
         changed = dataclasses.replace(deployment, vips=tuple(vips))
-        problems = deployment_file.deployment_problems(changed)
+        problems = deployment_file.change_problems(deployment, changed)
         if problems:
             raise ConfigError(problems)
     except ConfigError as error:

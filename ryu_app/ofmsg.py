@@ -26,16 +26,8 @@ from dataclasses import dataclass
 
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
-from ryu_app.core.flowkey import (
-    ETH_IPV4,
-    ETH_IPV6,
-    HASH_SRC_IP,
-    PROTO_TCP,
-    Flow,
-    parse_protocol,
-)
-from ryu_app.core.health import NO_CHECKS
-from topology.deployment import Backend, Vip
+from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, Flow
+from ryu_app.core.model import HASH_SRC_IP, PROTO_TCP, Backend, Vip, service_key
 
 ETH_ARP = 0x0806
 PROTO_ICMPV6 = 58
@@ -187,10 +179,11 @@ def _l3_fields(version: int, src: str | None, dst: str) -> dict:
 
 
 def _vip_match(vip: Vip, uplink: int):
-    proto = parse_protocol(vip.protocol)
+    service = service_key(vip)
+    proto = service.protocol
     version = ipaddress.ip_address(vip.address).version
     fields = {"in_port": uplink, **_l3_fields(version, None, vip.address), "ip_proto": proto}
-    fields["tcp_dst" if proto == PROTO_TCP else "udp_dst"] = vip.port
+    fields["tcp_dst" if proto == PROTO_TCP else "udp_dst"] = service.port
     return parser.OFPMatch(**fields)
 
 
@@ -206,10 +199,10 @@ def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> 
     """What an answer to one of this VIP's health probes looks like, per gateway address of
     the VIP's IP version (none for static backends: nothing probes them); nothing else
     addressed to the gateway reaches the controller."""
-    if vip.health.type == NO_CHECKS:
+    check_port = service_key(vip).check_port
+    if check_port is None:
         return []
     version = ipaddress.ip_address(vip.address).version
-    check_port = vip.check_port
     matches = []
     for address in addresses:
         if ipaddress.ip_address(address).version != version:

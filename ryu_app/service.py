@@ -7,7 +7,7 @@ handled (issue 11: a deep page of the flow table once held them up for ~190 ms).
 
 - Reads take a snapshot on the loop and render it here (``views``).
 - Writes (one at a time: ``_one_write_at_a_time``) are validated by the same rules as the
-  deployment file (``parse_vip`` and ``deployment_problems`` over the would-be deployment) and
+  deployment file (``parse_vip``, and ``change_problems`` over the would-be deployment) and
   saved to the state file here, then applied on the loop: a bad request or a state file that
   cannot be written changes nothing.  A change that needs new Maglev tables waits for them
   (``tables_ready``, at most ``TABLE_WAIT_SECONDS``) so that new flows follow it from the
@@ -28,10 +28,11 @@ import threading
 from collections.abc import Callable
 
 from ryu_app import views
-from ryu_app.core.flowkey import FieldError, flow_from_fields, table_key
+from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore
+from ryu_app.core.model import Backend, Gateway, Vip
 from topology import deployment as deployment_file
-from topology.deployment import Backend, Deployment, Gateway, Vip
+from topology.network import Deployment
 from topology.schema import ConfigError, Problem
 
 LOG = logging.getLogger("lockstep.service")
@@ -208,7 +209,7 @@ class GatewayService:
         """Validate the would-be deployment and save it here; then, on the loop, make it
         current and apply ``change`` to the core (sending what it returns)."""
         candidate = dataclasses.replace(self.deployment, vips=vips)
-        problems = deployment_file.deployment_problems(candidate)
+        problems = deployment_file.change_problems(self.deployment, candidate)
         if problems:
             raise ConfigError(problems)
         previous = self.deployment
@@ -255,10 +256,10 @@ class GatewayService:
         if state is None:
             raise NotFound(f"no VIP serves {flow.dst_ip} port {flow.dst_port} {flow.protocol_name}")
         answer = {"vip": state.vip.name, "gateway": self.gateway.name}
-        backend_id = balancer.flows.peek(table_key(flow, state.vip.hash), now)
-        owner = balancer.backend_of(backend_id) if backend_id is not None else None
-        if owner is not None and owner[0] == state.vip.name and owner[1].name in state.healthy:
-            return {**answer, "backend": owner[1].name, "source": "table"}
+        backend_id = balancer.flows.peek(flow_key(flow, state.vip.hash), now)
+        held = balancer.held_backend(state, backend_id) if backend_id is not None else None
+        if held is not None:
+            return {**answer, "backend": held.name, "source": "table"}
         return {**answer, "backend": balancer.predict(flow), "source": "hash"}
 
     def flows(self, params, now: float) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from topology.deployment import Deployment, Gateway
+from ryu_app.core.model import Gateway
+from topology.network import Deployment
 
 
 @dataclass(frozen=True)

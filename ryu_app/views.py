@@ -26,8 +26,8 @@ from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.health import HealthView
+from ryu_app.core.model import Backend, Vip
 from topology import deployment as deployment_file
-from topology.deployment import Backend, Vip
 
 
 def digest(data) -> str:

@@ -1,34 +1,47 @@
 """The deployment file: VIPs with their backends, gateways, and (for emulation) clients, router
-and underlay.  Parsed into frozen dataclasses by one validator used everywhere: ``lockstep
-check``, controller start-up and the REST API (which reads a single VIP with ``parse_vip``).
+and underlay.  Parsed by one validator used everywhere (``lockstep check``, controller start-up
+and the REST API, which reads a single VIP with ``parse_vip``) into frozen records: the domain
+model's (``ryu_app.core.model``: Vip, Backend, HealthCheck, Gateway) inside a
+``topology.network.Deployment``.
 
-Defaults and types are declared once, in the field tables below.  ``load``/``parse`` report every
-problem at once, each with its key path, as a ``ConfigError``.
+Types are declared once, in the field tables below, and defaults once, in the records (the
+tables read them from there).  ``load``/``parse`` report every problem at once, each with its
+key path, as a ``ConfigError``.  A REST write checks its would-be deployment with
+``change_problems``: the same rules, without walking the underlay's graph again for VMs it
+already had.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ryu_app.core.flowkey import HASH_5TUPLE, HASH_MODES
-from ryu_app.core.health import policy_problem
-from ryu_app.core.maglev import (
+from ryu_app.core.model import (
     BALANCE_FACTOR,
-    DEFAULT_TABLE_SIZE,
+    CHECK_HTTP,
+    CHECK_TYPES,
+    DEFAULT_IDLE_TIMEOUT,
+    HASH_MODES,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
     MIN_TABLE_SIZE,
+    PROTOCOLS,
+    Backend,
+    Gateway,
+    HealthCheck,
+    Vip,
+    policy_problem,
     table_size_problem,
 )
 from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
+from topology.graph import reachability_problems
 from topology.listeners import listener_problems
-from topology.model import reachability_problems
+from topology.network import Client, Deployment, Router, Underlay
 from topology.schema import (
     REQUIRED,
     ConfigError,
@@ -52,118 +65,9 @@ from topology.schema import (
     url_path,
 )
 
-DEFAULT_IDLE_TIMEOUT = {"tcp": 60, "udp": 30}
-DEFAULT_VNI = 100
 # A VIP's backends: 2,000 fit the REST API's body cap (rest.MAX_BODY) with room to spare, and
 # are 20 times what the default table balances well (65537 > 100 x 655).
 MAX_BACKENDS = 2000
-
-
-# ---- the model ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    type: str = "tcp"  # "tcp": connect; "http": GET path, expect status
-    port: int | None = None  # None: the VIP's port
-    path: str = "/"
-    expect_status: int = 200
-    interval: float = 2.0
-    timeout: float = 1.0
-    rise: int = 3
-    fall: int = 3
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    tunnel_ip: str  # the VM's VXLAN tunnel endpoint
-    mac: str  # inner destination MAC (the VM's VXLAN device)
-    weight: int = 1  # 0 = draining: keeps its flows, takes no new ones
-
-
-@dataclass(frozen=True)
-class Vip:
-    name: str
-    address: str
-    port: int
-    protocol: str = "tcp"
-    hash: str = HASH_5TUPLE
-    table_size: int = DEFAULT_TABLE_SIZE
-    idle_timeout: int = 60
-    vni: int = DEFAULT_VNI
-    health: HealthCheck = field(default_factory=HealthCheck)
-    backends: tuple[Backend, ...] = ()
-
-    @property
-    def ip_version(self) -> int:
-        return ipaddress.ip_address(self.address).version
-
-    @property
-    def check_port(self) -> int:
-        """The TCP port health checks connect to."""
-        return self.health.port or self.port
-
-    def backend(self, backend_name: str) -> Backend | None:
-        return next((b for b in self.backends if b.name == backend_name), None)
-
-
-@dataclass(frozen=True)
-class Gateway:
-    name: str
-    dpid: int
-    addresses: tuple[str, ...]  # its own addresses on the uplink (answered for ARP/ND)
-    tunnel_ip: str  # local VXLAN endpoint
-    openflow: tuple[str, int]  # where its controller listens for the switch
-    rest: tuple[str, int]  # where its controller serves the REST API
-    uplink_port: str
-    tunnel_port: str = "vxlan0"
-    mac: str | None = None
-    state_file: str | None = None
-    host: str | None = None  # the machine its controller runs on; None: the one all others share
-
-
-@dataclass(frozen=True)
-class Client:
-    name: str
-    address: str
-
-
-@dataclass(frozen=True)
-class Router:
-    name: str = "router"
-    client_subnet: str = "10.1.0.0/24"
-    uplink_subnet: str = "10.0.0.0/24"
-    address: str | None = None  # on the underlay: the VMs' default route (return path)
-
-
-@dataclass(frozen=True)
-class Underlay:
-    subnet: str
-    mtu: int = 1600
-
-
-@dataclass(frozen=True)
-class Deployment:
-    vips: tuple[Vip, ...]
-    gateways: tuple[Gateway, ...]
-    clients: tuple[Client, ...] = ()
-    router: Router | None = None
-    underlay: Underlay | None = None
-
-    def gateway(self, gateway_name: str) -> Gateway:
-        for gateway in self.gateways:
-            if gateway.name == gateway_name:
-                return gateway
-        known = ", ".join(g.name for g in self.gateways)
-        raise KeyError(f"no gateway named {gateway_name!r} (known: {known})")
-
-    def vip(self, vip_name: str) -> Vip:
-        for vip in self.vips:
-            if vip.name == vip_name:
-                return vip
-        known = ", ".join(v.name for v in self.vips)
-        raise KeyError(f"no VIP named {vip_name!r} (known: {known})")
 
 
 # ---- the schema ---------------------------------------------------------------------------------
@@ -189,17 +93,21 @@ def _table_size(value: Any) -> int:
 HEALTH_FIELDS = Section(
     {
         "type": Field(
-            choice("tcp", "http", "none"),
-            "tcp",
+            choice(*CHECK_TYPES),
+            HealthCheck.type,
             "tcp: a SYN-ACK; http: GET path, a status; none: a static backend, never probed",
         ),
         "port": Field(optional(integer(1, 65535)), None, "default: the VIP's port"),
-        "path": Field(url_path, "/", "the http check's request path"),
-        "expect_status": Field(integer(100, 599), 200, "the status an http check needs"),
-        "interval": Field(number(0.05, 3600), 2.0, "seconds between probes"),
-        "timeout": Field(number(0.01, 3600), 1.0, "seconds a probe may take (< interval)"),
-        "rise": Field(integer(1, 100), 3, "successes that bring a backend up"),
-        "fall": Field(integer(1, 100), 3, "failures that take a backend down"),
+        "path": Field(url_path, HealthCheck.path, "the http check's request path"),
+        "expect_status": Field(
+            integer(100, 599), HealthCheck.expect_status, "the status an http check needs"
+        ),
+        "interval": Field(number(0.05, 3600), HealthCheck.interval, "seconds between probes"),
+        "timeout": Field(
+            number(0.01, 3600), HealthCheck.timeout, "seconds a probe may take (< interval)"
+        ),
+        "rise": Field(integer(1, 100), HealthCheck.rise, "successes that bring a backend up"),
+        "fall": Field(integer(1, 100), HealthCheck.fall, "failures that take a backend down"),
     }
 )
 
@@ -210,7 +118,9 @@ BACKEND_FIELDS = Section(
         "tunnel_ip": Field(unicast_ipv4, REQUIRED, "the VM's VXLAN tunnel endpoint"),
         "mac": Field(mac_address, REQUIRED, "inner destination MAC (the VM's VXLAN device)"),
         "weight": Field(
-            integer(0, MAX_WEIGHT), 1, "share of new flows; 0 drains (existing flows stay)"
+            integer(0, MAX_WEIGHT),
+            Backend.weight,
+            "share of new flows; 0 drains (existing flows stay)",
         ),
     }
 )
@@ -220,13 +130,16 @@ VIP_FIELDS = Section(
         "name": Field(name),
         "address": Field(unicast_address),
         "port": Field(integer(1, 65535)),
-        "protocol": Field(choice("tcp", "udp"), "tcp"),
-        "hash": Field(choice(*HASH_MODES), HASH_5TUPLE, "flow key: 5-tuple, or src-ip"),
-        "table_size": Field(_table_size, DEFAULT_TABLE_SIZE),
+        "protocol": Field(choice(*PROTOCOLS), Vip.protocol),
+        "hash": Field(choice(*HASH_MODES), Vip.hash, "flow key: 5-tuple, or src-ip"),
+        "table_size": Field(_table_size, Vip.table_size),
         "idle_timeout": Field(
-            optional(integer(1, 4095)), None, "seconds; default 60 for tcp, 30 for udp"
+            optional(integer(1, 4095)),
+            None,
+            "seconds; default "
+            + ", ".join(f"{s} for {p}" for p, s in DEFAULT_IDLE_TIMEOUT.items()),
         ),
-        "vni": Field(integer(0, 2**24 - 1), DEFAULT_VNI, "VXLAN id of the VMs' devices"),
+        "vni": Field(integer(0, 2**24 - 1), Vip.vni, "VXLAN id of the VMs' devices"),
         "health": Field(HEALTH_FIELDS, None, "health checks (null: every default)"),
         "backends": Field(ListOf(BACKEND_FIELDS, max_items=MAX_BACKENDS), []),
     }
@@ -241,7 +154,7 @@ GATEWAY_FIELDS = Section(
         "openflow": Field(endpoint, REQUIRED),
         "rest": Field(endpoint, REQUIRED),
         "uplink_port": Field(text(15)),
-        "tunnel_port": Field(text(15), "vxlan0"),
+        "tunnel_port": Field(text(15), Gateway.tunnel_port),
         "mac": Field(optional(mac_address), None),
         "state_file": Field(optional(text(4096)), None),
         "host": Field(optional(host_name), None),
@@ -252,14 +165,16 @@ CLIENT_FIELDS = Section({"name": Field(name), "address": Field(unicast_address)}
 
 ROUTER_FIELDS = Section(
     {
-        "name": Field(name, "router"),
-        "client_subnet": Field(ip_network, "10.1.0.0/24"),
-        "uplink_subnet": Field(ip_network, "10.0.0.0/24"),
+        "name": Field(name, Router.name),
+        "client_subnet": Field(ip_network, Router.client_subnet),
+        "uplink_subnet": Field(ip_network, Router.uplink_subnet),
         "address": Field(optional(unicast_address), None),
     }
 )
 
-UNDERLAY_FIELDS = Section({"subnet": Field(ip_network), "mtu": Field(integer(1280, 9000), 1600)})
+UNDERLAY_FIELDS = Section(
+    {"subnet": Field(ip_network), "mtu": Field(integer(1280, 9000), Underlay.mtu)}
+)
 
 DEPLOYMENT_FIELDS = Section(
     {
@@ -403,9 +318,9 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
     problem = policy_problem(health.interval, health.timeout, health.rise, health.fall)
     if problem:
         problems.append(Problem(join(path, "health"), problem))
-    if health.type == "http" and vip.protocol != "tcp":
+    if health.type == CHECK_HTTP and vip.protocol != "tcp":
         problems.append(Problem(join(path, "health.type"), "http checks need a tcp VIP"))
-    if vip.protocol == "udp" and health.port is None and health.type != "none":
+    if vip.protocol == "udp" and health.port is None and vip.probed:
         problems.append(
             Problem(join(path, "health.port"), "a udp VIP needs the TCP port its checks connect to")
         )
@@ -432,7 +347,28 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
     return problems
 
 
-def deployment_problems(deployment: Deployment) -> list[Problem]:
+def change_problems(current: Deployment, candidate: Deployment) -> list[Problem]:
+    """The problems of ``candidate``: ``current`` (a deployment that passed these rules) with
+    other VIPs, as a REST write makes it.  Every rule of ``deployment_problems``, but the
+    underlay's reachability only for VMs whose tunnel IPs ``current`` did not have: a VM's
+    reachability depends on its tunnel IP and the gateways and underlay alone (``graph``), and
+    those are as they were.  Anything else changed: every rule, in full."""
+    if _surroundings(candidate) != _surroundings(current):
+        return deployment_problems(candidate)
+    reachable = {b.tunnel_ip for vip in current.vips for b in vip.backends}
+    return deployment_problems(candidate, reachable)
+
+
+def _surroundings(deployment: Deployment) -> tuple:
+    """All of a deployment that is not its VIPs."""
+    return deployment.gateways, deployment.clients, deployment.router, deployment.underlay
+
+
+def deployment_problems(
+    deployment: Deployment, reachable: Collection[str] = frozenset()
+) -> list[Problem]:
+    """Every problem that spans fields.  ``reachable``: tunnel IPs known to be reached from
+    every gateway (``change_problems``); the underlay's graph is walked for the others."""
     problems: list[Problem] = []
 
     def unique(items, key, label):
@@ -492,7 +428,7 @@ def deployment_problems(deployment: Deployment) -> list[Problem]:
     unique(names, lambda n: n, "name")
     # The graph needs one node per name: check reachability only when the names are sound.
     if deployment.underlay and len(problems) == before_names:
-        problems.extend(reachability_problems(deployment))
+        problems.extend(reachability_problems(deployment, reachable))
     return problems
 
 

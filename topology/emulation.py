@@ -17,7 +17,9 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
-from topology.deployment import Backend, Client, Deployment, Gateway, deployment_problems
+from ryu_app.core.model import Backend, Gateway
+from topology.deployment import deployment_problems
+from topology.network import Client, Deployment
 from topology.schema import ConfigError
 
 CLIENT_LAN = "clan"  # the clients' switch

@@ -5,12 +5,9 @@ gateways on different machines may well use the same address and port (127.0.0.1
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
+from ryu_app.core.model import Gateway
 from topology.schema import Problem, endpoint_text
-
-if TYPE_CHECKING:
-    from topology.deployment import Gateway
 
 
 def listener_problems(gateways: list[tuple[str, Gateway]]) -> list[Problem]:

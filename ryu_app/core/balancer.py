@@ -3,10 +3,10 @@
 The pieces, all pure (time comes in as ``now``):
 
 - a Maglev table per VIP over this gateway's *own* healthy set, shared between VIPs whose
-  (table size, healthy backends and weights) are identical (``TableCache``);
+  ``TableSpec`` (table size, healthy backends and weights) is identical (``TableCache``);
 - this gateway's flow table, consulted first so a flow keeps its backend while that backend is
-  healthy (Maglev's rule: an entry whose backend is no longer healthy is dropped and the flow is
-  re-hashed; entries on a draining backend, weight 0, stay).
+  healthy (Maglev's rule, ``held_backend``: an entry whose backend is no longer healthy is
+  stale, dropped, and the flow re-hashed; entries on a draining backend, weight 0, stay).
 
 Rebuilds happen only when a VIP's healthy set or weights change, and never on the packet path:
 ``set_health``/``set_vip`` return the ``TableRequest`` s that are now needed, the shell builds
@@ -18,75 +18,58 @@ client's SYN retransmission arrives after the swap).
 
 from __future__ import annotations
 
-import ipaddress
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ryu_app.core.flowkey import (
-    HASH_5TUPLE,
-    Flow,
-    flow_hash,
-    hash_key,
-    parse_protocol,
-    table_key,
-)
+from ryu_app.core.flowkey import Flow, flow_hash, flow_key, hash_key
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
-from ryu_app.core.health import NO_CHECKS
-from ryu_app.core.maglev import MaglevTable, build_table
-from topology.deployment import Backend, Vip
-
-TableKey = tuple[int, tuple[tuple[str, int], ...]]
-
-
-def table_key_for(table_size: int, backends: Iterable[tuple[str, int]]) -> TableKey:
-    """The identity of a Maglev table: weight-0 backends own no slots, so they are left out."""
-    return table_size, tuple(sorted((n, w) for n, w in backends if w > 0))
+from ryu_app.core.maglev import MaglevTable, TableSpec, build_table, table_spec
+from ryu_app.core.model import HASH_5TUPLE, Backend, Vip, service_key
 
 
 class TableCache:
-    """Maglev tables by ``TableKey``, least recently used dropped beyond ``limit``."""
+    """Maglev tables by ``TableSpec``, least recently used dropped beyond ``limit``."""
 
     def __init__(self, limit: int = 256):
         self.limit = limit
         self.builds = 0
         self.hits = 0
-        self._tables: OrderedDict[TableKey, MaglevTable] = OrderedDict()
+        self._tables: OrderedDict[TableSpec, MaglevTable] = OrderedDict()
 
     @staticmethod
-    def build(key: TableKey) -> MaglevTable:
+    def build(spec: TableSpec) -> MaglevTable:
         """Pure and thread-safe: safe to call from a worker thread."""
-        table_size, backends = key
-        return build_table(backends, table_size)
+        return build_table(spec.backends, spec.table_size)
 
-    def get(self, key: TableKey) -> MaglevTable | None:
-        table = self._tables.get(key)
+    def get(self, spec: TableSpec) -> MaglevTable | None:
+        table = self._tables.get(spec)
         if table is not None:
-            self._tables.move_to_end(key)
+            self._tables.move_to_end(spec)
             self.hits += 1
         return table
 
-    def store(self, key: TableKey, table: MaglevTable) -> None:
-        self._tables[key] = table
-        self._tables.move_to_end(key)
+    def store(self, spec: TableSpec, table: MaglevTable) -> None:
+        self._tables[spec] = table
+        self._tables.move_to_end(spec)
         while len(self._tables) > self.limit:
             self._tables.popitem(last=False)
 
-    def get_or_build(self, key: TableKey) -> MaglevTable:
-        table = self.get(key)
+    def get_or_build(self, spec: TableSpec) -> MaglevTable:
+        table = self.get(spec)
         if table is None:
-            table = self.build(key)
+            table = self.build(spec)
             self.builds += 1
-            self.store(key, table)
+            self.store(spec, table)
         return table
 
 
 @dataclass(frozen=True)
 class TableRequest:
     vip: str
-    key: TableKey
+    spec: TableSpec
 
 
 class Decision(NamedTuple):
@@ -96,7 +79,7 @@ class Decision(NamedTuple):
     backend: Backend
     backend_id: int
     from_table: bool
-    key: bytes  # the flow's flow-table key (``table_key``), for callers that track the flow
+    key: bytes  # the flow's flow key (``flow_key``), for callers that track the flow
 
 
 @dataclass
@@ -104,14 +87,14 @@ class VipState:
     vip: Vip
     backend_ids: dict[str, int]
     healthy: set[str]
-    table_key: TableKey
+    table_spec: TableSpec | None  # of the table in use (None: a new VIP's empty table)
     table: MaglevTable
-    # The key of the table the VIP needs now: ``wanted_key()`` as of the last change of its
+    # The spec of the table the VIP needs now: ``wanted_spec()`` as of the last change of its
     # backends or healthy set (kept, so that asking whether the table is current is cheap).
-    wanted: TableKey | None = None
+    wanted: TableSpec | None = None
 
-    def wanted_key(self) -> TableKey:
-        return table_key_for(
+    def wanted_spec(self) -> TableSpec:
+        return table_spec(
             self.vip.table_size,
             ((b.name, b.weight) for b in self.vip.backends if b.name in self.healthy),
         )
@@ -119,7 +102,7 @@ class VipState:
     @property
     def table_current(self) -> bool:
         """The table in use is the one the VIP's backends and healthy set call for."""
-        return self.table_key == self.wanted
+        return self.table_spec == self.wanted
 
 
 @dataclass
@@ -157,7 +140,7 @@ class Balancer:
         old = self.vips.get(vip.name)
         ids: dict[str, int] = {}
         healthy: set[str] = set()
-        static = not probed(vip)
+        static = not vip.probed
         for backend in vip.backends:
             previous = old.vip.backend(backend.name) if old else None
             same = previous is not None and (previous.tunnel_ip, previous.mac) == (
@@ -172,11 +155,11 @@ class Balancer:
             self._forget(old, keep=set(ids.values()))
         # Keep answering with the old table until the new one is in (_request_if_needed).
         if old:
-            state = VipState(vip, ids, healthy, old.table_key, old.table)
+            state = VipState(vip, ids, healthy, old.table_spec, old.table)
         else:
             state = VipState(vip, ids, healthy, None, MaglevTable(vip.table_size, (), array("h")))
         self.vips[vip.name] = state
-        self._services[_service_of(vip)] = state
+        self._services[service_key(vip).destination] = state
         return self._request_if_needed(state)
 
     def remove_vip(self, name: str) -> bool:
@@ -187,7 +170,7 @@ class Balancer:
         return True
 
     def _forget(self, state: VipState, keep: set[int]) -> None:
-        self._services.pop(_service_of(state.vip), None)
+        self._services.pop(service_key(state.vip).destination, None)
         for backend_id in state.backend_ids.values():
             if backend_id not in keep:
                 self._backends.pop(backend_id, None)
@@ -228,41 +211,41 @@ class Balancer:
         self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
 
     def _request_if_needed(self, state: VipState) -> list[TableRequest]:
-        key = state.wanted = state.wanted_key()
-        if key == state.table_key:
+        spec = state.wanted = state.wanted_spec()
+        if spec == state.table_spec:
             return []
-        table = self.cache.get(key)
+        table = self.cache.get(spec)
         if table is not None:
-            self._swap(state, key, table)
+            self._swap(state, spec, table)
             return []
-        return [TableRequest(state.vip.name, key)]
+        return [TableRequest(state.vip.name, spec)]
 
     def install_table(self, request: TableRequest, table: MaglevTable) -> bool:
         """Swap in a table built for ``request``; False if the VIP changed meanwhile."""
-        self.cache.store(request.key, table)
+        self.cache.store(request.spec, table)
         state = self.vips.get(request.vip)
-        if state is None or state.wanted != request.key:
+        if state is None or state.wanted != request.spec:
             return False
-        self._swap(state, request.key, table)
+        self._swap(state, request.spec, table)
         return True
 
     def wants(self, request: TableRequest) -> bool:
         """Whether the VIP still waits for this table (False: it changed since, is gone, or
         has the table already): a failed build is retried only while this holds."""
         state = self.vips.get(request.vip)
-        return state is not None and state.wanted == request.key and not state.table_current
+        return state is not None and state.wanted == request.spec and not state.table_current
 
-    def _swap(self, state: VipState, key: TableKey, table: MaglevTable) -> None:
-        # The table before its key: a reader on another thread that sees the new key (the
+    def _swap(self, state: VipState, spec: TableSpec, table: MaglevTable) -> None:
+        # The table before its spec: a reader on another thread that sees the new spec (the
         # REST side asking whether a change's table is in) then finds the table in place too.
         state.table = table
-        state.table_key = key
+        state.table_spec = spec
         self.counters.table_installs += 1
 
     def rebuild_now(self, requests: Iterable[TableRequest]) -> None:
         """Build and install synchronously (CLI, tests; the controller uses a worker)."""
         for request in requests:
-            self.install_table(request, self.cache.get_or_build(request.key))
+            self.install_table(request, self.cache.get_or_build(request.spec))
 
     # ---- the packet path -------------------------------------------------------------------
 
@@ -277,12 +260,12 @@ class Balancer:
             self.counters.not_vip += 1
             return None
         vip = state.vip
-        key = table_key(flow, vip.hash)
+        key = flow_key(flow, vip.hash)
         backend_id = self.flows.get(key, now, flow.is_tcp_non_syn)
         if backend_id is not None:
-            owner = self._backends.get(backend_id)
-            if owner is not None and owner[0] == vip.name and owner[1].name in state.healthy:
-                return Decision(vip, owner[1], backend_id, True, key)
+            backend = self.held_backend(state, backend_id)
+            if backend is not None:
+                return Decision(vip, backend, backend_id, True, key)
             self.flows.remove(key)
             self.counters.stale_entries += 1
         hashed = key if vip.hash == HASH_5TUPLE else hash_key(flow, vip.hash)  # same bytes
@@ -298,6 +281,16 @@ class Balancer:
         self.flows.put(key, backend_id, now, idle)
         return Decision(vip, self._backends[backend_id][1], backend_id, False, key)
 
+    def held_backend(self, state: VipState, backend_id: int) -> Backend | None:
+        """The backend a flow-table entry of ``state``'s VIP (naming ``backend_id``) holds its
+        flow to, or None if the entry is stale: its backend went down (its id was retired) or
+        away, or belongs to another VIP.  A draining backend (weight 0) is healthy: its entries
+        stand.  The one rule for placing packets (``pick``) and answering lookups."""
+        owner = self._backends.get(backend_id)
+        if owner is not None and owner[0] == state.vip.name and owner[1].name in state.healthy:
+            return owner[1]
+        return None
+
     def predict(self, flow: Flow) -> str | None:
         """What the hash alone says for this flow (no flow table, nothing recorded)."""
         state = self.match(flow)
@@ -312,13 +305,3 @@ class Balancer:
         """A copy of backend id -> (VIP name, backend): one C-level copy, for views that name
         the backends of many flows away from the packet path."""
         return dict(self._backends)
-
-
-def probed(vip: Vip) -> bool:
-    """Whether the VIP's backends are health-checked (``health.type`` ``none``: static
-    backends, never probed and always counted healthy; weight 0 still drains)."""
-    return vip.health.type != NO_CHECKS
-
-
-def _service_of(vip: Vip) -> tuple[bytes, int, int]:
-    return ipaddress.ip_address(vip.address).packed, vip.port, parse_protocol(vip.protocol)

@@ -9,7 +9,10 @@ identical on every controller because it is built from the packet alone.
   client to one VIP address lands on the same backend.
 
 The destination address is part of both, so two VIPs with the same backends spread differently.
-Addresses are packed (4 or 16 bytes), so IPv4 and IPv6 keys never collide with each other.
+Two keys come from one packet: the hash key (``hash_key``: what is hashed to pick a backend) and
+the flow key (``flow_key``: the key of the flow's entry in the gateway's flow table; the hash
+key, plus the VIP's port and protocol in ``src-ip`` mode).  Addresses are packed (4 or 16
+bytes), so IPv4 and IPv6 keys never collide with each other.
 
 Parsing raises ``FrameError`` (a ``ValueError``) with a short ``reason`` suitable as a metric
 label; it never asserts and never raises anything else for any input bytes.
@@ -23,18 +26,13 @@ from typing import NamedTuple
 
 import mmh3
 
-HASH_5TUPLE = "5-tuple"
-HASH_SRC_IP = "src-ip"
-HASH_MODES = (HASH_5TUPLE, HASH_SRC_IP)
+from ryu_app.core.model import HASH_5TUPLE, HASH_MODES, HASH_SRC_IP, PROTO_TCP, PROTO_UDP, PROTOCOLS
 
 FLOW_SEED = 0x4C4B5354  # fixed: part of the cross-gateway contract, like maglev's seeds
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 ETH_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
 PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 TCP_SYN = 0x02
 TCP_ACK = 0x10
@@ -260,9 +258,9 @@ def hash_key(flow: Flow, mode: str) -> bytes:
     raise ValueError(f"hash mode must be one of {', '.join(HASH_MODES)}, got {mode!r}")
 
 
-def table_key(flow: Flow, mode: str) -> bytes:
-    """The key of the flow-table entry: the hash key, plus the VIP port and protocol in
-    ``src-ip`` mode so that two VIPs on one address never share an entry."""
+def flow_key(flow: Flow, mode: str) -> bytes:
+    """The key of the flow's flow-table entry: the hash key, plus the VIP port and protocol
+    in ``src-ip`` mode so that two VIPs on one address never share an entry."""
     key = hash_key(flow, mode)
     if mode == HASH_SRC_IP:
         key += _PORT_PROTO.pack(flow.dst_port, flow.proto)
@@ -270,7 +268,7 @@ def table_key(flow: Flow, mode: str) -> bytes:
 
 
 def describe_key(key: bytes) -> dict:
-    """A table key back as fields (for listings): the inverse of ``table_key``."""
+    """A flow key back as fields (for listings): the inverse of ``flow_key``."""
     for size in (4, 16):
         if len(key) == _KEY_HEAD.size + 2 * size:  # 5-tuple
             proto, src_port, dst_port = _KEY_HEAD.unpack_from(key)

@@ -8,8 +8,8 @@ is installed, or for flows that stay on a draining backend.
 Layout, chosen for memory (the target is <= 200 bytes per entry at 1,000,000 entries):
 
 - ``dict`` s from key bytes to one ``int``, relying on dict insertion order for the LRU order
-  (a hit re-inserts the key at the end; eviction and expiry pop from the front, eviction in
-  batches of 1/128 of a shard).  A table of more than ``SHARD_SIZE`` entries is split into
+  (a hit re-inserts the key at the end; eviction pops from the front, in batches of 1/128 of
+  a shard).  A table of more than ``SHARD_SIZE`` entries is split into
   shards by the key's hash, each its own LRU (Katran's LRUs are per CPU): a million-entry
   dict under churn rebuilds itself in one ~70 ms stop, a shard in well under a millisecond;
 - the ``int`` packs ``deadline_ms << 32 | idle_ms_code << 20 | backend_id`` so an entry is a
@@ -19,9 +19,9 @@ An idle timeout of 0 pins an entry: it never expires by time, only when removed,
 its backend or evicted at capacity (a gateway's entries: its switch rule carries the flow's
 packets and the switch's flow-removed message ends the entry).
 
-Idle timeouts may differ per entry (per VIP), so the front of the dict is not always the first
-entry to expire; ``expire`` stops at the first live entry, and ``get`` checks the deadline itself,
-so an expired entry is never returned even if it has not been swept yet.
+An entry with an idle timeout expires lazily: ``get`` checks its deadline and drops it then,
+``peek``, ``items`` and ``page`` skip it, and at capacity it is evicted like any other (nothing
+sweeps the table by time: a gateway's entries are pinned, see above).
 
 Time is the caller's ``now`` in seconds (any monotonic clock); nothing here reads a clock.
 """
@@ -178,23 +178,6 @@ class FlowTable:
         self.counters.removals += 1
         return True
 
-    def expire(self, now: float, limit: int | None = None) -> int:
-        """Drop expired entries from the LRU end of each shard, at most ``limit`` of them;
-        returns how many.  Bounded so that a caller can sweep a little at a time."""
-        now_ms = int(now * 1000)
-        dropped = 0
-        for entries in self._shards:
-            doomed = []
-            for key, packed in entries.items():  # one scan from the front (see _evict)
-                if packed >> _DEADLINE_SHIFT > now_ms or dropped + len(doomed) == limit:
-                    break
-                doomed.append(key)
-            for key in doomed:
-                self._forget(entries.pop(key))
-            dropped += len(doomed)
-        self.counters.expirations += dropped
-        return dropped
-
     def drop_backend(self, backend_id: int) -> None:
         """Have every entry of one backend removed (it went down) by the coming ``sweep``s.
 
@@ -316,5 +299,6 @@ class FlowTable:
         return listed, ((shard, index) if shard < len(self._shards) else None)
 
     def count_by_backend(self) -> dict[int, int]:
-        """Entries per backend id (expired ones not yet swept included); O(backends)."""
+        """Entries per backend id, O(backends); expired entries that no ``get`` has dropped
+        yet are counted too."""
         return dict(self._per_backend)

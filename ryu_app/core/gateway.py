@@ -13,10 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ryu_app import ofmsg, ofwire
-from ryu_app.core.balancer import Balancer, TableRequest, probed
-from ryu_app.core.flowkey import HASH_SRC_IP, Flow, FrameError, parse_frame, table_key
+from ryu_app.core.balancer import Balancer, TableRequest
+from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
+from ryu_app.core.model import HASH_SRC_IP, Gateway, Vip, service_key
 from ryu_app.core.packets import (
     mac_bytes,
     neighbour_advertisement,
@@ -24,7 +25,6 @@ from ryu_app.core.packets import (
     parse_solicitation,
 )
 from ryu_app.core.prober import Prober, Send, Verdict
-from topology.deployment import Gateway, Vip
 
 # A per-flow rule installed less than this long ago is taken to be in the switch: repeated
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
@@ -230,7 +230,7 @@ class GatewayCore:
             ofmsg.delete_backend_flows(i) for i in old_ids - set(state.backend_ids.values())
         ]
         addresses, uplink = self.gateway.addresses, self.ports.uplink
-        if old and _service(old.vip) != _service(vip):
+        if old and service_key(old.vip) != service_key(vip):
             messages += ofmsg.remove_vip_flows(old.vip, addresses, uplink)
         messages += ofmsg.vip_flows(vip, addresses, uplink)
         return messages
@@ -323,7 +323,7 @@ class GatewayCore:
         state = self.balancer.match(flow) if flow else None
         if state is None:
             return []
-        key = table_key(flow, state.vip.hash)
+        key = flow_key(flow, state.vip.hash)
         self.balancer.flows.remove(key)
         self._recent.discard(key)
         self.counters.flows_removed += 1
@@ -430,10 +430,3 @@ class GatewayCore:
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
         return notices
-
-
-def _service(vip: Vip) -> tuple[str, int, str, int | None]:
-    """What a VIP's rules match on: its service, and the port its health checks use (None:
-    its backends are static, no probe answers are punted)."""
-    address = ipaddress.ip_address(vip.address).compressed
-    return address, vip.port, vip.protocol, vip.check_port if probed(vip) else None

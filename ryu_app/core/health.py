@@ -9,9 +9,10 @@ A backend starts UP by default (HAProxy's default too).  That matters here: a co
 restarts must pick the same backends as its peers at once, and its peers see all healthy
 backends as UP; starting DOWN would make the restarted gateway disagree for ``rise * interval``.
 
-Pure: it never probes and never reads a clock.  The shell asks ``due(now)``, runs the probe,
-and reports ``record(ok, now)``; a transition comes back as a value.  A probe whose result never
-came is reported by the shell as a failure once ``timeout`` has passed (``probe_deadline``).
+Pure: it never probes and never reads a clock.  The prober (``prober.Prober``) schedules the
+probes from ``next_probe_at``, marks each one started (``start_probe``, which gives its
+deadline) and reports its result (``record(ok, now)``; a probe not answered by its deadline is
+a failure); a transition comes back as a value.
 """
 
 from __future__ import annotations
@@ -20,45 +21,26 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ryu_app.core.model import HealthCheck, policy_problem
+
 UP = "up"
 DOWN = "down"
-# ``health.type`` of a VIP whose backends are static: never probed, always counted healthy.
-NO_CHECKS = "none"
 
 
 @dataclass(frozen=True)
 class HealthPolicy:
-    interval: float = 2.0
-    timeout: float = 1.0
-    rise: int = 3
-    fall: int = 3
+    """The timings of a VIP's ``HealthCheck``, all the state machine needs (a change of the
+    check's path or expected status keeps the backends' streaks); the same defaults."""
+
+    interval: float = HealthCheck.interval
+    timeout: float = HealthCheck.timeout
+    rise: int = HealthCheck.rise
+    fall: int = HealthCheck.fall
 
     def __post_init__(self):
         problem = policy_problem(self.interval, self.timeout, self.rise, self.fall)
         if problem:
             raise ValueError(problem)
-
-    @property
-    def worst_detection_time(self) -> float:
-        """Longest time from a backend dying to this machine marking it down."""
-        return self.interval * self.fall + self.timeout
-
-
-def policy_problem(interval, timeout, rise, fall) -> str | None:
-    for name, value in (("interval", interval), ("timeout", timeout)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            return f"{name} must be a positive number of seconds, got {value!r}"
-    if timeout > interval:
-        return f"timeout ({timeout}) must not exceed interval ({interval})"
-    for name, value in (("rise", rise), ("fall", fall)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-            return f"{name} must be an integer 1..100, got {value!r}"
-    return None
 
 
 class HealthView(NamedTuple):
@@ -119,9 +101,6 @@ class HealthState:
             self.state, self.changed_at, self.last_result, self.last_result_at, self.last_detail
         )
 
-    def due(self, now: float) -> bool:
-        return self.probe_started_at is None and now >= self.next_probe_at
-
     def start_probe(self, now: float) -> float:
         """Mark a probe as started; returns its deadline (now + timeout)."""
         self.probe_started_at = now
@@ -132,11 +111,6 @@ class HealthState:
     def abandon_probe(self) -> None:
         """The probe in flight will never be answered and counts for nothing."""
         self.probe_started_at = None
-
-    def probe_deadline(self) -> float | None:
-        if self.probe_started_at is None:
-            return None
-        return self.probe_started_at + self.policy.timeout
 
     def record(self, ok: bool, now: float, detail: str = "") -> Transition | None:
         """Feed one probe result; returns the transition it caused, if any."""

@@ -10,7 +10,8 @@ still send the same flow to the same backend:
 - ``offset`` and ``skip`` come from mmh3 with fixed seeds, never from Python's ``hash()``, which
   changes with ``PYTHONHASHSEED``.
 - The table size must be prime so that every backend's preference list
-  ``(offset + j * skip) mod table_size`` visits every slot exactly once.
+  ``(offset + j * skip) mod table_size`` visits every slot exactly once (the rule, with the
+  sizes' bounds and the weights', is the domain model's: ``model.table_size_problem``).
 
 Weights follow the same round-robin population as the paper: in every round each backend earns
 ``weight`` credits and claims its next preferred free slot once it holds ``max_weight`` credits.
@@ -29,18 +30,11 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import mmh3
 
-DEFAULT_TABLE_SIZE = 65537
-MIN_TABLE_SIZE = 7
-# The larger of the two table sizes the paper evaluates.  Built in Python in ~0.3-0.5 s (100 to
-# 1,000 backends, measured); 16,777,259, the bound before, took 10 s and stalled a REST change.
-MAX_TABLE_SIZE = 655_373
-# Maglev's guidance (section 3.4): table_size > 100 x backends keeps the difference between
-# backends' shares of the table within about 1%; ``lockstep check`` warns below it.
-BALANCE_FACTOR = 100
-MAX_WEIGHT = 10_000
+from ryu_app.core.model import DEFAULT_TABLE_SIZE, MAX_WEIGHT, table_size_problem
 
 # Fixed seeds: part of Lockstep's wire contract.  Changing them changes every table and breaks
 # every connection across an upgrade of mixed versions, so they never change.
@@ -48,33 +42,6 @@ OFFSET_SEED = 0x4C4F434B  # "LOCK"
 SKIP_SEED = 0x53544550  # "STEP"
 
 NO_BACKEND = -1
-
-
-def is_prime(number: int) -> bool:
-    """Deterministic primality test, fine for table sizes (trial division up to sqrt)."""
-    if number < 2:
-        return False
-    if number % 2 == 0:
-        return number == 2
-    divisor = 3
-    while divisor * divisor <= number:
-        if number % divisor == 0:
-            return False
-        divisor += 2
-    return True
-
-
-def table_size_problem(table_size: object) -> str | None:
-    """Why ``table_size`` cannot be used, or None if it can.  Shared by config and API."""
-    if isinstance(table_size, bool) or not isinstance(table_size, int):
-        return f"must be an integer, got {type(table_size).__name__}"
-    if table_size < MIN_TABLE_SIZE:
-        return f"must be at least {MIN_TABLE_SIZE}, got {table_size}"
-    if table_size > MAX_TABLE_SIZE:
-        return f"must be at most {MAX_TABLE_SIZE}, got {table_size}"
-    if not is_prime(table_size):
-        return f"must be prime, got {table_size} (e.g. 251, 4099, 65537, 655373)"
-    return None
 
 
 def check_table_size(table_size: int) -> int:
@@ -117,6 +84,20 @@ class MaglevTable:
         return counts
 
 
+class TableSpec(NamedTuple):
+    """A Maglev table's identity: everything its slots depend on.  Two VIPs with equal specs
+    share one table (``balancer.TableCache``); the table-building process is sent specs."""
+
+    table_size: int
+    backends: tuple[tuple[str, int], ...]  # (name, weight), weight > 0, sorted by name
+
+
+def table_spec(table_size: int, backends: Iterable[tuple[str, int]]) -> TableSpec:
+    """The spec of the table over these (name, weight) backends: weight-0 backends own no
+    slots, so they are left out."""
+    return TableSpec(table_size, tuple(sorted((n, w) for n, w in backends if w > 0)))
+
+
 def normalize_backends(backends: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
     """Validate and sort (name, weight) pairs; the result is the table's whole identity."""
     seen: dict[str, int] = {}
@@ -143,7 +124,7 @@ def build_table(
     None; with exactly one, that backend owns every slot.
     """
     check_table_size(table_size)
-    active = [(name, weight) for name, weight in normalize_backends(backends) if weight > 0]
+    active = table_spec(table_size, normalize_backends(backends)).backends
     names = tuple(name for name, _ in active)
     typecode = "h" if len(names) < 2**15 else "i"
     if not names:

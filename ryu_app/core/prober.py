@@ -27,22 +27,14 @@ the shell sends the frames and feeds the replies.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ryu_app.core.health import (
-    DOWN,
-    NO_CHECKS,
-    UP,
-    HealthPolicy,
-    HealthState,
-    HealthView,
-    Transition,
-)
+from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, HealthView, Transition
+from ryu_app.core.model import CHECK_HTTP, Vip, service_key
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -52,7 +44,6 @@ from ryu_app.core.packets import (
     Segment,
     tcp_frame,
 )
-from topology.deployment import Vip
 
 PORT_FIRST, PORT_LAST = 49152, 65535  # source ports of probes (IANA dynamic range)
 _STATUS_LINE = re.compile(rb"^HTTP/\d\.\d (\d{3})")
@@ -125,24 +116,25 @@ class Prober:
         """Probe ``vip``'s backends; ``healthy`` is where each one starts (the balancer's view,
         so a replaced VIP keeps its backends' state).  A VIP with ``health.type`` ``none`` has
         static backends: none is probed (and none has a state here)."""
-        src = self.sources.get(len(_packed(vip.address)))
-        if src is None or vip.health.type == NO_CHECKS:
+        service = service_key(vip)  # what the probe-answer rules match: they must agree
+        src = self.sources.get(len(service.address))
+        if src is None or service.check_port is None:
             # (No gateway address of the VIP's IP version: the config check reports it.)
             self.remove_vip(vip.name)
             return
         self.remove_vip(vip.name, keep={b.name for b in vip.backends})
         health = vip.health
         policy = HealthPolicy(health.interval, health.timeout, health.rise, health.fall)
-        port = vip.check_port
+        port = service.check_port
         request = b""
-        if health.type == "http":
+        if health.type == CHECK_HTTP:
             host = f"[{vip.address}]" if ":" in vip.address else vip.address
             host += "" if port == 80 else f":{port}"
             request = (
                 f"GET {health.path} HTTP/1.0\r\nHost: {host}\r\n"
                 "User-Agent: lockstep-health\r\nConnection: close\r\n\r\n"
             ).encode("ascii")
-        self.targets[vip.name] = _Target(vip, src, _packed(vip.address), port, request)
+        self.targets[vip.name] = _Target(vip, src, service.address, port, request)
         for backend in vip.backends:
             key = (vip.name, backend.name)
             initial = UP if backend.name in healthy else DOWN
@@ -311,7 +303,3 @@ class Prober:
             port = PORT_FIRST + (port - PORT_FIRST + 1) % span
         self._next_port = PORT_FIRST + (port - PORT_FIRST + 1) % span
         return port
-
-
-def _packed(address: str) -> bytes:
-    return ipaddress.ip_address(address).packed

@@ -58,7 +58,7 @@ def test_the_rebuild_deployment_is_valid_and_builds_one_table_per_vip_unless_sha
     assert all(rebuild.DEAD["name"] in {b.name for b in vip.backends} for vip in deployment.vips)
     balancer = Balancer()
     requests = [request for vip in deployment.vips for request in balancer.set_vip(vip)]
-    distinct = {request.key for request in requests}
+    distinct = {request.spec for request in requests}
     assert len(distinct) == (1 if shared else plan.vips)
     assert plan.probes_per_s == 12 * 10 / plan.interval
 

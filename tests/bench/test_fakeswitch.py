@@ -22,9 +22,9 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from bench import fakeswitch, nullcontroller, switchwire
 from ryu_app import ofmsg, ofwire
 from ryu_app.core.flowkey import parse_frame
+from ryu_app.core.model import Backend, HealthCheck, Vip
 from ryu_app.core.packets import TCP_ACK, TCP_RST, TCP_SYN, parse_segment
 from ryu_app.core.prober import Prober
-from topology.deployment import Backend, HealthCheck, Vip
 
 DATAPATH = SimpleNamespace(ofproto=ofproto_v1_3, ofproto_parser=parser, id=1)
 VIP = Vip(

@@ -20,17 +20,18 @@ from mininet.node import OVSSwitch
 
 from topology import deployment as dep
 from topology import emulation as em
+from topology.network import Deployment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "topology" / "examples" / "default.yaml"
 
 
 @pytest.fixture(scope="module")
-def example() -> dep.Deployment:
+def example() -> Deployment:
     return dep.load(EXAMPLE)
 
 
 @pytest.fixture(scope="module")
-def scaled(example) -> dep.Deployment:
+def scaled(example) -> Deployment:
     return em.scale(example, gateways=3, vms=5)
 
 

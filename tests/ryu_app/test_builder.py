@@ -13,9 +13,9 @@ import time
 import pytest
 
 from ryu_app.builder import TableBuilder
-from ryu_app.core.maglev import build_table
+from ryu_app.core.maglev import TableSpec, build_table
 
-KEY = (251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
+SPEC = TableSpec(251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
 
 
 def gone(pid: int, within: float = 10.0) -> bool:
@@ -32,10 +32,12 @@ def gone(pid: int, within: float = 10.0) -> bool:
 def test_a_worker_builds_the_same_table_as_this_process():
     builder = TableBuilder()
     try:
-        table = builder.build(KEY)
+        table = builder.build(SPEC)
         assert builder._process is not None and builder._process.is_alive()
-        assert table == build_table(KEY[1], KEY[0])
-        assert builder.build((7, (("a", 1),))) == build_table((("a", 1),), 7)  # the same worker
+        assert table == build_table(SPEC.backends, SPEC.table_size)
+        assert builder.build(TableSpec(7, (("a", 1),))) == build_table(
+            (("a", 1),), 7
+        )  # the same worker
     finally:
         builder.close()
 
@@ -44,9 +46,9 @@ def test_a_build_error_comes_back_and_the_worker_stays():
     builder = TableBuilder()
     try:
         with pytest.raises(ValueError, match="prime"):
-            builder.build((10, (("vm1", 1),)))
+            builder.build(TableSpec(10, (("vm1", 1),)))
         pid = builder._process.pid
-        assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+        assert builder.build(SPEC) == build_table(SPEC.backends, SPEC.table_size)
         assert builder._process.pid == pid and not builder.in_process
     finally:
         builder.close()
@@ -54,7 +56,7 @@ def test_a_build_error_comes_back_and_the_worker_stays():
 
 def test_close_ends_the_worker():
     builder = TableBuilder()
-    builder.build(KEY)
+    builder.build(SPEC)
     pid = builder._process.pid
     builder.close()
     assert gone(pid)
@@ -62,17 +64,17 @@ def test_close_ends_the_worker():
 
 def test_a_dead_worker_means_building_here_from_then_on(caplog):
     builder = TableBuilder()
-    builder.build(KEY)
+    builder.build(SPEC)
     os.kill(builder._process.pid, signal.SIGKILL)
     builder._process.join(5)
-    assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+    assert builder.build(SPEC) == build_table(SPEC.backends, SPEC.table_size)
     assert builder.in_process and builder._process is None
     assert "building in this one" in caplog.text
 
 
 def test_in_process_builds_start_no_worker():
     builder = TableBuilder(in_process=True)
-    assert builder.build(KEY) == build_table(KEY[1], KEY[0])
+    assert builder.build(SPEC) == build_table(SPEC.backends, SPEC.table_size)
     assert builder._process is None
 
 
@@ -82,8 +84,9 @@ def test_the_worker_ends_when_the_controller_is_killed(tmp_path):
         f"""
         import sys, time
         from ryu_app.builder import TableBuilder
+        from ryu_app.core.maglev import TableSpec
         builder = TableBuilder()
-        builder.build({KEY!r})
+        builder.build({SPEC!r})
         print(builder._process.pid, flush=True)
         time.sleep(60)
         """

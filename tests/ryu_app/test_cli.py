@@ -18,6 +18,7 @@ from ryu_app import cli
 from ryu_app.cli import parse_backend_arg
 from ryu_app.core import flowkey
 from ryu_app.core.maglev import MAX_WEIGHT, build_table
+from ryu_app.core.model import Vip
 from topology import deployment as dep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def answers(result: subprocess.CompletedProcess, rows: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def web() -> dep.Vip:
+def web() -> Vip:
     return dep.load(EXAMPLE).vip("web")
 
 

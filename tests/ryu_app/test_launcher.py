@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ryu_app import launcher, statefile
+from ryu_app.core.model import Backend, Vip
 from topology import deployment as deployment_file
-from topology.deployment import Backend, Vip
 from topology.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

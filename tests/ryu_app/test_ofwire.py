@@ -9,7 +9,7 @@ from ryu_app import ofmsg, ofwire
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core.flowkey import Flow
-from topology.deployment import Backend, Vip
+from ryu_app.core.model import Backend, Vip
 
 DATAPATH = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
 PORTS = ofmsg.Ports(uplink=3, tunnel=7)

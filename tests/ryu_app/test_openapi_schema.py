@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ryu_app.core.maglev import is_prime
+from ryu_app.core.model import is_prime
 from topology import addresses, schema
 from topology.deployment import BACKEND_FIELDS, HEALTH_FIELDS, VIP_FIELDS
 from topology.schema import ListOf, Section, convert

@@ -14,13 +14,16 @@ import pytest
 from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core.balancer import TableCache, TableRequest
+from ryu_app.core.flowkey import flow_from_fields
 from ryu_app.core.gateway import GatewayCore
+from ryu_app.core.maglev import TableSpec
+from ryu_app.core.model import Backend, Vip
 from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
 from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.test_rest import VM5
 from topology import deployment as deployment_file
-from topology.deployment import Backend, Vip
+from topology import graph
 from topology.schema import ConfigError
 
 API = {
@@ -412,5 +415,52 @@ def test_status_and_metrics_follow_changes_through_their_caches(harness):
 
 def test_metrics_count_failed_table_builds(harness):
     assert "lockstep_table_build_failures_total 0\n" in harness.service.metrics()
-    harness.core.table_build_failed(TableRequest("web", (65537, (("vm1", 1),))), harness.now)
+    harness.core.table_build_failed(
+        TableRequest("web", TableSpec(65537, (("vm1", 1),))), harness.now
+    )
     assert "lockstep_table_build_failures_total 1\n" in harness.service.metrics()
+
+
+# ---- the stale-entry rule and the cost of validating a write ---------------------------------
+
+
+def test_lookup_and_the_packet_path_apply_one_stale_entry_rule(harness):
+    """After a drain (entries stand) and a backend going down (its entries are stale), the
+    lookup answers "table" for exactly the flows the packet path serves from the table."""
+    balancer = harness.core.balancer
+    ports = range(40000, 40300)
+    flows = [flow_from_fields("10.1.0.11", port, "10.0.0.100", 80, "tcp") for port in ports]
+    for flow in flows:
+        balancer.pick(flow, harness.now)
+    harness.service.update_backend("web", "vm1", {"weight": 0}, harness.now, merge=True)
+    harness.core.set_health("web", "vm2", False)
+    harness.settle()
+    sources = []
+    for port, flow in zip(ports, flows, strict=True):
+        query = {"src_ip": "10.1.0.11", "src_port": str(port), "dst_ip": "10.0.0.100"}
+        answer = harness.service.lookup({**query, "dst_port": "80"}, harness.now)
+        decision = balancer.pick(flow, harness.now)
+        assert (answer["source"] == "table") == decision.from_table, port
+        assert answer["backend"] == decision.backend.name, port
+        sources.append((answer["source"], answer["backend"]))
+    assert ("table", "vm1") in sources  # drained: its flows stay
+    assert not any(backend == "vm2" for _, backend in sources)
+    assert any(source == "hash" for source, _ in sources)  # vm2's flows, re-hashed
+
+
+def test_a_write_walks_the_underlay_graph_only_for_new_tunnel_ips(harness, monkeypatch):
+    """The example has an underlay: a weight change checks no reachability (it cannot break
+    it), a backend with a new tunnel IP is checked, and refused if the underlay misses it."""
+    built = []
+    build_graph = graph.build_graph
+    monkeypatch.setattr(graph, "build_graph", lambda d: built.append(d) or build_graph(d))
+    harness.service.update_backend("web", "vm2", {"weight": 2}, harness.now, merge=True)
+    harness.service.create_vip({**API, "name": "api2", "port": 444}, harness.now)  # vm1 again
+    assert built == []
+    harness.service.add_backend("web", VM5, harness.now)
+    assert len(built) == 1
+    outside = {**VM5, "name": "vm6", "tunnel_ip": "192.168.200.16", "mac": "02:00:00:00:01:06"}
+    with pytest.raises(ConfigError) as caught:
+        harness.service.add_backend("web", outside, harness.now)
+    assert paths(caught) == ["vips[0].backends[5].tunnel_ip"]
+    assert "cannot be reached from gateway(s) gw1, gw2" in str(caught.value)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from ryu_app import statefile
-from topology.deployment import Backend, HealthCheck, Vip
+from ryu_app.core.model import Backend, HealthCheck, Vip
 from topology.schema import ConfigError
 
 VIPS = (

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ryu_app.core.model import Backend, HealthCheck
 from topology import deployment as dep
-from topology.model import build_graph
+from topology.graph import build_graph
+from topology.network import Client, Router, Underlay
 from topology.schema import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "topology" / "examples" / "default.yaml"
@@ -71,7 +73,7 @@ def test_example_loads_with_expected_values():
     assert web.idle_timeout == 60
     assert web.vni == 100
     assert web.ip_version == 4
-    assert web.health == dep.HealthCheck(
+    assert web.health == HealthCheck(
         type="http",
         port=None,
         path="/healthz",
@@ -82,7 +84,7 @@ def test_example_loads_with_expected_values():
         fall=2,
     )
     assert [b.name for b in web.backends] == ["vm1", "vm2", "vm3", "vm4"]
-    assert web.backend("vm3") == dep.Backend("vm3", "192.168.100.13", "02:00:00:00:01:03", 1)
+    assert web.backend("vm3") == Backend("vm3", "192.168.100.13", "02:00:00:00:01:03", 1)
     assert web.backend("nope") is None
     assert all(b.weight == 1 for b in web.backends)
 
@@ -99,14 +101,14 @@ def test_example_loads_with_expected_values():
     assert deployment.gateway("gw2").dpid == 2
     assert deployment.gateway("gw2").rest == ("127.0.0.1", 8082)
 
-    assert deployment.clients == (dep.Client("c1", "10.1.0.11"), dep.Client("c2", "10.1.0.12"))
-    assert deployment.router == dep.Router(
+    assert deployment.clients == (Client("c1", "10.1.0.11"), Client("c2", "10.1.0.12"))
+    assert deployment.router == Router(
         name="r1",
         client_subnet="10.1.0.0/24",
         uplink_subnet="10.0.1.0/24",
         address="192.168.100.254",
     )
-    assert deployment.underlay == dep.Underlay(subnet="192.168.100.0/24", mtu=1600)
+    assert deployment.underlay == Underlay(subnet="192.168.100.0/24", mtu=1600)
 
 
 def test_example_load_accepts_str_path_and_parse_text_matches():
@@ -139,7 +141,7 @@ def test_defaults_filled_in(raw):
     assert web.table_size == 65537
     assert web.idle_timeout == 60
     assert web.vni == 100
-    assert web.health == dep.HealthCheck()
+    assert web.health == HealthCheck()
     assert web.health.type == "tcp"
     assert web.health.port is None
     assert web.health.path == "/"
@@ -167,7 +169,7 @@ def test_udp_vip_keeps_an_explicit_idle_timeout(raw):
 def test_partial_health_section_gets_remaining_defaults(raw):
     raw["vips"][0]["health"] = {"type": "http", "path": "/up"}
     health = dep.parse(raw).vips[0].health
-    assert health == dep.HealthCheck(type="http", path="/up")
+    assert health == HealthCheck(type="http", path="/up")
 
 
 def test_optional_sections_may_be_left_out():
@@ -751,7 +753,7 @@ def has_duplicate_name(problems: list[tuple[str, str]], name: str, paths: set[st
 )
 def test_name_shared_by_a_vm_and_another_node(raw, section, index, other_path):
     """BUG: the duplicate name is found, but deployment_problems then runs the reachability
-    check anyway; model.build_graph merges the VM into the gateway/client/router node and
+    check anyway; graph.build_graph merges the VM into the gateway/client/router node and
     raises KeyError('vips') (model.py line 66) instead of a ConfigError."""
     target = raw[section] if index is None else raw[section][index]
     target["name"] = "vm1"
@@ -968,9 +970,9 @@ def test_parse_vip_accepts_a_vip_and_fills_defaults():
         }
     )
     assert vip.idle_timeout == 30
-    assert vip.health == dep.HealthCheck(port=53)
+    assert vip.health == HealthCheck(port=53)
     assert vip.table_size == 65537
-    assert vip.backends == (dep.Backend("vm1", "192.168.100.11", "02:00:00:00:01:01", 1),)
+    assert vip.backends == (Backend("vm1", "192.168.100.11", "02:00:00:00:01:01", 1),)
 
 
 def test_parse_vip_equals_the_vip_in_the_file():
@@ -1055,7 +1057,7 @@ def test_parse_vip_bad_table_size():
 
 
 def test_parse_backend_accepts_and_defaults_weight():
-    assert dep.parse_backend(backend("vm9", "10.9.9.9", "02:00:00:00:00:09")) == dep.Backend(
+    assert dep.parse_backend(backend("vm9", "10.9.9.9", "02:00:00:00:00:09")) == Backend(
         "vm9", "10.9.9.9", "02:00:00:00:00:09", 1
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ryu_app.core.maglev import MAX_TABLE_SIZE
+from ryu_app.core.model import MAX_TABLE_SIZE
 from topology import deployment as dep
 from topology.schema import ConfigError
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from ryu_app.core.model import Backend, Gateway, HealthCheck, Vip
 from topology import deployment as dep
 from topology import emulation as em
+from topology.network import Client, Deployment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "topology" / "examples" / "default.yaml"
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
@@ -20,7 +22,7 @@ MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 @pytest.fixture(scope="module")
-def example() -> dep.Deployment:
+def example() -> Deployment:
     return dep.load(EXAMPLE)  # frozen: safe to share
 
 
@@ -32,17 +34,17 @@ def example_plan(example) -> em.Plan:
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def two_vips(example: dep.Deployment) -> dep.Deployment:
+def two_vips(example: Deployment) -> Deployment:
     """The example plus a UDP VIP on VNI 200 served by vm1 and vm2 (shared with 'web')."""
     web = example.vip("web")
-    dns = dep.Vip(
+    dns = Vip(
         name="dns",
         address="10.0.0.53",
         port=53,
         protocol="udp",
         idle_timeout=30,
         vni=200,
-        health=dep.HealthCheck(type="tcp", port=53),
+        health=HealthCheck(type="tcp", port=53),
         backends=web.backends[:2],
     )
     deployment = dataclasses.replace(example, vips=(web, dns))
@@ -50,7 +52,7 @@ def two_vips(example: dep.Deployment) -> dep.Deployment:
     return deployment
 
 
-def dual_stack(example: dep.Deployment) -> dep.Deployment:
+def dual_stack(example: Deployment) -> Deployment:
     """The example with an IPv6 address on each gateway and an IPv6 VIP next to 'web'."""
     gateways = tuple(
         dataclasses.replace(g, addresses=(*g.addresses, f"fd00:1::{i}"))
@@ -129,7 +131,7 @@ def test_scale_without_counts_keeps_the_deployment(example):
 def test_scale_numbers_a_new_gateway_like_the_example(example):
     scaled = em.scale(example, gateways=3)
     assert scaled.gateways[:2] == example.gateways
-    assert scaled.gateways[2] == dep.Gateway(
+    assert scaled.gateways[2] == Gateway(
         name="gw3",
         dpid=3,
         addresses=("10.0.1.3",),
@@ -165,7 +167,7 @@ def test_scale_gives_every_new_gateway_its_own_ports_and_addresses(example):
 
 def test_scale_adds_a_new_vm_to_every_vip(example):
     scaled = em.scale(two_vips(example), vms=5)
-    vm5 = dep.Backend("vm5", "192.168.100.15", "02:00:00:00:01:05", weight=1)
+    vm5 = Backend("vm5", "192.168.100.15", "02:00:00:00:01:05", weight=1)
     web, dns = scaled.vips
     assert web.backends[:4] == example.vip("web").backends
     assert web.backends[4] == vm5
@@ -176,7 +178,7 @@ def test_scale_adds_a_new_vm_to_every_vip(example):
 
 def test_scale_numbers_a_new_client_like_the_example(example):
     scaled = em.scale(example, clients=3)
-    assert scaled.clients == (*example.clients, dep.Client("c3", "10.1.0.13"))
+    assert scaled.clients == (*example.clients, Client("c3", "10.1.0.13"))
 
 
 def test_scale_shrinks_to_the_first_ones(example):
@@ -499,7 +501,7 @@ def test_plan_never_plans_an_interface_name_linux_refuses(example):
 
 
 def test_plan_keeps_node_names_apart_from_the_bridges(example):
-    clients = (dep.Client("ul", "10.1.0.11"), *example.clients[1:])
+    clients = (Client("ul", "10.1.0.11"), *example.clients[1:])
     deployment = dataclasses.replace(example, clients=clients)
     assert dep.deployment_problems(deployment) == []
     try:
@@ -511,7 +513,7 @@ def test_plan_keeps_node_names_apart_from_the_bridges(example):
 
 def test_plan_gives_every_vm_a_valid_mac_beyond_255(example):
     backends = tuple(
-        dep.Backend(
+        Backend(
             f"v{i}",
             str(ipaddress.ip_address("192.168.1.1") + i),
             f"02:00:00:01:{i // 256:02x}:{i % 256:02x}",

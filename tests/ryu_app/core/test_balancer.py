@@ -6,9 +6,10 @@ import random
 import pytest
 
 from ryu_app.core.balancer import Balancer, TableCache
-from ryu_app.core.flowkey import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Flow
+from ryu_app.core.flowkey import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Flow, flow_key
 from ryu_app.core.flowtable import FlowTable
-from topology.deployment import Backend, HealthCheck, Vip
+from ryu_app.core.maglev import TableSpec, build_table, table_spec
+from ryu_app.core.model import Backend, HealthCheck, Vip
 
 
 def backends(count, weight=1):
@@ -216,7 +217,7 @@ def test_stale_table_request_is_not_installed():
     balancer = ready(make_vip(count=3))
     request = balancer.set_health("web", "vm1", False)[0]
     balancer.set_health("web", "vm1", True)  # back up before the rebuild landed
-    assert not balancer.install_table(request, TableCache.build(request.key))
+    assert not balancer.install_table(request, TableCache.build(request.spec))
     assert balancer.vips["web"].table.names == ("vm1", "vm2", "vm3")
 
 
@@ -285,3 +286,56 @@ def test_udp_vip_uses_udp_idle_timeout_from_config():
     assert balancer.pick(flow, 0.0) is not None
     assert balancer.pick(flow, 29.0).from_table
     assert not balancer.pick(flow, 60.0).from_table
+
+
+# ---- one rule for stale entries, one identity for tables -------------------------------------
+
+
+def test_held_backend_is_the_stale_entry_rule():
+    """An entry stands while its backend is this VIP's and healthy here, draining included;
+    it is stale once the backend went down (its id retired) or away, or for another VIP."""
+    vip = make_vip(count=3)
+    balancer = ready(vip, make_vip("api", port=8080, count=3))
+    web, api = balancer.vips["web"], balancer.vips["api"]
+    vm1, vm2 = web.backend_ids["vm1"], web.backend_ids["vm2"]
+    assert balancer.held_backend(web, vm1).name == "vm1"
+    assert balancer.held_backend(api, vm1) is None  # web's id, looked up for api
+    drained = tuple(
+        b if b.name != "vm1" else Backend("vm1", b.tunnel_ip, b.mac, 0) for b in vip.backends
+    )
+    balancer.rebuild_now(balancer.set_vip(make_vip(backends=drained)))
+    assert balancer.held_backend(web, vm1).weight == 0  # draining: the entry stands
+    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    assert balancer.held_backend(web, vm2) is None  # down: stale
+    balancer.rebuild_now(balancer.set_health("web", "vm2", True))
+    assert balancer.held_backend(web, vm2) is None  # back up under a new id: still stale
+    balancer.rebuild_now(balancer.set_vip(make_vip(backends=drained[:1])))
+    assert balancer.held_backend(balancer.vips["web"], web.backend_ids["vm3"]) is None  # gone
+
+
+def test_pick_serves_from_the_table_exactly_when_held_backend_says_so():
+    balancer = ready(make_vip(count=4))
+    flows = random_flows(300)
+    for flow in flows:
+        balancer.pick(flow, 0.0)
+    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    state = balancer.vips["web"]
+    verdicts = []
+    for flow in flows:
+        entry = balancer.flows.peek(flow_key(flow, "5-tuple"), 1.0)
+        held = balancer.held_backend(state, entry)
+        decision = balancer.pick(flow, 1.0)
+        assert decision.from_table == (held is not None)
+        assert held is None or decision.backend == held
+        verdicts.append(held is not None)
+    assert 0 < verdicts.count(False) < len(flows)  # vm2's entries were stale, the others held
+
+
+def test_a_table_request_carries_the_table_spec_the_builder_needs():
+    cache = TableCache()
+    balancer = Balancer(cache=cache)
+    drained = (*backends(2), Backend("vm3", "192.168.100.13", "02:00:00:00:01:03", 0))
+    (request,) = balancer.set_vip(make_vip(backends=drained, table_size=251))
+    assert request.spec == TableSpec(251, (("vm1", 1), ("vm2", 1)))  # weight 0: no slots
+    assert request.spec == table_spec(251, [("vm2", 1), ("vm3", 0), ("vm1", 1)])
+    assert TableCache.build(request.spec) == build_table([("vm1", 1), ("vm2", 1)], 251)

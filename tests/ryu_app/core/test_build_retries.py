@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from ryu_app.core.gateway import BUILD_RETRY_FIRST, BUILD_RETRY_MAX, build_retry_delay
+from ryu_app.core.model import HealthCheck
 from tests.ryu_app.core.test_gateway import PROBED_VIP, probed_core
-from topology.deployment import HealthCheck
 
 # Static backends: no probe answer is missed while the tests tick for minutes (a backend that
 # went down would change the table the VIP wants).
@@ -57,7 +57,7 @@ def test_a_failed_build_is_asked_for_again_with_backoff_until_it_is_in():
     assert core.counters.table_build_failures == 3
     assert times[1] - times[0] == pytest.approx(2 * BUILD_RETRY_FIRST, abs=0.05)
     assert times[2] - times[1] == pytest.approx(4 * BUILD_RETRY_FIRST, abs=0.05)
-    table = core.balancer.cache.build(request.key)
+    table = core.balancer.cache.build(request.spec)
     assert core.table_built(request, table)  # the fourth try works
     assert core.balancer.vips["web"].table_current
     assert ticks(core, now, now + 120) == []  # and nothing more is asked for

@@ -26,10 +26,10 @@ from ryu_app.core.flowkey import (
     describe_key,
     flow_from_fields,
     flow_hash,
+    flow_key,
     hash_key,
     parse_any_frame,
     parse_frame,
-    table_key,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -464,7 +464,7 @@ def parse_or_frame_error(frame: bytes) -> None:
     assert flow.tcp_flags == 0 or flow.proto == PROTO_TCP
     assert len(flow.eth_src) == len(flow.eth_dst) == 6
     for mode in (HASH_5TUPLE, HASH_SRC_IP):
-        assert 0 <= flow_hash(table_key(flow, mode)) < 2**32
+        assert 0 <= flow_hash(flow_key(flow, mode)) < 2**32
 
 
 @given(st.binary(max_size=200))
@@ -591,7 +591,7 @@ def test_five_tuple_key_differs_when_any_field_differs(base, field, delta):
     other = changed(base, field, delta)
     assert getattr(other, field) != getattr(base, field)
     assert hash_key(other, HASH_5TUPLE) != hash_key(base, HASH_5TUPLE)
-    assert table_key(other, HASH_5TUPLE) != table_key(base, HASH_5TUPLE)
+    assert flow_key(other, HASH_5TUPLE) != flow_key(base, HASH_5TUPLE)
 
 
 @given(
@@ -621,7 +621,7 @@ def test_flags_and_macs_are_not_part_of_the_key():
     other = replace(BASE_V4, tcp_flags=TCP_ACK, eth_src=b"\x01" * 6, eth_dst=b"\x02" * 6)
     for mode in (HASH_5TUPLE, HASH_SRC_IP):
         assert hash_key(other, mode) == hash_key(BASE_V4, mode)
-        assert table_key(other, mode) == table_key(BASE_V4, mode)
+        assert flow_key(other, mode) == flow_key(BASE_V4, mode)
 
 
 @pytest.mark.parametrize("mode", [HASH_5TUPLE, HASH_SRC_IP])
@@ -630,7 +630,7 @@ def test_ipv4_and_ipv6_keys_differ(mode):
     # The IPv4-mapped IPv6 form of the very same addresses.
     v6 = flow_from_fields("::ffff:192.0.2.1", 40000, "::ffff:198.51.100.10", 80, "tcp")
     assert hash_key(v4, mode) != hash_key(v6, mode)
-    assert table_key(v4, mode) != table_key(v6, mode)
+    assert flow_key(v4, mode) != flow_key(v6, mode)
     assert len(hash_key(v4, mode)) != len(hash_key(v6, mode))
 
 
@@ -639,23 +639,23 @@ def test_five_tuple_key_layout():
     assert hash_key(BASE_V4, HASH_5TUPLE) == (
         bytes([6]) + (40000).to_bytes(2, "big") + (80).to_bytes(2, "big") + V4_SRC + V4_DST
     )
-    assert table_key(BASE_V4, HASH_5TUPLE) == hash_key(BASE_V4, HASH_5TUPLE)
+    assert flow_key(BASE_V4, HASH_5TUPLE) == hash_key(BASE_V4, HASH_5TUPLE)
 
 
 @pytest.mark.parametrize("base", [BASE_V4, BASE_V6])
-def test_src_ip_table_key_includes_vip_port_and_protocol(base):
+def test_src_ip_flow_key_includes_vip_port_and_protocol(base):
     http = replace(base, dst_port=80)
     https = replace(base, dst_port=443)
     # Same client, same VIP address: one backend for both VIP ports ...
     assert hash_key(http, HASH_SRC_IP) == hash_key(https, HASH_SRC_IP)
     # ... but one flow-table entry per VIP (port and protocol).
-    assert table_key(http, HASH_SRC_IP) != table_key(https, HASH_SRC_IP)
+    assert flow_key(http, HASH_SRC_IP) != flow_key(https, HASH_SRC_IP)
     dns_tcp = replace(base, dst_port=53, proto=PROTO_TCP)
     dns_udp = replace(base, dst_port=53, proto=PROTO_UDP)
     assert hash_key(dns_tcp, HASH_SRC_IP) == hash_key(dns_udp, HASH_SRC_IP)
-    assert table_key(dns_tcp, HASH_SRC_IP) != table_key(dns_udp, HASH_SRC_IP)
+    assert flow_key(dns_tcp, HASH_SRC_IP) != flow_key(dns_udp, HASH_SRC_IP)
     # The client's own port is still ignored.
-    assert table_key(replace(http, src_port=1), HASH_SRC_IP) == table_key(http, HASH_SRC_IP)
+    assert flow_key(replace(http, src_port=1), HASH_SRC_IP) == flow_key(http, HASH_SRC_IP)
 
 
 @pytest.mark.parametrize("mode", ["5tuple", "src_ip", "", None])
@@ -663,7 +663,7 @@ def test_unknown_hash_mode_is_rejected(mode):
     with pytest.raises(ValueError, match="hash mode"):
         hash_key(BASE_V4, mode)
     with pytest.raises(ValueError, match="hash mode"):
-        table_key(BASE_V4, mode)
+        flow_key(BASE_V4, mode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,6 +803,6 @@ def test_flow_from_fields_protocol_spellings(proto, number):
 
 @given(st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16))
 def test_listed_addresses_read_as_ipaddress_writes_them(packed):
-    key = table_key(Flow(4 if len(packed) == 4 else 6, packed, packed, 6, 1, 2), HASH_5TUPLE)
+    key = flow_key(Flow(4 if len(packed) == 4 else 6, packed, packed, 6, 1, 2), HASH_5TUPLE)
     described = describe_key(key)
     assert described["src_ip"] == described["dst_ip"] == str(ipaddress.ip_address(packed))

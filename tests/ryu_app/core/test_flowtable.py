@@ -238,62 +238,46 @@ def test_capacity_one():
 
 
 # --------------------------------------------------------------------------------------------
-# expire, remove, drop_backend
+# lazy expiry, remove, drop_backend
 # --------------------------------------------------------------------------------------------
 
 
-def test_expire_drops_expired_entries_from_the_front():
+def test_an_expired_entry_is_never_answered_and_the_get_that_finds_it_drops_it():
     table = FlowTable(10)
     for index in range(5):
         table.put(bytes([index]), index, float(index), 10)  # deadlines 10, 11, 12, 13, 14
-    assert table.expire(9.5) == 0
-    assert table.expire(12.0) == 3
+    assert keys_in_order(table, 9.5) == [bytes([index]) for index in range(5)]
     assert keys_in_order(table, 12.0) == [bytes([3]), bytes([4])]
-    assert len(table) == 2
-    assert table.counters.expirations == 3
-    assert table.expire(100.0) == 2
-    assert len(table) == 0
-    assert table.expire(100.0) == 0
-    assert table.counters.expirations == 5
+    assert [table.peek(bytes([index]), 12.0) for index in range(5)] == [None, None, None, 3, 4]
+    page, _ = table.page((0, 0), 10, 12.0)
+    assert [key for key, _, _ in page] == [bytes([3]), bytes([4])]
+    assert len(table) == 5  # nothing sweeps the table by time
+    assert table.get(bytes([0]), 12.0) is None
+    assert len(table) == 4 and bytes([0]) not in table
+    assert table.counters.expirations == 1 and table.counters.misses == 1
+    assert table.count_by_backend() == {1: 1, 2: 1, 3: 1, 4: 1}
 
 
-def test_expire_respects_limit():
-    table = FlowTable(10)
-    for index in range(5):
-        table.put(bytes([index]), index, 0.0, 10)
-    assert table.expire(20.0, limit=2) == 2
-    assert len(table) == 3
-    assert bytes([0]) not in table
-    assert bytes([1]) not in table
-    assert bytes([2]) in table
-    assert table.expire(20.0, limit=0) == 0
-    assert len(table) == 3
-    assert table.expire(20.0, limit=10) == 3
-    assert len(table) == 0
-    assert table.counters.expirations == 5
-
-
-def test_expire_stops_at_the_first_live_entry():
+def test_an_entry_behind_a_longer_lived_one_still_expires_on_time():
     # Per-VIP timeouts: the front entry lives longer than the one behind it.
     table = FlowTable(10)
     table.put(b"long", 1, 0.0, 100)
     table.put(b"short", 2, 0.0, 5)
-    assert table.expire(10.0) == 0  # the front (long) is alive: the sweep stops there
-    assert b"short" in table
-    # ... but the expired entry is never returned.
+    assert keys_in_order(table, 10.0) == [b"long"]
     assert table.peek(b"short", 10.0) is None
     assert table.get(b"short", 10.0) is None
     assert b"short" not in table
     assert table.counters.expirations == 1
 
 
-def test_expire_skips_refreshed_entries():
+def test_a_get_refreshes_the_idle_timer():
     table = FlowTable(10)
     table.put(b"a", 1, 0.0, 10)
     table.put(b"b", 2, 0.0, 10)
     assert table.get(b"a", 5.0) == 1  # a: deadline 15 and moved behind b
-    assert table.expire(12.0) == 1
     assert keys_in_order(table, 12.0) == [b"a"]
+    assert table.get(b"b", 12.0) is None
+    assert table.get(b"a", 14.5) == 1
 
 
 def test_remove():
@@ -439,9 +423,8 @@ def test_a_pinned_entry_never_expires_by_time_but_goes_like_any_other():
     table = FlowTable(2)
     table.put(b"pinned", 7, 0.0, PINNED)
     table.put(b"idle", 8, 0.0, 1)
-    assert table.expire(10**9) == 0  # the pinned entry at the front stops the sweep
     assert table.get(b"pinned", 10**9) == 7
-    assert table.peek(b"idle", 10**9) is None  # expired, swept later
+    assert table.peek(b"idle", 10**9) is None  # expired: never answered
     assert [(k, b, left) for k, b, left in table.items(10**9)] == [(b"pinned", 7, None)]
     table.put(b"third", 9, 10**9, PINNED)  # capacity 2: the least recently used goes
     assert b"idle" not in table and b"pinned" in table
@@ -553,18 +536,6 @@ class FlowTableMachine(RuleBasedStateMachine):
             self.counts["removals"] += 1
         assert self.table.remove(key) is present
 
-    @rule(limit=st.none() | st.integers(min_value=0, max_value=3))
-    def expire(self, limit):
-        dropped = 0
-        while self.model and (limit is None or dropped < limit):
-            key = next(iter(self.model))
-            if self.model[key][2] > self.now:
-                break
-            del self.model[key]
-            dropped += 1
-        self.counts["expirations"] += dropped
-        assert self.table.expire(self.now, limit) == dropped
-
     @rule(backend=BACKENDS)
     def drop_backend(self, backend):
         doomed = [key for key, entry in self.model.items() if entry[0] == backend]
@@ -624,7 +595,7 @@ def test_a_sharded_table_keeps_its_capacity_and_its_recent_entries(monkeypatch):
     assert table.counters.evictions == 5000 - len(table)
 
 
-def test_sweep_expire_and_remove_reach_every_shard(monkeypatch):
+def test_sweep_lazy_expiry_and_remove_reach_every_shard(monkeypatch):
     monkeypatch.setattr(flowtable, "SHARD_SIZE", 16)
     table = FlowTable(256)
     for index in [*range(1, 200, 2), *range(0, 200, 2)]:  # the expiring ones first, by age
@@ -632,6 +603,7 @@ def test_sweep_expire_and_remove_reach_every_shard(monkeypatch):
     table.drop_backend(2)
     assert table.sweep(60) + table.sweep(60) + table.sweep(60) + table.sweep(60) == 50
     assert 2 not in table.count_by_backend() and len(table) == 150
-    assert table.expire(20.0) == 100  # odd indexes (backends 1 and 3) had 10 s timeouts
+    expiring = [index.to_bytes(2, "big") for index in range(1, 200, 2)]  # backends 1 and 3
+    assert all(table.get(key, 20.0) is None for key in expiring)  # 10 s timeouts: expired
     assert table.count_by_backend() == {0: 50} and len(table) == 50
     assert table.remove((4).to_bytes(2, "big")) and len(table) == 49

@@ -18,9 +18,9 @@ from ryu_app.core.gateway import (
     RecentInstalls,
     default_mac,
 )
+from ryu_app.core.model import Backend, Gateway, HealthCheck, Vip
 from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
 from tests.ryu_app.wire import decode_all, flow_from_removed_match
-from topology.deployment import Backend, Gateway, HealthCheck, Vip
 
 
 def packet_in(core, *args):

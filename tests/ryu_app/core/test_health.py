@@ -5,26 +5,26 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
-from ryu_app.core.health import (
-    DOWN,
-    UP,
-    HealthPolicy,
-    HealthState,
-    Transition,
-    policy_problem,
-)
+from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, Transition
+from ryu_app.core.model import HealthCheck, policy_problem
 
 # --------------------------------------------------------------------------------------------
 # HealthPolicy validation
 # --------------------------------------------------------------------------------------------
 
 
-def test_default_policy():
-    policy = HealthPolicy()
+def test_default_policy_is_the_default_checks_timing():
+    policy, check = HealthPolicy(), HealthCheck()
     assert (policy.interval, policy.timeout, policy.rise, policy.fall) == (2.0, 1.0, 3, 3)
+    assert (policy.interval, policy.timeout, policy.rise, policy.fall) == (
+        check.interval,
+        check.timeout,
+        check.rise,
+        check.fall,
+    )
     assert policy_problem(2.0, 1.0, 3, 3) is None
 
 
@@ -77,23 +77,6 @@ def test_valid_policy_edges(kwargs):
         assert getattr(policy, name) == value
 
 
-@given(
-    st.floats(min_value=0.01, max_value=600),
-    st.floats(min_value=0.0, max_value=1.0),
-    st.integers(1, 100),
-)
-def test_worst_detection_time(interval, timeout_share, fall):
-    timeout = max(interval * timeout_share, 0.001)
-    assume(timeout <= interval)
-    policy = HealthPolicy(interval=interval, timeout=timeout, fall=fall)
-    assert policy.worst_detection_time == pytest.approx(interval * fall + timeout)
-
-
-def test_worst_detection_time_golden():
-    assert HealthPolicy(interval=2.0, timeout=1.0, fall=3).worst_detection_time == 7.0
-    assert HealthPolicy(interval=5, timeout=2, fall=2).worst_detection_time == 12
-
-
 # --------------------------------------------------------------------------------------------
 # Initial state
 # --------------------------------------------------------------------------------------------
@@ -106,7 +89,7 @@ def test_starts_up_by_default():
     assert state.changed_at == 10.0
     assert state.last_result is None
     assert state.last_result_at is None
-    assert state.probe_deadline() is None
+    assert state.probe_started_at is None
 
 
 def test_starts_down_when_asked():
@@ -240,14 +223,13 @@ def test_state_matches_a_run_length_model(results, rise, fall, start_up):
 def test_success_later_than_timeout_counts_as_failure():
     state = HealthState(HealthPolicy(interval=2.0, timeout=1.0, fall=1), now=0.0)
     assert state.start_probe(10.0) == 11.0
-    assert state.probe_deadline() == 11.0
     transition = state.record(True, 11.5)
     assert state.last_result is False
     assert transition is not None
     assert transition.state == DOWN
     assert transition.at == 11.5
     assert "timeout" in transition.reason
-    assert state.probe_deadline() is None
+    assert state.probe_started_at is None
 
 
 def test_success_exactly_at_timeout_is_a_success():
@@ -278,18 +260,15 @@ def test_late_failure_is_still_a_failure():
 # --------------------------------------------------------------------------------------------
 
 
-def test_due_and_start_probe():
+def test_start_probe_gives_the_deadline_and_plans_the_next_probe():
     state = HealthState(HealthPolicy(interval=2.0, timeout=1.0), now=100.0)
-    assert state.due(100.0)  # phase 0: first probe at once
+    assert state.next_probe_at == 100.0  # phase 0: first probe at once
     assert state.start_probe(100.0) == 101.0
-    assert state.probe_deadline() == 101.0
-    assert not state.due(100.0)
-    assert not state.due(103.0)  # in flight, even past the next planned time
+    assert state.probe_started_at == 100.0  # in flight: the prober starts no other
+    assert state.next_probe_at == 102.0
     state.record(True, 100.5)
-    assert state.probe_deadline() is None
-    assert not state.due(101.999)
-    assert state.due(102.0)
-    assert state.due(150.0)
+    assert state.probe_started_at is None
+    assert state.next_probe_at == 102.0
 
 
 def test_next_probe_is_planned_from_the_previous_plan_not_from_now():
@@ -306,7 +285,6 @@ def test_next_probe_is_planned_from_the_previous_plan_not_from_now():
         planned = state.next_probe_at
         assert planned == 2.0 * (round_number - 1)
         late = 0.25 * (round_number % 4)
-        assert state.due(planned + late)
         state.start_probe(planned + late)
         state.record(True, planned + late + 0.1)
     assert state.next_probe_at == 98.0
@@ -319,11 +297,10 @@ def test_a_loop_late_by_more_than_an_interval_catches_up_with_one_probe():
     state.start_probe(9.0)  # planned at 2.0; 4, 6 and 8 were missed as well
     assert state.next_probe_at == 9.0  # max(planned + interval, now)
     state.record(True, 9.5)
-    assert state.due(9.5)
     state.start_probe(9.5)
-    assert state.next_probe_at == 11.0
+    assert state.next_probe_at == 11.0  # back on a grid: one probe made up for the missed ones
     state.record(True, 10.0)
-    assert not state.due(10.5)
+    assert state.next_probe_at == 11.0
 
 
 @pytest.mark.parametrize(
@@ -333,9 +310,6 @@ def test_a_loop_late_by_more_than_an_interval_catches_up_with_one_probe():
 def test_phase_spreads_the_first_probe(phase, first):
     state = HealthState(HealthPolicy(interval=2.0, timeout=1.0), now=10.0, phase=phase)
     assert state.next_probe_at == first
-    assert state.due(first)
-    if first > 10.0:
-        assert not state.due(first - 0.125)
 
 
 @given(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=2, max_size=20))
@@ -351,14 +325,6 @@ def test_phases_keep_each_backend_on_its_own_grid(phases):
         assert state.next_probe_at == pytest.approx(first + policy.interval)
 
 
-def test_probe_deadline_follows_start_probe():
-    state = HealthState(HealthPolicy(interval=5.0, timeout=2.5), now=0.0)
-    assert state.probe_deadline() is None
-    deadline = state.start_probe(3.0)
-    assert deadline == 5.5
-    assert state.probe_deadline() == 5.5
-
-
 # --------------------------------------------------------------------------------------------
 # A simulated timeline: how long until a dead backend is marked DOWN
 # --------------------------------------------------------------------------------------------
@@ -371,26 +337,21 @@ def simulate_death(
     latency_share: float,
     start: float = 0.0,
 ) -> Transition:
-    """Drive one HealthState like the shell does, starting each probe as soon as it is due.
+    """Drive one HealthState like the prober does, starting each probe at its planned time.
     The backend answers a probe after ``latency`` while it is alive; from ``death`` on it never
-    answers and the shell reports a failure at the probe deadline."""
+    answers and the prober reports a failure at the probe's deadline."""
     latency = policy.timeout * latency_share
     state = HealthState(policy, now=start, phase=phase)
     now = start
     for _ in range(100_000):
-        if state.probe_deadline() is None:
-            now = max(now, state.next_probe_at)
-            assert state.due(now)
-            state.start_probe(now)
-            continue
-        started = state.probe_started_at
-        assert started is not None
-        if started + latency < death:
-            now = started + latency
+        now = max(now, state.next_probe_at)
+        deadline = state.start_probe(now)
+        if now + latency < death:
+            now += latency
             transition = state.record(True, now)
             assert transition is None  # an UP backend that answers stays UP
         else:
-            now = state.probe_deadline()
+            now = deadline
             transition = state.record(False, now, "timeout")
             if transition is not None:
                 assert transition.state == DOWN
@@ -404,7 +365,7 @@ def test_dead_backend_is_marked_down_within_worst_detection_time(fall, death):
     policy = HealthPolicy(interval=2.0, timeout=1.0, fall=fall)
     transition = simulate_death(policy, death, phase=0.0, latency_share=0.1)
     assert transition.at <= death + policy.interval * policy.fall + policy.timeout
-    assert transition.at <= death + policy.worst_detection_time
+    assert transition.at <= death + HealthCheck(interval=2.0, fall=fall).worst_detection_time
     # And not impossibly early: fall probe deadlines must pass after the death.
     assert transition.at >= death + (fall - 1) * policy.interval
 
@@ -415,7 +376,7 @@ def test_worst_case_is_reached_right_after_a_successful_probe():
     # probe at 10 was answered, so the probes at 12, 14 and 16 fail, the last at 17.
     transition = simulate_death(policy, death=10.1 + 1e-9, phase=0.0, latency_share=0.1)
     assert transition.at == 17.0
-    assert transition.at <= 10.1 + policy.worst_detection_time
+    assert transition.at <= 10.1 + HealthCheck(interval=2.0, fall=3).worst_detection_time
 
 
 @given(
@@ -436,6 +397,9 @@ def test_detection_time_bound_holds_for_any_timeline(
     transition = simulate_death(
         policy, death_at, phase=phase, latency_share=latency_share, start=start
     )
-    bound = death_at + interval * fall + timeout
+    bound = (
+        death_at + HealthCheck(interval=interval, timeout=timeout, fall=fall).worst_detection_time
+    )
+    assert bound == pytest.approx(death_at + interval * fall + timeout)
     assert transition.at <= bound + 1e-9 * max(1.0, bound)
     assert math.isfinite(transition.at)

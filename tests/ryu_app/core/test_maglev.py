@@ -9,16 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ryu_app.core.maglev import (
-    DEFAULT_TABLE_SIZE,
-    MAX_TABLE_SIZE,
-    backend_permutation,
-    build_table,
-    check_table_size,
-    claim_schedule,
-    is_prime,
-)
+from ryu_app.core.maglev import backend_permutation, build_table, check_table_size, claim_schedule
 from ryu_app.core.maglev_reference import reference_table
+from ryu_app.core.model import DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE
 
 THREE = [("vm-a", 1), ("vm-b", 1), ("vm-c", 1)]
 
@@ -199,12 +192,6 @@ def test_bad_table_sizes_are_rejected_with_a_reason(size, fragment):
 def test_bad_backends_are_rejected(backends, fragment):
     with pytest.raises(ValueError, match=fragment):
         build_table(backends, 251)
-
-
-def test_primality():
-    primes = [n for n in range(60) if is_prime(n)]
-    assert primes == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]
-    assert is_prime(65537) and is_prime(655373) and not is_prime(65535)
 
 
 def test_permutation_is_a_full_cycle():

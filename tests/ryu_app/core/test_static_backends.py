@@ -7,8 +7,8 @@ import dataclasses
 
 from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.core.balancer import probed
 from ryu_app.core.flowkey import flow_from_fields
+from ryu_app.core.model import HealthCheck
 from tests.ryu_app.core.test_gateway import (
     BACKENDS,
     PROBED_VIP,
@@ -19,7 +19,6 @@ from tests.ryu_app.core.test_gateway import (
     run_probes,
 )
 from topology import deployment as deployment_file
-from topology.deployment import HealthCheck
 
 STATIC = dataclasses.replace(PROBED_VIP, health=HealthCheck(type="none"))
 ALL = {b.name for b in BACKENDS}
@@ -32,7 +31,7 @@ def priorities(messages, command=ofp.OFPFC_ADD):
 def test_the_deployment_file_accepts_type_none():
     data = {**deployment_file.vip_to_data(PROBED_VIP), "health": {"type": "none"}}
     vip = deployment_file.parse_vip(data)
-    assert vip.health.type == "none" and not probed(vip) and probed(PROBED_VIP)
+    assert vip.health.type == "none" and not vip.probed and PROBED_VIP.probed
 
 
 def test_static_backends_are_never_probed_and_stay_healthy():

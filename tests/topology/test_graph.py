@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 
 from topology import deployment as dep
-from topology.model import (
+from topology.graph import (
     CLIENT_NET,
     UNDERLAY_NET,
     UPLINK_NET,
@@ -17,13 +17,14 @@ from topology.model import (
     reachability_problems,
     tunnel_graph,
 )
+from topology.network import Deployment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "topology" / "examples" / "default.yaml"
 VMS = ["vm1", "vm2", "vm3", "vm4"]
 
 
 @pytest.fixture(scope="module")
-def deployment() -> dep.Deployment:
+def deployment() -> Deployment:
     return dep.load(EXAMPLE)
 
 
@@ -36,7 +37,7 @@ def edge_set(graph: nx.Graph) -> set[frozenset[str]]:
     return {frozenset(edge) for edge in graph.edges}
 
 
-def with_backend(deployment: dep.Deployment, index: int, **changes) -> dep.Deployment:
+def with_backend(deployment: Deployment, index: int, **changes) -> Deployment:
     """The deployment with backend ``index`` of its first VIP changed."""
     vip = deployment.vips[0]
     backends = list(vip.backends)

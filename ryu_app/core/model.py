@@ -1,0 +1,202 @@
+"""The domain model: what one gateway serves (VIPs, their backends and health checks) and the
+gateway itself, as frozen records, with the constants and rules that say what a valid one is.
+
+The bottom of the code: this module imports nothing of Lockstep's, so everything may import
+it, and nothing it holds depends on a file format, a framework or a clock.  The pure core
+(``ryu_app/core``) works on these records; the deployment file's validator
+(``topology/deployment.py``) builds them from YAML or a REST body and checks the rules that
+span several of them; the shell and the CLI pass them around.
+
+Each fact about a VIP is computed here once: its service key (what its switch rules match
+on, ``service_key``), whether its backends are probed (``Vip.probed``), the port its checks
+use (``Vip.check_port``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+# ---- hashing and tables -------------------------------------------------------------------------
+
+# What a flow is hashed on (``flowkey.hash_key``): the 5-tuple, or the addresses alone (client
+# affinity: every connection of one client to one VIP address lands on the same backend).
+HASH_5TUPLE = "5-tuple"
+HASH_SRC_IP = "src-ip"
+HASH_MODES = (HASH_5TUPLE, HASH_SRC_IP)
+
+DEFAULT_TABLE_SIZE = 65537
+MIN_TABLE_SIZE = 7
+# The larger of the two table sizes the Maglev paper evaluates.  Built in Python in ~0.3-0.5 s
+# (100 to 1,000 backends, measured); 16,777,259, the bound before, took 10 s and stalled a
+# REST change.
+MAX_TABLE_SIZE = 655_373
+# Maglev's guidance (section 3.4): table_size > 100 x backends keeps the difference between
+# backends' shares of the table within about 1%; ``lockstep check`` warns below it.
+BALANCE_FACTOR = 100
+MAX_WEIGHT = 10_000  # a backend's share of new flows; 0 drains it
+
+# ---- services ---------------------------------------------------------------------------------
+
+# The protocols a VIP serves, with their IP protocol numbers (what a packet carries).
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
+DEFAULT_IDLE_TIMEOUT = {"tcp": 60, "udp": 30}  # seconds, by protocol
+DEFAULT_VNI = 100
+
+# Health check types: a TCP connect, an HTTP GET, or none (static backends, never probed and
+# always counted healthy).
+CHECK_TCP = "tcp"
+CHECK_HTTP = "http"
+NO_CHECKS = "none"
+CHECK_TYPES = (CHECK_TCP, CHECK_HTTP, NO_CHECKS)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: str = CHECK_TCP  # CHECK_TYPES
+    port: int | None = None  # None: the VIP's port
+    path: str = "/"  # the http check's request path
+    expect_status: int = 200
+    interval: float = 2.0  # seconds between the starts of two probes
+    timeout: float = 1.0  # seconds a probe may take
+    rise: int = 3  # consecutive successes that bring a DOWN backend UP
+    fall: int = 3  # consecutive failures that take an UP backend DOWN
+
+    @property
+    def worst_detection_time(self) -> float:
+        """Longest time from a backend dying to a gateway marking it down."""
+        return self.interval * self.fall + self.timeout
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    tunnel_ip: str  # the VM's VXLAN tunnel endpoint
+    mac: str  # inner destination MAC (the VM's VXLAN device)
+    weight: int = 1  # 0 = draining: keeps its flows, takes no new ones
+
+
+@dataclass(frozen=True)
+class Vip:
+    name: str
+    address: str
+    port: int
+    protocol: str = "tcp"  # PROTOCOLS
+    hash: str = HASH_5TUPLE  # HASH_MODES
+    table_size: int = DEFAULT_TABLE_SIZE
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT["tcp"]
+    vni: int = DEFAULT_VNI
+    health: HealthCheck = field(default_factory=HealthCheck)
+    backends: tuple[Backend, ...] = ()
+
+    @property
+    def ip_version(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+    @property
+    def check_port(self) -> int:
+        """The TCP port health checks connect to."""
+        return self.health.port or self.port
+
+    @property
+    def probed(self) -> bool:
+        """Whether the backends are health-checked (``health.type`` ``none``: static backends,
+        never probed and always counted healthy; weight 0 still drains)."""
+        return self.health.type != NO_CHECKS
+
+    def backend(self, backend_name: str) -> Backend | None:
+        return next((b for b in self.backends if b.name == backend_name), None)
+
+
+class ServiceKey(NamedTuple):
+    """What a VIP's switch rules match on: its service, and the port its health checks use.
+
+    Two VIPs with equal keys need the same rules; a VIP whose key changes needs its old rules
+    removed.  The address is packed (4 or 16 bytes), as a parsed packet's ``Flow.dst``."""
+
+    address: bytes
+    port: int
+    protocol: int  # PROTO_TCP or PROTO_UDP
+    check_port: int | None  # None: static backends, no probe answers come back
+
+    @property
+    def destination(self) -> tuple[bytes, int, int]:
+        """What a client's packet to the VIP carries: ``(Flow.dst, Flow.dst_port,
+        Flow.proto)``."""
+        return self.address, self.port, self.protocol
+
+
+def service_key(vip: Vip) -> ServiceKey:
+    """The one place a VIP's service key is computed (balancer, gateway and rule building)."""
+    address = ipaddress.ip_address(vip.address).packed
+    check_port = vip.check_port if vip.probed else None
+    return ServiceKey(address, vip.port, PROTOCOLS[vip.protocol], check_port)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    dpid: int
+    addresses: tuple[str, ...]  # its own addresses on the uplink (answered for ARP/ND)
+    tunnel_ip: str  # local VXLAN endpoint
+    openflow: tuple[str, int]  # where its controller listens for the switch
+    rest: tuple[str, int]  # where its controller serves the REST API
+    uplink_port: str
+    tunnel_port: str = "vxlan0"
+    mac: str | None = None
+    state_file: str | None = None
+    host: str | None = None  # the machine its controller runs on; None: the one all others share
+
+
+# ---- rules of one value -------------------------------------------------------------------------
+
+
+def is_prime(number: int) -> bool:
+    """Deterministic primality test, fine for table sizes (trial division up to sqrt)."""
+    if number < 2:
+        return False
+    if number % 2 == 0:
+        return number == 2
+    divisor = 3
+    while divisor * divisor <= number:
+        if number % divisor == 0:
+            return False
+        divisor += 2
+    return True
+
+
+def table_size_problem(table_size: object) -> str | None:
+    """Why ``table_size`` cannot be a Maglev table's size, or None if it can: prime, so that
+    every backend's preference list visits every slot (``maglev``).  Shared by config and API."""
+    if isinstance(table_size, bool) or not isinstance(table_size, int):
+        return f"must be an integer, got {type(table_size).__name__}"
+    if table_size < MIN_TABLE_SIZE:
+        return f"must be at least {MIN_TABLE_SIZE}, got {table_size}"
+    if table_size > MAX_TABLE_SIZE:
+        return f"must be at most {MAX_TABLE_SIZE}, got {table_size}"
+    if not is_prime(table_size):
+        return f"must be prime, got {table_size} (e.g. 251, 4099, 65537, 655373)"
+    return None
+
+
+def policy_problem(interval, timeout, rise, fall) -> str | None:
+    """Why these health-check timings cannot be used, or None if they can (the deployment
+    file's rule and ``health.HealthPolicy``'s)."""
+    for name, value in (("interval", interval), ("timeout", timeout)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            return f"{name} must be a positive number of seconds, got {value!r}"
+    if timeout > interval:
+        return f"timeout ({timeout}) must not exceed interval ({interval})"
+    for name, value in (("rise", rise), ("fall", fall)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            return f"{name} must be an integer 1..100, got {value!r}"
+    return None

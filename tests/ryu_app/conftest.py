@@ -1,5 +1,6 @@
 """A gateway's REST side in-process: core + GatewayService + RestApi, with collectors for what
-the service sends to the switch and saves to the state file."""
+the service's changes ask for (messages to the switch, tables to build) and what it saves to the
+state file."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 import pytest
 from webob import Request
 
-from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core.balancer import TableCache
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from ryu_app.rest import RestApi
 from ryu_app.service import GatewayService
+from tests.ryu_app.wire import raw_packet_in
 from topology import deployment as deployment_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,17 +38,20 @@ class Harness:
     ):
         self.gateway = DEPLOYMENT.gateway(gateway)
         self.now = 100.0
-        self.core = GatewayCore(self.gateway, list(DEPLOYMENT.vips), self.now, rng=random.Random(1))
+        self.core = GatewayCore(self.gateway, rng=random.Random(1))
         self.core.balancer.cache = TABLES if tables is None else tables  # before any build
+        self.sent: list[bytes] = []  # messages the service's changes sent to the switch
+        self.tables_wanted: list = []  # tables they asked for, not built yet (``settle``)
+        self.apply(self.core.set_vips(list(DEPLOYMENT.vips), self.now))
         self.settle()
         self.core.on_connect(self.now)
         ports = {self.gateway.uplink_port: UPLINK, self.gateway.tunnel_port: TUNNEL}
         self.core.on_ports(ports, self.now)
-        self.sent: list = []
+        self.sent.clear()
         self.saved: list = []
         self.save_error: Exception | None = None
         self.service = GatewayService(
-            self.core, DEPLOYMENT, self.gateway, send=self.sent.extend, save=self._save
+            self.core, DEPLOYMENT, self.gateway, apply=self.apply, save=self._save
         )
         self.app = RestApi(
             self.service,
@@ -61,9 +65,16 @@ class Harness:
             raise self.save_error
         self.saved.append(vips)
 
+    def apply(self, effects) -> None:
+        """What the app's ``apply`` does, kept here: the messages, the tables to build."""
+        self.sent += effects.messages
+        self.tables_wanted += effects.tables
+
     def settle(self) -> None:
         """Build and install the tables the core asked for (the app does it in a worker)."""
-        self.core.balancer.rebuild_now(self.core.take_pending())
+        requests, self.tables_wanted = self.tables_wanted, []
+        for request in requests:
+            self.core.table_built(request, self.core.balancer.cache.get_or_build(request.key))
 
     def request(self, method: str, path: str, body=None, token: str | None = None, raw=None):
         headers = {}
@@ -86,7 +97,7 @@ class Harness:
         return response.json
 
     def client_packet(self, sport: int, src: str = "10.1.0.11", dst: str = "10.0.0.100"):
-        """A client's SYN to the VIP arriving on the uplink; returns the core's messages."""
+        """A client's SYN to the VIP arriving on the uplink; returns the core's effects."""
         frame = tcp_frame(
             bytes.fromhex("02000000fe01"),
             bytes.fromhex("020000000001"),
@@ -98,7 +109,7 @@ class Harness:
             0,
             TCP_SYN,
         )
-        return self.core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame, self.now)
+        return self.core.on_messages([raw_packet_in(UPLINK, frame)], self.now)
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import json
 import pytest
 from webob import Request
 
-from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
-from ryu_app.core import flowkey
+from ryu_app.core import flowkey, pipeline
 from ryu_app.rest import MAX_BODY, RestApi
+from tests.ryu_app.wire import decode_all, raw_packet_in
 
 API_VIP = {
     "name": "api",
@@ -38,7 +38,8 @@ def problem_paths(response) -> list[str]:
 
 
 def flow_mods(messages, command):
-    return [m for m in messages if isinstance(m, parser.OFPFlowMod) and m.command == command]
+    decoded = decode_all(messages)
+    return [m for m in decoded if isinstance(m, parser.OFPFlowMod) and m.command == command]
 
 
 # ---- VIPs ----------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def test_create_vip_is_201_saved_and_punted(harness):
     assert harness.get_json("/v1/vips/api") == created
     assert [v.name for v in harness.saved[-1]] == ["web", "api"]
     punt, answers = flow_mods(harness.sent, ofp.OFPFC_ADD)
-    assert answers.priority == ofmsg.PRIORITY_LOCAL  # the return of its health probes
+    assert answers.priority == pipeline.PRIORITY_LOCAL  # the return of its health probes
     assert dict(punt.match.items())["ipv4_dst"] == "10.0.0.101"
     assert dict(punt.match.items())["tcp_dst"] == 443
     assert "api" in harness.core.balancer.vips and ("api", "vm2") in harness.core.prober.states
@@ -570,7 +571,7 @@ def test_metrics_have_help_and_type_and_count_packet_ins(harness):
     harness.client_packet(42000)
     harness.client_packet(42000)
     harness.client_packet(42001)
-    harness.core.on_packet_in(1, ofp.OFP_NO_BUFFER, b"\x00" * 20, harness.now)
+    harness.core.on_messages([raw_packet_in(1, b"\x00" * 20)], harness.now)
     harness.core.set_health("web", "vm1", False)
     samples, _ = parse_metrics(harness.request("GET", "/metrics").text)
     assert samples["lockstep_packet_ins_total"] == 4

@@ -11,14 +11,15 @@ import time
 
 import pytest
 
-from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
 from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.test_rest import VM5
+from tests.ryu_app.wire import decode_all
 from topology import deployment as deployment_file
 from topology.deployment import Backend, Vip
 from topology.schema import ConfigError
@@ -48,9 +49,9 @@ def test_create_is_validated_saved_then_applied(harness):
     assert "api" in harness.core.balancer.vips
     assert deployment_file.parse_vip(data) == harness.service.vip("api")
     assert [v.name for v in harness.service.deployment.vips] == ["web", "api"]
-    punt, answers = harness.sent
-    assert punt.priority == ofmsg.PRIORITY_VIP and punt.command == ofp.OFPFC_ADD
-    assert answers.priority == ofmsg.PRIORITY_LOCAL and answers.command == ofp.OFPFC_ADD
+    punt, answers = decode_all(harness.sent)
+    assert punt.priority == pipeline.PRIORITY_VIP and punt.command == ofp.OFPFC_ADD
+    assert answers.priority == pipeline.PRIORITY_LOCAL and answers.command == ofp.OFPFC_ADD
 
 
 def test_create_existing_name_is_a_conflict(harness):
@@ -122,7 +123,7 @@ def test_delete_vip_forgets_it_everywhere(harness):
     harness.service.delete_vip("web", harness.now)
     assert harness.service.deployment.vips == () and harness.saved == [()]
     assert harness.core.balancer.vips == {} and harness.core.prober.states == {}
-    commands = sorted(m.command for m in harness.sent)
+    commands = sorted(m.command for m in decode_all(harness.sent))
     assert commands == sorted([ofp.OFPFC_DELETE_STRICT] * 2 + [ofp.OFPFC_DELETE] * 4)
 
 
@@ -209,7 +210,8 @@ def big():
     """A gateway with 100 VIPs of 100 backends and 300,000 flows, its service timed."""
     deployment = big_deployment()
     gateway = deployment.gateway("gw1")
-    core = GatewayCore(gateway, list(deployment.vips), 0.0, rng=random.Random(1))
+    core = GatewayCore(gateway, rng=random.Random(1))
+    core.set_vips(list(deployment.vips), 0.0)  # (its tables are never built: not needed here)
     core.on_connect(0.0)
     core.on_ports({gateway.uplink_port: 1, gateway.tunnel_port: 2}, 0.0)
     ids = [i for state in core.balancer.vips.values() for i in state.backend_ids.values()]
@@ -223,7 +225,7 @@ def big():
         time.sleep(0.02)  # an fsync
         saved.append(vips)
 
-    service = GatewayService(core, deployment, gateway, send=lambda m: None, save=save)
+    service = GatewayService(core, deployment, gateway, apply=lambda effects: None, save=save)
     service.on_loop = timer
     return service, timer
 
@@ -401,5 +403,6 @@ def test_status_and_metrics_follow_changes_through_their_caches(harness):
 
 def test_metrics_count_failed_table_builds(harness):
     assert "lockstep_table_build_failures_total 0\n" in harness.service.metrics()
-    harness.core.table_build_failed(TableRequest("web", (65537, (("vm1", 1),))), harness.now)
+    request = TableRequest("web", (65537, (("vm1", 1),)))
+    harness.core.table_build_failed(request, MemoryError("a test's"), harness.now)
     assert "lockstep_table_build_failures_total 1\n" in harness.service.metrics()

@@ -1,5 +1,5 @@
-"""Test helper: OpenFlow messages the core returned as bytes (``ryu_app.ofwire``) turned back
-into the framework's message objects, so tests assert on fields whatever form the core chose.
+"""Test helper: OpenFlow messages the core returned as bytes (``ryu_app.core.openflow``) turned
+back into the framework's message objects, so tests assert on their fields.
 
 The framework parses only what switches send, so flow-mods and packet-outs are taken apart here:
 the fixed fields with ``struct``, the match, instructions and actions with the framework's own
@@ -20,9 +20,7 @@ _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
 _PACKET_OUT = struct.Struct("!IIH6x")
 
 
-def decode(message):
-    if not isinstance(message, bytes):
-        return message
+def decode(message: bytes):
     buf = bytearray(message)
     version, kind, length, xid = _HEADER.unpack_from(buf)
     assert (version, length) == (ofp.OFP_VERSION, len(buf)), (version, length, len(buf))
@@ -30,10 +28,16 @@ def decode(message):
         return _flow_mod(buf)
     if kind == ofp.OFPT_PACKET_OUT:
         return _packet_out(buf)
+    if kind == ofp.OFPT_MULTIPART_REQUEST:
+        stats_type, flags = struct.unpack_from("!HH", buf, _HEADER.size)
+        assert stats_type == ofp.OFPMP_PORT_DESC, stats_type
+        return parser.OFPPortDescStatsRequest(None, flags)
     raise AssertionError(f"unexpected encoded message type {kind}")
 
 
-def decode_all(messages) -> list:
+def decode_all(effects) -> list:
+    """The messages of an ``Effects`` (or a list of messages), decoded."""
+    messages = effects if isinstance(effects, list) else effects.messages
     return [decode(m) for m in messages]
 
 
@@ -72,7 +76,7 @@ def _packet_out(buf: bytearray):
 
 def flow_from_removed_match(match) -> Flow | None:
     """The Flow a per-flow rule's match (a framework ``OFPMatch``) names, ports 0 where not
-    matched: the oracle for ``ofwire.parse_flow_removed`` and a help in tests."""
+    matched: the oracle for ``openflow.parse_flow_removed`` and a help in tests."""
     fields = dict(match.items())
     if "ipv4_src" in fields:
         version, src, dst = 4, fields["ipv4_src"], fields["ipv4_dst"]
@@ -90,3 +94,12 @@ def flow_from_removed_match(match) -> Flow | None:
         fields.get(f"{prefix}_src", 0),
         fields.get(f"{prefix}_dst", 0),
     )
+
+
+def raw_packet_in(in_port: int, data: bytes, buffer_id: int = ofp.OFP_NO_BUFFER) -> bytes:
+    """An OFPT_PACKET_IN as the switch sends it (what the fast lane hands the core)."""
+    match = bytearray()
+    parser.OFPMatch(in_port=in_port).serialize(match, 0)
+    body = struct.pack("!IHBBQ", buffer_id, len(data), ofp.OFPR_NO_MATCH, 0, 0)
+    body += bytes(match) + b"\0\0" + data
+    return struct.pack("!BBHI", 4, ofp.OFPT_PACKET_IN, 8 + len(body), 0) + body

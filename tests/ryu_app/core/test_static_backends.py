@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ryu_app import ofmsg
 from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.core import pipeline
 from ryu_app.core.balancer import probed
 from ryu_app.core.flowkey import flow_from_fields
 from tests.ryu_app.core.test_gateway import (
@@ -18,6 +18,7 @@ from tests.ryu_app.core.test_gateway import (
     probed_core,
     run_probes,
 )
+from tests.ryu_app.wire import decode_all
 from topology import deployment as deployment_file
 from topology.deployment import HealthCheck
 
@@ -26,7 +27,9 @@ ALL = {b.name for b in BACKENDS}
 
 
 def priorities(messages, command=ofp.OFPFC_ADD):
-    return sorted(m.priority for m in messages if getattr(m, "command", None) == command)
+    return sorted(
+        m.priority for m in decode_all(messages) if getattr(m, "command", None) == command
+    )
 
 
 def test_the_deployment_file_accepts_type_none():
@@ -46,9 +49,9 @@ def test_static_backends_are_never_probed_and_stay_healthy():
 def test_a_static_vip_punts_no_probe_answers():
     core = probed_core(vips=(STATIC,), connect=False)
     core.on_connect(0.0)
-    pipeline = core.on_ports({"up0": 1, "vx0": 2}, 0.0)
-    assert ofmsg.PRIORITY_VIP in priorities(pipeline)
-    assert ofmsg.PRIORITY_LOCAL not in priorities(pipeline)  # nothing answers a probe
+    installed = core.on_ports({"up0": 1, "vx0": 2}, 0.0)
+    assert pipeline.PRIORITY_VIP in priorities(installed)
+    assert pipeline.PRIORITY_LOCAL not in priorities(installed)  # nothing answers a probe
 
 
 def test_turning_checks_off_brings_down_backends_back_and_removes_the_probe_punt():
@@ -57,11 +60,11 @@ def test_turning_checks_off_brings_down_backends_back_and_removes_the_probe_punt
     assert core.balancer.vips["web"].healthy == set()
     messages = core.set_vip(STATIC, now)
     assert core.balancer.vips["web"].healthy == ALL
-    assert ofmsg.PRIORITY_LOCAL in priorities(messages, ofp.OFPFC_DELETE_STRICT)
+    assert pipeline.PRIORITY_LOCAL in priorities(messages, ofp.OFPFC_DELETE_STRICT)
     assert core.prober.states == {}
-    core.balancer.rebuild_now(core.take_pending())
+    core.balancer.rebuild_now(messages.tables)
     rule, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), now)  # flows are placed
-    assert rule.priority == ofmsg.PRIORITY_FLOW
+    assert rule.priority == pipeline.PRIORITY_FLOW
     # And on again: probing starts, from the balancer's view (all up).
     core.set_vip(PROBED_VIP, now)
     assert {state.state for state in core.prober.states.values()} == {"up"}

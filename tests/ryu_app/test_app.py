@@ -22,7 +22,7 @@ from ryu_app.core import openflow
 from ryu_app.core.maglev import build_table
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from tests.ryu_app.conftest import DEPLOYMENT
-from tests.ryu_app.wire import raw_packet_in
+from tests.ryu_app.fake_oftable import raw_packet_in
 
 TABLE_SIZE = 251  # quick to build
 hub = compat.load("lib.hub")

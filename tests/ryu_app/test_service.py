@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.gateway import GatewayCore
@@ -19,7 +18,6 @@ from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewaySer
 from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.test_rest import VM5
-from tests.ryu_app.wire import decode_all
 from topology import deployment as deployment_file
 from topology.deployment import Backend, Vip
 from topology.schema import ConfigError
@@ -49,9 +47,9 @@ def test_create_is_validated_saved_then_applied(harness):
     assert "api" in harness.core.balancer.vips
     assert deployment_file.parse_vip(data) == harness.service.vip("api")
     assert [v.name for v in harness.service.deployment.vips] == ["web", "api"]
-    punt, answers = decode_all(harness.sent)
-    assert punt.priority == pipeline.PRIORITY_VIP and punt.command == ofp.OFPFC_ADD
-    assert answers.priority == pipeline.PRIORITY_LOCAL and answers.command == ofp.OFPFC_ADD
+    assert len(harness.sent) == 2  # the punt and the return of the probes' answers
+    assert harness.where(harness.syn(40000, dst="10.0.0.101", dport=443)).to_controller
+    assert len(harness.table.rules_at(pipeline.PRIORITY_LOCAL)) == 2  # web's and api's
 
 
 def test_create_existing_name_is_a_conflict(harness):
@@ -120,11 +118,13 @@ def test_patch_changes_only_the_given_fields(harness):
 
 
 def test_delete_vip_forgets_it_everywhere(harness):
+    harness.client_packet(40000)
     harness.service.delete_vip("web", harness.now)
     assert harness.service.deployment.vips == () and harness.saved == [()]
     assert harness.core.balancer.vips == {} and harness.core.prober.states == {}
-    commands = sorted(m.command for m in decode_all(harness.sent))
-    assert commands == sorted([ofp.OFPFC_DELETE_STRICT] * 2 + [ofp.OFPFC_DELETE] * 4)
+    assert harness.where(harness.syn(40001)).dropped  # the switch too: no punt ...
+    assert harness.where(harness.syn(40000)).dropped  # ... no flow's rule, no probe answers
+    assert harness.table.rules_at(pipeline.PRIORITY_LOCAL) == []
 
 
 def test_a_failed_save_leaves_deployment_core_and_switch_alone(harness):

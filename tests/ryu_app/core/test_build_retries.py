@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from ryu_app.core.gateway import BUILD_RETRY_FIRST, BUILD_RETRY_MAX, build_retry_delay
-from tests.ryu_app.core.test_gateway import PROBED_VIP, probed_core
+from tests.ryu_app.core.rig import PROBED_VIP, GatewayRig
 from topology.deployment import HealthCheck
 
 # Static backends: no probe answer is missed while the tests tick for minutes (a backend that
@@ -24,6 +24,11 @@ def test_the_delay_doubles_per_failure_up_to_the_maximum():
 
 
 FAILURE = MemoryError("no room for the table (a test's failure)")
+
+
+def probed_core(vips):
+    """A connected core whose table requests the test handles itself."""
+    return GatewayRig(vips=vips, build_tables=False).core
 
 
 def weights_changed(core, now=0.0):

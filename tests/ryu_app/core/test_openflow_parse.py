@@ -1,6 +1,7 @@
 """openflow.parse_packet_in and parse_flow_removed read exactly what the framework's parsers
 read, and refuse what they cannot frame."""
 
+import ipaddress
 import struct
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core import openflow
-from tests.ryu_app.wire import flow_from_removed_match
+from ryu_app.core.flowkey import PROTO_TCP, Flow
 
 
 def packet_in(match, buffer_id, reason, table_id, cookie, data, total_len) -> bytes:
@@ -99,6 +100,28 @@ def test_any_bytes_parse_or_raise_packet_in_error(tail):
 # ---- flow-removed ---------------------------------------------------------------------------
 
 
+def flow_from_removed_match(match) -> Flow | None:
+    """The oracle: the Flow a per-flow rule's match (os-ken's ``OFPMatch``, as its parser read
+    it) names, ports 0 where not matched."""
+    fields = dict(match.items())
+    if "ipv4_src" in fields:
+        version, src, dst = 4, fields["ipv4_src"], fields["ipv4_dst"]
+    elif "ipv6_src" in fields:
+        version, src, dst = 6, fields["ipv6_src"], fields["ipv6_dst"]
+    else:
+        return None
+    proto = fields.get("ip_proto")
+    prefix = "tcp" if proto == PROTO_TCP else "udp"
+    return Flow(
+        version,
+        ipaddress.ip_address(src).packed,
+        ipaddress.ip_address(dst).packed,
+        proto,
+        fields.get(f"{prefix}_src", 0),
+        fields.get(f"{prefix}_dst", 0),
+    )
+
+
 def flow_removed(match, cookie=0, reason=ofp.OFPRR_IDLE_TIMEOUT) -> bytes:
     """OFPT_FLOW_REMOVED as a switch writes it (OpenFlow 1.3.5 section 7.4.2)."""
     match_buf = bytearray()
@@ -116,7 +139,7 @@ ADDRESSES = {
 
 @st.composite
 def rule_matches(draw):
-    """The match of a per-flow rule as ofmsg builds them: in_port, L3, protocol, ports (the
+    """The match of a per-flow rule as the pipeline builds them: in_port, L3, protocol, ports (the
     source port left out for a src-ip VIP)."""
     version = draw(st.sampled_from([4, 6]))
     proto = draw(st.sampled_from(["tcp", "udp"]))

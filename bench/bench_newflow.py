@@ -65,7 +65,7 @@ from bench.fakeswitch import ControllerError, FakeSwitch, PhaseResult  # noqa: E
 from bench.procs import DEFAULT_HUB, HUBS, Controller, free_port  # noqa: E402
 from bench.report import label  # noqa: E402
 from bench.switchwire import DPID, GATEWAY_MAC, TUNNEL, UPLINK, VIP  # noqa: E402
-from ryu_app.ofmsg import PRIORITY_VIP  # noqa: E402
+from ryu_app.core.pipeline import PRIORITY_VIP  # noqa: E402
 
 # ---- the controllers ----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lab.ovs import PrivateOVS, free_port, listening, sh, wait_for  # noqa: E402
-from ryu_app.ofmsg import COOKIE_ALL_FLOWS_MASK, flow_cookie  # noqa: E402
+from ryu_app.core.pipeline import COOKIE_ALL_FLOWS_MASK, flow_cookie  # noqa: E402
 
 VIP, VIP_PORT, VNI = "10.0.0.100", 80, 100
 GATEWAY_ADDRESS, GATEWAY_MAC = "10.0.1.1", "02:00:00:00:00:01"

@@ -11,7 +11,7 @@ import os
 from bench.fakeswitch import PhaseResult
 from bench.procs import DEFAULT_HUB
 from bench.rebuild import POLL_SECONDS, RebuildResult, percentile, slow_seconds
-from ryu_app.ofmsg import COOKIE_KIND_SHIFT, COOKIE_TAG, KIND_FLOW
+from ryu_app.core.pipeline import COOKIE_KIND_SHIFT, COOKIE_TAG, KIND_FLOW
 
 TARGET_FLOWS_PER_S = 20_000
 TARGET_P99_MS = 2.0

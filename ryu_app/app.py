@@ -1,8 +1,10 @@
 """The os-ken (or Ryu) application: a shim between the framework's events and ``GatewayCore``.
 
-Every handler looks up the core, calls it with ``now`` and sends what it returns.  No exception
-may leave a handler: with os-ken 4.x's native hub one escaping exception silently ends the app's
-event thread for good (see shared ENVIRONMENT notes), so ``_guarded`` catches, counts and logs.
+Every handler calls the core with ``now`` and applies the ``Effects`` it returns (``apply``:
+the messages in one write to the switch, the table requests to the builder, the lines to the
+log).  No exception may leave a handler: with os-ken 4.x's native hub one escaping exception
+silently ends the app's event thread for good (see shared ENVIRONMENT notes), so ``_guarded``
+catches, counts and logs.
 
 Two threads of control touch the core, one at a time (``core_lock``):
 
@@ -28,6 +30,7 @@ import threading
 import time
 
 from ryu_app import builder, compat, fastlane, rest, settings, statefile, supervision
+from ryu_app.core.effects import Effects
 from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
 from ryu_app.service import GatewayService
 
@@ -93,9 +96,10 @@ class LockstepApp(compat.app_base_class()):
         current = settings.current()
         self.deployment, self.gateway = current.deployment, current.gateway
         self.clock = time.monotonic
-        self.core = GatewayCore(self.gateway, list(self.deployment.vips), self.clock())
-        self.core.balancer.rebuild_now(self.core.take_pending())
-        self._log_notices()
+        self.core = GatewayCore(self.gateway)
+        started = self.core.set_vips(list(self.deployment.vips), self.clock())
+        self.core.balancer.rebuild_now(started.tables)  # before any switch: here, at once
+        _log(started)
         self.datapath = None
         # Under classic Ryu the process is monkey-patched by eventlet (compat.py), and a pipe
         # read from a thread of its thread pool would be a green read off its hub: build here.
@@ -103,12 +107,13 @@ class LockstepApp(compat.app_base_class()):
         self.builder.start()
         self.handler_errors = 0
         self._tick_queued = False
+        self._tables_wanted: list = []  # TableRequests not handed to a build worker yet
         self._building = False
         self.service = GatewayService(
             self.core,
             self.deployment,
             self.gateway,
-            send=lambda messages: self._send(self.datapath, messages),
+            apply=self.apply,
             save=lambda vips: statefile.write(current.state_file, vips),
             on_loop=self.call_on_loop,
             tables_ready=self.tables_ready,
@@ -167,7 +172,6 @@ class LockstepApp(compat.app_base_class()):
                 outcome["error"] = error
             finally:
                 done.set()
-                self._after_change()
 
         self.send_event(self.name, EventCall(task))
         if not done.wait(timeout):
@@ -195,38 +199,23 @@ class LockstepApp(compat.app_base_class()):
                 return False
             hub.sleep(TABLE_WAIT_POLL)
 
-    def _send(self, datapath, messages) -> None:
-        """Send what the core returned: message objects serialised by the framework, runs of
-        bytes (already encoded: the per-flow messages) joined into one write."""
-        if datapath is None:
-            return
-        encoded = []
-        for message in messages:
-            if isinstance(message, bytes):
-                encoded.append(message)
-                continue
-            if encoded:
-                datapath.send(b"".join(encoded))
-                encoded = []
-            message.datapath = datapath
-            try:
-                datapath.send_msg(message)
-            except Exception:  # noqa: BLE001 - one bad message must not lose the others
-                self.handler_errors += 1
-                LOG.exception("could not send %s (dropped, the rest goes on)", message)
-        if encoded:
-            datapath.send(b"".join(encoded))
+    def apply(self, effects: Effects) -> None:
+        """Do what the core asked for: its messages to the switch in one write (none while no
+        switch is connected), its lines to the log, its Maglev tables to a build worker (one
+        at a time; requests that come meanwhile wait for it to finish).  Called on the event
+        loop or the switch's receiving thread, under ``core_lock`` either way."""
+        if effects.messages and self.datapath is not None:
+            self.datapath.send(b"".join(effects.messages))
+        _log(effects)
+        if effects.tables:
+            self._tables_wanted += effects.tables
+            self._start_builds()
 
-    def _after_change(self) -> None:
-        """Log what the core noticed; build any Maglev tables it now needs, off this loop."""
-        self._log_notices()
-        if self.core.pending and not self._building:
+    def _start_builds(self) -> None:
+        if self._tables_wanted and not self._building:
             self._building = True
-            hub.spawn(self._build_tables, self.core.take_pending())
-
-    def _log_notices(self) -> None:
-        for notice in self.core.take_notices():
-            LOG.info("%s", notice)
+            requests, self._tables_wanted = self._tables_wanted, []
+            hub.spawn(self._build_tables, requests)
 
     def _build_tables(self, requests) -> None:
         """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
@@ -246,24 +235,13 @@ class LockstepApp(compat.app_base_class()):
 
     def _install_table(self, request, table, error, last: bool) -> None:
         if error is not None:
-            failures, delay = self.core.table_build_failed(request, self.clock())
-            LOG.error(
-                "building the Maglev table of VIP %s failed (%d time(s)): %r; "
-                "asking again in %g s if the VIP still wants it",
-                request.vip,
-                failures,
-                error,
-                delay,
-            )
-        elif self.core.table_built(request, table):
-            LOG.info(
-                "VIP %s: Maglev table rebuilt (%d backends)",
-                request.vip,
-                len(request.spec.backends),
-            )
+            effects = self.core.table_build_failed(request, error, self.clock())
+        else:
+            effects = self.core.table_built(request, table)
         if last:
             self._building = False
-            self._after_change()
+        self.apply(effects)
+        self._start_builds()  # what was asked for while this worker built
 
     def _ticker(self) -> None:
         while self.is_active:
@@ -274,8 +252,7 @@ class LockstepApp(compat.app_base_class()):
 
     def _health_tick(self) -> None:
         self._tick_queued = False
-        self._send(self.datapath, self.core.health_tick(self.clock()))
-        self._after_change()
+        self.apply(self.core.health_tick(self.clock()))
 
     @handler.set_ev_cls(EventCall)
     @_guarded
@@ -295,7 +272,7 @@ class LockstepApp(compat.app_base_class()):
             return
         self.datapath = datapath
         LOG.info("switch %#x connected", datapath.id)
-        self._send(datapath, self.core.on_connect(self.clock()))
+        self.apply(self.core.on_connect(self.clock()))
 
     @handler.set_ev_cls(ofp_event.EventOFPPortDescStatsReply, handler.MAIN_DISPATCHER)
     @_guarded
@@ -303,16 +280,7 @@ class LockstepApp(compat.app_base_class()):
         if ev.msg.datapath is not self.datapath:
             return
         ports = {port.name.decode(errors="replace"): port.port_no for port in ev.msg.body}
-        messages = self.core.on_ports(ports, self.clock())
-        if self.core.missing_ports:
-            LOG.error("switch lacks port(s) %s; has %s", self.core.missing_ports, sorted(ports))
-        else:
-            LOG.info(
-                "pipeline installed (uplink %d, tunnel %d)",
-                self.core.ports.uplink,
-                self.core.ports.tunnel,
-            )
-        self._send(ev.msg.datapath, messages)
+        self.apply(self.core.on_ports(ports, self.clock()))
 
     @handler.set_ev_cls(ofp_event.EventOFPPortStatus, handler.MAIN_DISPATCHER)
     @_guarded
@@ -323,10 +291,7 @@ class LockstepApp(compat.app_base_class()):
             return
         name = msg.desc.name.decode(errors="replace")
         LOG.info("port %s (%d) %s", name, msg.desc.port_no, PORT_EVENTS.get(msg.reason, "changed"))
-        self._send(
-            msg.datapath, self.core.on_port_status(msg.reason, name, msg.desc.port_no, self.clock())
-        )
-        self._after_change()
+        self.apply(self.core.on_port_status(msg.reason, name, msg.desc.port_no, self.clock()))
 
     def fast_lane(self, datapath, messages: list[bytes]) -> None:
         """The fast lane's sink: a burst of raw packet-ins and flow-removeds, on the switch's
@@ -335,9 +300,7 @@ class LockstepApp(compat.app_base_class()):
             return  # a switch this controller does not serve
         try:
             with self.core_lock:
-                self._send(datapath, self.core.on_messages(messages, self.clock()))
-                if self.core.notices or self.core.pending:
-                    self._after_change()
+                self.apply(self.core.on_messages(messages, self.clock()))
         except Exception:  # noqa: BLE001 - it would end the switch's connection
             self.handler_errors += 1
             LOG.exception("a burst of %d messages failed (counted, dropped)", len(messages))
@@ -348,5 +311,11 @@ class LockstepApp(compat.app_base_class()):
         if ev.datapath is self.datapath:
             LOG.warning("switch %#x disconnected", ev.datapath.id)
             self.datapath = None
-            self.core.on_disconnect(self.clock())
-            self._after_change()
+            self.apply(self.core.on_disconnect(self.clock()))
+
+
+def _log(effects: Effects) -> None:
+    for notice in effects.notices:
+        LOG.info("%s", notice)
+    for error in effects.errors:
+        LOG.error("%s", error)

@@ -14,9 +14,10 @@ handled (issue 11: a deep page of the flow table once held them up for ~190 ms).
   moment the caller hears back; if they are not in by then the answer is ``Accepted`` (the
   REST API's 202), never a plain success.
 
-Side effects come in as arguments: ``send`` (OpenFlow messages to the switch), ``save`` (the
-VIP list to the state file), ``on_loop`` and ``tables_ready`` (the app's; by default, for
-tests, a direct call and no waiting).
+Side effects come in as arguments: ``apply`` (what a change of the core asks for, its
+``Effects``: messages to the switch, tables to build, log lines), ``save`` (the VIP list to the
+state file), ``on_loop`` and ``tables_ready`` (the app's; by default, for tests, a direct call
+and no waiting).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import threading
 from collections.abc import Callable
 
 from ryu_app import views
+from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.model import Backend, Gateway, Vip
@@ -88,7 +90,7 @@ class GatewayService:
         core: GatewayCore,
         deployment: Deployment,
         gateway: Gateway,
-        send: Callable[[list], None],
+        apply: Callable[[Effects], None],
         save: Callable[[tuple[Vip, ...]], None],
         on_loop: Callable[[Callable], object] = _direct,
         tables_ready: Callable[[list[str], float], bool] | None = None,
@@ -97,7 +99,7 @@ class GatewayService:
         self.core = core
         self.deployment = deployment  # replaced (on the loop) by each change, never changed
         self.gateway = gateway
-        self.send = send
+        self.apply = apply
         self.save = save
         self.on_loop = on_loop
         self.tables_ready = tables_ready
@@ -121,7 +123,7 @@ class GatewayService:
         vip = deployment_file.parse_vip(data)
         if any(v.name == vip.name for v in self.deployment.vips):
             raise Conflict(f"VIP {vip.name!r} exists (PUT /v1/vips/{vip.name} replaces it)")
-        return self._apply((*self.deployment.vips, vip), vip, now)
+        return self._change_vip((*self.deployment.vips, vip), vip, now)
 
     @_one_write_at_a_time
     def replace_vip(self, name: str, data, now: float) -> dict | Accepted:
@@ -131,7 +133,7 @@ class GatewayService:
         vips = [vip if v.name == name else v for v in self.deployment.vips]
         if all(v.name != name for v in self.deployment.vips):
             vips.append(vip)
-        return self._apply(tuple(vips), vip, now)
+        return self._change_vip(tuple(vips), vip, now)
 
     @_one_write_at_a_time
     def delete_vip(self, name: str, now: float) -> None:
@@ -183,11 +185,11 @@ class GatewayService:
         if problems:
             raise ConfigError(problems)
         vips = tuple(changed if v.name == vip.name else v for v in self.deployment.vips)
-        return self._apply(vips, changed, now)
+        return self._change_vip(vips, changed, now)
 
     # ---- applying a change -----------------------------------------------------------------
 
-    def _apply(self, vips: tuple[Vip, ...], vip: Vip, now: float) -> dict | Accepted:
+    def _change_vip(self, vips: tuple[Vip, ...], vip: Vip, now: float) -> dict | Accepted:
         self._commit(vips, lambda: self.core.set_vip(vip, now))
         data = deployment_file.vip_to_data(vip)
         if self.tables_ready is None or self.tables_ready([vip.name], TABLE_WAIT_SECONDS):
@@ -205,9 +207,9 @@ class GatewayService:
             }
         )
 
-    def _commit(self, vips: tuple[Vip, ...], change: Callable[[], list]) -> None:
+    def _commit(self, vips: tuple[Vip, ...], change: Callable[[], Effects]) -> None:
         """Validate the would-be deployment and save it here; then, on the loop, make it
-        current and apply ``change`` to the core (sending what it returns)."""
+        current and make ``change`` to the core (applying the Effects it returns)."""
         candidate = dataclasses.replace(self.deployment, vips=vips)
         problems = deployment_file.change_problems(self.deployment, candidate)
         if problems:
@@ -217,7 +219,7 @@ class GatewayService:
 
         def apply() -> None:
             self.deployment = candidate
-            self.send(change())
+            self.apply(change())
 
         try:
             self.on_loop(apply)

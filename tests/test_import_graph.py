@@ -24,17 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ryu_app", "topology", "lab", "bench", "mininet")
 FRAMEWORKS = ("os_ken", "ryu", "eventlet", "webob", "waitress")  # the core imports none
 
-# The core's imports of code outside it that another branch of issue 12 removes (the encoder:
-# the core returns bytes from one encoder).  The lead empties this once that branch is merged;
-# ``test_the_allowlist_names_only_imports_that_still_exist`` fails until then.
-CORE_IMPORTS_ALLOWED_UNTIL_THE_ENCODER_MERGE = frozenset(
-    {
-        ("ryu_app.core.gateway", "ryu_app.ofmsg"),
-        ("ryu_app.core.gateway", "ryu_app.ofwire"),
-    }
-)
-
-
 # ---- the graph ------------------------------------------------------------------------------
 
 
@@ -177,15 +166,9 @@ def test_the_domain_model_imports_nothing_of_ours(graph):
 
 def test_the_core_imports_only_the_core(graph):
     """``ryu_app.core`` imports nothing of ``ryu_app`` outside it, nor ``topology`` or any
-    other package of ours (the allowlist aside, until the encoder branch is merged)."""
-    outside = core_imports_outside_the_core(graph) - CORE_IMPORTS_ALLOWED_UNTIL_THE_ENCODER_MERGE
+    other package of ours."""
+    outside = core_imports_outside_the_core(graph)
     assert outside == set()
-
-
-def test_the_allowlist_names_only_imports_that_still_exist(graph):
-    """Once the core no longer imports ``ofmsg``/``ofwire``, empty the allowlist."""
-    gone = CORE_IMPORTS_ALLOWED_UNTIL_THE_ENCODER_MERGE - core_imports_outside_the_core(graph)
-    assert gone == set(), "these imports are gone: remove them from the allowlist"
 
 
 @pytest.mark.parametrize(

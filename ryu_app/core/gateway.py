@@ -1,8 +1,10 @@
-"""One gateway switch's controller logic, free of the framework's event loop.
+"""One gateway switch's controller logic, free of the framework and its event loop.
 
-Each method takes ``now`` and the event's data and returns the OpenFlow messages to send; the
-os-ken app (``ryu_app.app``) only decodes events and sends what comes back.  Faucet's valve is
-the model: the app is a shim, this is where decisions live and where unit tests drive them.
+Each entry point takes ``now`` and the event's data and returns one ``Effects``: the OpenFlow
+messages to send (bytes, from ``openflow``, the one encoder), the Maglev tables to build, the
+lines to log.  The os-ken app (``ryu_app.app``) only decodes events and applies what comes
+back; nothing is left here for it to collect later.  Faucet's valve is the model: the app is a
+shim, this is where decisions live and where unit tests drive them (against a fake flow table).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ryu_app import ofmsg, ofwire
+from ryu_app.core import openflow as of
+from ryu_app.core import pipeline
 from ryu_app.core.balancer import Balancer, TableRequest
+from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
-from ryu_app.core.model import HASH_SRC_IP, Gateway, Vip, service_key
+from ryu_app.core.model import Gateway, Vip, service_key
 from ryu_app.core.packets import (
     mac_bytes,
     neighbour_advertisement,
@@ -37,7 +41,7 @@ SWEEP_PER_TICK = 5_000
 # of the same table, up to the maximum (then every maximum, for as long as the VIP wants it).
 BUILD_RETRY_FIRST = 0.5
 BUILD_RETRY_MAX = 60.0
-PORT_EVENTS = {ofwire.OFPPR_ADD: "added", ofwire.OFPPR_DELETE: "deleted"}  # else: "changed"
+PORT_EVENTS = {of.OFPPR_ADD: "added", of.OFPPR_DELETE: "deleted"}  # else: "changed"
 
 
 def build_retry_delay(attempt: int) -> float:
@@ -103,11 +107,12 @@ class GatewayCounters:
 
 
 class GatewayCore:
+    """One gateway's decisions.  Start it with its VIPs (``set_vips``), then feed it the
+    switch's events; each returns the ``Effects`` to apply."""
+
     def __init__(
         self,
         gateway: Gateway,
-        vips: list[Vip],
-        now: float = 0.0,
         balancer: Balancer | None = None,
         rng: random.Random | None = None,
     ):
@@ -115,74 +120,76 @@ class GatewayCore:
         self.mac = gateway.mac or default_mac(gateway.dpid)
         self.balancer = balancer or Balancer(entry_idle=PINNED)
         self.counters = GatewayCounters()
-        self.ports: ofmsg.Ports | None = None
+        self.ports: pipeline.Ports | None = None
         self.missing_ports: list[str] = []
         self._port_numbers: dict[str, int] | None = None  # the switch's ports, name -> number
         self._recent = RecentInstalls()
-        self.pending: list[TableRequest] = []
         self._build_failures: dict[TableRequest, int] = {}  # failed builds so far, per table
         self._retries: dict[str, tuple[float, TableRequest]] = {}  # VIP -> (when, what)
-        self.notices: list[str] = []  # one line per significant event, for the shell to log
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
         self._own = frozenset(own)
         self.prober = Prober(own, mac_bytes(self.mac), rng)
-        for vip in vips:
-            self.set_vip(vip, now)
 
     # ---- switch life cycle ---------------------------------------------------------------
 
-    def on_connect(self, now: float) -> list:
+    def on_connect(self, now: float) -> Effects:
         """A switch connected: forget what it had, ask for its ports."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
-        return [ofmsg.delete_own_flows(), ofmsg.port_desc_request()]
+        return Effects([pipeline.delete_own_flows(), of.port_desc_request()])
 
-    def on_disconnect(self, now: float) -> list:
+    def on_disconnect(self, now: float) -> Effects:
         """The switch is gone: nothing can be sent or answered until it is back.  Probes in
         flight are forgotten without a verdict (their answers could not come back)."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
         self.prober.abandon()
-        self.notices.append("switch disconnected: probing paused until it is back")
-        return []
+        return Effects(notices=["switch disconnected: probing paused until it is back"])
 
-    def on_ports(self, port_numbers: dict[str, int], now: float) -> list:
+    def on_ports(self, port_numbers: dict[str, int], now: float) -> Effects:
         """The switch's ports (names -> numbers, its port description at connection): install
         the base pipeline and one punt per VIP once the uplink and tunnel ports are there."""
         self._port_numbers = dict(port_numbers)
-        return self._follow_ports()
+        effects = Effects(self._follow_ports())
+        if self.ports is None:
+            missing, present = self.missing_ports, sorted(port_numbers)
+            effects.errors.append(f"switch lacks port(s) {missing}; has {present}")
+        else:
+            uplink, tunnel = self.ports.uplink, self.ports.tunnel
+            effects.notices.append(f"pipeline installed (uplink {uplink}, tunnel {tunnel})")
+        return effects
 
-    def on_port_status(self, reason: int, name: str, number: int, now: float) -> list:
-        """A port was added, deleted or changed (``reason``: ``ofwire.OFPPR_*``) after the
+    def on_port_status(self, reason: int, name: str, number: int, now: float) -> Effects:
+        """A port was added, deleted or changed (``reason``: ``openflow.OFPPR_*``) after the
         connection.  The port map follows (a port renamed or renumbered loses its old entry);
         when the uplink or tunnel port appears, vanishes or changes number, so does the
         pipeline (``_follow_ports``).  Other ports change nothing."""
         if self._port_numbers is None:
-            return []  # the port description has not come yet: it will say
+            return Effects()  # the port description has not come yet: it will say
         numbers = {n: p for n, p in self._port_numbers.items() if p != number and n != name}
-        if reason != ofwire.OFPPR_DELETE:
+        if reason != of.OFPPR_DELETE:
             numbers[name] = number
         self._port_numbers = numbers
         before = self.ports
-        messages = self._follow_ports()
+        effects = Effects(self._follow_ports())
         if self.ports != before:
             event = f"port {name} ({number}) {PORT_EVENTS.get(reason, 'changed')}"
             if self.ports is None:
                 missing = ", ".join(self.missing_ports)
-                self.notices.append(
+                effects.notices.append(
                     f"{event}: the switch lacks {missing}: pipeline removed, probing paused"
                 )
             else:
                 again = "re" if before else ""
-                self.notices.append(
+                effects.notices.append(
                     f"{event}: pipeline {again}installed "
                     f"(uplink {self.ports.uplink}, tunnel {self.ports.tunnel})"
                 )
-        return messages
+        return effects
 
-    def _follow_ports(self) -> list:
+    def _follow_ports(self) -> list[bytes]:
         """Resolve the uplink and tunnel ports from the port map; if that changed anything,
         replace the pipeline.  Every rule of ours names a port number (the VIP punts and ARP
         responder match the uplink, per-flow rules send to the tunnel), so all go (one
@@ -194,123 +201,130 @@ class GatewayCore:
         wanted = (self.gateway.uplink_port, self.gateway.tunnel_port)
         numbers = self._port_numbers or {}
         self.missing_ports = [name for name in wanted if name not in numbers]
-        ports = None if self.missing_ports else ofmsg.Ports(*(numbers[n] for n in wanted))
+        ports = None if self.missing_ports else pipeline.Ports(*(numbers[n] for n in wanted))
         if ports == self.ports:
             return []
         old, self.ports = self.ports, ports
         self._recent.clear()
         messages = []
         if old is not None:
-            messages.append(ofmsg.delete_own_flows())
+            messages.append(pipeline.delete_own_flows())
             self.prober.abandon()
         if ports is None:
             return messages
-        messages += ofmsg.base_flows(self.gateway.addresses, self.mac, ports)
+        messages += pipeline.base_flows(self.gateway.addresses, self.mac, ports)
         for state in self.balancer.vips.values():
-            messages += ofmsg.vip_flows(state.vip, self.gateway.addresses, ports.uplink)
+            messages += pipeline.vip_flows(state.vip, self.gateway.addresses, ports.uplink)
         return messages
 
     # ---- configuration -------------------------------------------------------------------
 
-    def set_vip(self, vip: Vip, now: float) -> list:
+    def set_vips(self, vips: list[Vip], now: float) -> Effects:
+        """The deployment's VIPs, at start: ``set_vip`` of each."""
+        effects = Effects()
+        for vip in vips:
+            effects += self.set_vip(vip, now)
+        return effects
+
+    def set_vip(self, vip: Vip, now: float) -> Effects:
         """Add or replace a VIP.  Backends that stay keep their flows and health; the rules of
         backends that went (or changed tunnel or MAC) are deleted from the switch."""
         old = self.balancer.vips.get(vip.name)
         old_ids = set(old.backend_ids.values()) if old else set()
-        self.pending += self.balancer.set_vip(vip)
+        effects = Effects(tables=self.balancer.set_vip(vip))
         state = self.balancer.vips[vip.name]
         self.prober.set_vip(vip, state.healthy, now)
-        self.notices.append(
+        effects.notices.append(
             f"VIP {vip.name} {'replaced' if old else 'added'}: {vip.protocol} "
             f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
         )
         if self.ports is None:
-            return []
-        messages = [
-            ofmsg.delete_backend_flows(i) for i in old_ids - set(state.backend_ids.values())
-        ]
+            return effects
+        messages = effects.messages
+        for backend_id in old_ids - set(state.backend_ids.values()):
+            messages.append(pipeline.delete_backend_flows(backend_id))
         addresses, uplink = self.gateway.addresses, self.ports.uplink
         if old and service_key(old.vip) != service_key(vip):
-            messages += ofmsg.remove_vip_flows(old.vip, addresses, uplink)
-        messages += ofmsg.vip_flows(vip, addresses, uplink)
-        return messages
+            messages += pipeline.remove_vip_flows(old.vip, addresses, uplink)
+        messages += pipeline.vip_flows(vip, addresses, uplink)
+        return effects
 
-    def remove_vip(self, name: str, now: float) -> list:
+    def remove_vip(self, name: str, now: float) -> Effects:
         state = self.balancer.vips.get(name)
         if state is None:
             raise KeyError(name)
         self.balancer.remove_vip(name)
         self.prober.remove_vip(name)
-        self.notices.append(f"VIP {name} removed")
+        effects = Effects(notices=[f"VIP {name} removed"])
         if self.ports is None:
-            return []
-        messages = ofmsg.remove_vip_flows(state.vip, self.gateway.addresses, self.ports.uplink)
-        return messages + [ofmsg.delete_backend_flows(i) for i in state.backend_ids.values()]
+            return effects
+        addresses, uplink = self.gateway.addresses, self.ports.uplink
+        effects.messages += pipeline.remove_vip_flows(state.vip, addresses, uplink)
+        effects.messages += [pipeline.delete_backend_flows(i) for i in state.backend_ids.values()]
+        return effects
 
     # ---- the packet path -----------------------------------------------------------------
 
-    def on_messages(self, messages: list[bytes], now: float) -> list:
+    def on_messages(self, messages: list[bytes], now: float) -> Effects:
         """A burst of raw OpenFlow messages from the fast lane (packet-ins and flow-removeds):
-        the answers, in order.  A message that does not frame is counted and dropped."""
-        answers = []
+        the answers, in order, in one ``Effects``.  A message that does not frame is counted
+        and dropped."""
+        effects = Effects()
         for message in messages:
             msg_type = message[1]
             try:
-                if msg_type == ofwire.OFPT_PACKET_IN:
-                    buffer_id, in_port, data = ofwire.parse_packet_in(message)
-                    answers += self.on_packet_in(in_port, buffer_id, data, now)
-                elif msg_type == ofwire.OFPT_FLOW_REMOVED:
-                    cookie, reason, flow = ofwire.parse_flow_removed(message)
-                    self.on_flow_removed(cookie, flow, now, reason)
-            except ofwire.WireError as error:
-                self.counters.packet_ins += msg_type == ofwire.OFPT_PACKET_IN
+                if msg_type == of.OFPT_PACKET_IN:
+                    buffer_id, in_port, data = of.parse_packet_in(message)
+                    self._packet_in(in_port, buffer_id, data, now, effects)
+                elif msg_type == of.OFPT_FLOW_REMOVED:
+                    cookie, reason, flow = of.parse_flow_removed(message)
+                    self._flow_removed(cookie, flow, reason)
+            except of.WireError as error:
+                self.counters.packet_ins += msg_type == of.OFPT_PACKET_IN
                 self.counters.malformed[error.reason] += 1
-        return answers
+        return effects
 
-    def on_packet_in(self, in_port: int, buffer_id: int, data: bytes, now: float) -> list:
+    def _packet_in(
+        self, in_port: int, buffer_id: int, data: bytes, now: float, effects: Effects
+    ) -> None:
         self.counters.packet_ins += 1
         ports = self.ports
         if ports is None:
-            return []
+            return
         try:
             flow = parse_frame(data)
         except FrameError as error:
-            if error.reason == "not-tcp-udp" and in_port == ports.uplink:
-                answer = self._neighbour_answer(in_port, data)
-                if answer:
-                    return answer
+            neighbour = error.reason == "not-tcp-udp" and in_port == ports.uplink
+            if neighbour and self._neighbour_answer(in_port, data, effects):
+                return
             self.counters.malformed[error.reason] += 1
-            return []
+            return
         if in_port != ports.uplink:
             self.counters.foreign_port += 1
-            return []
+            return
         if flow.dst in self._own:
-            return self._probe_answer(data, now)
+            self._probe_answer(data, now, effects)
+            return
         decision = self.balancer.pick(flow, now)
         if decision is None:
-            return []
+            return
         vip, backend = decision.vip, decision.backend
-        # The two messages of a new flow, as bytes (ofwire: identical to ofmsg's, much cheaper).
-        actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
-        messages = []
+        # The two messages of a new flow; the backend's actions are encoded once (cached).
+        actions = pipeline.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
+        messages = effects.messages
         key = decision.key
         if not self._recent.contains(key, now):
             if decision.from_table:
                 self.counters.reinstalls += 1
-            match = ofwire.flow_match(flow, ports.uplink, vip.hash != HASH_SRC_IP)
-            cookie = ofmsg.flow_cookie(decision.backend_id)
             messages.append(
-                ofwire.flow_mod(match, actions, cookie, vip.idle_timeout, ofmsg.PRIORITY_FLOW)
+                pipeline.flow_rule(flow, vip, decision.backend_id, actions, ports.uplink)
             )
             self.counters.flows_installed += 1
             self._recent.add(key, now)
-        messages.append(ofwire.packet_out(in_port, buffer_id, actions, data))
+        messages.append(of.packet_out(in_port, buffer_id, actions, data))
         self.counters.packet_outs += 1
-        return messages
 
-    def on_flow_removed(
-        self, cookie: int, flow: Flow | None, now: float, reason: int = ofmsg.REMOVED_IDLE
-    ) -> list:
+    def _flow_removed(self, cookie: int, flow: Flow | None, reason: int) -> None:
         """The switch expired a per-flow rule (``flow``: what its match names): the flow is
         over, forget it here too.
 
@@ -318,50 +332,53 @@ class GatewayCore:
         entries dropped already, and the rules deleted at a switch's (re)connection belong to
         flows that may still be running (their next packet-in reinstalls them, pinned by the
         entry that stays here)."""
-        if reason == ofmsg.REMOVED_DELETE or ofmsg.backend_of_cookie(cookie) is None:
-            return []
+        if reason == of.OFPRR_DELETE or pipeline.backend_of_cookie(cookie) is None:
+            return
         state = self.balancer.match(flow) if flow else None
         if state is None:
-            return []
+            return
         key = flow_key(flow, state.vip.hash)
         self.balancer.flows.remove(key)
         self._recent.discard(key)
         self.counters.flows_removed += 1
-        return []
 
-    def _neighbour_answer(self, in_port: int, data: bytes) -> list:
+    def _neighbour_answer(self, in_port: int, data: bytes, effects: Effects) -> bool:
+        """Answer a neighbour solicitation for one of the gateway's addresses (True)."""
         solicitation = parse_solicitation(data)
         if solicitation is None or solicitation.target not in self._own:
-            return []
+            return False
         self.counters.neighbour_answers += 1
         frame = neighbour_advertisement(solicitation, mac_bytes(self.mac))
-        return [ofmsg.controller_packet_out([ofmsg.output(in_port)], frame)]
+        effects.messages.append(of.controller_packet_out(of.output(in_port), frame))
+        return True
 
-    def _probe_answer(self, data: bytes, now: float) -> list:
+    def _probe_answer(self, data: bytes, now: float, effects: Effects) -> None:
         try:
             segment = parse_segment(data)
         except FrameError as error:
             self.counters.malformed[error.reason] += 1
-            return []
+            return
         self.counters.probe_replies += 1
         sends, verdicts = self.prober.on_segment(segment, now)
-        return self._probe_packets(sends) + self._apply(verdicts)
+        effects.messages += self._probe_packets(sends)
+        self._take_verdicts(verdicts, effects)
 
     # ---- health --------------------------------------------------------------------------
 
-    def health_tick(self, now: float) -> list:
+    def health_tick(self, now: float) -> Effects:
         """Called often (every few tens of ms): time out late probes, start due ones, sweep a
         slice of the flow table for entries of backends that went down, and ask again for
         the tables whose failed build is due for another try."""
         self.balancer.flows.sweep(SWEEP_PER_TICK)
+        effects = Effects()
         if self._retries:
-            self.pending += self._retries_due(now)
-        messages = self._apply(self.prober.expire(now))
+            self._retries_due(now, effects)
+        self._take_verdicts(self.prober.expire(now), effects)
         if self.ports is not None:  # probes travel through the switch
-            messages += self._probe_packets(self.prober.due(now))
-        return messages
+            effects.messages += self._probe_packets(self.prober.due(now))
+        return effects
 
-    def _probe_packets(self, sends: list[Send]) -> list:
+    def _probe_packets(self, sends: list[Send]) -> list[bytes]:
         messages = []
         for send in sends:
             state = self.balancer.vips.get(send.vip)
@@ -369,64 +386,60 @@ class GatewayCore:
             if backend is None or self.ports is None:
                 continue
             vni, tunnel = state.vip.vni, self.ports.tunnel
-            actions = ofwire.backend_actions(backend.mac, backend.tunnel_ip, vni, tunnel)
-            messages.append(ofwire.controller_packet_out(actions, send.frame))
+            actions = pipeline.backend_actions(backend.mac, backend.tunnel_ip, vni, tunnel)
+            messages.append(of.controller_packet_out(actions, send.frame))
         return messages
 
-    def _apply(self, verdicts: list[Verdict]) -> list:
-        messages = []
+    def _take_verdicts(self, verdicts: list[Verdict], effects: Effects) -> None:
         for verdict in verdicts:
             transition = verdict.transition
-            self.notices.append(
+            effects.notices.append(
                 f"backend {verdict.backend} of VIP {verdict.vip} is {transition.state.upper()}"
                 f" ({transition.reason})"
             )
-            messages += self.set_health(verdict.vip, verdict.backend, transition.state == UP)
-        return messages
+            effects += self.set_health(verdict.vip, verdict.backend, transition.state == UP)
 
-    def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> list:
+    def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> Effects:
         """This gateway's own verdict on a backend.  Down: its rules go from the switch now,
-        its entries from the table; the rebuilt Maglev table is requested in ``pending``."""
+        its entries from the table; either way the rebuilt Maglev table is asked for."""
         backend_id = self.balancer.vips[vip_name].backend_ids.get(backend_name)
-        self.pending += self.balancer.set_health(vip_name, backend_name, healthy)
-        if healthy or self.ports is None:
-            return []
-        return [ofmsg.delete_backend_flows(backend_id)]  # by its id before it went down
+        effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy))
+        if not healthy and self.ports is not None:
+            effects.messages.append(pipeline.delete_backend_flows(backend_id))  # its id then
+        return effects
 
     # ---- Maglev tables built by the shell -------------------------------------------------
 
-    def table_built(self, request: TableRequest, table) -> bool:
-        """A table asked for in ``pending`` was built: swap it in (False: the VIP changed
-        meanwhile, it waits for another)."""
+    def table_built(self, request: TableRequest, table) -> Effects:
+        """A table asked for in an ``Effects`` was built: swap it in (unless the VIP changed
+        meanwhile: then it waits for the table asked for by that change)."""
         self._build_failures.pop(request, None)
-        return self.balancer.install_table(request, table)
+        if not self.balancer.install_table(request, table):
+            return Effects()
+        backends = len(request.spec.backends)
+        return Effects(notices=[f"VIP {request.vip}: Maglev table rebuilt ({backends} backends)"])
 
-    def table_build_failed(self, request: TableRequest, now: float) -> tuple[int, float]:
-        """Building a table raised: it is asked for again (in ``pending``) after a delay that
-        doubles with each failure of the same table (``build_retry_delay``), unless the VIP
-        no longer wants it by then.  Returns (failures of this table so far, the delay)."""
+    def table_build_failed(self, request: TableRequest, error: Exception, now: float) -> Effects:
+        """Building a table raised ``error``: it is asked for again (by ``health_tick``) after
+        a delay that doubles with each failure of the same table (``build_retry_delay``),
+        unless the VIP no longer wants it by then."""
         self.counters.table_build_failures += 1
         failures = self._build_failures[request] = self._build_failures.get(request, 0) + 1
         delay = build_retry_delay(failures)
         self._retries[request.vip] = (now + delay, request)  # one per VIP: the latest
-        return failures, delay
+        return Effects(
+            errors=[
+                f"building the Maglev table of VIP {request.vip} failed ({failures} time(s)): "
+                f"{error!r}; asking again in {delay:g} s if the VIP still wants it"
+            ]
+        )
 
-    def _retries_due(self, now: float) -> list[TableRequest]:
+    def _retries_due(self, now: float, effects: Effects) -> None:
         due = [request for at, request in self._retries.values() if at <= now]
-        wanted = []
         for request in due:
             del self._retries[request.vip]
             if self.balancer.wants(request):
-                wanted.append(request)
+                effects.tables.append(request)
             else:  # the VIP changed (its new table was asked for then), is gone, or has it
                 self._build_failures.pop(request, None)
-                self.notices.append(f"VIP {request.vip}: retry of a failed build dropped")
-        return wanted
-
-    def take_pending(self) -> list[TableRequest]:
-        pending, self.pending = self.pending, []
-        return pending
-
-    def take_notices(self) -> list[str]:
-        notices, self.notices = self.notices, []
-        return notices
+                effects.notices.append(f"VIP {request.vip}: retry of a failed build dropped")

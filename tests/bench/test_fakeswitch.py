@@ -1,8 +1,8 @@
 """The new-flow benchmark's fake switch speaks OpenFlow 1.3 as os-ken reads and writes it.
 
 Every message the switch writes is parsed back with os-ken's own parser, and every message it
-reads is one os-ken (through ``ryu_app.ofmsg``, or a plain app's way) serialised, or one of
-Lockstep's own encodings (``ryu_app.ofwire``).  Health probes are Lockstep's prober's own, and
+reads is one os-ken serialised (a plain app's way), or one of Lockstep's (``ryu_app.core.openflow``,
+byte for byte what os-ken writes).  Health probes are Lockstep's prober's own, and
 the switch's answers go back into it.
 """
 
@@ -20,7 +20,7 @@ from os_ken.ofproto import ofproto_parser, ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from bench import fakeswitch, nullcontroller, switchwire
-from ryu_app import ofmsg, ofwire
+from ryu_app.core import openflow, pipeline
 from ryu_app.core.flowkey import parse_frame
 from ryu_app.core.model import Backend, HealthCheck, Vip
 from ryu_app.core.packets import TCP_ACK, TCP_RST, TCP_SYN, parse_segment
@@ -48,6 +48,10 @@ def serialise(message) -> bytes:
     message.set_xid(7)
     message.serialize()
     return bytes(message.buf)
+
+
+def backend_actions(vip: Vip, backend: Backend, tunnel_port: int) -> bytes:
+    return pipeline.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, tunnel_port)
 
 
 def expected_client(index: int) -> tuple[str, int]:
@@ -87,10 +91,9 @@ def test_consecutive_packet_ins_are_distinct_flows():
 def test_lockstep_flow_rule_and_packet_out_name_their_flow(index):
     frame = switchwire.SynFactory().packet_in(index)[-switchwire.FRAME_LEN :]
     flow = parse_frame(frame)
-    ports = ofmsg.Ports(1, 2)
-    rule = serialise(ofmsg.flow_rule(flow, VIP, VIP.backends[0], 3, ports))
-    actions = ofmsg.backend_actions(VIP, VIP.backends[0], ports.tunnel)
-    out = serialise(ofmsg.packet_out(1, actions, ofproto_v1_3.OFP_NO_BUFFER, frame))
+    actions = backend_actions(VIP, VIP.backends[0], 2)
+    rule = pipeline.flow_rule(flow, VIP, 3, actions, 1)
+    out = openflow.packet_out(1, openflow.OFP_NO_BUFFER, actions, frame)
     assert switchwire.flow_mod_index(rule, 0, len(rule)) == index
     assert switchwire.packet_out_index(out, 0, len(out)) == index
 
@@ -105,8 +108,8 @@ def test_a_plain_apps_flow_mod_in_another_field_order_names_its_flow():
 
 
 def test_other_flow_mods_and_packet_outs_name_no_flow():
-    punt = serialise(ofmsg.vip_punt(VIP, 1))
-    delete = serialise(ofmsg.delete_own_flows())
+    punt, _ = pipeline.vip_flows(VIP, ("10.0.1.1",), 1)  # the VIP's punt, its probes' answers
+    delete = pipeline.delete_own_flows()
     arp = bytes.fromhex("ffffffffffff0200000000010806") + bytes(28)
     probe = serialise(parser.OFPPacketOut(DATAPATH, ofproto_v1_3.OFP_NO_BUFFER, 2, [], data=arp))
     assert switchwire.flow_mod_index(punt, 0, len(punt)) == -1
@@ -188,8 +191,8 @@ def probe_syn() -> tuple[Prober, bytes, bytes]:
     prober = Prober([socket.inet_aton(GATEWAY)], switchwire.GATEWAY_MAC, random.Random(3))
     prober.set_vip(VIP3, {"vm1"}, 0.0)
     [send] = prober.due(1.0)
-    actions = ofmsg.backend_actions(VIP3, VIP3.backends[0], 2)
-    return prober, send.frame, serialise(ofmsg.controller_packet_out(actions, send.frame))
+    actions = backend_actions(VIP3, VIP3.backends[0], 2)
+    return prober, send.frame, openflow.controller_packet_out(actions, send.frame)
 
 
 def test_a_probe_answer_is_the_syn_ack_locksteps_prober_waits_for():
@@ -220,14 +223,13 @@ def test_the_tunnel_endpoint_of_flow_mods_and_packet_outs():
     _, _, probe = probe_syn()
     assert switchwire.packet_out_tunnel(probe, 0) == vm1
     frame = switchwire.SynFactory().packet_in(5)[-switchwire.FRAME_LEN :]
-    ports = ofmsg.Ports(1, 2)
-    rule = serialise(ofmsg.flow_rule(parse_frame(frame), VIP3, VIP3.backends[0], 3, ports))
+    actions = backend_actions(VIP3, VIP3.backends[0], 2)
+    rule = pipeline.flow_rule(parse_frame(frame), VIP3, 3, actions, 1)
     assert switchwire.flow_mod_tunnel(rule, 0, len(rule)) == vm1
-    actions = ofwire.backend_actions("02:00:00:00:01:01", VIP3.backends[0].tunnel_ip, 100, 2)
-    out = ofwire.packet_out(1, ofproto_v1_3.OFP_NO_BUFFER, actions, frame)
+    out = openflow.packet_out(1, openflow.OFP_NO_BUFFER, actions, frame)
     assert switchwire.packet_out_tunnel(out, 0) == vm1
     plain = switchwire.flow_mod(1, 200, switchwire.match(b""), switchwire.output(2))
-    delete = serialise(ofmsg.delete_own_flows())
+    delete = pipeline.delete_own_flows()
     assert switchwire.flow_mod_tunnel(plain, 0, len(plain)) == -1
     assert switchwire.flow_mod_tunnel(delete, 0, len(delete)) == -1
 
@@ -254,14 +256,13 @@ def test_switch_answers_probes_unless_silenced_and_watches_where_flows_go():
 
     switch.watch_tunnel = switchwire.address_int(VIP3.backends[0].tunnel_ip)
     switch._send_syns(3, time.perf_counter())  # flows 0, 1 and 2 are out
-    ports = ofmsg.Ports(1, 2)
+    actions = backend_actions(VIP3, VIP3.backends[0], 2)
 
     def rule(index: int, backend_id: int) -> bytes:
         frame = switchwire.SynFactory().packet_in(index)[-switchwire.FRAME_LEN :]
-        flow = parse_frame(frame)
-        return serialise(ofmsg.flow_rule(flow, VIP3, VIP3.backends[0], backend_id, ports))
+        return pipeline.flow_rule(parse_frame(frame), VIP3, backend_id, actions, 1)
 
-    deliver(rule(0, 7), serialise(ofmsg.delete_backend_flows(7)), rule(1, 7), rule(2, 8))
+    deliver(rule(0, 7), pipeline.delete_backend_flows(7), rule(1, 7), rule(2, 8))
     assert switch.witnesses == {0: (0, 7)}  # the first flow placed on the watched endpoint
     assert list(switch.backend_deletes) == [7]
     assert switch.counters.watched_flows == 3

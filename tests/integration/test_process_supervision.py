@@ -34,8 +34,8 @@ import yaml
 from bench.bench_newflow import deployment
 from bench.fakeswitch import FakeSwitch
 from lab.ovs import free_port, wait_for
+from ryu_app.core.pipeline import PRIORITY_VIP
 from ryu_app.launcher import EXIT_THREAD_ENDED
-from ryu_app.ofmsg import PRIORITY_VIP
 
 ROOT = Path(__file__).resolve().parents[2]
 NOFILE = 256  # the gateway's descriptor limit, soft and hard: it cannot raise it

@@ -1,5 +1,6 @@
-"""A gateway's REST side in-process: core + GatewayService + RestApi, with collectors for what
-the service sends to the switch and saves to the state file."""
+"""A gateway's REST side in-process: core + GatewayService + RestApi, with a fake switch table
+that the service's changes reach (``table``, ``sent``: its messages), the tables they ask for
+(built by ``settle``, as the app's worker would) and what it saves to the state file."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 from webob import Request
 
-from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from ryu_app.rest import RestApi
 from ryu_app.service import GatewayService
+from tests.ryu_app.fake_oftable import FakeOFTable, packet_fields, raw_packet_in, run_actions
 from topology import deployment as deployment_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,17 +39,21 @@ class Harness:
     ):
         self.gateway = DEPLOYMENT.gateway(gateway)
         self.now = 100.0
-        self.core = GatewayCore(self.gateway, list(DEPLOYMENT.vips), self.now, rng=random.Random(1))
+        self.core = GatewayCore(self.gateway, rng=random.Random(1))
         self.core.balancer.cache = TABLES if tables is None else tables  # before any build
+        self.table = FakeOFTable()
+        self.sent: list[bytes] = []  # messages the service's changes sent to the switch
+        self.tables_wanted: list = []  # tables they asked for, not built yet (``settle``)
+        self.apply(self.core.set_vips(list(DEPLOYMENT.vips), self.now))
         self.settle()
-        self.core.on_connect(self.now)
+        self.apply(self.core.on_connect(self.now))
         ports = {self.gateway.uplink_port: UPLINK, self.gateway.tunnel_port: TUNNEL}
-        self.core.on_ports(ports, self.now)
-        self.sent: list = []
+        self.apply(self.core.on_ports(ports, self.now))
+        self.sent.clear()
         self.saved: list = []
         self.save_error: Exception | None = None
         self.service = GatewayService(
-            self.core, DEPLOYMENT, self.gateway, send=self.sent.extend, save=self._save
+            self.core, DEPLOYMENT, self.gateway, apply=self.apply, save=self._save
         )
         self.app = RestApi(
             self.service,
@@ -61,9 +67,17 @@ class Harness:
             raise self.save_error
         self.saved.append(vips)
 
+    def apply(self, effects) -> None:
+        """What the app's ``apply`` does: the messages to the switch, the tables to build."""
+        self.table.apply(effects.messages)
+        self.sent += effects.messages
+        self.tables_wanted += effects.tables
+
     def settle(self) -> None:
         """Build and install the tables the core asked for (the app does it in a worker)."""
-        self.core.balancer.rebuild_now(self.core.take_pending())
+        requests, self.tables_wanted = self.tables_wanted, []
+        for request in requests:
+            self.core.table_built(request, self.core.balancer.cache.get_or_build(request.spec))
 
     def request(self, method: str, path: str, body=None, token: str | None = None, raw=None):
         headers = {}
@@ -85,20 +99,41 @@ class Harness:
         assert response.status_int == 200, response.text
         return response.json
 
-    def client_packet(self, sport: int, src: str = "10.1.0.11", dst: str = "10.0.0.100"):
-        """A client's SYN to the VIP arriving on the uplink; returns the core's messages."""
-        frame = tcp_frame(
+    def client_packet(
+        self, sport: int, src: str = "10.1.0.11", dst: str = "10.0.0.100", dport: int = 80
+    ):
+        """A client's SYN to a VIP, punted by the switch: the core's answer goes to the switch
+        (not into ``sent``: that is the REST changes' own); returns it."""
+        packet_in = raw_packet_in(UPLINK, self.syn(sport, src, dst, dport))
+        effects = self.core.on_messages([packet_in], self.now)
+        self.table.apply(effects.messages)
+        return effects
+
+    def syn(self, sport: int, src: str = "10.1.0.11", dst: str = "10.0.0.100", dport: int = 80):
+        """A client's SYN to a VIP, as the router delivers it to the gateway."""
+        return tcp_frame(
             bytes.fromhex("02000000fe01"),
             bytes.fromhex("020000000001"),
             ipaddress.ip_address(src).packed,
             ipaddress.ip_address(dst).packed,
             sport,
-            80,
+            dport,
             1,
             0,
             TCP_SYN,
         )
-        return self.core.on_packet_in(UPLINK, ofp.OFP_NO_BUFFER, frame, self.now)
+
+    def where(self, frame: bytes):
+        """Where the switch sends ``frame`` arriving on the uplink (``fake_oftable.Forwarding``)."""
+        return self.table.forward(packet_fields(UPLINK, frame))
+
+    def flow_backends(self) -> list[str]:
+        """The backends the switch's per-flow rules send to (by tunnel endpoint), sorted."""
+        vips = (*DEPLOYMENT.vips, *self.service.deployment.vips)
+        tunnels = {b.tunnel_ip: b.name for vip in vips for b in vip.backends}
+        rules = self.table.rules_at(pipeline.PRIORITY_FLOW)
+        ends = (run_actions(rule.actions, {}).tunnel[0] for rule in rules)
+        return sorted(tunnels.get(end, end) for end in ends)
 
 
 @pytest.fixture

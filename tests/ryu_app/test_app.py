@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import sys
 import threading
 import time
@@ -17,8 +18,11 @@ from ryu_app import app as app_module
 from ryu_app import builder as builder_module
 from ryu_app import compat, fastlane, rest, service, settings
 from ryu_app.core import gateway as gateway_module
+from ryu_app.core import openflow
 from ryu_app.core.maglev import build_table
+from ryu_app.core.packets import TCP_SYN, tcp_frame
 from tests.ryu_app.conftest import DEPLOYMENT
+from tests.ryu_app.fake_oftable import raw_packet_in
 
 TABLE_SIZE = 251  # quick to build
 hub = compat.load("lib.hub")
@@ -146,3 +150,62 @@ def test_a_retry_is_dropped_once_a_newer_change_got_its_table(running, monkeypat
     assert isinstance(second, dict) and table_current(app)
     time.sleep(1.0)  # the first table's retry came due: not wanted any more
     assert tables.calls == 2 and table_current(app)
+
+
+class RecordingSwitch:
+    """A connected switch as the app sees it: each ``send`` is one write."""
+
+    id = 1
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes) -> bool:
+        self.writes.append(data)
+        return True
+
+
+def message_types(write: bytes) -> list[int]:
+    """The OpenFlow message types in one write, in order."""
+    types, offset = [], 0
+    while offset < len(write):
+        _, kind, length, _ = struct.unpack_from("!BBHI", write, offset)
+        types.append(kind)
+        offset += length
+    assert offset == len(write)
+    return types
+
+
+def test_a_burst_of_packet_ins_is_answered_in_one_write(running):
+    app, _ = running
+    switch = RecordingSwitch()
+    ports = {app.gateway.uplink_port: 1, app.gateway.tunnel_port: 2}
+    with app.core_lock:
+        app.datapath = switch
+        app.apply(app.core.on_connect(app.clock()))
+        app.apply(app.core.on_ports(ports, app.clock()))
+    assert [message_types(w) for w in switch.writes] == [
+        [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST],
+        [openflow.OFPT_FLOW_MOD] * 7,  # base rules, the VIP's punt and its probes' answers
+    ]
+    switch.writes.clear()
+    syns = [tcp_syn(40000 + n) for n in range(20)]
+    app.fast_lane(switch, [raw_packet_in(1, frame) for frame in syns])
+    (write,) = switch.writes
+    assert message_types(write) == [openflow.OFPT_FLOW_MOD, openflow.OFPT_PACKET_OUT] * 20
+    assert app.handler_errors == 0
+
+
+def tcp_syn(sport: int) -> bytes:
+    """A client's SYN to VIP web (10.0.0.100:80)."""
+    return tcp_frame(
+        bytes.fromhex("02000000fe01"),
+        bytes.fromhex("020000000001"),
+        bytes([10, 1, 0, 11]),
+        bytes([10, 0, 0, 100]),
+        sport,
+        80,
+        1,
+        0,
+        TCP_SYN,
+    )

@@ -9,11 +9,9 @@ import json
 import pytest
 from webob import Request
 
-from ryu_app import ofmsg
-from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.compat import ofproto_v1_3_parser as parser
-from ryu_app.core import flowkey
+from ryu_app.core import flowkey, pipeline
 from ryu_app.rest import MAX_BODY, RestApi
+from tests.ryu_app.fake_oftable import raw_packet_in
 
 API_VIP = {
     "name": "api",
@@ -37,8 +35,12 @@ def problem_paths(response) -> list[str]:
     return [p["path"] for p in response.json.get("problems", [])]
 
 
-def flow_mods(messages, command):
-    return [m for m in messages if isinstance(m, parser.OFPFlowMod) and m.command == command]
+def placed(harness, ports=range(40000, 40040)) -> list[str]:
+    """Clients' connections to VIP web, placed by the controller (their rules in the switch):
+    the backends they went to."""
+    for port in ports:
+        harness.client_packet(port)
+    return harness.flow_backends()
 
 
 # ---- VIPs ----------------------------------------------------------------------------------
@@ -62,10 +64,10 @@ def test_create_vip_is_201_saved_and_punted(harness):
     assert created["health"]["type"] == "tcp" and created["backends"][1]["weight"] == 2
     assert harness.get_json("/v1/vips/api") == created
     assert [v.name for v in harness.saved[-1]] == ["web", "api"]
-    punt, answers = flow_mods(harness.sent, ofp.OFPFC_ADD)
-    assert answers.priority == ofmsg.PRIORITY_LOCAL  # the return of its health probes
-    assert dict(punt.match.items())["ipv4_dst"] == "10.0.0.101"
-    assert dict(punt.match.items())["tcp_dst"] == 443
+    assert harness.where(harness.syn(40000, dst="10.0.0.101", dport=443)).to_controller
+    assert not harness.where(harness.syn(40000, dst="10.0.0.101", dport=444)).to_controller
+    (answers,) = harness.table.rules_at(pipeline.PRIORITY_LOCAL)[1:]  # web's, then api's
+    assert answers.match["tcp_src"] == 443  # the return of its health probes
     assert "api" in harness.core.balancer.vips and ("api", "vm2") in harness.core.prober.states
 
 
@@ -75,13 +77,13 @@ def test_create_of_an_existing_name_is_409(harness):
 
 
 def test_replace_vip_drops_the_flows_of_a_removed_backend(harness):
-    ids = dict(harness.core.balancer.vips["web"].backend_ids)
+    before = placed(harness)
+    assert "vm4" in before
     body = web(harness)
     body["backends"] = body["backends"][:3]
     response = harness.request("PUT", "/v1/vips/web", body)
     assert response.status_int == 200 and len(response.json["backends"]) == 3
-    deletes = flow_mods(harness.sent, ofp.OFPFC_DELETE)
-    assert [m.cookie & 0xFFFFFFFF for m in deletes] == [ids["vm4"]]
+    assert harness.flow_backends() == [b for b in before if b != "vm4"]
     assert [b["name"] for b in web(harness)["backends"]] == ["vm1", "vm2", "vm3"]
 
 
@@ -93,12 +95,14 @@ def test_put_of_a_new_name_creates_it_and_the_name_may_be_left_to_the_url(harnes
 
 
 def test_delete_vip_is_204_and_removes_its_rules(harness):
+    assert placed(harness)
     response = harness.request("DELETE", "/v1/vips/web")
     assert response.status_int == 204 and response.body == b""
     assert harness.request("GET", "/v1/vips/web").status_int == 404
     assert harness.get_json("/v1/vips") == {"vips": []}
-    assert len(flow_mods(harness.sent, ofp.OFPFC_DELETE_STRICT)) == 2  # punt, probe answers
-    assert len(flow_mods(harness.sent, ofp.OFPFC_DELETE)) == 4  # each backend's flows
+    assert harness.flow_backends() == []  # each backend's flows went
+    assert not harness.where(harness.syn(40000)).to_controller  # no punt ...
+    assert harness.table.rules_at(pipeline.PRIORITY_LOCAL) == []  # ... nor probe answers
     assert harness.saved == [()]
 
 
@@ -280,6 +284,8 @@ def test_put_of_an_unknown_backend_adds_it(harness):
 
 
 def test_patch_weight_zero_drains_and_keeps_the_other_fields(harness):
+    before = placed(harness)
+    assert "vm2" in before
     response = harness.request("PATCH", "/v1/vips/web/backends/vm2", {"weight": 0})
     assert response.status_int == 200
     vm2 = response.json["backends"][1]
@@ -293,7 +299,7 @@ def test_patch_weight_zero_drains_and_keeps_the_other_fields(harness):
         flowkey.flow_from_fields("10.1.0.11", p, "10.0.0.100", 80, 6) for p in range(40000, 40300)
     ]
     assert "vm2" not in {harness.core.balancer.predict(f) for f in flows}  # no new flows
-    assert flow_mods(harness.sent, ofp.OFPFC_DELETE) == []  # its connections stay
+    assert harness.flow_backends() == before  # its connections stay
 
 
 def test_patch_that_is_not_an_object_is_400(harness):
@@ -303,11 +309,11 @@ def test_patch_that_is_not_an_object_is_400(harness):
 
 
 def test_delete_backend_is_204(harness):
-    ids = harness.core.balancer.vips["web"].backend_ids
-    vm3 = ids["vm3"]
+    before = placed(harness)
+    assert "vm3" in before
     assert harness.request("DELETE", "/v1/vips/web/backends/vm3").status_int == 204
     assert [b["name"] for b in harness.get_json("/v1/vips/web/backends")] == ["vm1", "vm2", "vm4"]
-    assert [m.cookie & 0xFFFFFFFF for m in flow_mods(harness.sent, ofp.OFPFC_DELETE)] == [vm3]
+    assert harness.flow_backends() == [b for b in before if b != "vm3"]
 
 
 # ---- a rejected request changes nothing -------------------------------------------------------
@@ -570,7 +576,7 @@ def test_metrics_have_help_and_type_and_count_packet_ins(harness):
     harness.client_packet(42000)
     harness.client_packet(42000)
     harness.client_packet(42001)
-    harness.core.on_packet_in(1, ofp.OFP_NO_BUFFER, b"\x00" * 20, harness.now)
+    harness.core.on_messages([raw_packet_in(1, b"\x00" * 20)], harness.now)
     harness.core.set_health("web", "vm1", False)
     samples, _ = parse_metrics(harness.request("GET", "/metrics").text)
     assert samples["lockstep_packet_ins_total"] == 4

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from ryu_app import ofmsg
-from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.flowkey import flow_from_fields
 from ryu_app.core.gateway import GatewayCore
@@ -51,9 +50,9 @@ def test_create_is_validated_saved_then_applied(harness):
     assert "api" in harness.core.balancer.vips
     assert deployment_file.parse_vip(data) == harness.service.vip("api")
     assert [v.name for v in harness.service.deployment.vips] == ["web", "api"]
-    punt, answers = harness.sent
-    assert punt.priority == ofmsg.PRIORITY_VIP and punt.command == ofp.OFPFC_ADD
-    assert answers.priority == ofmsg.PRIORITY_LOCAL and answers.command == ofp.OFPFC_ADD
+    assert len(harness.sent) == 2  # the punt and the return of the probes' answers
+    assert harness.where(harness.syn(40000, dst="10.0.0.101", dport=443)).to_controller
+    assert len(harness.table.rules_at(pipeline.PRIORITY_LOCAL)) == 2  # web's and api's
 
 
 def test_create_existing_name_is_a_conflict(harness):
@@ -122,11 +121,13 @@ def test_patch_changes_only_the_given_fields(harness):
 
 
 def test_delete_vip_forgets_it_everywhere(harness):
+    harness.client_packet(40000)
     harness.service.delete_vip("web", harness.now)
     assert harness.service.deployment.vips == () and harness.saved == [()]
     assert harness.core.balancer.vips == {} and harness.core.prober.states == {}
-    commands = sorted(m.command for m in harness.sent)
-    assert commands == sorted([ofp.OFPFC_DELETE_STRICT] * 2 + [ofp.OFPFC_DELETE] * 4)
+    assert harness.where(harness.syn(40001)).dropped  # the switch too: no punt ...
+    assert harness.where(harness.syn(40000)).dropped  # ... no flow's rule, no probe answers
+    assert harness.table.rules_at(pipeline.PRIORITY_LOCAL) == []
 
 
 def test_a_failed_save_leaves_deployment_core_and_switch_alone(harness):
@@ -212,7 +213,8 @@ def big():
     """A gateway with 100 VIPs of 100 backends and 300,000 flows, its service timed."""
     deployment = big_deployment()
     gateway = deployment.gateway("gw1")
-    core = GatewayCore(gateway, list(deployment.vips), 0.0, rng=random.Random(1))
+    core = GatewayCore(gateway, rng=random.Random(1))
+    core.set_vips(list(deployment.vips), 0.0)  # (its tables are never built: not needed here)
     core.on_connect(0.0)
     core.on_ports({gateway.uplink_port: 1, gateway.tunnel_port: 2}, 0.0)
     ids = [i for state in core.balancer.vips.values() for i in state.backend_ids.values()]
@@ -226,7 +228,7 @@ def big():
         time.sleep(0.02)  # an fsync
         saved.append(vips)
 
-    service = GatewayService(core, deployment, gateway, send=lambda m: None, save=save)
+    service = GatewayService(core, deployment, gateway, apply=lambda effects: None, save=save)
     service.on_loop = timer
     return service, timer
 
@@ -415,9 +417,8 @@ def test_status_and_metrics_follow_changes_through_their_caches(harness):
 
 def test_metrics_count_failed_table_builds(harness):
     assert "lockstep_table_build_failures_total 0\n" in harness.service.metrics()
-    harness.core.table_build_failed(
-        TableRequest("web", TableSpec(65537, (("vm1", 1),))), harness.now
-    )
+    request = TableRequest("web", TableSpec(65537, (("vm1", 1),)))
+    harness.core.table_build_failed(request, MemoryError("a test's"), harness.now)
     assert "lockstep_table_build_failures_total 1\n" in harness.service.metrics()
 
 
@@ -433,7 +434,7 @@ def test_lookup_and_the_packet_path_apply_one_stale_entry_rule(harness):
     for flow in flows:
         balancer.pick(flow, harness.now)
     harness.service.update_backend("web", "vm1", {"weight": 0}, harness.now, merge=True)
-    harness.core.set_health("web", "vm2", False)
+    harness.apply(harness.core.set_health("web", "vm2", False))
     harness.settle()
     sources = []
     for port, flow in zip(ports, flows, strict=True):

@@ -1,135 +1,121 @@
 """GatewayCore.on_port_status: ports added, deleted, renamed or renumbered after the switch
-connected.  The pipeline follows the uplink and tunnel ports; other ports change nothing."""
+connected.  The pipeline follows the uplink and tunnel ports; other ports change nothing.
+Checked in a fake flow table: where packets go after each change."""
 
 from __future__ import annotations
 
-from ryu_app import ofmsg, ofwire
-from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.compat import ofproto_v1_3_parser as parser
-from ryu_app.core.gateway import GatewayCore
-from tests.ryu_app.core.test_gateway import (
-    GATEWAY,
+from ryu_app.core import openflow, pipeline
+from tests.ryu_app.core.rig import (
     PROBED_VIP,
     TUNNEL,
     UPLINK,
+    GatewayRig,
+    arp_request,
     frame,
-    packet_in,
-    probed_core,
-    probes_by_backend,
-    tunnel_target,
 )
+from tests.ryu_app.core.test_gateway_probes import probes_by_backend
+from tests.ryu_app.fake_oftable import packet_fields
 
 
-def rules(messages):
-    """(command, priority, in_port of the match) of each flow-mod, in order."""
-    return [
-        (m.command, m.priority, dict(m.match.items()).get("in_port"))
-        for m in messages
-        if isinstance(m, parser.OFPFlowMod)
-    ]
+def port_status(rig, reason, name, number, now):
+    return rig.run(rig.core.on_port_status(reason, name, number, now))
 
 
-def deletes_everything(message) -> bool:
-    return (
-        isinstance(message, parser.OFPFlowMod)
-        and message.command == ofp.OFPFC_DELETE
-        and message.cookie == ofmsg.COOKIE_TAG
-        and message.cookie_mask == ofmsg.COOKIE_TAG_MASK
-    )
+def where(rig, data, in_port=UPLINK):
+    return rig.table.forward(packet_fields(in_port, data))
 
 
 def connected_without_tunnel():
-    core = GatewayCore(GATEWAY, [PROBED_VIP], 0.0)
-    core.balancer.rebuild_now(core.take_pending())
-    core.on_connect(0.0)
-    assert core.on_ports({"up0": UPLINK, "other": 3}, 0.0) == []
-    assert core.missing_ports == ["vx0"]
-    return core
+    rig = GatewayRig(vips=(PROBED_VIP,), connect=False)
+    rig.connect(0.0, ports={"up0": UPLINK, "other": 3})
+    assert rig.table.rules == [] and rig.core.missing_ports == ["vx0"]
+    return rig
 
 
 def test_a_tunnel_port_added_after_connect_installs_the_pipeline_and_flows_work():
-    core = connected_without_tunnel()
-    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 0.1) == []  # nowhere to send
-    messages = core.on_port_status(ofwire.OFPPR_ADD, "vx0", 7, 0.2)
-    assert not any(deletes_everything(m) for m in messages)  # nothing of ours was there
-    assert (ofp.OFPFC_ADD, ofmsg.PRIORITY_VIP, UPLINK) in rules(messages)
-    assert core.ports == ofmsg.Ports(UPLINK, 7) and core.missing_ports == []
-    assert core.take_notices()[-1] == "port vx0 (7) added: pipeline installed (uplink 1, tunnel 7)"
-    rule, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 0.3)
-    assert tunnel_target(rule.instructions[0].actions)[3] == [7]
-    assert tunnel_target(out.actions)[3] == [7]
+    rig = connected_without_tunnel()
+    assert rig.packet_in(UPLINK, frame(), 0.1) == []  # nowhere to send
+    effects = port_status(rig, openflow.OFPPR_ADD, "vx0", 7, 0.2)
+    assert effects.notices == ["port vx0 (7) added: pipeline installed (uplink 1, tunnel 7)"]
+    assert rig.core.ports == pipeline.Ports(UPLINK, 7) and rig.core.missing_ports == []
+    assert where(rig, arp_request("10.0.1.1")).outputs == [UPLINK]  # ARP answered again
+    assert rig.send(UPLINK, frame(), 0.3).outputs == [7]
+    assert where(rig, frame()).outputs == [7]  # and its rule sends there too
 
 
 def test_a_renumbered_tunnel_port_replaces_every_rule_and_reinstalls_flows_on_their_next_packet():
-    core = probed_core()
-    first, _ = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(sport=41000), 0.1)
-    assert tunnel_target(first.instructions[0].actions)[3] == [TUNNEL]
-    core.take_notices()
-    messages = core.on_port_status(ofwire.OFPPR_DELETE, "vx0", TUNNEL, 0.2)
-    messages += core.on_port_status(ofwire.OFPPR_ADD, "vx0", 9, 0.3)
-    assert deletes_everything(messages[0])  # the rules that named the old tunnel number went
-    assert [deletes_everything(m) for m in messages].count(True) == 1
-    assert (ofp.OFPFC_ADD, ofmsg.PRIORITY_MISS, None) in rules(messages[1:])
-    assert core.take_notices() == [
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    first = rig.send(UPLINK, frame(sport=41000), 0.1)
+    assert first.outputs == [TUNNEL]
+    cookie = rig.flow_rule(frame(sport=41000)).cookie
+    rig.notices.clear()
+    port_status(rig, openflow.OFPPR_DELETE, "vx0", TUNNEL, 0.2)
+    assert rig.table.rules == []  # a gateway that cannot forward stops answering ARP too
+    port_status(rig, openflow.OFPPR_ADD, "vx0", 9, 0.3)
+    assert rig.notices == [
         "port vx0 (2) deleted: the switch lacks vx0: pipeline removed, probing paused",
         "port vx0 (9) added: pipeline installed (uplink 1, tunnel 9)",
     ]
     # The same flow keeps its backend (its entry stays) and gets its rule again, via port 9,
     # at once: the rule the switch had is gone, so the "installed recently" memory went too.
-    again, out = packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(sport=41000), 0.4)
-    assert again.cookie == first.cookie
-    assert tunnel_target(again.instructions[0].actions)[3] == [9]
-    assert tunnel_target(out.actions)[3] == [9] and core.counters.reinstalls == 1
+    again = rig.send(UPLINK, frame(sport=41000), 0.4)
+    assert again.rule is None and again.tunnel[:3] == first.tunnel[:3]
+    assert again.outputs == [9] and rig.flow_rule(frame(sport=41000)).cookie == cookie
+    assert rig.core.counters.reinstalls == 1
 
 
 def test_a_renamed_uplink_takes_the_pipeline_down_and_back_up_when_the_name_returns():
-    core = probed_core()
-    gone = core.on_port_status(ofwire.OFPPR_MODIFY, "eth9", UPLINK, 0.1)  # up0 is now eth9
-    assert [deletes_everything(m) for m in gone] == [True]
-    assert core.ports is None and core.missing_ports == ["up0"]
-    assert packet_in(core, UPLINK, ofp.OFP_NO_BUFFER, frame(), 0.2) == []
-    back = core.on_port_status(ofwire.OFPPR_MODIFY, "up0", UPLINK, 0.3)
-    assert core.ports == ofmsg.Ports(UPLINK, TUNNEL)
-    assert (ofp.OFPFC_ADD, ofmsg.PRIORITY_VIP, UPLINK) in rules(back)
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    port_status(rig, openflow.OFPPR_MODIFY, "eth9", UPLINK, 0.1)  # up0 is now called eth9
+    assert rig.table.rules == []
+    assert rig.core.ports is None and rig.core.missing_ports == ["up0"]
+    assert rig.packet_in(UPLINK, frame(), 0.2) == []
+    port_status(rig, openflow.OFPPR_MODIFY, "up0", UPLINK, 0.3)
+    assert rig.core.ports == pipeline.Ports(UPLINK, TUNNEL)
+    assert rig.send(UPLINK, frame(), 0.4).outputs == [TUNNEL]
 
 
 def test_a_moved_uplink_number_moves_the_rules_that_match_it():
-    core = probed_core()
-    messages = core.on_port_status(ofwire.OFPPR_ADD, "up0", 5, 0.1)  # same name, new number
-    assert deletes_everything(messages[0])
-    in_ports = {in_port for command, priority, in_port in rules(messages[1:])}
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    rig.send(UPLINK, frame(), 0.05)
+    port_status(rig, openflow.OFPPR_ADD, "up0", 5, 0.1)  # same name, new number
+    assert rig.core.ports == pipeline.Ports(5, TUNNEL)
+    assert where(rig, frame(), in_port=UPLINK).dropped  # nothing matches the old number now
+    assert where(rig, frame(), in_port=5).to_controller
+    assert where(rig, arp_request("10.0.1.1"), in_port=5).outputs == [5]
+    in_ports = {r.match.get("in_port") for r in rig.table.rules}
     assert in_ports == {None, 5}  # the drops and the table miss match no port; the rest: 5
-    assert core.ports == ofmsg.Ports(5, TUNNEL)
 
 
 def test_other_ports_change_nothing():
-    core = probed_core()
-    core.take_notices()
-    assert core.on_port_status(ofwire.OFPPR_ADD, "tap7", 7, 0.1) == []
-    assert core.on_port_status(ofwire.OFPPR_MODIFY, "other", 3, 0.2) == []  # link state
-    assert core.on_port_status(ofwire.OFPPR_DELETE, "other", 3, 0.3) == []
-    assert core.ports == ofmsg.Ports(UPLINK, TUNNEL) and core.take_notices() == []
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    rules = list(rig.table.rules)
+    assert not port_status(rig, openflow.OFPPR_ADD, "tap7", 7, 0.1)  # no message, no notice
+    assert not port_status(rig, openflow.OFPPR_MODIFY, "other", 3, 0.2)  # link state
+    assert not port_status(rig, openflow.OFPPR_DELETE, "other", 3, 0.3)
+    assert rig.core.ports == pipeline.Ports(UPLINK, TUNNEL) and rig.table.rules == rules
 
 
 def test_port_status_before_the_port_description_waits_for_it():
-    core = GatewayCore(GATEWAY, [PROBED_VIP], 0.0)
-    core.on_connect(0.0)
-    assert core.on_port_status(ofwire.OFPPR_ADD, "vx0", 2, 0.1) == []
-    assert core.ports is None
-    assert core.on_ports({"up0": UPLINK, "vx0": TUNNEL}, 0.2) != []
-    assert core.ports == ofmsg.Ports(UPLINK, TUNNEL)
+    rig = GatewayRig(vips=(PROBED_VIP,), connect=False)
+    rig.run(rig.core.on_connect(0.0))
+    assert not port_status(rig, openflow.OFPPR_ADD, "vx0", 2, 0.1)
+    assert rig.core.ports is None
+    rig.run(rig.core.on_ports({"up0": UPLINK, "vx0": TUNNEL}, 0.2))
+    assert rig.core.ports == pipeline.Ports(UPLINK, TUNNEL)
+    assert rig.send(UPLINK, frame(), 0.3).outputs == [TUNNEL]
 
 
 def test_probing_pauses_while_the_tunnel_port_is_gone_and_no_backend_goes_down():
-    core = probed_core()
+    rig = GatewayRig(vips=(PROBED_VIP,))
     interval = PROBED_VIP.health.interval
-    assert probes_by_backend(core.health_tick(interval))  # probes in flight ...
-    core.on_port_status(ofwire.OFPPR_DELETE, "vx0", TUNNEL, interval)  # ... lost with the port
+    assert probes_by_backend(rig.tick(interval))  # probes in flight ...
+    port_status(rig, openflow.OFPPR_DELETE, "vx0", TUNNEL, interval)  # ... lost with the port
     now = interval
     while now < 20 * interval:
-        assert core.health_tick(now) == []  # nothing is sent, nothing times out
+        assert not rig.core.health_tick(now)  # nothing is sent, nothing times out
         now += 0.05
-    assert core.balancer.vips["web"].healthy == {"vm1", "vm2", "vm3"}
-    assert core.prober.results == {True: 0, False: 0}
-    core.on_port_status(ofwire.OFPPR_ADD, "vx0", TUNNEL, now)
-    assert set(probes_by_backend(core.health_tick(now))) == {"vm1", "vm2", "vm3"}
+    assert rig.core.balancer.vips["web"].healthy == {"vm1", "vm2", "vm3"}
+    assert rig.core.prober.results == {True: 0, False: 0}
+    port_status(rig, openflow.OFPPR_ADD, "vx0", TUNNEL, now)
+    assert set(probes_by_backend(rig.tick(now))) == {"vm1", "vm2", "vm3"}

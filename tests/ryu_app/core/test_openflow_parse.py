@@ -1,16 +1,17 @@
-"""ofwire.parse_packet_in and parse_flow_removed read exactly what the framework's parsers
+"""openflow.parse_packet_in and parse_flow_removed read exactly what the framework's parsers
 read, and refuse what they cannot frame."""
 
+import ipaddress
 import struct
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ryu_app import ofwire
 from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.compat import ofproto_v1_3_parser as parser
-from tests.ryu_app.wire import flow_from_removed_match
+from ryu_app.core import openflow
+from ryu_app.core.flowkey import PROTO_TCP, Flow
 
 
 def packet_in(match, buffer_id, reason, table_id, cookie, data, total_len) -> bytes:
@@ -53,14 +54,14 @@ def test_same_fields_as_the_frameworks_parser(
     total_len = max(len(data) - cut, 0)  # a total_len below the data length trims the padding
     buf = packet_in(parser.OFPMatch(**fields), buffer_id, reason, table_id, cookie, data, total_len)
     theirs = framework(buf)
-    assert ofwire.parse_packet_in(buf) == (theirs.buffer_id, theirs.match["in_port"], theirs.data)
+    assert openflow.parse_packet_in(buf) == (theirs.buffer_id, theirs.match["in_port"], theirs.data)
     assert theirs.match["in_port"] == in_port
 
 
 def test_a_frame_is_returned_whole():
     frame = bytes(range(74))
     buf = packet_in(parser.OFPMatch(in_port=3), ofp.OFP_NO_BUFFER, 0, 0, 0, frame, len(frame))
-    assert ofwire.parse_packet_in(buf) == (ofp.OFP_NO_BUFFER, 3, frame)
+    assert openflow.parse_packet_in(buf) == (ofp.OFP_NO_BUFFER, 3, frame)
 
 
 def _valid() -> bytes:
@@ -81,8 +82,8 @@ def _valid() -> bytes:
     ],
 )
 def test_what_does_not_frame_is_refused_with_a_reason(message, detail):
-    with pytest.raises(ofwire.WireError, match=detail) as caught:
-        ofwire.parse_packet_in(message)
+    with pytest.raises(openflow.WireError, match=detail) as caught:
+        openflow.parse_packet_in(message)
     assert caught.value.reason == "bad-packet-in"
 
 
@@ -90,13 +91,35 @@ def test_what_does_not_frame_is_refused_with_a_reason(message, detail):
 def test_any_bytes_parse_or_raise_packet_in_error(tail):
     message = _valid()[:24] + tail
     try:
-        buffer_id, in_port, data = ofwire.parse_packet_in(message)
-    except ofwire.WireError:
+        buffer_id, in_port, data = openflow.parse_packet_in(message)
+    except openflow.WireError:
         return
     assert isinstance(data, bytes) and 0 <= in_port < 2**32
 
 
 # ---- flow-removed ---------------------------------------------------------------------------
+
+
+def flow_from_removed_match(match) -> Flow | None:
+    """The oracle: the Flow a per-flow rule's match (os-ken's ``OFPMatch``, as its parser read
+    it) names, ports 0 where not matched."""
+    fields = dict(match.items())
+    if "ipv4_src" in fields:
+        version, src, dst = 4, fields["ipv4_src"], fields["ipv4_dst"]
+    elif "ipv6_src" in fields:
+        version, src, dst = 6, fields["ipv6_src"], fields["ipv6_dst"]
+    else:
+        return None
+    proto = fields.get("ip_proto")
+    prefix = "tcp" if proto == PROTO_TCP else "udp"
+    return Flow(
+        version,
+        ipaddress.ip_address(src).packed,
+        ipaddress.ip_address(dst).packed,
+        proto,
+        fields.get(f"{prefix}_src", 0),
+        fields.get(f"{prefix}_dst", 0),
+    )
 
 
 def flow_removed(match, cookie=0, reason=ofp.OFPRR_IDLE_TIMEOUT) -> bytes:
@@ -116,7 +139,7 @@ ADDRESSES = {
 
 @st.composite
 def rule_matches(draw):
-    """The match of a per-flow rule as ofmsg builds them: in_port, L3, protocol, ports (the
+    """The match of a per-flow rule as the pipeline builds them: in_port, L3, protocol, ports (the
     source port left out for a src-ip VIP)."""
     version = draw(st.sampled_from([4, 6]))
     proto = draw(st.sampled_from(["tcp", "udp"]))
@@ -139,7 +162,7 @@ def test_flow_removed_names_the_flow_the_framework_reads_from_it(match, cookie, 
     theirs = parser.OFPFlowRemoved.parser(
         None, 4, ofp.OFPT_FLOW_REMOVED, len(buf), 9, bytearray(buf)
     )
-    assert ofwire.parse_flow_removed(buf) == (
+    assert openflow.parse_flow_removed(buf) == (
         theirs.cookie,
         theirs.reason,
         flow_from_removed_match(theirs.match),
@@ -148,9 +171,9 @@ def test_flow_removed_names_the_flow_the_framework_reads_from_it(match, cookie, 
 
 def test_flow_removed_of_a_rule_that_names_no_flow_gives_none():
     buf = flow_removed(parser.OFPMatch(in_port=1, eth_type=0x0806), cookie=5)
-    assert ofwire.parse_flow_removed(buf) == (5, ofp.OFPRR_IDLE_TIMEOUT, None)
+    assert openflow.parse_flow_removed(buf) == (5, ofp.OFPRR_IDLE_TIMEOUT, None)
     icmp = parser.OFPMatch(eth_type=0x0800, ip_proto=1, ipv4_src="10.0.0.1", ipv4_dst="10.0.0.2")
-    assert ofwire.parse_flow_removed(flow_removed(icmp))[2] is None
+    assert openflow.parse_flow_removed(flow_removed(icmp))[2] is None
 
 
 def test_flow_removed_ignores_masked_fields():
@@ -161,23 +184,23 @@ def test_flow_removed_ignores_masked_fields():
         ipv4_dst="10.0.0.2",
         tcp_dst=80,
     )
-    assert ofwire.parse_flow_removed(flow_removed(masked))[2] is None
+    assert openflow.parse_flow_removed(flow_removed(masked))[2] is None
 
 
 @pytest.mark.parametrize("cut", [10, 47, 52])
 def test_flow_removed_that_does_not_frame_is_refused(cut):
     buf = flow_removed(parser.OFPMatch(in_port=1, eth_type=0x0800))
-    with pytest.raises(ofwire.WireError, match="bad-flow-removed"):
-        ofwire.parse_flow_removed(buf[:cut])
+    with pytest.raises(openflow.WireError, match="bad-flow-removed"):
+        openflow.parse_flow_removed(buf[:cut])
 
 
 @given(st.binary(max_size=120))
 def test_any_flow_removed_bytes_parse_or_raise_wire_error(tail):
     try:
-        cookie, reason, flow = ofwire.parse_flow_removed(
+        cookie, reason, flow = openflow.parse_flow_removed(
             flow_removed(parser.OFPMatch())[:48] + tail
         )
-    except ofwire.WireError:
+    except openflow.WireError:
         return
     assert (cookie, reason) == (0, ofp.OFPRR_IDLE_TIMEOUT)
     assert flow is None or flow.version in (4, 6)

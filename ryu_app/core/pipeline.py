@@ -1,0 +1,229 @@
+"""A Lockstep gateway's flow table: which rules it holds, what each matches and does.
+
+The rules are encoded by ``openflow`` (the one encoder); this module decides them.  Table 0 of
+a gateway bridge:
+
+    priority 300  ARP request for a gateway address on the uplink -> answered in the switch;
+                  IPv6 neighbour solicitation for one -> controller (answered by packet-out)
+    priority 200  one rule per placed flow -> set inner dst MAC, tun_dst, tunnel key; tunnel port
+    priority 150  health probe answers (TCP from a VIP's check port to a gateway address and a
+                  probe port, 49152-65535) on the uplink -> controller
+    priority 100  VIP service (address, protocol, port) on the uplink -> controller
+    priority  10  other IPv4, IPv6 and ARP -> drop (counted by the rule's statistics)
+    priority   0  table miss -> controller, unbuffered (counted and dropped there)
+
+Every rule carries a cookie in Lockstep's space (top 16 bits ``0x4C53``, "LS") so that a
+restarted controller deletes exactly its own rules; per-flow rules also carry the backend id, so
+all flows of one backend are deleted with one message.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass
+
+from ryu_app.core import openflow as of
+from ryu_app.core.flowkey import ETH_IPV4, ETH_IPV6, Flow
+from ryu_app.core.model import HASH_SRC_IP, PROTO_TCP, Vip, service_key
+
+ETH_ARP = 0x0806
+PROTO_ICMPV6 = 58
+ND_SOLICITATION = 135
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+COOKIE_TAG = 0x4C53 << 48
+COOKIE_TAG_MASK = 0xFFFF << 48
+COOKIE_KIND_SHIFT = 40
+KIND_BASE = 1
+KIND_FLOW = 2
+COOKIE_ALL_FLOWS_MASK = COOKIE_TAG_MASK | 0xFF << COOKIE_KIND_SHIFT
+COOKIE_BACKEND_MASK = COOKIE_ALL_FLOWS_MASK | 0xFFFFFFFF
+BASE_COOKIE = COOKIE_TAG | KIND_BASE << COOKIE_KIND_SHIFT
+
+PRIORITY_ARP = 300
+PRIORITY_FLOW = 200
+PRIORITY_LOCAL = 150
+PRIORITY_VIP = 100
+PRIORITY_DROP = 10
+PRIORITY_MISS = 0
+
+SEND_FLOW_REM = of.OFPFF_SEND_FLOW_REM
+PROBE_PORTS = (0xC000, 0xC000)  # tcp_dst value/mask: 49152-65535, the prober's source ports
+
+
+def flow_cookie(backend_id: int) -> int:
+    return COOKIE_TAG | KIND_FLOW << COOKIE_KIND_SHIFT | backend_id
+
+
+def backend_of_cookie(cookie: int) -> int | None:
+    if cookie & COOKIE_ALL_FLOWS_MASK != COOKIE_TAG | KIND_FLOW << COOKIE_KIND_SHIFT:
+        return None
+    return cookie & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The gateway bridge's port numbers, resolved from the configured names."""
+
+    uplink: int
+    tunnel: int
+
+
+def _rule(match: bytes, actions: bytes, priority: int) -> bytes:
+    """One of the gateway's own rules (not a flow's): base cookie, no timeout."""
+    return of.flow_mod(match, actions, priority=priority, cookie=BASE_COOKIE)
+
+
+def _delete(cookie: int, cookie_mask: int) -> bytes:
+    return of.flow_mod(
+        of.match(),
+        cookie=cookie,
+        cookie_mask=cookie_mask,
+        command=of.OFPFC_DELETE,
+        table_id=of.OFPTT_ALL,
+        out_port=of.OFPP_ANY,
+        out_group=of.OFPG_ANY,
+    )
+
+
+def delete_own_flows() -> bytes:
+    """Delete every rule an earlier run of a Lockstep controller installed (all its cookies)."""
+    return _delete(COOKIE_TAG, COOKIE_TAG_MASK)
+
+
+def delete_backend_flows(backend_id: int) -> bytes:
+    """Delete every per-flow rule that sends to one backend."""
+    return _delete(flow_cookie(backend_id), COOKIE_BACKEND_MASK)
+
+
+def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list[bytes]:
+    """Table miss, default drops, and the neighbour responder for each gateway address."""
+    messages = [
+        _rule(of.match(), of.to_controller(), PRIORITY_MISS),
+        _rule(of.match(eth_type=ETH_IPV4), b"", PRIORITY_DROP),
+        _rule(of.match(eth_type=ETH_IPV6), b"", PRIORITY_DROP),
+        _rule(of.match(eth_type=ETH_ARP), b"", PRIORITY_DROP),
+    ]
+    for address in addresses:
+        if ipaddress.ip_address(address).version == 4:
+            messages.append(arp_responder(address, mac, ports.uplink))
+        else:
+            solicitation = of.match(
+                in_port=ports.uplink,
+                eth_type=ETH_IPV6,
+                ip_proto=PROTO_ICMPV6,
+                icmpv6_type=ND_SOLICITATION,
+                ipv6_nd_target=address,
+            )
+            messages.append(_rule(solicitation, of.to_controller(), PRIORITY_ARP))
+    return messages
+
+
+def arp_responder(address: str, mac: str, uplink: int) -> bytes:
+    """Turn an ARP request for ``address`` into the reply, in the switch (works while the
+    controller is away, so the router keeps reaching a gateway whose controller restarts)."""
+    request = of.match(in_port=uplink, eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=address)
+    reply = (
+        of.reg_move("eth_src", "eth_dst", 48)
+        + of.set_field("eth_src", mac)
+        + of.set_field("arp_op", ARP_REPLY)
+        + of.reg_move("arp_sha", "arp_tha", 48)
+        + of.reg_move("arp_spa", "arp_tpa", 32)
+        + of.set_field("arp_sha", mac)
+        + of.set_field("arp_spa", address)
+        + of.output(of.OFPP_IN_PORT)
+    )
+    return _rule(request, reply, PRIORITY_ARP)
+
+
+def _l3_fields(version: int, src: str | None, dst: str) -> dict:
+    if version == 4:
+        fields = {"eth_type": ETH_IPV4, "ipv4_dst": dst}
+        if src is not None:
+            fields["ipv4_src"] = src
+    else:
+        fields = {"eth_type": ETH_IPV6, "ipv6_dst": dst}
+        if src is not None:
+            fields["ipv6_src"] = src
+    return fields
+
+
+def _vip_match(vip: Vip, uplink: int) -> bytes:
+    service = service_key(vip)
+    proto = service.protocol
+    version = ipaddress.ip_address(vip.address).version
+    fields = {"in_port": uplink, **_l3_fields(version, None, vip.address), "ip_proto": proto}
+    fields["tcp_dst" if proto == PROTO_TCP else "udp_dst"] = service.port
+    return of.match(**fields)
+
+
+def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list[bytes]:
+    """What an answer to one of this VIP's health probes looks like, per gateway address of
+    the VIP's IP version (none for static backends: nothing probes them); nothing else
+    addressed to the gateway reaches the controller."""
+    check_port = service_key(vip).check_port
+    if check_port is None:
+        return []
+    version = ipaddress.ip_address(vip.address).version
+    return [
+        of.match(
+            in_port=uplink,
+            **_l3_fields(version, vip.address, address),
+            ip_proto=PROTO_TCP,
+            tcp_src=check_port,
+            tcp_dst=PROBE_PORTS,
+        )
+        for address in addresses
+        if ipaddress.ip_address(address).version == version
+    ]
+
+
+def vip_flows(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list[bytes]:
+    """A VIP's rules: the punt of new connections (unbuffered: the packet rides along) and the
+    return of its probes' answers."""
+    punt = _rule(_vip_match(vip, uplink), of.to_controller(), PRIORITY_VIP)
+    return [punt] + [
+        _rule(match, of.to_controller(), PRIORITY_LOCAL)
+        for match in _probe_answer_matches(vip, addresses, uplink)
+    ]
+
+
+def remove_vip_flows(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list[bytes]:
+    """Delete exactly the rules ``vip_flows`` installed (strict: priority and match)."""
+    rules = [(PRIORITY_VIP, _vip_match(vip, uplink))]
+    rules += [(PRIORITY_LOCAL, m) for m in _probe_answer_matches(vip, addresses, uplink)]
+    return [
+        of.flow_mod(
+            match,
+            priority=priority,
+            cookie=BASE_COOKIE,
+            cookie_mask=COOKIE_ALL_FLOWS_MASK,
+            command=of.OFPFC_DELETE_STRICT,
+            out_port=of.OFPP_ANY,
+            out_group=of.OFPG_ANY,
+        )
+        for priority, match in rules
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def backend_actions(mac: str, tunnel_ip: str, vni: int, tunnel_port: int) -> bytes:
+    """The actions that send a packet to one backend: set the inner destination MAC, the
+    tunnel destination and key, output to the tunnel port.  Encoded once per backend (cached):
+    every new flow and every probe to it uses them."""
+    return (
+        of.set_field("eth_dst", mac)
+        + of.set_field("tun_ipv4_dst", tunnel_ip)
+        + of.set_field("tunnel_id", vni)
+        + of.output(tunnel_port)
+    )
+
+
+def flow_rule(flow: Flow, vip: Vip, backend_id: int, actions: bytes, uplink: int) -> bytes:
+    """A placed flow's rule: its whole 5-tuple, or the client-affinity key (src, dst, VIP
+    port) of a ``src-ip`` VIP, sent to its backend (``actions``); it expires after the VIP's
+    idle timeout and then tells the controller (flow-removed)."""
+    match = of.flow_match(flow, uplink, vip.hash != HASH_SRC_IP)
+    cookie = flow_cookie(backend_id)  # (by position: priority, cookie, idle timeout, flags)
+    return of.flow_mod(match, actions, PRIORITY_FLOW, cookie, vip.idle_timeout, SEND_FLOW_REM)

@@ -1,0 +1,390 @@
+"""A fake OpenFlow 1.3 switch table for tests: it applies the controller's messages and answers
+"where does this packet go" (Faucet's ``clib/fakeoftable.py`` idea, written afresh).
+
+The controller's bytes are decoded with os-ken's parsers (tests may import the framework), and
+every message must come back byte for byte when os-ken serialises what it decoded: so each test
+that drives the core through this table also checks the one encoder against os-ken.
+
+- ``FakeOFTable.apply(messages)``: flow-mods add, delete (by cookie and mask, table ``ALL``) and
+  delete strictly (priority and match); packet-outs and port description requests are recorded
+  (``packet_outs``, ``port_desc_requests``).  A rule added with a match whose prerequisites are
+  missing (``ipv4_dst`` without ``eth_type`` 0x0800, ...) is refused, as a switch would.
+- ``forward(packet)``: the highest-priority rule that matches ``packet`` (a field dict, see
+  ``packet_fields``) and what its actions do to it: output ports, fields set (``tun_ipv4_dst``,
+  ``eth_dst``, ...), Nicira register moves.  Two rules of equal priority that both match are an
+  error (OpenFlow leaves the choice undefined).
+- ``expire(rule)``: the switch's idle timeout: the rule goes, and the FLOW_REMOVED it sends.
+- ``raw_packet_in``/``raw_flow_removed``: the messages a switch sends, as bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+
+from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet, tcp, udp
+
+from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.compat import ofproto_v1_3_parser as parser
+
+_HEADER = struct.Struct("!BBHI")
+_FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
+_PACKET_OUT = struct.Struct("!IIH6x")
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+ADDRESS_FIELDS = frozenset(
+    {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_dst"}
+    | {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+)
+IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
+# OpenFlow 1.3.5 table 12: a field may be matched only where its prerequisite holds.
+PREREQUISITES = {
+    "ipv4_src": ("eth_type", {0x0800}),
+    "ipv4_dst": ("eth_type", {0x0800}),
+    "ipv6_src": ("eth_type", {0x86DD}),
+    "ipv6_dst": ("eth_type", {0x86DD}),
+    "arp_op": ("eth_type", {0x0806}),
+    "arp_spa": ("eth_type", {0x0806}),
+    "arp_tpa": ("eth_type", {0x0806}),
+    "arp_sha": ("eth_type", {0x0806}),
+    "arp_tha": ("eth_type", {0x0806}),
+    "ip_proto": ("eth_type", {0x0800, 0x86DD}),
+    "tcp_src": ("ip_proto", {6}),
+    "tcp_dst": ("ip_proto", {6}),
+    "udp_src": ("ip_proto", {17}),
+    "udp_dst": ("ip_proto", {17}),
+    "icmpv6_type": ("ip_proto", {58}),
+    "icmpv6_code": ("ip_proto", {58}),
+    "ipv6_nd_target": ("icmpv6_type", {135, 136}),
+}
+
+
+# ---- values ------------------------------------------------------------------------------------
+
+
+def as_int(name: str, value) -> int:
+    """A field's value as an int, whichever way os-ken or a test wrote it."""
+    if isinstance(value, int):
+        return value
+    if name in MAC_FIELDS:
+        return int(value.replace(":", ""), 16)
+    return int(ipaddress.ip_address(value))
+
+
+def as_text(name: str, value: int):
+    """A field's int back in the form a test writes: MACs and addresses as text."""
+    if name in MAC_FIELDS:
+        return value.to_bytes(6, "big").hex(":")
+    if name in IPV6_FIELDS:
+        return str(ipaddress.IPv6Address(value))
+    if name in ADDRESS_FIELDS:
+        return str(ipaddress.IPv4Address(value))
+    return value
+
+
+def packet_fields(in_port: int, frame: bytes) -> dict[str, int]:
+    """The fields a switch matches on, of ``frame`` arriving on ``in_port`` (parsed by os-ken)."""
+    fields = {"in_port": in_port}
+    parsed = packet.Packet(frame)
+    eth = parsed.get_protocol(ethernet.ethernet)
+    fields.update(eth_dst=eth.dst, eth_src=eth.src, eth_type=eth.ethertype)
+    for header in parsed.protocols[1:]:
+        if isinstance(header, arp.arp):
+            fields.update(
+                arp_op=header.opcode,
+                arp_spa=header.src_ip,
+                arp_tpa=header.dst_ip,
+                arp_sha=header.src_mac,
+                arp_tha=header.dst_mac,
+            )
+        elif isinstance(header, ipv4.ipv4):
+            fields.update(ipv4_src=header.src, ipv4_dst=header.dst, ip_proto=header.proto)
+        elif isinstance(header, ipv6.ipv6):
+            fields.update(ipv6_src=header.src, ipv6_dst=header.dst, ip_proto=header.nxt)
+        elif isinstance(header, tcp.tcp):
+            fields.update(tcp_src=header.src_port, tcp_dst=header.dst_port)
+        elif isinstance(header, udp.udp):
+            fields.update(udp_src=header.src_port, udp_dst=header.dst_port)
+        elif isinstance(header, icmpv6.icmpv6):
+            fields.update(icmpv6_type=header.type_, icmpv6_code=header.code)
+            if header.type_ in (135, 136):
+                fields["ipv6_nd_target"] = header.data.dst
+    return {name: as_int(name, value) for name, value in fields.items()}
+
+
+# ---- decoding the controller's messages ------------------------------------------------------
+
+
+class FakeDatapath:
+    ofproto, ofproto_parser = ofp, parser
+
+
+def decode(message: bytes):
+    """A flow-mod, packet-out or port description request as os-ken's message object; raises
+    AssertionError unless os-ken serialises that object back to exactly ``message``."""
+    buf = bytearray(message)
+    version, kind, length, _ = _HEADER.unpack_from(buf)
+    assert (version, length) == (ofp.OFP_VERSION, len(buf)), (version, length, len(buf))
+    if kind == ofp.OFPT_FLOW_MOD:
+        decoded = _flow_mod(buf)
+    elif kind == ofp.OFPT_PACKET_OUT:
+        decoded = _packet_out(buf)
+    elif kind == ofp.OFPT_MULTIPART_REQUEST:
+        stats_type, flags = struct.unpack_from("!HH", buf, _HEADER.size)
+        assert stats_type == ofp.OFPMP_PORT_DESC, stats_type
+        decoded = parser.OFPPortDescStatsRequest(None, flags)
+    else:
+        raise AssertionError(f"unexpected message type {kind}")
+    decoded.datapath = FakeDatapath()
+    decoded.set_xid(0)
+    decoded.serialize()
+    assert bytes(decoded.buf) == message, "not what os-ken writes for the same message"
+    return decoded
+
+
+def _flow_mod(buf: bytearray):
+    offset = _HEADER.size
+    fields = _FLOW_MOD.unpack_from(buf, offset)
+    offset += _FLOW_MOD.size
+    match = parser.OFPMatch.parser(buf, offset)
+    offset += -(-match.length // 8) * 8
+    instructions = []
+    while offset < len(buf):
+        instruction = parser.OFPInstruction.parser(buf, offset)
+        instructions.append(instruction)
+        offset += instruction.len
+    return parser.OFPFlowMod(None, *fields, match, instructions)
+
+
+def _packet_out(buf: bytearray):
+    offset = _HEADER.size
+    buffer_id, in_port, actions_len = _PACKET_OUT.unpack_from(buf, offset)
+    offset += _PACKET_OUT.size
+    end = offset + actions_len
+    actions = []
+    while offset < end:
+        action = parser.OFPAction.parser(buf, offset)
+        actions.append(action)
+        offset += action.len
+    data = bytes(buf[end:]) or None
+    return parser.OFPPacketOut(None, buffer_id, in_port, actions, data)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    priority: int
+    cookie: int
+    match: dict  # field name -> int, or (int, int mask)
+    actions: list  # os-ken action objects; empty: drop
+    idle_timeout: int
+    flags: int
+    flow_mod: object  # the decoded message (its OFPMatch serialises the FLOW_REMOVED)
+
+    def matches(self, packet: dict[str, int]) -> bool:
+        for name, wanted in self.match.items():
+            value = packet.get(name)
+            if value is None:
+                return False
+            if isinstance(wanted, tuple):
+                if value & wanted[1] != wanted[0] & wanted[1]:
+                    return False
+            elif value != wanted:
+                return False
+        return True
+
+
+@dataclass
+class Forwarding:
+    """What the switch does with one packet: the rule (None: a packet-out's actions), the
+    ports it leaves by (``OFPP_CONTROLLER`` for a punt; none: dropped), its fields after the
+    actions (as a test writes them: MACs and addresses as text)."""
+
+    rule: Rule | None
+    outputs: list[int]
+    fields: dict = field(default_factory=dict)
+
+    @property
+    def to_controller(self) -> bool:
+        return ofp.OFPP_CONTROLLER in self.outputs
+
+    @property
+    def dropped(self) -> bool:
+        return not self.outputs
+
+    @property
+    def tunnel(self) -> tuple:
+        """Where a packet sent into the tunnel goes: (VM endpoint, inner MAC, VNI, ports)."""
+        return (
+            self.fields.get("tun_ipv4_dst"),
+            self.fields.get("eth_dst"),
+            self.fields.get("tunnel_id"),
+            self.outputs,
+        )
+
+
+@dataclass
+class PacketOut:
+    message: object  # os-ken's OFPPacketOut
+    forwarding: Forwarding  # where its packet goes (its actions applied to its data)
+
+    @property
+    def data(self) -> bytes | None:
+        return self.message.data
+
+
+def run_actions(actions: list, packet: dict[str, int], rule: Rule | None = None) -> Forwarding:
+    """Apply ``actions`` (os-ken's objects) to a copy of ``packet``."""
+    fields = dict(packet)
+    outputs = []
+    for action in actions:
+        if isinstance(action, parser.OFPActionOutput):
+            port = action.port
+            outputs.append(fields.get("in_port", port) if port == ofp.OFPP_IN_PORT else port)
+        elif isinstance(action, parser.OFPActionSetField):
+            fields[action.key] = as_int(action.key, action.value)
+        elif isinstance(action, parser.NXActionRegMove):
+            mask = (1 << action.n_bits) - 1
+            bits = fields[action.src_field] >> action.src_ofs & mask
+            kept = fields.get(action.dst_field, 0) & ~(mask << action.dst_ofs)
+            fields[action.dst_field] = kept | bits << action.dst_ofs
+        else:
+            raise AssertionError(f"the fake table does not know action {action}")
+    readable = {name: as_text(name, value) for name, value in fields.items()}
+    return Forwarding(rule, outputs, readable)
+
+
+class FakeOFTable:
+    """Table 0 of one switch, fed the controller's messages."""
+
+    def __init__(self):
+        self.rules: list[Rule] = []
+        self.packet_outs: list[PacketOut] = []
+        self.port_desc_requests = 0
+        self.flow_removed: list[bytes] = []  # what the switch told the controller, in order
+
+    # ---- the controller's messages -------------------------------------------------------
+
+    def apply(self, messages) -> list[PacketOut]:
+        """Apply each message (bytes; or an ``Effects``: its messages); the packet-outs among
+        them, with where their packets go."""
+        if not isinstance(messages, list):
+            messages = messages.messages
+        outs = []
+        for message in messages:
+            decoded = decode(message)
+            if isinstance(decoded, parser.OFPFlowMod):
+                self._flow_mod(decoded)
+            elif isinstance(decoded, parser.OFPPacketOut):
+                outs.append(self._packet_out(decoded))
+            else:
+                self.port_desc_requests += 1
+        self.packet_outs += outs
+        return outs
+
+    def _flow_mod(self, message) -> None:
+        match = {name: _match_value(name, value) for name, value in message.match.items()}
+        if message.command == ofp.OFPFC_ADD:
+            _check_prerequisites(match)
+            assert message.table_id == 0 and message.buffer_id == ofp.OFP_NO_BUFFER
+            (actions,) = [i.actions for i in message.instructions] or [[]]
+            rule = Rule(
+                message.priority,
+                message.cookie,
+                match,
+                actions,
+                message.idle_timeout,
+                message.flags,
+                message,
+            )
+            self.rules = [r for r in self.rules if (r.priority, r.match) != (rule.priority, match)]
+            self.rules.append(rule)
+            return
+        assert message.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT), message.command
+        assert (message.out_port, message.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+        assert message.table_id in (0, ofp.OFPTT_ALL)
+        strict = message.command == ofp.OFPFC_DELETE_STRICT
+        for rule in list(self.rules):
+            if rule.cookie & message.cookie_mask != message.cookie & message.cookie_mask:
+                continue
+            if strict and (rule.priority, rule.match) != (message.priority, match):
+                continue
+            if not strict and any(rule.match.get(n) != v for n, v in match.items()):
+                continue
+            self._remove(rule, ofp.OFPRR_DELETE)
+
+    def _packet_out(self, message) -> PacketOut:
+        packet = packet_fields(message.in_port, message.data) if message.data else {}
+        packet["in_port"] = message.in_port
+        return PacketOut(message, run_actions(message.actions, packet))
+
+    def _remove(self, rule: Rule, reason: int) -> None:
+        self.rules.remove(rule)
+        if rule.flags & ofp.OFPFF_SEND_FLOW_REM:
+            self.flow_removed.append(raw_flow_removed(rule, reason))
+
+    # ---- what the switch does ------------------------------------------------------------
+
+    def lookup(self, packet: dict[str, int]) -> Rule | None:
+        """The rule that takes ``packet``: the matching one of highest priority."""
+        matching = [r for r in self.rules if r.matches(packet)]
+        if not matching:
+            return None
+        best = max(r.priority for r in matching)
+        tied = [r for r in matching if r.priority == best]
+        assert len(tied) == 1, f"{len(tied)} rules of priority {best} match: undefined"
+        return tied[0]
+
+    def forward(self, packet: dict[str, int]) -> Forwarding:
+        """Where ``packet`` goes (no rule at all: dropped, as a table miss without a rule)."""
+        rule = self.lookup(packet)
+        if rule is None:
+            return Forwarding(None, [], {})
+        return run_actions(rule.actions, packet, rule)
+
+    def expire(self, rule: Rule) -> bytes:
+        """The rule's idle timeout: it goes; the FLOW_REMOVED the switch sends (its flag)."""
+        assert rule.idle_timeout, "a rule without an idle timeout never expires"
+        self._remove(rule, ofp.OFPRR_IDLE_TIMEOUT)
+        return self.flow_removed[-1]
+
+    def rules_at(self, priority: int) -> list[Rule]:
+        return [r for r in self.rules if r.priority == priority]
+
+
+def _match_value(name: str, value):
+    if isinstance(value, tuple):
+        return as_int(name, value[0]), as_int(name, value[1])
+    return as_int(name, value)
+
+
+def _check_prerequisites(match: dict) -> None:
+    for name in match:
+        if name in PREREQUISITES:
+            needed, allowed = PREREQUISITES[name]
+            assert match.get(needed) in allowed, f"{name} matched without {needed} in {allowed}"
+
+
+# ---- what the switch sends -------------------------------------------------------------------
+
+
+def raw_packet_in(in_port: int, data: bytes, buffer_id: int = ofp.OFP_NO_BUFFER) -> bytes:
+    """An OFPT_PACKET_IN as the switch sends it (what the fast lane hands the core)."""
+    match = bytearray()
+    parser.OFPMatch(in_port=in_port).serialize(match, 0)
+    body = struct.pack("!IHBBQ", buffer_id, len(data), ofp.OFPR_NO_MATCH, 0, 0)
+    body += bytes(match) + b"\0\0" + data
+    return struct.pack("!BBHI", 4, ofp.OFPT_PACKET_IN, 8 + len(body), 0) + body
+
+
+def raw_flow_removed(rule: Rule, reason: int = ofp.OFPRR_IDLE_TIMEOUT) -> bytes:
+    """The OFPT_FLOW_REMOVED the switch sends when ``rule`` goes (section 7.4.2)."""
+    match = bytearray()
+    rule.flow_mod.match.serialize(match, 0)
+    body = struct.pack(
+        "!QHBBIIHHQQ", rule.cookie, rule.priority, reason, 0, 9, 0, rule.idle_timeout, 0, 3, 180
+    )
+    length = 8 + len(body) + len(match)
+    return struct.pack("!BBHI", 4, ofp.OFPT_FLOW_REMOVED, length, 0) + body + bytes(match)

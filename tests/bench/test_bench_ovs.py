@@ -307,7 +307,6 @@ def test_other_load_and_a_short_generator_are_mentioned_beside_the_bottleneck():
 # ---- end to end -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and Open vSwitch")
 def test_quick_run_through_a_real_ovs_reaches_the_vms_and_leaves_nothing_behind():
     started = time.monotonic()
     result = subprocess.run(

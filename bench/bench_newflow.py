@@ -264,6 +264,8 @@ def rest_load_phases(switch, rest_port: int, args, rate: float, cpu_clocks) -> d
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line.  Long because it is one declaration per option, in the order --help
+    lists them, and nothing else."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="short phases (0.5 s warm-up, 2 s), no rebuild"

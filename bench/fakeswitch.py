@@ -420,6 +420,14 @@ class FakeSwitch:
             wait = 0.05 if window else min(0.05, start + (offered + 1) / rate - now)
             self.pump(max(wait, 0.0))
         self.measure_end = self.next_index
+        return self._phase_result(marks, now, rate, not_offered, cpu_clocks, timeline)
+
+    def _phase_result(
+        self, marks: tuple, now: float, rate: float, not_offered: int, cpu_clocks, timeline: bool
+    ) -> PhaseResult:
+        """The phase's figures from the marks taken when measuring started (time, flows done,
+        this process's, the controller's and the machine's CPU) to ``now``; the answers still
+        due are waited for first."""
         t0, done0, switch0, controller0, machine0 = marks
         elapsed = now - t0
         completed = self.done - done0

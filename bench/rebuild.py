@@ -433,43 +433,17 @@ def bench_rebuild(controller: procs.Controller, plan: RebuildPlan) -> RebuildRes
 
 
 def _drive(switch: FakeSwitch, pid: int, rest_port: int, plan: RebuildPlan) -> RebuildResult:
+    """The load at the plan's rate (half the sustained rate, measured first, if it names
+    none); the VM killed after the baseline; the load ended a little after every VIP's table is
+    in; then the health view and the counters at the end."""
+
     def cpu_clocks() -> tuple[float, float]:
         return procs.cpu_seconds(pid)
 
-    sustained, rate = None, plan.rate
-    if not rate:  # short: each backend gets at most one probe answered late meanwhile
-        closed = switch.run(
-            window=SUSTAINED_WINDOW, warmup=0.5, duration=SUSTAINED_SECONDS, cpu_clocks=cpu_clocks
-        )
-        sustained = closed.flows_per_s
-        rate = min(RATE_CAP, sustained / 2)
-        # Saturated, the controller fell behind its health ticks: the probes that came due
-        # meanwhile go out in one burst now.  Let that pass before the baseline.
-        until = time.monotonic() + RECOVER_SECONDS
-        while time.monotonic() < until:
-            switch.pump(0.05)
+    sustained, rate = _load_rate(switch, plan, cpu_clocks)
     baseline, failures_before = pump_while(switch, metrics, rest_port)
-    kill: dict = {}  # at, index (the first flow sent after), dead (flows on the VM before)
     watch = LandingWatch(switch, rest_port, plan.vips, baseline + plan.vips)
-    landed_index = None
-
-    def hook(now: float) -> bool:
-        """Kill the VM after the baseline; end the load a little after every table is in."""
-        nonlocal landed_index
-        if not kill:
-            started = switch.measure_started_at
-            if started is None or now < started + plan.baseline:
-                return False
-            switch.silence(DEAD["tunnel_ip"])
-            kill.update(at=now, index=switch.next_index, dead=switch.counters.watched_flows)
-            watch.start()
-            return False
-        if watch.done_at is not None:
-            if landed_index is None:
-                landed_index = switch.next_index
-            return now > watch.done_at + TAIL_SECONDS
-        return watch.error is not None
-
+    kill = KillTheVm(switch, watch, plan.baseline)
     probes_before = switch.counters.probes_answered + switch.counters.probes_silenced
     silenced_before = switch.counters.probes_silenced
     started = time.perf_counter()
@@ -479,28 +453,89 @@ def _drive(switch: FakeSwitch, pid: int, rest_port: int, plan: RebuildPlan) -> R
             warmup=WARMUP_SECONDS,
             duration=plan.baseline + plan.detection_s + REBUILD_LIMIT,
             cpu_clocks=cpu_clocks,
-            hook=hook,
+            hook=kill,
             stall_seconds=STALL_SECONDS,
             timeline=True,
         )
     finally:
         watch.stop()
     elapsed = time.perf_counter() - started
-    if not kill:
+    if kill.at is None:
         raise ControllerError("the load ended before the VM was killed")
     counters = switch.counters
     result = RebuildResult(
-        plan, rate, sustained, load, kill_at=kill["at"], flows_before_kill=kill["index"]
+        plan, rate, sustained, load, kill_at=kill.at, flows_before_kill=kill.index
     )
-    result.baseline_ms = latencies_between(load.timeline, 0.0, kill["at"])
+    result.baseline_ms = latencies_between(load.timeline, 0.0, kill.at)
     result.deletes = sorted(switch.backend_deletes.values())
-    result.probes_per_s = (counters.probes_answered + counters.probes_silenced - probes_before) / (
-        elapsed
-    )
+    probes = counters.probes_answered + counters.probes_silenced - probes_before
+    result.probes_per_s = probes / elapsed
     result.probes_silenced = counters.probes_silenced
     result.duplicates = counters.duplicates
-    result.dead_flows = counters.watched_flows - kill["dead"]
+    result.dead_flows = counters.watched_flows - kill.dead_before
     result.dead_flows_after_down = counters.placed_after_delete
+    _record_landing(result, switch, watch, kill)
+    result.dead_down_vips, result.others_down = pump_while(switch, health_view, rest_port)
+    swaps, failures = pump_while(switch, metrics, rest_port)
+    result.swaps = round(swaps - baseline)
+    failures -= failures_before
+    result.late_probes = max(0, round(failures) - (counters.probes_silenced - silenced_before))
+    return result
+
+
+def _load_rate(switch: FakeSwitch, plan: RebuildPlan, cpu_clocks) -> tuple[float | None, float]:
+    """(the sustained rate, if measured; the load's rate): the plan's, else half the rate a
+    short closed loop sustains (each backend gets at most one probe answered late meanwhile),
+    at most ``RATE_CAP``."""
+    if plan.rate:
+        return None, plan.rate
+    closed = switch.run(
+        window=SUSTAINED_WINDOW, warmup=0.5, duration=SUSTAINED_SECONDS, cpu_clocks=cpu_clocks
+    )
+    sustained = closed.flows_per_s
+    # Saturated, the controller fell behind its health ticks: the probes that came due
+    # meanwhile go out in one burst now.  Let that pass before the baseline.
+    until = time.monotonic() + RECOVER_SECONDS
+    while time.monotonic() < until:
+        switch.pump(0.05)
+    return sustained, min(RATE_CAP, sustained / 2)
+
+
+class KillTheVm:
+    """The load's hook: kill the VM (silence its tunnel endpoint) once the baseline is
+    measured and start watching the tables land; end the load a little after every table is
+    in, or once the watch failed."""
+
+    def __init__(self, switch: FakeSwitch, watch: LandingWatch, baseline_s: float):
+        self.switch, self.watch, self.baseline_s = switch, watch, baseline_s
+        self.at: float | None = None  # perf_counter time of the kill
+        self.index = 0  # the first flow sent after it
+        self.dead_before = 0  # flows placed on the VM before it
+        self.landed_index: int | None = None  # the first flow sent once every table was in
+
+    def __call__(self, now: float) -> bool:
+        switch, watch = self.switch, self.watch
+        if self.at is None:
+            started = switch.measure_started_at
+            if started is None or now < started + self.baseline_s:
+                return False
+            switch.silence(DEAD["tunnel_ip"])
+            self.at, self.index = now, switch.next_index
+            self.dead_before = switch.counters.watched_flows
+            watch.start()
+            return False
+        if watch.done_at is not None:
+            if self.landed_index is None:
+                self.landed_index = switch.next_index
+            return now > watch.done_at + TAIL_SECONDS
+        return watch.error is not None
+
+
+def _record_landing(
+    result: RebuildResult, switch: FakeSwitch, watch: LandingWatch, kill: KillTheVm
+) -> None:
+    """When the tables landed and the latency meanwhile; or why they did not."""
+    plan, load = result.plan, result.load
     result.install_delays = watch.install_delays()
     result.witnesses = len(watch.landed)
     result.request_seconds = sorted(watch.request_seconds)
@@ -511,17 +546,11 @@ def _drive(switch: FakeSwitch, pid: int, rest_port: int, plan: RebuildPlan) -> R
             result.problem = f"only {len(result.deletes)} of {plan.vips} VIPs marked the VM down"
         else:
             result.problem = f"the tables were not all in {REBUILD_LIMIT:.0f} s after the kill"
-    else:
-        result.landed_at = watch.done_at
-        result.window_ms = latencies_between(load.timeline, kill["at"], watch.done_at)
-        if result.deletes:
-            result.rebuild_ms = latencies_between(load.timeline, result.deletes[0], watch.done_at)
-        end = landed_index if landed_index is not None else switch.next_index
-        result.sent_in_window = end - kill["index"]
-        result.unanswered, _ = switch.incomplete_between(kill["index"], end)
-    result.dead_down_vips, result.others_down = pump_while(switch, health_view, rest_port)
-    swaps, failures = pump_while(switch, metrics, rest_port)
-    result.swaps = round(swaps - baseline)
-    failures -= failures_before
-    result.late_probes = max(0, round(failures) - (counters.probes_silenced - silenced_before))
-    return result
+        return
+    result.landed_at = watch.done_at
+    result.window_ms = latencies_between(load.timeline, kill.at, watch.done_at)
+    if result.deletes:
+        result.rebuild_ms = latencies_between(load.timeline, result.deletes[0], watch.done_at)
+    end = kill.landed_index if kill.landed_index is not None else switch.next_index
+    result.sent_in_window = end - kill.index
+    result.unanswered, _ = switch.incomplete_between(kill.index, end)

@@ -271,47 +271,67 @@ def print_targets(results: dict, rebuilds: dict) -> None:
             print(f"  {text}: {'met' if met else 'NOT met'} ({figure})")
 
 
-def print_summary(results: dict, rebuilds: dict) -> None:
-    """One Markdown table for the README: a column per controller, a row per figure."""
-    names = list(dict.fromkeys(list(results) + list(rebuilds)))
-    rows: list[tuple[str, dict, str]] = []
+class SummaryRows:
+    """The README's summary table: a column per controller, a row per figure; a row is kept
+    only if some controller has its figure."""
 
-    def row(title: str, target: str, figure) -> None:
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.rows: list[tuple[str, dict, str]] = []
+
+    def add(self, title: str, target: str, figure) -> None:
+        """``figure(name)``: the cell of that controller, None if it has none."""
         cells = {}
-        for name in names:
+        for name in self.names:
             value = figure(name)
             if value is not None:
                 cells[name] = value
         if cells:
-            rows.append((title, cells, target))
+            self.rows.append((title, cells, target))
+
+
+def print_summary(results: dict, rebuilds: dict) -> None:
+    """One Markdown table for the README: a column per controller, a row per figure."""
+    names = list(dict.fromkeys(list(results) + list(rebuilds)))
+    table = SummaryRows(names)
+    _new_flow_rows(table, results)
+    _rebuild_rows(table, rebuilds)
+    print("summary (Markdown, for the README):")
+    print("| | " + " | ".join(label(name) for name in names) + " | target |")
+    print("| --- " * (len(names) + 2) + "|")
+    for title, cells, target in table.rows:
+        values = " | ".join(cells.get(name, "") for name in names)
+        print(f"| {title} | {values} | {target} |")
+
+
+def _new_flow_rows(table: SummaryRows, results: dict) -> None:
+    """Rate, latency and CPU per flow; with a prefill, the rate before and after and the
+    memory per flow-table entry."""
 
     def new_flow(function):
         return lambda name: function(results[name]) if name in results else None
-
-    def rebuilt(function):
-        return lambda name: function(rebuilds[name]) if name in rebuilds else None
 
     def lat(phase: PhaseResult) -> str:
         p50, p99 = p50_p99(phase)
         return f"{p50 or 0:.2f} / {p99 or 0:.2f} ms"
 
-    row(
+    table.add(
         "new flows/s (closed loop)",
         f">= {TARGET_FLOWS_PER_S:,}",
         new_flow(lambda r: f"{r['sustained'].flows_per_s:,.0f}"),
     )
-    row(
+    table.add(
         "first-packet p50 / p99 at half that rate",
         f"p99 <= {TARGET_P99_MS:g} ms",
         new_flow(lambda r: lat(r["latency"])),
     )
-    row(
+    table.add(
         "controller CPU per new flow",
         "",
         new_flow(lambda r: f"{cpu_per_flow_us(r['sustained']):.0f} µs"),
     )
     prefill = next((r["prefill_flows"] for r in results.values() if r["memory"]), 0)
-    row(
+    table.add(
         f"new flows/s before / after {prefill:,} more flows",
         f">= {TARGET_RATE_HOLDS:.0%} after",
         new_flow(
@@ -322,7 +342,7 @@ def print_summary(results: dict, rebuilds: dict) -> None:
             )
         ),
     )
-    row(
+    table.add(
         "resident bytes per flow-table entry",
         f"<= {TARGET_BYTES_PER_ENTRY}",
         new_flow(
@@ -333,47 +353,49 @@ def print_summary(results: dict, rebuilds: dict) -> None:
             )
         ),
     )
+
+
+def _rebuild_rows(table: SummaryRows, rebuilds: dict) -> None:
+    """The rebuild phase's latency, detection and landing times, flows to the dead VM."""
     plan = next(iter(rebuilds.values())).plan if rebuilds else None
-    if plan:
-        title = f"{plan.vips} VIPs x {plan.backends} backends"
+    if not plan:
+        return
 
-        def spread(values: list[float], unit: str = "ms") -> str:
-            p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
-            if p50 is None or p99 is None:
-                return "-"
-            return f"{p50:.2f} / {p99:.2f} / {values[-1]:.2f} {unit}"
+    def rebuilt(function):
+        return lambda name: function(rebuilds[name]) if name in rebuilds else None
 
-        row(
-            f"rebuild of {title}, kill -> all tables in: p50 / p99 / max",
-            f"p99 <= {TARGET_REBUILD_P99_MS:g} ms",
-            rebuilt(lambda r: spread(r.window_ms)),
-        )
-        row(
-            "rebuild, first mark-down -> all tables in: p50 / p99 / max",
-            f"p99 <= {TARGET_REBUILD_P99_MS:g} ms",
-            rebuilt(lambda r: spread(r.rebuild_ms)),
-        )
-        row(
-            "rebuild: last VIP marks the VM down / all tables in, after the kill",
-            f"<= {plan.detection_s:g} s (interval x fall + timeout) / ",
-            rebuilt(lambda r: f"{(r.detection_s or (0, 0))[1]:.1f} s / {r.window_s or 0:.1f} s"),
-        )
-        row(
-            "rebuild: a VIP's table in after its mark-down, p50 / p99 / max",
-            "",
-            rebuilt(lambda r: spread(r.install_delays, "s")),
-        )
-        row(
-            "rebuild: flows to the dead VM after its mark-down",
-            "0",
-            rebuilt(lambda r: f"{r.dead_flows_after_down}"),
-        )
-    print("summary (Markdown, for the README):")
-    print("| | " + " | ".join(label(name) for name in names) + " | target |")
-    print("| --- " * (len(names) + 2) + "|")
-    for title, cells, target in rows:
-        values = " | ".join(cells.get(name, "") for name in names)
-        print(f"| {title} | {values} | {target} |")
+    def spread(values: list[float], unit: str = "ms") -> str:
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        if p50 is None or p99 is None:
+            return "-"
+        return f"{p50:.2f} / {p99:.2f} / {values[-1]:.2f} {unit}"
+
+    title = f"{plan.vips} VIPs x {plan.backends} backends"
+    table.add(
+        f"rebuild of {title}, kill -> all tables in: p50 / p99 / max",
+        f"p99 <= {TARGET_REBUILD_P99_MS:g} ms",
+        rebuilt(lambda r: spread(r.window_ms)),
+    )
+    table.add(
+        "rebuild, first mark-down -> all tables in: p50 / p99 / max",
+        f"p99 <= {TARGET_REBUILD_P99_MS:g} ms",
+        rebuilt(lambda r: spread(r.rebuild_ms)),
+    )
+    table.add(
+        "rebuild: last VIP marks the VM down / all tables in, after the kill",
+        f"<= {plan.detection_s:g} s (interval x fall + timeout) / ",
+        rebuilt(lambda r: f"{(r.detection_s or (0, 0))[1]:.1f} s / {r.window_s or 0:.1f} s"),
+    )
+    table.add(
+        "rebuild: a VIP's table in after its mark-down, p50 / p99 / max",
+        "",
+        rebuilt(lambda r: spread(r.install_delays, "s")),
+    )
+    table.add(
+        "rebuild: flows to the dead VM after its mark-down",
+        "0",
+        rebuilt(lambda r: f"{r.dead_flows_after_down}"),
+    )
 
 
 # ---- the rebuild phase ------------------------------------------------------------------------
@@ -388,39 +410,61 @@ def _s(value: float | None) -> str:
 
 
 def print_rebuild(name: str, result: RebuildResult) -> None:
+    """The rebuild phase's account: the set-up and load, what may skew it, when the VIPs
+    noticed and their tables landed, latency before and during, where flows went."""
+    for line in (
+        _rebuild_setting(name, result)
+        + _rebuild_caveats(result)
+        + _rebuild_timing(result)
+        + _rebuild_latency(result)
+        + _rebuild_outcome(result)
+    ):
+        print(line)
+
+
+def _rebuild_setting(name: str, result: RebuildResult) -> list[str]:
     plan, load = result.plan, result.load
     tables = "one shared table" if plan.shared_tables else f"{plan.vips} distinct tables"
-    print(
-        f"  {label(name)}: {plan.vips} VIPs x {plan.backends} backends ({tables}), health every "
-        f"{plan.interval:g} s (timeout {plan.timeout:g} s, fall {plan.fall}): "
-        f"{result.probes_per_s:,.0f} probes/s"
-    )
     sustained = (
         "" if result.sustained is None else f" (half of {result.sustained:,.0f}/s sustained)"
     )
-    print(
-        f"    load: {result.rate:,.0f} new flows/s{sustained}, {load.flows_per_s:,.0f}/s answered"
-    )
-    if result.others_down or len(result.deletes) > plan.vips:
-        print(
+    return [
+        f"  {label(name)}: {plan.vips} VIPs x {plan.backends} backends ({tables}), health every "
+        f"{plan.interval:g} s (timeout {plan.timeout:g} s, fall {plan.fall}): "
+        f"{result.probes_per_s:,.0f} probes/s",
+        f"    load: {result.rate:,.0f} new flows/s{sustained}, {load.flows_per_s:,.0f}/s answered",
+    ]
+
+
+def _rebuild_caveats(result: RebuildResult) -> list[str]:
+    """What makes the figures below something else than one VM's failure on a quiet machine."""
+    lines = []
+    if result.others_down or len(result.deletes) > result.plan.vips:
+        lines.append(
             "    WARNING: the controller fell behind its probes: healthy backends were marked down "
             "too, so the figures below are not those of one VM's failure"
         )
     if result.problem:
-        print(f"    NOT COMPLETE: {result.problem}")
-    if load.other_cpu > OTHER_LOAD_WARNING:
-        print(
-            f"    warning: other processes kept {load.other_cpu:.1f} cores busy meanwhile "
+        lines.append(f"    NOT COMPLETE: {result.problem}")
+    if result.load.other_cpu > OTHER_LOAD_WARNING:
+        lines.append(
+            f"    warning: other processes kept {result.load.other_cpu:.1f} cores busy meanwhile "
             f"(of {os.cpu_count()}): figures are skewed, latency tails most"
         )
     if result.down_at_start:
-        print(
+        lines.append(
             f"    {result.down_at_start} backend(s) were down one health interval after the switch "
             "connected (the probes due during start-up go out at once), up again before the kill"
         )
+    return lines
+
+
+def _rebuild_timing(result: RebuildResult) -> list[str]:
+    """When the VIPs marked the VM down, and when their tables were in."""
+    lines = []
     detection = result.detection_s
     if detection:
-        print(
+        lines.append(
             f"    {len(result.deletes)} mark-downs (a backend's rules deleted) "
             f"{detection[0]:.2f}-{detection[1]:.2f} s after the kill; all tables in "
             f"{_s(result.rebuild_s)} after the first, {_s(result.tail_s)} after the last "
@@ -428,49 +472,57 @@ def print_rebuild(name: str, result: RebuildResult) -> None:
         )
     delays, requests = result.install_delays, result.request_seconds
     if delays:
-        print(
+        lines.append(
             f"    each VIP's table in after its mark-down: p50 {_s(percentile(delays, 0.5))}, "
             f"max {_s(delays[-1])} (seen for {result.witnesses} VIPs by GET /v1/lookup every "
             f"{POLL_SECONDS * 1e3:.0f} ms: {len(requests)} requests taking p50 "
             f"{_s(percentile(requests, 0.5))}, max {_s(requests[-1] if requests else None)}; "
             f"{result.swaps} tables swapped in all)"
         )
-    for span, values in (
-        (f"{plan.baseline:g} s before the kill", result.baseline_ms),
-        ("kill -> landed", result.window_ms),
-        ("first mark-down -> landed", result.rebuild_ms),
-    ):
-        print(
-            f"    latency, {span}: {len(values):,} flows, p50 {_ms(percentile(values, 0.5))}, "
-            f"p99 {_ms(percentile(values, 0.99))}, max {_ms(values[-1] if values else None)}"
+    return lines
+
+
+def _rebuild_latency(result: RebuildResult) -> list[str]:
+    """First-packet latency before the kill and while the tables were rebuilt; the flows over
+    the target, by second after the kill."""
+    lines = [
+        f"    latency, {span}: {len(values):,} flows, p50 {_ms(percentile(values, 0.5))}, "
+        f"p99 {_ms(percentile(values, 0.99))}, max {_ms(values[-1] if values else None)}"
+        for span, values in (
+            (f"{result.plan.baseline:g} s before the kill", result.baseline_ms),
+            ("kill -> landed", result.window_ms),
+            ("first mark-down -> landed", result.rebuild_ms),
         )
+    ]
     if result.window_ms and result.deletes:
         slow = slow_seconds(
             result.load.timeline, result.kill_at, result.landed_at, TARGET_REBUILD_P99_MS
         )
         seconds = ", ".join(f"+{second} s: {count:,}" for second, count in slow.items())
-        print(
+        lines.append(
             f"    flows over {TARGET_REBUILD_P99_MS:g} ms by second sent after the kill: "
             f"{seconds or 'none'} (mark-downs +{result.deletes[0] - result.kill_at:.1f} "
             f"to +{result.deletes[-1] - result.kill_at:.1f} s)"
         )
-    print(
+    return lines
+
+
+def _rebuild_outcome(result: RebuildResult) -> list[str]:
+    """Where the flows went (the dead VM, unanswered), and the health view at the end."""
+    plan, load = result.plan, result.load
+    return [
         f"    flows to the dead VM after the kill: {result.dead_flows:,}, "
         f"{result.dead_flows_after_down} after their VIP marked it down; "
         f"{result.unanswered:,} of {result.sent_in_window:,} flows in the window unanswered "
         f"(dropped until their VIP's new table was in); ~{result.flows_before_kill:,} flows "
-        "in the table at the kill"
-    )
-    print(
+        "in the table at the kill",
         f"    the whole load: {load.incomplete:,} flows unanswered, {load.no_flow_mod} with a "
-        f"packet-out but no flow-mod, {result.duplicates} duplicates"
-    )
-    print(
+        f"packet-out but no flow-mod, {result.duplicates} duplicates",
         f"    at the end (GET /v1/health): the VM down in {result.dead_down_vips} of {plan.vips} "
         f"VIPs, {result.others_down} other backend(s) down, {result.late_probes} probe(s) of "
-        f"live backends failed (answered late); controller "
-        f"{load.controller_cpu:.2f} cores, switch {load.switch_cpu:.2f}, other {load.other_cpu:.2f}"
-    )
+        f"live backends failed (answered late); controller {load.controller_cpu:.2f} cores, "
+        f"switch {load.switch_cpu:.2f}, other {load.other_cpu:.2f}",
+    ]
 
 
 def summarise_rebuild(prefix: str, result: RebuildResult) -> dict:

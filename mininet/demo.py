@@ -73,27 +73,15 @@ def _interrupt(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("demo: must run as root (Mininet creates namespaces and links)", file=sys.stderr)
+    source = deployment_file.load(args.config)
+    active = args.gateways or len(source.gateways)  # gateways in the ECMP group at the start
+    problem = preflight(args, source, active)
+    if problem:
+        print(f"demo: {problem}", file=sys.stderr)
         return 2
     selected = [name for name in ORDER if not args.only or name in args.only]
-    source = deployment_file.load(args.config)
-    active = args.gateways or len(source.gateways)
-    vm_count = args.vms or len({b.name for v in source.vips for b in v.backends})
-    if active < MIN_GATEWAYS or vm_count < MIN_VMS:
-        print(
-            f"demo: needs at least {MIN_GATEWAYS} gateways and {MIN_VMS} VMs "
-            f"(got {active} and {vm_count})",
-            file=sys.stderr,
-        )
-        return 2
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    # Each run starts from nothing: its OVS database, controller logs and state files (which
-    # would otherwise carry VIP changes into the next run) live in a fresh work folder.
-    work = out / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = fresh_work_folder(out)
     signal.signal(signal.SIGTERM, _interrupt)
     setLogLevel("info" if args.verbose else "warning")
     counts = scenarios.Counts.quick() if args.quick else scenarios.Counts()
@@ -102,13 +90,64 @@ def main(argv=None) -> int:
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "scenarios": [],
     }
-    ovs = PrivateOVS(work / "ovs")
-    net = world = None
+    emulation = Emulation(PrivateOVS(work / "ovs"))
     try:
-        say(f"starting a private Open vSwitch in {ovs.rundir}")
-        ovs.start()
-        os.environ.update({k: v for k, v in ovs.env.items() if k.startswith("OVS_")})
-        spare = "scale-out" in selected
+        newcomer = emulation.start(args, work, active, spare="scale-out" in selected)
+        results["topology"] = topology_summary(emulation.world.plan.deployment)
+        for name in selected:
+            results["scenarios"].append(run_scenario(emulation.world, name, counts, newcomer))
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        results["interrupted"] = True
+    except Exception:  # noqa: BLE001 - set-up failed: report it, clean up, exit 2
+        traceback.print_exc()
+        results["setup_failed"] = True
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        emulation.stop()
+    return report_results(results, out, started)
+
+
+def preflight(args: argparse.Namespace, source, active: int) -> str | None:
+    """Why the demo cannot run (not root, too few gateways or VMs), or None."""
+    if os.geteuid() != 0:
+        return "must run as root (Mininet creates namespaces and links)"
+    vm_count = args.vms or len({b.name for v in source.vips for b in v.backends})
+    if active < MIN_GATEWAYS or vm_count < MIN_VMS:
+        return (
+            f"needs at least {MIN_GATEWAYS} gateways and {MIN_VMS} VMs "
+            f"(got {active} and {vm_count})"
+        )
+    return None
+
+
+def fresh_work_folder(out: Path) -> Path:
+    """Each run starts from nothing: its OVS database, controller logs and state files (which
+    would otherwise carry VIP changes into the next run) live in a fresh work folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+class Emulation:
+    """The private Open vSwitch, the Mininet network and the scenarios' world, as far as they
+    got: ``stop`` undoes whatever ``start`` did, even if it failed half-way."""
+
+    def __init__(self, ovs: PrivateOVS):
+        self.ovs = ovs
+        self.net = None
+        self.world: scenarios.World | None = None
+
+    def start(self, args: argparse.Namespace, work: Path, active: int, spare: bool):
+        """OVS, then the network of ``active`` gateways (and one more if ``spare``: stopped at
+        once, it joins in the scale-out scenario, and is returned), routes to the gateways, and
+        every gateway connected and seeing every VM healthy."""
+        say(f"starting a private Open vSwitch in {self.ovs.rundir}")
+        self.ovs.start()
+        os.environ.update({k: v for k, v in self.ovs.env.items() if k.startswith("OVS_")})
         topo = lockstep_topo.LockstepTopo(
             config=args.config,
             clients=args.clients,
@@ -122,10 +161,10 @@ def main(argv=None) -> int:
             f"building {len(deployment.clients)} clients, a router, "
             f"{len(deployment.gateways)} gateways and {vm_count} VMs"
         )
-        net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
-        net.build()  # inside the try: a failed build is cleaned up too
-        net.start()
-        world = scenarios.World(net, topo.plan, topo.config_path, log=say)
+        self.net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
+        self.net.build()  # inside the caller's try: a failed build is cleaned up too
+        self.net.start()
+        world = self.world = scenarios.World(self.net, topo.plan, topo.config_path, log=say)
         newcomer = None
         if spare:
             newcomer = world.gateways[-1]
@@ -134,54 +173,59 @@ def main(argv=None) -> int:
         world.route(world.gateways)
         say("waiting for every gateway to connect and see every VM healthy")
         world.wait_ready()
-        vip = deployment.vips[0]
-        results["topology"] = {
-            "clients": len(deployment.clients),
-            "gateways": [g.name for g in deployment.gateways],
-            "vms": [b.name for b in vip.backends],
-            "vip": f"{vip.address}:{vip.port}",
-            "weights": {b.name: b.weight for b in vip.backends},
-        }
-        for name in selected:
-            say(f"scenario {name} ...")
-            try:
-                if name == "scale-out":
-                    result = scenarios.scale_out(world, counts, newcomer)
-                    world.gateways.append(newcomer)
-                else:
-                    result = scenarios.SCENARIOS[name](world, counts)
-            except Exception as error:  # noqa: BLE001 - one broken scenario is a result too
-                traceback.print_exc()
-                result = {
-                    "name": name,
-                    "title": name,
-                    "passed": False,
-                    "checks": [{"what": "ran to the end", "ok": False, "detail": repr(error)}],
-                    "figures": {},
-                }
-            results["scenarios"].append(result)
-            failed = [c for c in result["checks"] if c["ok"] is False]
-            say(f"scenario {name}: {'PASS' if result['passed'] else 'FAIL'}")
-            for check in failed:
-                say(f"    broken: {check['what']}: {check['detail']}")
-    except KeyboardInterrupt:
-        say("interrupted: cleaning up")
-        results.setdefault("scenarios", [])
-        results["interrupted"] = True
-    except Exception:  # noqa: BLE001 - set-up failed: report it, clean up, exit 2
-        traceback.print_exc()
-        results["setup_failed"] = True
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return newcomer
+
+    def stop(self) -> None:
         try:
-            if world is not None:
-                world.stop_traffic()
-            if net is not None:
+            if self.world is not None:
+                self.world.stop_traffic()
+            if self.net is not None:
                 say("stopping the emulation")
-                net.stop()
+                self.net.stop()
         finally:
-            ovs.stop()
+            self.ovs.stop()
+
+
+def topology_summary(deployment) -> dict:
+    """What the report's headline and plots need of the deployment (its first VIP)."""
+    vip = deployment.vips[0]
+    return {
+        "clients": len(deployment.clients),
+        "gateways": [g.name for g in deployment.gateways],
+        "vms": [b.name for b in vip.backends],
+        "vip": f"{vip.address}:{vip.port}",
+        "weights": {b.name: b.weight for b in vip.backends},
+    }
+
+
+def run_scenario(world: scenarios.World, name: str, counts, newcomer) -> dict:
+    """One scenario's result; a scenario that raised is a failed result, not the end."""
+    say(f"scenario {name} ...")
+    try:
+        if name == "scale-out":
+            result = scenarios.scale_out(world, counts, newcomer)
+            world.gateways.append(newcomer)
+        else:
+            result = scenarios.SCENARIOS[name](world, counts)
+    except Exception as error:  # noqa: BLE001 - one broken scenario is a result too
+        traceback.print_exc()
+        result = {
+            "name": name,
+            "title": name,
+            "passed": False,
+            "checks": [{"what": "ran to the end", "ok": False, "detail": repr(error)}],
+            "figures": {},
+        }
+    failed = [c for c in result["checks"] if c["ok"] is False]
+    say(f"scenario {name}: {'PASS' if result['passed'] else 'FAIL'}")
+    for check in failed:
+        say(f"    broken: {check['what']}: {check['detail']}")
+    return result
+
+
+def report_results(results: dict, out: Path, started: float) -> int:
+    """Write and print the report; the exit status (0 passed, 1 a promise broken, 2 the run
+    did not happen: set-up failed or interrupted)."""
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["passed"] = bool(results["scenarios"]) and all(
         s["passed"] for s in results["scenarios"]

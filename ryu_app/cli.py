@@ -55,7 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a deployment file")
     check.add_argument("file")
     check.set_defaults(run=run_check)
+    _add_lookup(commands)
+    status = commands.add_parser(
+        "status",
+        help="gateways side by side; flags any disagreement",
+        description="Exit 0: all gateways agree (configuration and healthy sets); 1: they "
+        "disagree; 3: a gateway did not answer.",
+    )
+    _targets(status, writes=False)
+    status.add_argument("--json", action="store_true", help="print the raw answers as JSON")
+    status.set_defaults(run=run_status)
+    _add_vip(commands)
+    return parser
 
+
+def _add_lookup(commands) -> None:
     lookup = commands.add_parser(
         "lookup",
         help="which backend each flow (CSV on stdin) goes to",
@@ -84,16 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     lookup.set_defaults(run=run_lookup)
 
-    status = commands.add_parser(
-        "status",
-        help="gateways side by side; flags any disagreement",
-        description="Exit 0: all gateways agree (configuration and healthy sets); 1: they "
-        "disagree; 3: a gateway did not answer.",
-    )
-    _targets(status, writes=False)
-    status.add_argument("--json", action="store_true", help="print the raw answers as JSON")
-    status.set_defaults(run=run_status)
 
+def _add_vip(commands) -> None:
+    """``lockstep vip ACTION``: each action a change made on every gateway named."""
     vip = commands.add_parser("vip", help="manage VIPs on one or several gateways at once")
     actions = vip.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the VIPs of each gateway")
@@ -128,7 +135,6 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("backend")
     _targets(remove)
     remove.set_defaults(run=run_vip_remove_backend)
-    return parser
 
 
 def _targets(parser: argparse.ArgumentParser, writes: bool = True) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 from webob import Request, Response
 from webob import exc as http
 
-from ryu_app import openapi
+from ryu_app import openapi, views
 from ryu_app.service import MAX_PAGE, Accepted, BadRequest, Conflict, GatewayService, NotFound
 from topology.addresses import ip_address
 from topology.deployment import vip_to_data
@@ -197,6 +197,9 @@ class RestApi:
         self.token = token
         self.clock = clock
         self.wall_clock = wall_clock
+        # The HTTP server's connection counters (``httpserver.Stats``), served in /metrics;
+        # set by ``make`` once the server exists (none under classic Ryu's eventlet server).
+        self.server_stats = None
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -295,7 +298,7 @@ class RestApi:
         return self.run(self.service.status)
 
     def metrics(self, request, body):
-        text = self.run(self.service.metrics)
+        text = self.run(self.service.metrics) + views.render_server_metrics(self.server_stats)
         return Response(text, content_type="text/plain", charset="utf-8")
 
     def openapi(self, request, body):
@@ -489,4 +492,6 @@ def make(host: str, port: int, app, green: bool = False):
         return _GreenServer(host, port, app)
     from ryu_app import httpserver  # noqa: PLC0415 - not needed (nor installed) under classic Ryu
 
-    return httpserver.RestServer(app, host, port, httpserver.Limits(max_body=MAX_BODY))
+    server = httpserver.RestServer(app, host, port, httpserver.Limits(max_body=MAX_BODY))
+    app.server_stats = server.stats
+    return server

@@ -9,7 +9,7 @@ paging through a million flows cut new flows from 71k/s to 2.5k/s); a snapshot t
 under a millisecond at that scale.
 
 Rendering remembers what is costly and rarely changes (``RenderCache``: each VIP's config
-digest, by VIP object; each healthy set's digest; each VIP's ``backend_up`` lines), so that a
+digest, by VIP object; each healthy set's digest; each VIP's ``backend_up`` samples), so that a
 client asking in a loop costs little CPU either (the REST thread shares the interpreter with
 the packet path).  Framework-free, like the service.
 """
@@ -20,7 +20,12 @@ import dataclasses
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
@@ -62,7 +67,7 @@ class RenderCache:
         self._config: dict[str, tuple[Vip, str]] = {}
         self._healthy: dict[str, tuple[frozenset, str]] = {}
         self._all: tuple[tuple[Vip, ...] | None, str] = (None, "")
-        self._backend_up: dict[str, tuple[Vip, frozenset, list[str]]] = {}
+        self._backend_up: dict[str, tuple[Vip, frozenset, list[Sample]]] = {}
 
     def config_digest(self, vip: Vip) -> str:
         cached = self._config.get(vip.name)
@@ -85,16 +90,18 @@ class RenderCache:
             self._all = (vips, value)
         return value
 
-    def backend_up(self, view: VipView) -> list[str]:
+    def backend_up(self, view: VipView) -> list[Sample]:
+        """The VIP's ``lockstep_backend_up`` samples: one per configured backend."""
         cached = self._backend_up.get(view.vip.name)
         if cached is None or cached[0] is not view.vip or cached[1] != view.healthy:
             vip = view.vip
-            lines = [
-                f'lockstep_backend_up{{vip="{_escape(vip.name)}",backend="{_escape(b.name)}"}} '
-                f"{int(b.name in view.healthy)}"
+            samples = [
+                Sample(
+                    BACKEND_UP, {"vip": vip.name, "backend": b.name}, int(b.name in view.healthy)
+                )
                 for b in vip.backends
             ]
-            cached = self._backend_up[vip.name] = (vip, view.healthy, lines)
+            cached = self._backend_up[vip.name] = (vip, view.healthy, samples)
         return cached[2]
 
     def forget_others(self, names: set[str]) -> None:
@@ -278,7 +285,13 @@ def parse_cursor(text: str) -> Position | None:
     return int(shard), int(index)
 
 
-# ---- Prometheus text exposition -------------------------------------------------------------
+# ---- Prometheus metrics ---------------------------------------------------------------------
+#
+# The packet path counts in plain integers (``GatewayCounters``, the flow table's and the
+# balancer's counters) and pays nothing for metrics.  A scrape copies them on the loop
+# (``metrics_snapshot``) and prometheus_client turns the copy into text on the REST thread
+# (``render_metrics``: a ``GatewayCollector`` of that copy, ``generate_latest``).  Per-VIP and
+# per-backend series exist for the balancer's VIPs and their configured backends only.
 
 
 class MetricsSnapshot(NamedTuple):
@@ -313,63 +326,152 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
     )
 
 
+BACKEND_UP = "lockstep_backend_up"
+
+
+class GatewayCollector:
+    """A prometheus_client collector of one gateway's counters as ``snapshot`` holds them (a
+    collector is anything with ``collect()``; this one is made per scrape, because the
+    counters may only be read on the controller's loop).  ``handler_errors``: the shell's
+    count of event handlers that raised; ``cache`` remembers each VIP's ``backend_up``
+    samples while its configuration and healthy set stay the same."""
+
+    def __init__(self, snapshot: MetricsSnapshot, handler_errors: int, cache: RenderCache):
+        self.snapshot = snapshot
+        self.handler_errors = handler_errors
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot, table = self.snapshot, self.snapshot.table
+        yield _counter("lockstep_packet_ins", "Packet-ins received.", snapshot.packet_ins)
+        yield _counter(
+            "lockstep_flows_installed", "Per-flow rules installed.", snapshot.flows_installed
+        )
+        yield _counter(
+            "lockstep_packet_outs", "Packet-outs of client packets.", snapshot.packet_outs
+        )
+        yield _counter(
+            "lockstep_flows_removed", "Per-flow rules the switch expired.", snapshot.flows_removed
+        )
+        malformed = CounterMetricFamily(
+            "lockstep_malformed_packets",
+            "Packet-ins dropped as not load-balanceable, by reason.",
+            labels=("reason",),
+        )
+        for reason, count in sorted(snapshot.malformed.items()):
+            malformed.add_metric((reason,), count)
+        yield malformed
+        yield _counter("lockstep_flow_table_hits", "Flow-table hits.", table["hits"])
+        yield _counter("lockstep_flow_table_misses", "Flow-table misses.", table["misses"])
+        yield _counter(
+            "lockstep_flow_table_non_syn_misses",
+            "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
+            table["tcp_non_syn_misses"],
+        )
+        yield _counter(
+            "lockstep_flow_table_evictions", "Entries evicted at capacity.", table["evictions"]
+        )
+        yield GaugeMetricFamily(
+            "lockstep_flow_table_entries", "Flows in this gateway's table.", snapshot.entries
+        )
+        probes = CounterMetricFamily("lockstep_probes", "Health probe results.", labels=("result",))
+        probes.add_metric(("ok",), snapshot.probe_results[True])
+        probes.add_metric(("fail",), snapshot.probe_results[False])
+        yield probes
+        yield self._backend_up()
+        yield _counter(
+            "lockstep_table_rebuilds",
+            "Maglev tables swapped in after a change of healthy set or weights.",
+            snapshot.table_installs,
+        )
+        yield _counter(
+            "lockstep_table_build_failures",
+            "Maglev table builds that failed (each is retried with backoff while still wanted).",
+            snapshot.table_build_failures,
+        )
+        yield _counter(
+            "lockstep_handler_errors",
+            "Event handlers that raised (event dropped).",
+            self.handler_errors,
+        )
+
+    def _backend_up(self) -> GaugeMetricFamily:
+        """One sample per configured backend of each VIP (10,000 at 100 x 100), remembered
+        per VIP."""
+        family = GaugeMetricFamily(
+            BACKEND_UP,
+            "1 if this gateway considers the backend healthy.",
+            labels=("vip", "backend"),
+        )
+        states = self.snapshot.states
+        for _, view in sorted(states.items()):
+            family.samples += self.cache.backend_up(view)
+        self.cache.forget_others(set(states))
+        return family
+
+
+def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
+    """An unlabelled counter (prometheus_client adds ``_total`` to the sample's name)."""
+    return CounterMetricFamily(name, help_text, value=value)
+
+
+# The REST server's own counters (``httpserver.Stats``): attribute -> (family, help).
+SERVER_COUNTERS = {
+    "accepted": ("lockstep_rest_connections_accepted", "REST connections accepted."),
+    "evicted": (
+        "lockstep_rest_connections_evicted",
+        "REST connections closed at the connection cap to make room for a new one "
+        "(idle ones first, then those whose request had not come in full).",
+    ),
+    "refused": (
+        "lockstep_rest_connections_refused",
+        "REST connections closed at once: at the cap, with none that could be closed instead.",
+    ),
+    "idle_timeouts": (
+        "lockstep_rest_idle_timeouts",
+        "Keep-alive REST connections closed after the idle timeout.",
+    ),
+    "slow_requests": (
+        "lockstep_rest_slow_requests",
+        "REST connections closed because a request's headers or body missed its deadline.",
+    ),
+    "accept_failures": (
+        "lockstep_rest_accept_failures",
+        "REST accept() failures that paused the listener (out of descriptors or memory).",
+    ),
+}
+
+
+class ServerCollector:
+    """A prometheus_client collector of the REST server's counters, read when collected
+    (``stats``: an ``httpserver.Stats``, counted on the server's own thread; each is one
+    integer, read as it is at that moment)."""
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        for attribute, (name, help_text) in SERVER_COUNTERS.items():
+            yield _counter(name, help_text, getattr(self.stats, attribute))
+
+
 def render_metrics(
-    snapshot: MetricsSnapshot, handler_errors: int = 0, cache: RenderCache | None = None
+    snapshot: MetricsSnapshot,
+    handler_errors: int = 0,
+    cache: RenderCache | None = None,
 ) -> str:
-    cache = cache or RenderCache()
-    table = snapshot.table
-
-    def one(value):
-        return [({}, value)]
-
-    families = [
-        ("packet_ins_total", "counter", "Packet-ins received.", one(snapshot.packet_ins)),
-        ("flows_installed_total", "counter", "Per-flow rules installed.",
-         one(snapshot.flows_installed)),
-        ("packet_outs_total", "counter", "Packet-outs of client packets.",
-         one(snapshot.packet_outs)),
-        ("flows_removed_total", "counter", "Per-flow rules the switch expired.",
-         one(snapshot.flows_removed)),
-        ("malformed_packets_total", "counter",
-         "Packet-ins dropped as not load-balanceable, by reason.",
-         [({"reason": r}, n) for r, n in sorted(snapshot.malformed.items())]),
-        ("flow_table_hits_total", "counter", "Flow-table hits.", one(table["hits"])),
-        ("flow_table_misses_total", "counter", "Flow-table misses.", one(table["misses"])),
-        ("flow_table_non_syn_misses_total", "counter",
-         "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
-         one(table["tcp_non_syn_misses"])),
-        ("flow_table_evictions_total", "counter", "Entries evicted at capacity.",
-         one(table["evictions"])),
-        ("flow_table_entries", "gauge", "Flows in this gateway's table.", one(snapshot.entries)),
-        ("probes_total", "counter", "Health probe results.",
-         [({"result": "ok"}, snapshot.probe_results[True]),
-          ({"result": "fail"}, snapshot.probe_results[False])]),
-        ("backend_up", "gauge", "1 if this gateway considers the backend healthy.", None),
-        ("table_rebuilds_total", "counter",
-         "Maglev tables swapped in after a change of healthy set or weights.",
-         one(snapshot.table_installs)),
-        ("table_build_failures_total", "counter",
-         "Maglev table builds that failed (each is retried with backoff while still wanted).",
-         one(snapshot.table_build_failures)),
-        ("handler_errors_total", "counter", "Event handlers that raised (event dropped).",
-         one(handler_errors)),
-    ]  # fmt: skip
-    lines: list[str] = []
-    for name, kind, help_text, samples in families:
-        lines.append(f"# HELP lockstep_{name} {help_text}")
-        lines.append(f"# TYPE lockstep_{name} {kind}")
-        if samples is None:  # backend_up: thousands of lines, remembered per VIP
-            for _, view in sorted(snapshot.states.items()):
-                lines += cache.backend_up(view)
-            cache.forget_others(set(snapshot.states))
-            continue
-        for labels, value in samples:
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(
-                f"lockstep_{name}{{{label_text}}} {value}" if labels else f"lockstep_{name} {value}"
-            )
-    return "\n".join(lines) + "\n"
+    """Prometheus text of the gateway's counters at ``snapshot``."""
+    return exposition(GatewayCollector(snapshot, handler_errors, cache or RenderCache()))
 
 
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def render_server_metrics(stats) -> str:
+    """Prometheus text of the REST server's counters (none under classic Ryu's server)."""
+    return "" if stats is None else exposition(ServerCollector(stats))
+
+
+def exposition(*collectors) -> str:
+    """The text format (0.0.4) of what ``collectors`` yield, by prometheus_client."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry).decode()

@@ -208,23 +208,48 @@ def _check_count(what: str, count: int, low: int, high: int) -> None:
 
 
 def plan(deployment: Deployment) -> Plan:
+    """Every node, link, address, route, sysctl and command of the emulation: the router with
+    its links (the gateways' first), the clients, the VMs."""
     router, underlay = deployment.router, deployment.underlay
     if router is None or underlay is None or router.address is None:
         raise ValueError("emulation needs router (with its underlay address) and underlay sections")
+    router_host, links, gateway_switches = _plan_router(deployment)
+    client_hosts, client_links = _plan_clients(deployment)
+    vm_hosts, vm_links, vm_macs, neighbours = _plan_vms(deployment)
+    hosts = {host.name: host for host in (router_host, *client_hosts, *vm_hosts)}
+    switches = {
+        CLIENT_LAN: Switch(CLIENT_LAN, "bridge"),
+        UNDERLAY: Switch(UNDERLAY, "bridge"),
+        **gateway_switches,
+    }
+    links += client_links + vm_links
+    underlay_len = ipaddress.ip_network(underlay.subnet).prefixlen
+    underlay_addresses = [f"{g.tunnel_ip}/{underlay_len}" for g in deployment.gateways]
+    _check_names(hosts, links, deployment)
+    return Plan(
+        deployment,
+        hosts,
+        switches,
+        links,
+        underlay_addresses,
+        neighbours,
+        vm_macs,
+        _plan_vip_routes(deployment),
+    )
+
+
+def _plan_router(deployment: Deployment) -> tuple[Host, list[Link], dict[str, Switch]]:
+    """The router (forwarding, ECMP with an L4 hash) and its links: the client LAN, one
+    point-to-point link per gateway (gateways first on their own links, so that their uplink
+    is their first port, -eth0) with a host route to each gateway address, the underlay.
+    Returns the gateways' switches too."""
+    router, underlay = deployment.router, deployment.underlay
     underlay_len = ipaddress.ip_network(underlay.subnet).prefixlen
     client_net = ipaddress.ip_network(router.client_subnet)
     router_client = f"{client_net[1]}/{client_net.prefixlen}"
     router_uplink = _host(router.uplink_subnet, -2)  # e.g. 10.0.1.254: one /32 per gateway link
-    hosts: dict[str, Host] = {}
-    switches: dict[str, Switch] = {
-        CLIENT_LAN: Switch(CLIENT_LAN, "bridge"),
-        UNDERLAY: Switch(UNDERLAY, "bridge"),
-    }
-    links: list[Link] = []
-
-    # The router: client LAN, one point-to-point link per gateway, the underlay.
     r = router.name
-    hosts[r] = Host(
+    host = Host(
         r,
         "router",
         sysctls={
@@ -234,13 +259,12 @@ def plan(deployment: Deployment) -> Plan:
             "net.ipv4.fib_multipath_hash_policy": "1",  # L4 hash: flows spread, each stays put
         },
     )
-    links.append(
+    links = [
         Link(
             r, CLIENT_LAN, Interface(f"{r}-clan", (router_client,)), Interface(f"{CLIENT_LAN}-{r}")
         )
-    )
-
-    # Gateways first on their own links, so that their uplink is their first port (-eth0).
+    ]
+    switches = {}
     for gateway in deployment.gateways:
         switches[gateway.name] = Switch(gateway.name, "gateway", gateway, gateway.dpid)
         router_side = f"{r}-{gateway.name}"
@@ -253,8 +277,7 @@ def plan(deployment: Deployment) -> Plan:
             )
         )
         for address in gateway.addresses:
-            prefix = 32 if ipaddress.ip_address(address).version == 4 else 128
-            hosts[r].routes.append([f"{address}/{prefix}", "dev", router_side])
+            host.routes.append([f"{address}/{_prefix_len(address)}", "dev", router_side])
     links.append(
         Link(
             r,
@@ -263,11 +286,15 @@ def plan(deployment: Deployment) -> Plan:
             Interface(f"{UNDERLAY}-{r}", mtu=underlay.mtu),
         )
     )
+    return host, links, switches
 
+
+def _plan_clients(deployment: Deployment) -> tuple[list[Host], list[Link]]:
+    """Each client on the client LAN, its default route via the router."""
+    client_net = ipaddress.ip_network(deployment.router.client_subnet)
+    hosts, links = [], []
     for client in deployment.clients:
-        hosts[client.name] = Host(
-            client.name, "client", routes=[["default", "via", str(client_net[1])]]
-        )
+        hosts.append(Host(client.name, "client", routes=[["default", "via", str(client_net[1])]]))
         links.append(
             Link(
                 client.name,
@@ -276,7 +303,19 @@ def plan(deployment: Deployment) -> Plan:
                 Interface(f"{CLIENT_LAN}-{client.name}"),
             )
         )
+    return hosts, links
 
+
+def _plan_vms(
+    deployment: Deployment,
+) -> tuple[list[Host], list[Link], dict[str, str], dict[str, str]]:
+    """Each VM on the underlay: its link, sysctls (the VIP on lo answered for by nobody, replies
+    leaving another way than requests came), a VXLAN device per VNI and its VIPs on lo.
+    Returns the hosts, links, each VM's underlay MAC and the tunnel neighbours (tunnel IP ->
+    that MAC)."""
+    underlay = deployment.underlay
+    underlay_len = ipaddress.ip_network(underlay.subnet).prefixlen
+    hosts, links = [], []
     vm_macs: dict[str, str] = {}
     neighbours: dict[str, str] = {}
     for index, (backend, vips) in enumerate(_vms_of(deployment), start=1):
@@ -284,16 +323,20 @@ def plan(deployment: Deployment) -> Plan:
         underlay_mac = f"02:00:00:02:{index >> 8:02x}:{index & 0xFF:02x}"
         vm_macs[name] = underlay_mac
         neighbours[backend.tunnel_ip] = underlay_mac
-        host = hosts[name] = Host(
-            name,
-            "vm",
-            routes=[["default", "via", router.address]],
-            sysctls={
-                "net.ipv4.conf.all.arp_ignore": "1",  # the VIP on lo is not answered for
-                "net.ipv4.conf.all.arp_announce": "2",
-                "net.ipv4.conf.all.rp_filter": "0",  # requests arrive on vx*, replies leave eth0
-                "net.ipv4.conf.default.rp_filter": "0",
-            },
+        hosts.append(
+            Host(
+                name,
+                "vm",
+                routes=[["default", "via", deployment.router.address]],
+                sysctls={
+                    "net.ipv4.conf.all.arp_ignore": "1",  # the VIP on lo is not answered for
+                    "net.ipv4.conf.all.arp_announce": "2",
+                    # requests arrive on vx*, replies leave eth0
+                    "net.ipv4.conf.all.rp_filter": "0",
+                    "net.ipv4.conf.default.rp_filter": "0",
+                },
+                commands=_vm_commands(backend, vips),
+            )
         )
         links.append(
             Link(
@@ -308,19 +351,28 @@ def plan(deployment: Deployment) -> Plan:
                 Interface(f"{UNDERLAY}-{name}", mtu=underlay.mtu),
             )
         )
-        for vni in sorted({vip.vni for vip in vips}):
-            device = f"vx{vni}"
-            host.commands += [
-                ["ip", "link", "add", device, "type", "vxlan", "id", str(vni), "dstport",
-                 str(VXLAN_PORT), "local", backend.tunnel_ip, "nolearning"],
-                ["ip", "link", "set", device, "address", backend.mac, "up"],
-                ["sysctl", "-qw", f"net.ipv4.conf.{device}.rp_filter=0"],
-            ]  # fmt: skip
-        for address in sorted({vip.address for vip in vips}):
-            prefix = 32 if ipaddress.ip_address(address).version == 4 else 128
-            host.commands.append(["ip", "addr", "add", f"{address}/{prefix}", "dev", "lo"])
+    return hosts, links, vm_macs, neighbours
 
-    vip_routes = {
+
+def _vm_commands(backend: Backend, vips: list) -> list[list[str]]:
+    """A VXLAN device per VNI the VM serves (its inner MAC the backend's), then its VIPs on lo."""
+    commands = []
+    for vni in sorted({vip.vni for vip in vips}):
+        device = f"vx{vni}"
+        commands += [
+            ["ip", "link", "add", device, "type", "vxlan", "id", str(vni), "dstport",
+             str(VXLAN_PORT), "local", backend.tunnel_ip, "nolearning"],
+            ["ip", "link", "set", device, "address", backend.mac, "up"],
+            ["sysctl", "-qw", f"net.ipv4.conf.{device}.rp_filter=0"],
+        ]  # fmt: skip
+    for address in sorted({vip.address for vip in vips}):
+        commands.append(["ip", "addr", "add", f"{address}/{_prefix_len(address)}", "dev", "lo"])
+    return commands
+
+
+def _plan_vip_routes(deployment: Deployment) -> dict[str, list[str]]:
+    """Each VIP address -> the gateway addresses of its IP version (the router's ECMP hops)."""
+    return {
         vip.address: [
             a
             for g in deployment.gateways
@@ -329,11 +381,11 @@ def plan(deployment: Deployment) -> Plan:
         ]
         for vip in deployment.vips
     }
-    underlay_addresses = [f"{g.tunnel_ip}/{underlay_len}" for g in deployment.gateways]
-    _check_names(hosts, links, deployment)
-    return Plan(
-        deployment, hosts, switches, links, underlay_addresses, neighbours, vm_macs, vip_routes
-    )
+
+
+def _prefix_len(address: str) -> int:
+    """A host route's prefix length: /32 or /128."""
+    return 32 if ipaddress.ip_address(address).version == 4 else 128
 
 
 def _check_names(hosts: dict, links: list[Link], deployment: Deployment) -> None:

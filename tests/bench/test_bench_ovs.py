@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_ovs
+from bench import bench_ovs, ovscounters, ovslab, ovsverdict
 from bench.bench_ovs import FLOOD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +59,12 @@ lockstep_backend_up{vip="web",backend="vm1"} 1
 
 
 def test_coverage_totals_are_read_and_unlisted_counters_are_absent():
-    totals = bench_ovs.parse_coverage(COVERAGE_TEXT)
+    totals = ovscounters.parse_coverage(COVERAGE_TEXT)
     assert totals == {"bridge_reconfigure": 5, "rconn_overflow": 62, "xlate_actions": 45201}
 
 
 def test_pmd_stats_keep_every_numeric_line():
-    stats = bench_ovs.parse_pmd_stats(PMD_TEXT)
+    stats = ovscounters.parse_pmd_stats(PMD_TEXT)
     assert stats["packets received"] == 12132
     assert stats["miss with success upcall"] == 12038
     assert stats["avg. subtable lookups per megaflow hit"] == pytest.approx(3.38)
@@ -73,11 +73,11 @@ def test_pmd_stats_keep_every_numeric_line():
 
 def test_pmd_stats_sum_over_threads():
     two = PMD_TEXT + PMD_TEXT.replace("main thread", "pmd thread numa_id 0 core_id 1")
-    assert bench_ovs.parse_pmd_stats(two)["packets received"] == 2 * 12132
+    assert ovscounters.parse_pmd_stats(two)["packets received"] == 2 * 12132
 
 
 def test_upcall_show_gives_datapath_flows_and_their_limit():
-    assert bench_ovs.parse_upcall_show(UPCALL_TEXT) == {
+    assert ovscounters.parse_upcall_show(UPCALL_TEXT) == {
         "current": 3,
         "max": 171,
         "limit": 51000,
@@ -87,12 +87,12 @@ def test_upcall_show_gives_datapath_flows_and_their_limit():
 
 def test_aggregate_counts():
     text = "OFPST_AGGREGATE reply (OF1.3) (xid=0x2): packet_count=18 byte_count=972 flow_count=3991"
-    assert bench_ovs.parse_aggregate(text) == (3991, 18)
-    assert bench_ovs.parse_aggregate("nothing") == (0, 0)
+    assert ovscounters.parse_aggregate(text) == (3991, 18)
+    assert ovscounters.parse_aggregate("nothing") == (0, 0)
 
 
 def test_metrics_sum_labelled_samples_and_drop_the_prefix():
-    metrics = bench_ovs.parse_metrics(METRICS_TEXT)
+    metrics = ovscounters.parse_metrics(METRICS_TEXT)
     assert metrics == {"packet_ins_total": 12126, "malformed_packets_total": 5, "backend_up": 1}
 
 
@@ -104,12 +104,12 @@ def test_controller_queue_counts_unread_bytes_of_the_listening_port():
         with socket.create_connection(("127.0.0.1", port)) as client:
             accepted, _ = server.accept()
             with accepted:
-                assert bench_ovs.controller_queue_bytes(port) == 0
+                assert ovscounters.controller_queue_bytes(port) == 0
                 client.sendall(b"x" * 1000)
                 time.sleep(0.1)
-                assert bench_ovs.controller_queue_bytes(port) == 1000
+                assert ovscounters.controller_queue_bytes(port) == 1000
                 accepted.recv(1000)
-                assert bench_ovs.controller_queue_bytes(port) == 0
+                assert ovscounters.controller_queue_bytes(port) == 0
 
 
 # ---- offering a rate ------------------------------------------------------------------------
@@ -186,8 +186,8 @@ def test_figures_are_deltas_and_losses_are_split_by_stage():
     # 10,000 offered; OVS read 9,000; 8,000 packet-ins (700 of the lost dropped in the queue to
     # the controller); 7,900 packet-outs; 7,800 reached the VMs.
     after = snapshot(10_100, 7_850, 9_100, 8_100, 8_000, 8_000, rconn_overflow=705)
-    window = bench_ovs.Window(2.0, 7_000, 0.4, 4096, CPU)
-    figures = bench_ovs.step_figures(5000, 1, 130, before, after, window)
+    window = ovsverdict.Window(2.0, 7_000, 0.4, 4096, CPU)
+    figures = ovsverdict.step_figures(5000, 1, 130, before, after, window)
     assert figures["offered"] == 10_000
     assert figures["offered_per_s"] == 5000
     assert figures["delivered"] == 7_800
@@ -204,14 +204,14 @@ def test_figures_are_deltas_and_losses_are_split_by_stage():
     assert figures["rules_added"] == 7_900
     assert figures["per_vm"] == {"vm1": 3_900, "vm2": 3_900}
     assert figures["cpu_controller"] == 0.4
-    assert figures["bottleneck"] in bench_ovs.LABELS
+    assert figures["bottleneck"] in ovsverdict.LABELS
 
 
 def test_a_probe_counted_at_a_vm_does_not_make_the_loss_negative():
     before = snapshot(100, 50, 100, 100, 100, 100)
     after = snapshot(1_100, 1_051, 1_100, 1_100, 1_100, 1_100)
-    window = bench_ovs.Window(1.0, 1_001, 0.0, 0, CPU)
-    assert bench_ovs.step_figures(1000, 1, 930, before, after, window)["loss_pct"] == 0.0
+    window = ovsverdict.Window(1.0, 1_001, 0.0, 0, CPU)
+    assert ovsverdict.step_figures(1000, 1, 930, before, after, window)["loss_pct"] == 0.0
 
 
 def step(**changes) -> dict:
@@ -239,11 +239,11 @@ def step(**changes) -> dict:
 
 
 def test_a_step_that_kept_up_has_no_bottleneck():
-    assert bench_ovs.verdict(step(), 2)[0] == "none"
+    assert ovsverdict.verdict(step(), 2)[0] == "none"
 
 
 def test_a_rate_hping3_could_not_offer_is_the_generators():
-    name, line = bench_ovs.verdict(step(offered_per_s=3000, conn_per_s=3000, cpu_hping3=1.0), 2)
+    name, line = ovsverdict.verdict(step(offered_per_s=3000, conn_per_s=3000, cpu_hping3=1.0), 2)
     assert name == "generator"
     assert "3,000 of 5,000/s" in line
 
@@ -251,55 +251,55 @@ def test_a_rate_hping3_could_not_offer_is_the_generators():
 def test_a_backlog_that_drained_still_names_a_bottleneck():
     # Nothing lost in the end, but only half arrived while offered: a queue built up.
     lagging = step(conn_per_s=2500, drain_s=3.0, cpu_controller=0.98, queue_max_bytes=1 << 20)
-    name, line = bench_ovs.verdict(lagging, 2)
+    name, line = ovsverdict.verdict(lagging, 2)
     assert name == "controller"
     assert "whole core (98% on a CPU)" in line and "1,024 KiB unread" in line
 
 
 def test_packet_ins_dropped_for_a_slow_controller_name_the_controller():
     lost = step(loss_pct=30.0, conn_per_s=3500, lost_to_controller=3000, ovs_rconn_overflow=3000)
-    name, line = bench_ovs.verdict(lost, 2)
+    name, line = ovsverdict.verdict(lost, 2)
     assert name == "controller"
     assert "3,000 packet-ins dropped in OVS's queue to it" in line
 
 
 def test_syns_ovs_never_read_name_ovs():
     lost = step(loss_pct=40.0, conn_per_s=3000, lost_intake=4000, cpu_ovs_main=0.95)
-    name, line = bench_ovs.verdict(lost, 2)
+    name, line = ovsverdict.verdict(lost, 2)
     assert name == "ovs"
     assert "4,000 SYNs never read from the uplink" in line and "(95% on a CPU)" in line
 
 
 def test_full_receive_batches_say_the_main_loop_set_the_intake():
     lost = step(loss_pct=40.0, conn_per_s=3000, lost_intake=4000, ovs_packets_per_receive=31.5)
-    assert "it read 31.5 packets per pass of its loop" in bench_ovs.verdict(lost, 2)[1]
+    assert "it read 31.5 packets per pass of its loop" in ovsverdict.verdict(lost, 2)[1]
 
 
 def test_a_thread_kept_off_the_cpu_by_others_still_counts_as_saturated():
     starved = step(loss_pct=40.0, conn_per_s=3000, cpu_ovs_main=0.5, cpu_ovs_main_wait=0.45)
-    name, line = bench_ovs.verdict(starved, 2)
+    name, line = ovsverdict.verdict(starved, 2)
     assert name == "ovs"
     assert "whole core (50% on a CPU, 45% waiting for one)" in line
     calm = {**starved, "cpu_ovs_main_wait": 0.1, "cpu_machine": 1.95}
-    assert bench_ovs.verdict(calm, 2)[0] == "machine"
+    assert ovsverdict.verdict(calm, 2)[0] == "machine"
 
 
 def test_with_signs_on_both_sides_the_bigger_loss_wins():
     both = step(loss_pct=40.0, conn_per_s=3000, cpu_controller=0.95, cpu_ovs_main=0.95)
-    controller_lost = bench_ovs.verdict({**both, "lost_at_controller": 3000}, 2)
-    ovs_lost = bench_ovs.verdict({**both, "lost_intake": 3000, "lost_at_controller": 100}, 2)
+    controller_lost = ovsverdict.verdict({**both, "lost_at_controller": 3000}, 2)
+    ovs_lost = ovsverdict.verdict({**both, "lost_intake": 3000, "lost_at_controller": 100}, 2)
     assert (controller_lost[0], ovs_lost[0]) == ("controller", "ovs")
 
 
 def test_losses_without_a_saturated_component_blame_a_busy_machine_or_nothing():
     lost = step(loss_pct=10.0, conn_per_s=4500, lost_delivery=1000)
-    assert bench_ovs.verdict({**lost, "cpu_machine": 1.95}, 2)[0] == "machine"
-    assert bench_ovs.verdict({**lost, "cpu_machine": 1.0}, 2)[0] == "unclear"
+    assert ovsverdict.verdict({**lost, "cpu_machine": 1.95}, 2)[0] == "machine"
+    assert ovsverdict.verdict({**lost, "cpu_machine": 1.0}, 2)[0] == "unclear"
 
 
 def test_other_load_and_a_short_generator_are_mentioned_beside_the_bottleneck():
     lost = step(loss_pct=40.0, conn_per_s=2000, offered_per_s=4000, lost_intake=4000)
-    _, line = bench_ovs.verdict({**lost, "cpu_other": 0.8}, 2)
+    _, line = ovsverdict.verdict({**lost, "cpu_other": 0.8}, 2)
     assert "hping3 offered 4,000 of 5,000/s" in line
     assert "other processes used 0.80 cores" in line
 
@@ -307,7 +307,6 @@ def test_other_load_and_a_short_generator_are_mentioned_beside_the_bottleneck():
 # ---- end to end -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and Open vSwitch")
 def test_quick_run_through_a_real_ovs_reaches_the_vms_and_leaves_nothing_behind():
     started = time.monotonic()
     result = subprocess.run(
@@ -346,7 +345,7 @@ def test_quick_run_through_a_real_ovs_reaches_the_vms_and_leaves_nothing_behind(
         for role in ("ovs_main", "ovs", "controller", "hping3", "machine"):
             assert 0 <= s[f"cpu_{role}"] <= cores + 0.5, (role, s[f"cpu_{role}"])
         assert s["cpu_ovs"] > 0 and s["cpu_controller"] > 0
-        assert s["bottleneck"] in bench_ovs.LABELS and s["verdict"]
+        assert s["bottleneck"] in ovsverdict.LABELS and s["verdict"]
     # The first, slow step reaches the VMs almost whole (a loose bound: the machine is shared).
     assert steps[0]["loss_pct"] < 20, steps[0]
     # Nothing of the run is left: namespaces, links, processes.
@@ -355,4 +354,4 @@ def test_quick_run_through_a_real_ovs_reaches_the_vms_and_leaves_nothing_behind(
     assert prefix not in namespaces
     assert not [link for link in os.listdir("/sys/class/net") if link.startswith(prefix)]
     assert {name for _, name in summary["pids"]} >= {"ovs-vswitchd", "ovsdb-server", "hping3"}
-    assert not [pid for pid, name in summary["pids"] if bench_ovs.alive(pid, name)]
+    assert not [pid for pid, name in summary["pids"] if ovslab.alive(pid, name)]

@@ -1,4 +1,5 @@
-"""The demo's report on synthetic results: the table, report.json, and the PNG plots."""
+"""The demo's report on synthetic results: the table, report.json, and the PNG plots (what
+each plot shows, asked of its data and of its figure)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import struct
 
 import pytest
 import report
+import report_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -185,32 +187,90 @@ def test_file_names_are_safe_and_unique(tmp_path, monkeypatch):
 
 
 def test_timeline_without_events_or_transfers_still_draws(tmp_path):
+    """Events alone: the strip labels each of them and the plot says there were no transfers.
+    Transfers alone: no strip, one line per transfer (the failed one dashed, marked)."""
     only_events = gateway_failure()
     only_events["timeline"]["transfers"] = []
+    figure = report_plots.draw_timeline(only_events)
+    strip, axes = figure.axes
+    labels = [text.get_text() for text in strip.texts]
+    assert labels == [
+        "5.0 s gw2 next-hop removed",
+        "5.4 s gw1: peer gw2 gone",
+        "5.5 s gw2: vm2 down",
+        "9.0 s weights reset",
+        "19.5 s gw2 next-hop restored",
+    ]
+    assert [text.get_text() for text in axes.texts] == ["no transfers recorded"]
+    assert len(axes.lines) == 5  # one line per event, none of a transfer
+
     only_transfers = gateway_failure()
-    only_transfers["timeline"] |= {
-        "events": [],
-        "transfers": only_transfers["timeline"]["transfers"][5:8],
+    transfers = only_transfers["timeline"]["transfers"][5:8]  # downloads 6, 7 (failed) and 8
+    only_transfers["timeline"] |= {"events": [], "transfers": transfers}
+    (axes,) = report_plots.draw_timeline(only_transfers).axes
+    dashed = [line for line in axes.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and max(dashed[0].get_ydata()) == pytest.approx(12 * 1.35)  # MiB
+    assert [text.get_text() for text in axes.texts] == ["download 7 failed"]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend == ["transfer (2 ok)", "failed transfer (1)", "flow moved to another gateway"]
+    report.plot_timeline(only_transfers, tmp_path / "transfers.png")
+    png_size(tmp_path / "transfers.png")
+
+
+def drain_spread() -> dict:
+    """vm2 drained (weight 0) before the connections: it served none."""
+    counts = {
+        "gw1": {"vm1": 150, "vm2": 0, "vm3": 160, "vm4": 140},
+        "gw2": {"vm1": 170, "vm2": 0, "vm3": 145, "vm4": 135},
     }
-    for number, scenario in enumerate((only_events, only_transfers)):
-        path = tmp_path / f"{number}.png"
-        report.plot_timeline(scenario, path)
-        png_size(path)
+    weights = {"vm1": 1, "vm2": 0, "vm3": 1, "vm4": 1}
+    return spread() | {"name": "drain", "per_gateway_vm": counts, "weights": weights}
 
 
-def test_spread_uses_the_scenarios_own_weights(tmp_path):
-    """A drained VM (weight 0) is expected to get nothing; no weights at all draws no markers."""
-    drained = spread() | {"weights": {"vm1": 1, "vm2": 0, "vm3": 1, "vm4": 1}}
-    report.plot_spread(drained, tmp_path / "drained.png", {"vm1": 1, "vm2": 1})
-    report.plot_spread(spread(), tmp_path / "unweighted.png")
-    png_size(tmp_path / "drained.png")
-    png_size(tmp_path / "unweighted.png")
+def group_of(x: float) -> int:
+    """The VM (index) whose group of bars is around ``x``."""
+    return round(x)
+
+
+def test_a_drained_vm_is_expected_to_get_nothing_and_is_drawn_so():
+    """The scenario's own weights win over the topology's: vm2, weight 0, is expected to get
+    none of either gateway's connections, its label says 0%, the others share each gateway's
+    connections equally; the plot draws its bars and its expected markers at 0."""
+    plot = report_plots.spread_plot(drain_spread(), {"vm1": 1, "vm2": 1, "vm3": 1, "vm4": 1})
+    assert plot.vms == ["vm1", "vm2", "vm3", "vm4"] and plot.gateways == ["gw1", "gw2"]
+    assert plot.served == {"gw1": [150, 0, 160, 140], "gw2": [170, 0, 145, 135]}
+    assert plot.expected == {"gw1": [150, 0, 150, 150], "gw2": [150, 0, 150, 150]}
+    assert plot.tick_labels[1] == "vm2 (weight 0)\n0.0% of all\nexpected 0.0%"
+    assert plot.tick_labels[0] == "vm1 (weight 1)\n35.6% of all\nexpected 33.3%"
+    assert plot.total == 900
+
+    axes = report_plots.draw_spread(plot, "drain").axes[0]
+    bars = {(group_of(bar.get_x() + bar.get_width() / 2), bar.get_height()) for bar in axes.patches}
+    assert {height for vm, height in bars if vm == 1} == {0}
+    assert {height for vm, height in bars if vm != 1} == {150, 160, 140, 170, 145, 135}
+    markers = [segment for lines in axes.collections for segment in lines.get_segments()]
+    assert len(markers) == 8  # one per bar
+    assert {y for (x0, y), (x1, _) in markers if group_of((x0 + x1) / 2) == 1} == {0}
+    assert {y for (x0, y), (x1, _) in markers if group_of((x0 + x1) / 2) != 1} == {150}
+
+
+def test_without_weights_nothing_is_expected_and_no_marker_is_drawn():
+    plot = report_plots.spread_plot(spread())
+    assert plot.expected is None
+    assert plot.tick_labels[1] == "vm2\n24.5% of all"
+    assert len(report_plots.draw_spread(plot, "unweighted").axes[0].collections) == 0
+
+
+def test_the_topologys_weights_are_used_when_the_scenario_has_none():
+    plot = report_plots.spread_plot(spread(), {"vm1": 2, "vm2": 1, "vm3": 1, "vm4": 0})
+    total_gw1 = sum(spread()["per_gateway_vm"]["gw1"].values())
+    assert plot.expected["gw1"] == pytest.approx([total_gw1 / 2, total_gw1 / 4, total_gw1 / 4, 0])
 
 
 def test_interpolate():
-    assert report._interpolate([0, 2, 4], [0, 10, 10], 1) == 5
-    assert report._interpolate([0, 2, 4], [0, 10, 10], -1) == 0
-    assert report._interpolate([0, 2, 4], [0, 10, 12], 9) == 12
+    assert report_plots._interpolate([0, 2, 4], [0, 10, 10], 1) == 5
+    assert report_plots._interpolate([0, 2, 4], [0, 10, 10], -1) == 0
+    assert report_plots._interpolate([0, 2, 4], [0, 10, 12], 9) == 12
 
 
 def test_main_redraws_a_saved_report(results, tmp_path, capsys):

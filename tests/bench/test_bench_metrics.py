@@ -1,0 +1,20 @@
+"""The scrape-cost benchmark on a small gateway: it measures what it says it measures."""
+
+from __future__ import annotations
+
+import json
+
+from bench import bench_metrics
+
+
+def test_a_small_run_counts_one_backend_series_per_configured_backend(capsys):
+    assert (
+        bench_metrics.main(["--vips", "3", "--backends", "4", "--flows", "10", "--repeat", "2"])
+        == 0
+    )
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 12 lockstep_backend_up series, 2 probe results, 12 other unlabelled series.
+    assert figures["series"] == 3 * 4 + 2 + 12
+    assert figures["flow_entries"] == 10
+    for name in ("snapshot_ms", "render_first_ms", "render_ms", "request_ms"):
+        assert figures[name] > 0, name

@@ -1,0 +1,163 @@
+"""GET /metrics (issue 12): prometheus_client renders what the controller counts.
+
+The controller's packet path keeps incrementing plain integers; a scrape copies them on the
+event loop (``views.metrics_snapshot``) and a prometheus_client collector turns the copy into
+metric families off the loop (``views.GatewayCollector``, ``generate_latest``).  The names,
+help texts, types and labels are those of the hand-written text it replaced (``FAMILIES``);
+the REST server's own connection counters come with them; per-VIP and per-backend series exist
+only for what is configured.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
+from ryu_app import rest, views
+from ryu_app.httpserver import Stats
+from tests.ryu_app.fake_oftable import raw_packet_in
+from tests.ryu_app.promtext import families, samples, value
+
+# Family (as prometheus_client's parser names it: counters without ``_total``) -> type, help,
+# label names: exactly what the hand-written renderer served before issue 12.
+FAMILIES = {
+    "lockstep_packet_ins": ("counter", "Packet-ins received.", ()),
+    "lockstep_flows_installed": ("counter", "Per-flow rules installed.", ()),
+    "lockstep_packet_outs": ("counter", "Packet-outs of client packets.", ()),
+    "lockstep_flows_removed": ("counter", "Per-flow rules the switch expired.", ()),
+    "lockstep_malformed_packets": (
+        "counter",
+        "Packet-ins dropped as not load-balanceable, by reason.",
+        ("reason",),
+    ),
+    "lockstep_flow_table_hits": ("counter", "Flow-table hits.", ()),
+    "lockstep_flow_table_misses": ("counter", "Flow-table misses.", ()),
+    "lockstep_flow_table_non_syn_misses": (
+        "counter",
+        "Misses of TCP packets that cannot open a connection (moved flows, restarts).",
+        (),
+    ),
+    "lockstep_flow_table_evictions": ("counter", "Entries evicted at capacity.", ()),
+    "lockstep_flow_table_entries": ("gauge", "Flows in this gateway's table.", ()),
+    "lockstep_probes": ("counter", "Health probe results.", ("result",)),
+    "lockstep_backend_up": (
+        "gauge",
+        "1 if this gateway considers the backend healthy.",
+        ("backend", "vip"),
+    ),
+    "lockstep_table_rebuilds": (
+        "counter",
+        "Maglev tables swapped in after a change of healthy set or weights.",
+        (),
+    ),
+    "lockstep_table_build_failures": (
+        "counter",
+        "Maglev table builds that failed (each is retried with backoff while still wanted).",
+        (),
+    ),
+    "lockstep_handler_errors": ("counter", "Event handlers that raised (event dropped).", ()),
+}
+
+
+def shape(text: str) -> dict:
+    return {
+        name: (
+            family.type,
+            family.documentation,
+            tuple(sorted({k for s in family.samples for k in s.labels})),
+        )
+        for name, family in families(text).items()
+    }
+
+
+def traffic(harness) -> None:
+    """Three SYNs (two of one flow), one frame that is not IP, vm1 marked down."""
+    harness.client_packet(42000)
+    harness.client_packet(42000)
+    harness.client_packet(42001)
+    harness.core.on_messages([raw_packet_in(1, b"\x00" * 20)], harness.now)
+    harness.core.set_health("web", "vm1", False)
+
+
+def test_every_family_keeps_its_name_type_help_and_labels(harness):
+    traffic(harness)
+    assert shape(harness.service.metrics()) == FAMILIES
+
+
+def test_samples_carry_the_controllers_counts(harness):
+    traffic(harness)
+    text = harness.service.metrics()
+    found = samples(text)
+    assert found[("lockstep_packet_ins_total", frozenset())] == 4
+    assert found[("lockstep_flows_installed_total", frozenset())] == 2
+    assert found[("lockstep_packet_outs_total", frozenset())] == 3
+    assert value(text, "lockstep_malformed_packets_total", reason="not-ip") == 1
+    assert value(text, "lockstep_flow_table_misses_total") == 2
+    assert value(text, "lockstep_flow_table_hits_total") == 1
+    assert value(text, "lockstep_flow_table_entries") == 2
+    assert value(text, "lockstep_backend_up", vip="web", backend="vm1") == 0
+    assert value(text, "lockstep_backend_up", vip="web", backend="vm2") == 1
+
+
+def test_the_collector_is_prometheus_clients_and_reads_the_snapshot_it_was_given(harness):
+    """Registered like any collector; what it reports is the snapshot's, not later counts."""
+    harness.client_packet(42000)
+    snapshot = views.metrics_snapshot(harness.core)
+    harness.client_packet(42001)  # after the snapshot
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(views.GatewayCollector(snapshot, 5, views.RenderCache()))
+    assert registry.get_sample_value("lockstep_packet_ins_total") == 1
+    assert registry.get_sample_value("lockstep_handler_errors_total") == 5
+    up = {"vip": "web", "backend": "vm3"}
+    assert registry.get_sample_value("lockstep_backend_up", up) == 1
+
+
+def test_backend_series_exist_for_configured_backends_only(harness):
+    def backend_series() -> set[tuple[str, str]]:
+        family = families(harness.service.metrics())["lockstep_backend_up"]
+        return {(s.labels["vip"], s.labels["backend"]) for s in family.samples}
+
+    configured = {(v.name, b.name) for v in harness.service.deployment.vips for b in v.backends}
+    assert backend_series() == configured
+    harness.service.delete_backend("web", "vm4", harness.now)
+    assert backend_series() == configured - {("web", "vm4")}
+    for vip in [v.name for v in harness.service.deployment.vips]:
+        harness.service.delete_vip(vip, harness.now)
+    assert backend_series() == set()
+    # A packet to an address no VIP has adds no series (a client cannot make up labels).
+    before = set(samples(harness.service.metrics()))
+    harness.client_packet(42000, dst="10.9.9.9")
+    assert set(samples(harness.service.metrics())) == before
+
+
+def test_the_rest_servers_counters_are_served_beside_the_gateways(harness):
+    harness.app.server_stats = Stats(accepted=9, evicted=3, refused=2, idle_timeouts=4)
+    text = harness.request("GET", "/metrics").text
+    assert value(text, "lockstep_rest_connections_accepted_total") == 9
+    assert value(text, "lockstep_rest_connections_evicted_total") == 3
+    assert value(text, "lockstep_rest_connections_refused_total") == 2
+    assert value(text, "lockstep_rest_idle_timeouts_total") == 4
+    assert value(text, "lockstep_rest_slow_requests_total") == 0
+    assert value(text, "lockstep_rest_accept_failures_total") == 0
+    assert families(text)["lockstep_rest_connections_evicted"].type == "counter"
+    assert value(text, "lockstep_packet_ins_total") == 0  # one text: the gateway's too
+
+
+def test_a_real_rest_server_counts_the_connections_it_accepted(harness):
+    server = rest.make("127.0.0.1", 0, harness.app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        counts = []
+        for _ in range(3):  # a connection each
+            with opener.open(url, timeout=5) as response:
+                text = response.read().decode()
+            counts.append(value(text, "lockstep_rest_connections_accepted_total"))
+        assert counts == [1, 2, 3]
+    finally:
+        server.shutdown()
+        thread.join(5)

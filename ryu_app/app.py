@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from ryu_app import builder, compat, fastlane, rest, settings, statefile, supervision
+from ryu_app import builder, compat, fastlane, pacing, rest, settings, statefile, supervision
 from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
 from ryu_app.service import GatewayService
 
@@ -120,6 +120,9 @@ class LockstepApp(compat.app_base_class()):
         host, port = self.gateway.rest
         # Binds now: a taken port fails start-up.  Ryu's hub is eventlet: serve on it.
         self.rest_server = rest.make(host, port, api, green=GREEN_HUB)
+        pacer = getattr(self.rest_server, "pacer", None)  # the REST plane's CPU budget
+        if pacer is not None:
+            self.service.rest_pacing = lambda: pacer.stats
         fastlane.install(self.fast_lane)
         LOG.info(
             "gateway %s: dpid %#x, %d VIP(s), REST on %s:%d (writes %s), state file %s",
@@ -150,7 +153,8 @@ class LockstepApp(compat.app_base_class()):
 
     def call_on_loop(self, function, timeout: float = REST_CALL_TIMEOUT):
         """Run ``function`` on the event loop and return its result (or raise its error).
-        Called from REST threads.  TimeoutError if the loop did not start it in time (it then
+        Called from REST threads, whose CPU budget pays for the loop's time too
+        (``pacing.charge``).  TimeoutError if the loop did not start it in time (it then
         never runs)."""
         done = hub.Event() if GREEN_HUB else threading.Event()
         outcome = {}
@@ -161,11 +165,13 @@ class LockstepApp(compat.app_base_class()):
                 if outcome.get("abandoned"):
                     return  # the caller was told 503: the change must not happen later
                 outcome["started"] = True
+            started = time.thread_time()
             try:
                 outcome["value"] = function()
             except BaseException as error:  # noqa: BLE001 - handed back to the caller
                 outcome["error"] = error
             finally:
+                outcome["cpu"] = time.thread_time() - started
                 done.set()
                 self._after_change()
 
@@ -176,6 +182,7 @@ class LockstepApp(compat.app_base_class()):
                     outcome["abandoned"] = True
                     raise TimeoutError(f"the controller did not answer within {timeout} s")
             done.wait()  # it started just now: its answer is moments away
+        pacing.charge(outcome.get("cpu", 0.0))
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")

@@ -11,7 +11,9 @@ under a millisecond at that scale.
 Rendering remembers what is costly and rarely changes (``RenderCache``: each VIP's config
 digest, by VIP object; each healthy set's digest; each VIP's ``backend_up`` lines), so that a
 client asking in a loop costs little CPU either (the REST thread shares the interpreter with
-the packet path).  Framework-free, like the service.
+the packet path).  Long renders are paced (``pacing``: a checkpoint every VIP, every few rows,
+and rows the JSON encoder walks as ``PacedRows``): the REST plane's CPU budget holds while they
+run, not only between requests.  Framework-free, like the service.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 from collections import Counter
 from typing import NamedTuple
 
+from ryu_app import pacing
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
@@ -122,6 +125,7 @@ def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) ->
     """Digests an operator compares across gateways: same config, same healthy sets."""
     vips = {}
     for vip in snapshot.vips:
+        pacing.checkpoint()
         view = snapshot.states.get(vip.name)
         healthy = view.healthy if view else frozenset()
         vips[vip.name] = {
@@ -157,9 +161,10 @@ def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: floa
     core runs on, ``wall``: the same moment in wall-clock time)."""
     view: dict[str, list] = {}
     for vip in snapshot.vips:
+        pacing.checkpoint()
         state = snapshot.states.get(vip.name)
         healthy = state.healthy if state else frozenset()
-        view[vip.name] = [
+        view[vip.name] = pacing.PacedRows(
             {
                 "backend": backend.name,
                 "healthy": backend.name in healthy,
@@ -167,7 +172,7 @@ def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: floa
                 **_probe_view(snapshot.probes.get((vip.name, backend.name)), now, wall),
             }
             for backend in vip.backends
-        ]
+        )
     return {"gateway": gateway, "vips": view}
 
 
@@ -235,8 +240,10 @@ def render_flows(snapshot: FlowsSnapshot) -> dict:
         owner = owners.get(backend_id)
         key = f"{owner[0]}/{owner[1].name}" if owner else f"gone/{backend_id}"
         names[key] = names.get(key, 0) + count
-    page = []
-    for key, backend_id, expires_in in snapshot.listed:
+    page = pacing.PacedRows()
+    for number, (key, backend_id, expires_in) in enumerate(snapshot.listed):
+        if not number % pacing.ROWS_PER_CHECKPOINT:
+            pacing.checkpoint()
         owner = owners.get(backend_id)
         page.append(
             {
@@ -314,8 +321,12 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
 
 
 def render_metrics(
-    snapshot: MetricsSnapshot, handler_errors: int = 0, cache: RenderCache | None = None
+    snapshot: MetricsSnapshot,
+    handler_errors: int = 0,
+    cache: RenderCache | None = None,
+    rest_pacing: pacing.PacingStats | None = None,
 ) -> str:
+    """The Prometheus text; ``rest_pacing``: the REST plane's CPU budget, if it has one."""
     cache = cache or RenderCache()
     table = snapshot.table
 
@@ -354,12 +365,15 @@ def render_metrics(
         ("handler_errors_total", "counter", "Event handlers that raised (event dropped).",
          one(handler_errors)),
     ]  # fmt: skip
+    if rest_pacing is not None:
+        families += _pacing_families(rest_pacing)
     lines: list[str] = []
     for name, kind, help_text, samples in families:
         lines.append(f"# HELP lockstep_{name} {help_text}")
         lines.append(f"# TYPE lockstep_{name} {kind}")
         if samples is None:  # backend_up: thousands of lines, remembered per VIP
             for _, view in sorted(snapshot.states.items()):
+                pacing.checkpoint()
                 lines += cache.backend_up(view)
             cache.forget_others(set(snapshot.states))
             continue
@@ -369,6 +383,20 @@ def render_metrics(
                 f"lockstep_{name}{{{label_text}}} {value}" if labels else f"lockstep_{name} {value}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _pacing_families(stats: pacing.PacingStats) -> list:
+    return [
+        ("rest_cpu_seconds_total", "counter",
+         "CPU the REST API used: its threads, and the event loop on their behalf.",
+         [({}, round(stats.cpu_seconds, 6))]),
+        ("rest_paced_total", "counter",
+         "Times REST threads waited because the REST API had used its CPU budget.",
+         [({}, stats.delays)]),
+        ("rest_paced_seconds_total", "counter",
+         "Seconds REST requests waited for the REST API's CPU budget.",
+         [({}, round(stats.delayed_seconds, 6))]),
+    ]  # fmt: skip
 
 
 def _escape(value) -> str:

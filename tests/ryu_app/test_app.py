@@ -15,7 +15,7 @@ from webob import Request
 
 from ryu_app import app as app_module
 from ryu_app import builder as builder_module
-from ryu_app import compat, fastlane, rest, service, settings
+from ryu_app import compat, fastlane, pacing, rest, service, settings
 from ryu_app.core import gateway as gateway_module
 from ryu_app.core.maglev import build_table
 from tests.ryu_app.conftest import DEPLOYMENT
@@ -146,3 +146,24 @@ def test_a_retry_is_dropped_once_a_newer_change_got_its_table(running, monkeypat
     assert isinstance(second, dict) and table_current(app)
     time.sleep(1.0)  # the first table's retry came due: not wanted any more
     assert tables.calls == 2 and table_current(app)
+
+
+def test_the_loops_time_for_a_rest_call_is_charged_to_the_rest_budget(running):
+    """What the event loop computes for a REST call (a snapshot, a change) counts against the
+    REST plane's CPU budget as if the REST thread had computed it (issue 11, finding 3)."""
+    app, _ = running
+    budget = pacing.Pacer(share=1.0, burst=100.0, slice_seconds=100.0, handoff=0.0)
+
+    def busy():
+        until = time.thread_time() + 0.030
+        while time.thread_time() < until:
+            pass
+
+    pacing.attach(budget)
+    try:
+        pacing.checkpoint()
+        app.call_on_loop(busy)
+        pacing.checkpoint()
+    finally:
+        pacing.attach(None)
+    assert budget.stats.cpu_seconds >= 0.030

@@ -26,8 +26,10 @@ an idle or half-sent request costs a socket and no thread.  On top of it (``Rest
   400) are JSON like the API's;
 - a CPU budget for the worker threads (``pacing``): a tenth of a core once a 10 ms burst is
   spent, and a pause every quarter millisecond of computing, so that a client asking in a loop
-  cannot take the packet path's interpreter (issue 11: packet-in p99 5-7 ms -> ~2 ms under
-  bench_newflow's REST load).
+  cannot take the packet path's interpreter.  bench_newflow's REST load (1M flows, 20k new
+  flows/s): packet-in p50 / p99 0.8 / 4.9 ms -> 0.13 / 1.3-1.6 ms (0.14 / 0.3-0.5 ms without
+  REST calls); the looping client gets ~30 requests/s instead of ~180, a deep flow page in
+  ~100 ms instead of ~12 ms.
 
 Everything runs on the thread that calls ``serve_forever``; ``shutdown`` may be called from
 another.

@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from webob import Request
@@ -55,13 +56,14 @@ class ControlledBuilder:
 
 
 @pytest.fixture
-def running(monkeypatch, tmp_path):
+def running(request, monkeypatch, tmp_path):
     """(the app, its builder), the app's loop and ticker running; stopped afterwards."""
     small = tuple(dataclasses.replace(v, table_size=TABLE_SIZE) for v in DEPLOYMENT.vips)
     deployment = dataclasses.replace(DEPLOYMENT, vips=small)
     tables = ControlledBuilder()
     monkeypatch.setattr(builder_module, "TableBuilder", lambda in_process=False: tables)
-    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: None)  # no listener
+    server = request.param if hasattr(request, "param") else None  # no listener by default
+    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: server)
     monkeypatch.setattr(fastlane, "install", lambda sink: None)  # no switch either
     settings.configure(
         settings.Settings(deployment, deployment.gateway("gw1"), tmp_path / "gw1.json")
@@ -192,3 +194,13 @@ def test_start_up_objects_are_out_of_the_collectors_sight():
         gc.unfreeze()
     assert len(kept) == 300_000
     assert after < before / 4
+
+
+BUDGET = pacing.Pacer(share=0.1, burst=0.01, slice_seconds=0.00025, handoff=0.0002)
+
+
+@pytest.mark.parametrize("running", [SimpleNamespace(pacer=BUDGET)], indirect=True)
+def test_metrics_show_the_rest_budget_of_the_server(running):
+    app, _ = running
+    BUDGET.stats.delays = 3
+    assert "lockstep_rest_paced_total 3\n" in app.service.metrics()

@@ -253,18 +253,16 @@ def print_side_by_side(name: str, result: dict) -> None:
             f"{_ms(p50)} {_ms(p99)} {_ms(worst)}"
         )
     if len(rest["rounds"]) > 1:
-        print(
-            f"  {len(rest['rounds'])} rounds, latency p50 / p99 (ms) without and with the client:"
-        )
+        print(f"  {len(rest['rounds'])} rounds, latency p50 / p99 without and with the client:")
         for number, (alone, under) in enumerate(rest["rounds"], 1):
-            print(f"    round {number}: {_pair(alone)}   {_pair(under)}")
+            print(f"    {f'round {number}':9s} {_pair(alone)}   {_pair(under)}")
         quiet = quiet_rounds(rest["rounds"])
         for title, rounds in (("median", rest["rounds"]), (f"quiet ({len(quiet)})", quiet)):
             if rounds:
                 medians = round_medians(rounds)
                 without = f"{_ms(medians['without_p50_ms'])} / {_ms(medians['without_p99_ms'])}"
                 under = f"{_ms(medians['with_p50_ms'])} / {_ms(medians['with_p99_ms'])}"
-                print(f"    {title:9s} {without}                {under}")
+                print(f"    {title:9s} {without}                 {under}")
     summary = rest["client"]
     print(
         f"  the client: {requests_per_s(summary, rest['seconds']):,.0f} requests/s over "

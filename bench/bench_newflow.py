@@ -32,7 +32,8 @@ REST load (Lockstep, unless ``--no-rest-load``): both phases again while a clien
 of its own loops on the heaviest REST reads and writes (``bench/restload.py``: deep pages of
 ``/v1/flows``, status, health, metrics, a PATCH and a PUT that each need a new Maglev table),
 side by side with the figures without it.  With ``--flows 1000000`` the pages are a million
-flows deep.
+flows deep.  ``--rest-rounds N`` measures the latency without and with the client N times in
+turn and reports the medians (a latency tail moves with whatever else the machine runs).
 
 ``--rebuild`` (part of the full run) drives a Lockstep with 100 VIPs of 100 backends through a
 backend failure that rebuilds every VIP's Maglev table, under load (``bench/rebuild.py``).
@@ -216,7 +217,9 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
             flush=True,
         )
         if controller.rest_port and not args.no_rest_load:
-            rest_load = rest_load_phases(switch, controller.rest_port, args, rate, cpu_clocks)
+            rest_load = restload.phases(
+                switch, controller.rest_port, args, rate, cpu_clocks, latency
+            )
     except (ControllerError, OSError, RuntimeError) as error:
         raise procs.failed(controller, process, error) from None
     finally:
@@ -233,31 +236,6 @@ def bench_controller(controller: Controller, args: argparse.Namespace, rate: flo
         "rest_load": rest_load,
         "log_problems": procs.log_problems(controller.log),
     }
-
-
-def rest_load_phases(switch, rest_port: int, args, rate: float, cpu_clocks) -> dict:
-    """Both phases again (the latency phase at the same rate) while ``restload``'s client
-    loops on the REST API."""
-    load = restload.RestLoad(rest_port)
-    load.start()
-    started = time.monotonic()
-    try:
-        sustained = switch.run(
-            window=args.window, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
-        )
-        print(f"    sustained (REST loop): {sustained.flows_per_s:,.0f} new flows/s", flush=True)
-        latency = switch.run(
-            rate=rate, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
-        )
-        print(
-            f"    latency at {rate:,.0f}/s (REST loop): p50 {latency.percentile_ms(0.5) or 0:.2f}"
-            f" ms, p99 {latency.percentile_ms(0.99) or 0:.2f} ms",
-            flush=True,
-        )
-    finally:
-        client = load.stop()
-    seconds = time.monotonic() - started
-    return {"sustained": sustained, "latency": latency, "client": client, "seconds": seconds}
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -289,6 +267,13 @@ def parse_args() -> argparse.Namespace:
         "--no-rest-load",
         action="store_true",
         help="skip Lockstep's phases under a looping REST client (bench/restload.py)",
+    )
+    parser.add_argument(
+        "--rest-rounds",
+        type=int,
+        default=1,
+        help="latency without and with the REST client, in turn, this many times (medians "
+        "reported: the tails are noisy on a shared machine)",
     )
     parser.add_argument(
         "--hub",
@@ -344,6 +329,8 @@ def parse_args() -> argparse.Namespace:
     args.hubs = HUBS if args.hub == "both" else (args.hub,)
     if args.window < 1 or args.duration <= 0 or args.warmup < 0 or args.flows < 0:
         parser.error("--window >= 1, --duration > 0, --warmup >= 0 and --flows >= 0, please")
+    if args.rest_rounds < 1:
+        parser.error("--rest-rounds >= 1, please")
     if not 1 <= args.rebuild_vips <= rebuild.MAX_VIPS:
         parser.error(f"--rebuild-vips: 1..{rebuild.MAX_VIPS}, please")
     if not 2 <= args.rebuild_backends <= rebuild.MAX_BACKENDS:

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VIP = "web"
 PAGE = 1000
 REQUEST_TIMEOUT = 30.0
+QUIET_CORES = 0.3  # a round is quiet if other processes kept at most this many cores busy
 READY_TIMEOUT = 20.0
 
 
@@ -164,6 +165,72 @@ class RestLoad:
         return json.loads(lines[-1]) if lines else {}
 
 
+def phases(switch, rest_port: int, args, rate: float, cpu_clocks, without) -> dict:
+    """Both phases again (the latency phase at ``rate``) while the client loops; then
+    ``args.rest_rounds - 1`` more rounds of the latency phase without the client and with it.
+    ``without`` is the latency phase just measured without it (the first round's)."""
+
+    def latency(what: str):
+        result = switch.run(
+            rate=rate, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
+        )
+        p50, p99 = result.percentile_ms(0.5) or 0, result.percentile_ms(0.99) or 0
+        print(f"    latency at {rate:,.0f}/s{what}: p50 {p50:.2f} ms, p99 {p99:.2f} ms", flush=True)
+        return result
+
+    def with_client(measure):
+        load = RestLoad(rest_port)
+        load.start()
+        started = time.monotonic()
+        try:
+            result = measure()
+        finally:
+            client = load.stop()
+        return result, client, time.monotonic() - started
+
+    def first():
+        sustained = switch.run(
+            window=args.window, warmup=args.warmup, duration=args.duration, cpu_clocks=cpu_clocks
+        )
+        print(f"    sustained (REST loop): {sustained.flows_per_s:,.0f} new flows/s", flush=True)
+        return sustained, latency(" (REST loop)")
+
+    (sustained, under), client, seconds = with_client(first)
+    rounds = [(without, under)]
+    for number in range(2, args.rest_rounds + 1):
+        alone = latency(f" (round {number}, no REST)")
+        under, _, _ = with_client(lambda number=number: latency(f" (round {number}, REST loop)"))
+        rounds.append((alone, under))
+    return {
+        "sustained": sustained,
+        "latency": rounds[0][1],
+        "client": client,
+        "seconds": seconds,
+        "rounds": rounds,
+    }
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def quiet_rounds(rounds: list) -> list:
+    """The rounds in which other processes kept at most ``QUIET_CORES`` busy, both halves."""
+    return [pair for pair in rounds if max(p.other_cpu for p in pair) <= QUIET_CORES]
+
+
+def round_medians(rounds: list) -> dict:
+    """The median over ``rounds`` of p50 and p99, without and with the client (ms)."""
+    figures = {}
+    for side, index in (("without", 0), ("with", 1)):
+        for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+            values = [pair[index].percentile_ms(fraction) or 0.0 for pair in rounds]
+            figures[f"{side}_{name}_ms"] = round(median(values), 3)
+    return figures
+
+
 def requests_per_s(summary: dict, seconds: float) -> float:
     return sum(kind["requests"] for kind in summary.values()) / seconds if seconds else 0.0
 
@@ -185,6 +252,17 @@ def print_side_by_side(name: str, result: dict) -> None:
             f"  {title:20s} {sustained.flows_per_s:11,.0f} {latency.offered_per_s:9,.0f}/s "
             f"{_ms(p50)} {_ms(p99)} {_ms(worst)}"
         )
+    if len(rest["rounds"]) > 1:
+        print(f"  {len(rest['rounds'])} rounds, latency p50 / p99 without and with the client:")
+        for number, (alone, under) in enumerate(rest["rounds"], 1):
+            print(f"    {f'round {number}':9s} {_pair(alone)}   {_pair(under)}")
+        quiet = quiet_rounds(rest["rounds"])
+        for title, rounds in (("median", rest["rounds"]), (f"quiet ({len(quiet)})", quiet)):
+            if rounds:
+                medians = round_medians(rounds)
+                without = f"{_ms(medians['without_p50_ms'])} / {_ms(medians['without_p99_ms'])}"
+                under = f"{_ms(medians['with_p50_ms'])} / {_ms(medians['with_p99_ms'])}"
+                print(f"    {title:9s} {without}                 {under}")
     summary = rest["client"]
     print(
         f"  the client: {requests_per_s(summary, rest['seconds']):,.0f} requests/s over "
@@ -196,6 +274,12 @@ def print_side_by_side(name: str, result: dict) -> None:
             f"p99 {figures['p99_ms']:8.2f} ms  max {figures['max_ms']:8.2f} ms  "
             f"statuses {figures['statuses']}"
         )
+
+
+def _pair(latency) -> str:
+    """p50 / p99, and the cores other processes kept busy meanwhile (noise)."""
+    p50, p99 = _ms(latency.percentile_ms(0.5)), _ms(latency.percentile_ms(0.99))
+    return f"{p50} / {p99} (others {latency.other_cpu:.1f})"
 
 
 def _ms(value: float | None) -> str:
@@ -221,6 +305,13 @@ def summarise(name: str, result: dict) -> dict:
             if not status.startswith("2")
         ),
     }
+    if len(rest["rounds"]) > 1:
+        summary["rest_rounds"] = len(rest["rounds"])
+        summary.update({f"rest_rounds_{k}": v for k, v in round_medians(rest["rounds"]).items()})
+        quiet = quiet_rounds(rest["rounds"])
+        summary["rest_quiet_rounds"] = len(quiet)
+        if quiet:
+            summary.update({f"rest_quiet_{k}": v for k, v in round_medians(quiet).items()})
     return {f"{name}_{key}": value for key, value in summary.items()}
 
 

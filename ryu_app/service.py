@@ -106,6 +106,7 @@ class GatewayService:
         self._writes = lock or threading.Lock()  # the app's suits its hub (green or not)
         self._renders = views.RenderCache()
         self.handler_errors = lambda: 0  # the shell replaces this with its counter
+        self.rest_pacing = lambda: None  # ... and this with its REST server's ``PacingStats``
 
     # ---- VIPs ------------------------------------------------------------------------------
 
@@ -295,7 +296,9 @@ class GatewayService:
 
     def metrics(self) -> str:
         snapshot = self.on_loop(lambda: views.metrics_snapshot(self.core))
-        return views.render_metrics(snapshot, self.handler_errors(), self._renders)
+        return views.render_metrics(
+            snapshot, self.handler_errors(), self._renders, self.rest_pacing()
+        )
 
 
 def _int_param(params, name: str, default: int, low: int, high: int) -> int:

@@ -11,7 +11,9 @@ under a millisecond at that scale.
 Rendering remembers what is costly and rarely changes (``RenderCache``: each VIP's config
 digest, by VIP object; each healthy set's digest; each VIP's ``backend_up`` samples), so that a
 client asking in a loop costs little CPU either (the REST thread shares the interpreter with
-the packet path).  Framework-free, like the service.
+the packet path).  Long renders are paced (``pacing``: a checkpoint every VIP, every few rows,
+and rows the JSON encoder walks as ``PacedRows``): the REST plane's CPU budget holds while they
+run, not only between requests.  Framework-free, like the service.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from ryu_app import pacing
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
@@ -129,6 +132,7 @@ def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) ->
     """Digests an operator compares across gateways: same config, same healthy sets."""
     vips = {}
     for vip in snapshot.vips:
+        pacing.checkpoint()
         view = snapshot.states.get(vip.name)
         healthy = view.healthy if view else frozenset()
         vips[vip.name] = {
@@ -164,9 +168,10 @@ def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: floa
     core runs on, ``wall``: the same moment in wall-clock time)."""
     view: dict[str, list] = {}
     for vip in snapshot.vips:
+        pacing.checkpoint()
         state = snapshot.states.get(vip.name)
         healthy = state.healthy if state else frozenset()
-        view[vip.name] = [
+        view[vip.name] = pacing.PacedRows(
             {
                 "backend": backend.name,
                 "healthy": backend.name in healthy,
@@ -174,7 +179,7 @@ def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: floa
                 **_probe_view(snapshot.probes.get((vip.name, backend.name)), now, wall),
             }
             for backend in vip.backends
-        ]
+        )
     return {"gateway": gateway, "vips": view}
 
 
@@ -242,8 +247,10 @@ def render_flows(snapshot: FlowsSnapshot) -> dict:
         owner = owners.get(backend_id)
         key = f"{owner[0]}/{owner[1].name}" if owner else f"gone/{backend_id}"
         names[key] = names.get(key, 0) + count
-    page = []
-    for key, backend_id, expires_in in snapshot.listed:
+    page = pacing.PacedRows()
+    for number, (key, backend_id, expires_in) in enumerate(snapshot.listed):
+        if not number % pacing.ROWS_PER_CHECKPOINT:
+            pacing.checkpoint()
         owner = owners.get(backend_id)
         page.append(
             {
@@ -405,6 +412,7 @@ class GatewayCollector:
         )
         states = self.snapshot.states
         for _, view in sorted(states.items()):
+            pacing.checkpoint()  # thousands of samples: the REST plane's budget applies
             family.samples += self.cache.backend_up(view)
         self.cache.forget_others(set(states))
         return family
@@ -459,9 +467,14 @@ def render_metrics(
     snapshot: MetricsSnapshot,
     handler_errors: int = 0,
     cache: RenderCache | None = None,
+    rest_pacing: pacing.PacingStats | None = None,
 ) -> str:
-    """Prometheus text of the gateway's counters at ``snapshot``."""
-    return exposition(GatewayCollector(snapshot, handler_errors, cache or RenderCache()))
+    """Prometheus text of the gateway's counters at ``snapshot``; ``rest_pacing``: the REST
+    plane's CPU budget, if it has one."""
+    collectors = [GatewayCollector(snapshot, handler_errors, cache or RenderCache())]
+    if rest_pacing is not None:
+        collectors.append(PacingCollector(rest_pacing))
+    return exposition(*collectors)
 
 
 def render_server_metrics(stats) -> str:
@@ -475,3 +488,28 @@ def exposition(*collectors) -> str:
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry).decode()
+
+
+class PacingCollector:
+    """The REST plane's CPU budget (``pacing.PacingStats``): what it used, what it waited."""
+
+    def __init__(self, stats: pacing.PacingStats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        yield _counter(
+            "lockstep_rest_cpu_seconds",
+            "CPU the REST API used: its threads, and the event loop on their behalf.",
+            round(stats.cpu_seconds, 6),
+        )
+        yield _counter(
+            "lockstep_rest_paced",
+            "Times REST threads waited because the REST API had used its CPU budget.",
+            stats.delays,
+        )
+        yield _counter(
+            "lockstep_rest_paced_seconds",
+            "Seconds REST requests waited for the REST API's CPU budget.",
+            round(stats.delayed_seconds, 6),
+        )

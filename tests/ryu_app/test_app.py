@@ -5,18 +5,20 @@ tables come from a builder the test controls (slow, or failing a few times)."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import struct
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from webob import Request
 
 from ryu_app import app as app_module
 from ryu_app import builder as builder_module
-from ryu_app import compat, fastlane, rest, service, settings
+from ryu_app import compat, fastlane, pacing, rest, service, settings
 from ryu_app.core import gateway as gateway_module
 from ryu_app.core import openflow
 from ryu_app.core.maglev import build_table
@@ -59,13 +61,14 @@ class ControlledBuilder:
 
 
 @pytest.fixture
-def running(monkeypatch, tmp_path):
+def running(request, monkeypatch, tmp_path):
     """(the app, its builder), the app's loop and ticker running; stopped afterwards."""
     small = tuple(dataclasses.replace(v, table_size=TABLE_SIZE) for v in DEPLOYMENT.vips)
     deployment = dataclasses.replace(DEPLOYMENT, vips=small)
     tables = ControlledBuilder()
     monkeypatch.setattr(builder_module, "TableBuilder", lambda in_process=False: tables)
-    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: None)  # no listener
+    server = request.param if hasattr(request, "param") else None  # no listener by default
+    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: server)
     monkeypatch.setattr(fastlane, "install", lambda sink: None)  # no switch either
     settings.configure(
         settings.Settings(deployment, deployment.gateway("gw1"), tmp_path / "gw1.json")
@@ -210,3 +213,58 @@ def tcp_syn(sport: int) -> bytes:
         0,
         TCP_SYN,
     )
+
+
+def test_the_loops_time_for_a_rest_call_is_charged_to_the_rest_budget(running):
+    """What the event loop computes for a REST call (a snapshot, a change) counts against the
+    REST plane's CPU budget as if the REST thread had computed it (issue 11, finding 3)."""
+    app, _ = running
+    budget = pacing.Pacer(share=1.0, burst=100.0, slice_seconds=100.0, handoff=0.0)
+
+    def busy():
+        until = time.thread_time() + 0.030
+        while time.thread_time() < until:
+            pass
+
+    pacing.attach(budget)
+    try:
+        pacing.checkpoint()
+        app.call_on_loop(busy)
+        pacing.checkpoint()
+    finally:
+        pacing.attach(None)
+    assert budget.stats.cpu_seconds >= 0.030
+
+
+def test_start_up_objects_are_out_of_the_collectors_sight():
+    """A full collection holds the interpreter for as long as it looks at objects: once the
+    start-up objects are settled it looks at none of them (issue 11, finding 3: the first full
+    collection under REST load stopped the packet path for 25-30 ms)."""
+    kept = [[n] for n in range(300_000)]  # start-up's long-lived objects, as it were
+
+    def full_collection() -> float:
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            gc.collect()
+            timings.append(time.perf_counter() - started)
+        return min(timings)
+
+    before = full_collection()
+    app_module.settle_heap()
+    try:
+        after = full_collection()
+    finally:
+        gc.unfreeze()
+    assert len(kept) == 300_000
+    assert after < before / 4
+
+
+BUDGET = pacing.Pacer(share=0.1, burst=0.01, slice_seconds=0.00025, handoff=0.0002)
+
+
+@pytest.mark.parametrize("running", [SimpleNamespace(pacer=BUDGET)], indirect=True)
+def test_metrics_show_the_rest_budget_of_the_server(running):
+    app, _ = running
+    BUDGET.stats.delays = 3
+    assert "lockstep_rest_paced_total 3.0\n" in app.service.metrics()

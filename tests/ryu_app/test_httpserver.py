@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ryu_app import httpserver, rest
+from ryu_app import httpserver, pacing, rest
 from ryu_app.httpserver import Limits, RestServer, connection_budget, overdue
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -352,3 +352,42 @@ def test_a_taken_port_fails_at_once_and_leaves_nothing_open(serve):
         RestServer(hello, "127.0.0.1", serving.port)
     assert httpserver.open_descriptors() == before
     assert wait_until(lambda: threading.active_count() == threads)
+
+
+# ---- the REST plane's CPU budget (issue 11, finding 3) ---------------------------------------
+
+
+def burn(seconds: float) -> None:
+    """Compute for ``seconds`` of this thread's CPU, with a checkpoint every ~0.1 ms (as a
+    render has every few rows)."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        sum(range(500))
+        pacing.checkpoint()
+
+
+def test_a_client_looping_on_heavy_requests_gets_its_share_of_a_core(serve):
+    """Through the real server: each request computes 20 ms; with a budget of a fifth of a
+    core (burst 10 ms) five of them cannot take less than (100 - 10) / 0.2 = 450 ms."""
+
+    def heavy(environ, start_response):
+        burn(0.020)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return [b"ok\n"]
+
+    serving = serve(heavy, cpu_share=0.2, cpu_burst=0.010, cpu_slice=0.0005)
+    started = time.monotonic()
+    for _ in range(5):
+        assert serving.get("/")[0] == 200
+    took = time.monotonic() - started
+    stats = serving.server.pacer.stats
+    assert took >= 0.45
+    assert stats.cpu_seconds >= 0.1
+    assert stats.delays >= 1 and stats.delayed_seconds >= 0.3
+    assert stats.handoffs >= 10  # within the burst, a sleep every half millisecond
+
+
+def test_without_a_budget_nothing_is_paced(serve):
+    serving = serve(cpu_share=None)
+    assert serving.get("/")[0] == 200
+    assert serving.server.pacer is None

@@ -282,16 +282,17 @@ class LockstepApp(compat.app_base_class()):
     @handler.set_ev_cls(ofp_event.EventOFPSwitchFeatures, handler.CONFIG_DISPATCHER)
     @_guarded
     def switch_features(self, ev):
-        datapath = ev.msg.datapath
-        if datapath.id != self.gateway.dpid:
+        # The reply's own datapath_id: the framework's handler sets ``datapath.id`` from it on
+        # its own thread (native hub), which may not have happened yet (seen: None, and a
+        # gateway that ignored its own switch for good).
+        datapath, dpid = ev.msg.datapath, ev.msg.datapath_id
+        if dpid != self.gateway.dpid:
             LOG.warning(
-                "ignoring switch dpid %#x (this controller serves %#x)",
-                datapath.id,
-                self.gateway.dpid,
+                "ignoring switch dpid %#x (this controller serves %#x)", dpid, self.gateway.dpid
             )
             return
         self.datapath = datapath
-        LOG.info("switch %#x connected", datapath.id)
+        LOG.info("switch %#x connected", dpid)
         self.apply(self.core.on_connect(self.clock()))
 
     @handler.set_ev_cls(ofp_event.EventOFPPortDescStatsReply, handler.MAIN_DISPATCHER)

@@ -268,3 +268,20 @@ def test_metrics_show_the_rest_budget_of_the_server(running):
     app, _ = running
     BUDGET.stats.delays = 3
     assert "lockstep_rest_paced_total 3.0\n" in app.service.metrics()
+
+
+def test_the_switch_is_known_by_its_features_reply_not_by_the_frameworks_datapath_id(running):
+    """The framework sets ``datapath.id`` on its own thread and may not have yet (seen in the
+    demo: a gateway that ignored its own switch for good); the reply's datapath_id decides."""
+    app, _ = running
+    switch = RecordingSwitch()
+    switch.id = None  # the framework's handler has not run yet
+    features = SimpleNamespace(msg=SimpleNamespace(datapath=switch, datapath_id=app.gateway.dpid))
+    app.switch_features(features)
+    assert app.datapath is switch
+    assert [message_types(w) for w in switch.writes] == [
+        [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST]
+    ]
+    other = RecordingSwitch()
+    app.switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=other, datapath_id=99)))
+    assert app.datapath is switch and other.writes == []

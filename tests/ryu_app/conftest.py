@@ -24,6 +24,14 @@ from topology import deployment as deployment_file
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "topology" / "examples" / "default.yaml"
 DEPLOYMENT = deployment_file.load(EXAMPLE)
+# A VIP the example deployment does not have: one backend, a small table.
+NEW_VIP = {
+    "name": "api",
+    "address": "10.0.0.101",
+    "port": 443,
+    "table_size": 251,
+    "backends": [{"name": "vm1", "tunnel_ip": "192.168.100.11", "mac": "02:00:00:00:01:01"}],
+}
 UPLINK, TUNNEL = 1, 2
 WALL_OFFSET = 1_800_000_000.0  # wall clock = monotonic clock + this
 # Shared by every harness: a 65537-slot Maglev table takes ~60 ms to build, and tables are

@@ -11,16 +11,10 @@ import pytest
 from webob import Request
 
 from ryu_app.rest import MAX_BODY, MESSAGE_LENGTH, SHOWN_PROBLEMS
+from tests.ryu_app.conftest import NEW_VIP as API_VIP
 from topology import deployment as deployment_file
 from topology.schema import MAX_PROBLEMS
 
-API_VIP = {
-    "name": "api",
-    "address": "10.0.0.101",
-    "port": 443,
-    "table_size": 251,
-    "backends": [{"name": "vm1", "tunnel_ip": "192.168.100.11", "mac": "02:00:00:00:01:01"}],
-}
 LOOKUP = "/v1/lookup?src_ip=10.1.0.11&src_port=40000&dst_ip=10.0.0.100&dst_port=80"
 
 

@@ -20,19 +20,12 @@ from ryu_app.core.model import Backend, Vip
 from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
 from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
+from tests.ryu_app.conftest import NEW_VIP as API
 from tests.ryu_app.promtext import value
 from tests.ryu_app.test_rest import VM5
 from topology import deployment as deployment_file
 from topology import graph
 from topology.schema import ConfigError
-
-API = {
-    "name": "api",
-    "address": "10.0.0.101",
-    "port": 443,
-    "table_size": 251,
-    "backends": [{"name": "vm1", "tunnel_ip": "192.168.100.11", "mac": "02:00:00:00:01:01"}],
-}
 
 
 def paths(error) -> list[str]:

@@ -22,12 +22,8 @@ RULE = re.compile(r"tp_src=(\d+).*set_field:([\d.]+)->tun_dst")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    built = topology.build(tmp_path_factory.mktemp("lab"), gateways=2, vms=3)
-    try:
-        built.wait_all_healthy()
+    with topology.running(tmp_path_factory.mktemp("lab"), gateways=2, vms=3) as built:
         yield built
-    finally:
-        topology.teardown(built)
 
 
 def installed_targets(lab, gateway, family: str = "tcp,") -> dict[int, str]:

@@ -15,11 +15,8 @@ from tests.integration.topo import CLIENT, VIP, VIP_PORT
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    built = topology.build(tmp_path_factory.mktemp("lab"), gateways=2, vms=3)
-    try:
+    with topology.running(tmp_path_factory.mktemp("lab"), healthy=False) as built:
         yield built
-    finally:
-        topology.teardown(built)
 
 
 def predicted(lab, rows: list[int]) -> list[str]:

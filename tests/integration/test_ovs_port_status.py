@@ -16,12 +16,8 @@ OURS = "cookie=0x4c53000000000000/0xffff000000000000"  # every rule a controller
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    built = topology.build(tmp_path_factory.mktemp("ports"), gateways=1, vms=2)
-    try:
-        built.wait_all_healthy()
+    with topology.running(tmp_path_factory.mktemp("ports"), gateways=1, vms=2) as built:
         yield built
-    finally:
-        topology.teardown(built)
 
 
 def our_rules(lab, gateway) -> list[str]:

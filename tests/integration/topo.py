@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -474,6 +475,19 @@ def _build(topo: Topology, gateway_count: int, vm_count: int) -> None:
     for g in topo.gateways:
         topo.wait_pipeline(g)
     time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def running(workdir: Path, gateways: int = 2, vms: int = 3, healthy: bool = True):
+    """A lab built in ``workdir`` (with every VM healthy on every gateway first, if
+    ``healthy``), torn down when the block ends: the body of a module's ``lab`` fixture."""
+    built = build(workdir, gateways, vms)
+    try:
+        if healthy:
+            built.wait_all_healthy()
+        yield built
+    finally:
+        teardown(built)
 
 
 def teardown(topo: Topology) -> None:

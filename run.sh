@@ -13,7 +13,7 @@ VENV=${LOCKSTEP_VENV:-$ROOT/.venv}
 RYU_VENV=${LOCKSTEP_RYU_VENV:-$ROOT/.venv-ryu}
 # Ryu 4.34 (2020) as published does not install or run on Python 3.11: its sdist is built with pbr
 # against setuptools<58 without build isolation; eventlet (unpinned by Ryu) is pinned to the pair
-# checked on 3.11, 0.33.3 with dnspython 2.6 (ryu_app/compat.py supplies what eventlet dropped).
+# checked on 3.11, 0.33.3 with dnspython 2.6 (ryu_app/shell/compat.py supplies what eventlet dropped).
 RYU_BUILD=("setuptools<58" pbr wheel)
 RYU_PACKAGES=(ryu==4.34 eventlet==0.33.3 dnspython==2.6.1)
 

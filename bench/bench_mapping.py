@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mmh3  # noqa: E402
 
-from ryu_app.cli import annotate  # noqa: E402
+from ryu_app.cli.commands import annotate  # noqa: E402
 from ryu_app.core.flowkey import FLOW_SEED, flow_from_fields, flow_hash, flow_key  # noqa: E402
 from ryu_app.core.flowtable import FlowTable  # noqa: E402
 from ryu_app.core.maglev import DEFAULT_TABLE_SIZE, build_table  # noqa: E402

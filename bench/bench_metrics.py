@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/bench_metrics.py [--vips 100] [--backends 100] [--r
 A gateway core with ``--vips`` VIPs of ``--backends`` backends each (``bench/rebuild.py``'s
 deployment: one ``lockstep_backend_up`` series per backend of each VIP), every table built, a
 few backends down, a flow table of ``--flows`` entries.  A scrape costs in two places
-(``ryu_app/views.py``), both measured:
+(``ryu_app/api/views.py``), both measured:
 
 - the snapshot, on the controller's event loop: while it runs no packet-in is handled;
 - the render to Prometheus text, on a REST thread: it holds the interpreter the packet path
@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from webob import Request  # noqa: E402
 
 from bench import rebuild  # noqa: E402
-from ryu_app import views  # noqa: E402
+from ryu_app.api import views  # noqa: E402
+from ryu_app.api.rest import RestApi  # noqa: E402
+from ryu_app.api.service import GatewayService  # noqa: E402
 from ryu_app.core.balancer import TableCache  # noqa: E402
 from ryu_app.core.gateway import GatewayCore  # noqa: E402
-from ryu_app.rest import RestApi  # noqa: E402
-from ryu_app.service import GatewayService  # noqa: E402
 from topology.deployment import parse  # noqa: E402
 
 TABLE_SIZE = 251  # the scrape does not read the tables: small ones build in no time

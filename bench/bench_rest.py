@@ -3,7 +3,7 @@
 Run:  .venv/bin/python bench/bench_rest.py [--quick] [--nofile N]
 
 Starts ``lockstep-gateway`` (no switch needed) twice on loopback: as it is (waitress,
-``ryu_app/httpserver.py``), and with the REST server it had before issue 11 (wsgiref's
+``ryu_app/api/httpserver.py``), and with the REST server it had before issue 11 (wsgiref's
 ``simple_server`` with a thread per connection, listen backlog 5, no timeouts), kept here as
 ``OldServer`` and put in place of ``rest.make`` in the gateway's own process.  Against each, a
 normal client loops on ``GET /v1/status``, one new connection per request as ``lockstep
@@ -68,7 +68,7 @@ PAUSE_SECONDS = 0.005  # between two requests of the loop
 CONNECT_BATCH = 16  # load connections opened per 10 ms (the old server's backlog is 5)
 START_TIMEOUT = 30.0
 
-# ---- the reference: the REST server before issue 11 (ryu_app/rest.py at 21edb5e) -------------
+# ---- the reference: the REST server before issue 11 (ryu_app/api/rest.py at 21edb5e) -------------
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -89,7 +89,8 @@ def old_make(host: str, port: int, app, green: bool = False):
 
 def serve_old_gateway(argv: list[str]) -> int:
     """``lockstep-gateway`` with the old REST server (run in the gateway's process)."""
-    from ryu_app import launcher, rest  # noqa: PLC0415 - the gateway's process only
+    from ryu_app.api import rest  # noqa: PLC0415
+    from ryu_app.shell import launcher  # noqa: PLC0415 - the gateway's process only
 
     rest.make = old_make
     return launcher.main(argv)

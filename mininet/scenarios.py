@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ryu_app.remote import Remote
+from ryu_app.cli.remote import Remote
 from topology import emulation
 from topology.schema import endpoint_text
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from ryu_app.launcher import main
+from ryu_app.shell.launcher import main
 
 sys.exit(main())

@@ -184,6 +184,59 @@ def test_topology_uses_only_the_domain_model_of_ryu_app(graph):
     assert used == {"ryu_app.core.model"}
 
 
+# The rooms of ``ryu_app`` (docs/architecture.md) and what each may import of ours, besides
+# itself: the shell composes the process on top; the API and the CLI never reach up into it.
+ROOMS = {
+    "ryu_app.core": {"ryu_app.core"},
+    "ryu_app.api": {"ryu_app.core", "topology"},
+    "ryu_app.cli": {"ryu_app.core", "topology"},
+    "ryu_app.shell": {"ryu_app.core", "ryu_app.api", "topology"},
+}
+
+
+def room_of(module: str) -> str | None:
+    return next((room for room in ROOMS if _in(module, room)), None)
+
+
+def imports_across_rooms(graph: nx.DiGraph) -> set[tuple[str, str]]:
+    """Edges from a room of ``ryu_app`` to a room or package of ours it may not import."""
+    wrong = set()
+    for source, target in graph.edges:
+        room = room_of(source)
+        if room is None or _in(target, room):
+            continue
+        if not any(_in(target, allowed) for allowed in ROOMS[room]):
+            wrong.add((source, target))
+    return wrong
+
+
+def test_every_module_of_ryu_app_is_in_a_room():
+    loose = [
+        m
+        for m in our_modules(ROOT)
+        if _in(m, "ryu_app") and m not in ("ryu_app", "ryu_app.__main__")
+    ]
+    assert [m for m in loose if room_of(m) is None] == []
+
+
+def test_each_room_imports_only_what_it_may(graph):
+    assert imports_across_rooms(graph) == set()
+
+
+def test_a_room_reaching_up_breaks_the_rule(tmp_path):
+    root = make_tree(
+        tmp_path,
+        {
+            "ryu_app/__init__.py": "",
+            "ryu_app/api/__init__.py": "",
+            "ryu_app/api/views.py": "from ryu_app.shell import app\n",
+            "ryu_app/shell/__init__.py": "",
+            "ryu_app/shell/app.py": "from ryu_app.api import views\n",
+        },
+    )
+    assert imports_across_rooms(import_graph(root)) == {("ryu_app.api.views", "ryu_app.shell.app")}
+
+
 # ---- the machinery, on made-up trees ---------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Each entry point takes ``now`` and the event's data and returns one ``Effects``: the OpenFlow
 messages to send (bytes, from ``openflow``, the one encoder), the Maglev tables to build, the
-lines to log.  The os-ken app (``ryu_app.app``) only decodes events and applies what comes
+lines to log.  The os-ken app (``ryu_app.shell.app``) only decodes events and applies what comes
 back; nothing is left here for it to collect later.  Faucet's valve is the model: the app is a
 shim, this is where decisions live and where unit tests drive them (against a fake flow table).
 """

@@ -35,7 +35,7 @@ from bench.bench_newflow import deployment
 from bench.fakeswitch import FakeSwitch
 from lab.ovs import free_port, wait_for
 from ryu_app.core.pipeline import PRIORITY_VIP
-from ryu_app.launcher import EXIT_THREAD_ENDED
+from ryu_app.shell.launcher import EXIT_THREAD_ENDED
 
 ROOT = Path(__file__).resolve().parents[2]
 NOFILE = 256  # the gateway's descriptor limit, soft and hard: it cannot raise it
@@ -204,16 +204,16 @@ def test_an_openflow_listener_out_of_descriptors_waits_and_recovers(gateways):
 
 SABOTAGE = {
     "LockstepApp's health ticker": """
-        from ryu_app import app
+        from ryu_app.shell import app
         app.LockstepApp._ticker = broken
     """,
     "LockstepApp's REST server": """
-        from ryu_app import httpserver
+        from ryu_app.api import httpserver
         httpserver.RestServer.serve_forever = broken
     """,
     "ofp_event's OpenFlow listener": """
-        from ryu_app import supervision
-        supervision.BackoffListener.accept = broken
+        from ryu_app.api import accept
+        accept.BackoffListener.accept = broken
     """,
 }
 
@@ -223,7 +223,7 @@ def test_a_vital_thread_that_ends_ends_the_process_with_an_error(gateways, threa
     script = textwrap.dedent(
         """
         import sys
-        from ryu_app import launcher
+        from ryu_app.shell import launcher
 
         def broken(*args, **kwargs):
             raise RuntimeError("sabotaged by the test")

@@ -10,7 +10,7 @@ How the checks are configured, and why (``CONFIG``):
 
 - ``positive_data_acceptance``: a body the schema accepts may still be refused with a 400 for
   rules JSON Schema cannot state, all listed in the document's description
-  (``ryu_app/openapi.py``): a prime ``table_size`` at least the number of backends, names and
+  (``ryu_app/api/openapi.py``): a prime ``table_size`` at least the number of backends, names and
   tunnel IPs unique across VIPs, one VIP per address/port/protocol, a gateway address of the
   VIP's IP version, ``timeout`` < ``interval``, http checks on tcp VIPs only, a udp VIP's
   ``health.port``, a body name that must match the URL.  A write may also meet a 404 (the VIP

@@ -192,7 +192,7 @@ def gateway(tmp_path):
 
 def test_the_venv_has_ryu_and_not_os_ken():
     probe = ryu_python(
-        "-c", "import ryu_app.compat as c; print(c.FRAMEWORK)", LOCKSTEP_FRAMEWORK="ryu"
+        "-c", "import ryu_app.shell.compat as c; print(c.FRAMEWORK)", LOCKSTEP_FRAMEWORK="ryu"
     )
     assert probe.stdout.strip() == "ryu", probe.stderr
     version = ryu_python("-c", "import ryu; print(ryu.version)")
@@ -271,7 +271,7 @@ def test_switch_connects_pipeline_installs_and_a_syn_gets_its_rule(gateway):
 
     text = log.read_text()
     # Ryu's own app manager loaded the app and its OpenFlow handler: it really ran under Ryu.
-    assert "ryu.base.app_manager: loading app ryu_app.app" in text, text
+    assert "ryu.base.app_manager: loading app ryu_app.shell.app" in text, text
     assert "instantiating app ryu.controller.ofp_handler" in text, text
     assert "os_ken" not in text, text
     assert "Traceback" not in text, text

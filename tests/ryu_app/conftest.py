@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from webob import Request
 
+from ryu_app.api.rest import RestApi
+from ryu_app.api.service import GatewayService
 from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.packets import TCP_SYN, tcp_frame
-from ryu_app.rest import RestApi
-from ryu_app.service import GatewayService
 from tests.ryu_app.fake_oftable import FakeOFTable, packet_fields, raw_packet_in, run_actions
 from topology import deployment as deployment_file
 

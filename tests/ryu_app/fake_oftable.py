@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet, tcp, udp
 
-from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.compat import ofproto_v1_3_parser as parser
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
+from ryu_app.shell.compat import ofproto_v1_3_parser as parser
 
 _HEADER = struct.Struct("!BBHI")
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")

@@ -16,13 +16,14 @@ from types import SimpleNamespace
 import pytest
 from webob import Request
 
-from ryu_app import app as app_module
-from ryu_app import builder as builder_module
-from ryu_app import compat, fastlane, pacing, rest, service, settings
+from ryu_app.api import pacing, rest, service
 from ryu_app.core import gateway as gateway_module
 from ryu_app.core import openflow
 from ryu_app.core.maglev import build_table
 from ryu_app.core.packets import TCP_SYN, tcp_frame
+from ryu_app.shell import app as app_module
+from ryu_app.shell import builder as builder_module
+from ryu_app.shell import compat, fastlane, settings
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.fake_oftable import raw_packet_in
 from tests.ryu_app.promtext import value

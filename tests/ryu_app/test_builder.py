@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ryu_app.builder import TableBuilder
 from ryu_app.core.maglev import TableSpec, build_table
+from ryu_app.shell.builder import TableBuilder
 
 SPEC = TableSpec(251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
 
@@ -83,7 +83,7 @@ def test_the_worker_ends_when_the_controller_is_killed(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, time
-        from ryu_app.builder import TableBuilder
+        from ryu_app.shell.builder import TableBuilder
         from ryu_app.core.maglev import TableSpec
         builder = TableBuilder()
         builder.build({SPEC!r})

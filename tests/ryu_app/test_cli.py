@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ryu_app import cli
-from ryu_app.cli import parse_backend_arg
+from ryu_app.cli import commands as cli
+from ryu_app.cli.commands import parse_backend_arg
 from ryu_app.core import flowkey
 from ryu_app.core.maglev import MAX_WEIGHT, build_table
 from ryu_app.core.model import Vip

@@ -14,8 +14,8 @@ import threading
 
 import pytest
 
-from ryu_app import fastlane
-from ryu_app.compat import ofproto_v1_3 as ofp
+from ryu_app.shell import fastlane
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
 
 MAIN, CONFIG, DEAD = (
     fastlane.handler.MAIN_DISPATCHER,

@@ -1,4 +1,4 @@
-"""The REST API's HTTP server (``ryu_app.httpserver``): waitress with a descriptor-derived
+"""The REST API's HTTP server (``ryu_app.api.httpserver``): waitress with a descriptor-derived
 connection cap that closes the oldest idle connections to make room, request deadlines, an
 accept loop that backs off, and waitress's logs and error answers in the API's shape.
 
@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ryu_app import httpserver, pacing, rest
-from ryu_app.httpserver import Limits, RestServer, connection_budget, overdue
+from ryu_app.api import httpserver, pacing, rest
+from ryu_app.api.httpserver import Limits, RestServer, connection_budget, overdue
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ryu_app import launcher, statefile
+from ryu_app.api import statefile
 from ryu_app.core.model import Backend, Vip
+from ryu_app.shell import launcher
 from topology import deployment as deployment_file
 from topology.schema import ConfigError
 

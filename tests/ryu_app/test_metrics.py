@@ -15,8 +15,8 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from ryu_app import rest, views
-from ryu_app.httpserver import Stats
+from ryu_app.api import rest, views
+from ryu_app.api.httpserver import Stats
 from tests.ryu_app.fake_oftable import raw_packet_in
 from tests.ryu_app.promtext import families, samples, value
 

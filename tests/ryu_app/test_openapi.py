@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import schemathesis
 
-from ryu_app import openapi, rest
-from ryu_app.rest import ROUTES
+from ryu_app.api import openapi, rest
+from ryu_app.api.rest import ROUTES
 from topology import deployment as deployment_file
 from topology.deployment import BACKEND_FIELDS, HEALTH_FIELDS, VIP_FIELDS
 from topology.schema import REQUIRED

@@ -1,4 +1,4 @@
-"""The REST plane's CPU budget (``ryu_app.pacing``): a token bucket of CPU seconds that REST
+"""The REST plane's CPU budget (``ryu_app.api.pacing``): a token bucket of CPU seconds that REST
 threads take from at checkpoints, sleeping when it is spent, and a slice after which a thread
 lets the packet path in however full the bucket is.  Issue 11, finding 3: a REST client asking
 in a loop held a REST thread computing all the time, and every packet-in waited for it.
@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from ryu_app import pacing, views
-from ryu_app.pacing import PacedRows, Pacer, PacingStats
+from ryu_app.api import pacing, views
+from ryu_app.api.pacing import PacedRows, Pacer, PacingStats
 
 
 class Clocks:

@@ -1,6 +1,6 @@
 """lockstep status's comparison and table, from /v1/status answers."""
 
-from ryu_app.remote import disagreements, gateway_urls, status_table
+from ryu_app.cli.remote import disagreements, gateway_urls, status_table
 
 
 def status(gateway="gw1", config="c1", healthy=("vm1", "vm2"), connected=True, vips=None):

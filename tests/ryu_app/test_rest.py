@@ -9,8 +9,8 @@ import json
 import pytest
 from webob import Request
 
+from ryu_app.api.rest import MAX_BODY, RestApi
 from ryu_app.core import flowkey, pipeline
-from ryu_app.rest import MAX_BODY, RestApi
 from tests.ryu_app.promtext import families, value
 
 API_VIP = {

@@ -10,7 +10,7 @@ import time
 import pytest
 from webob import Request
 
-from ryu_app.rest import MAX_BODY, MESSAGE_LENGTH, SHOWN_PROBLEMS
+from ryu_app.api.rest import MAX_BODY, MESSAGE_LENGTH, SHOWN_PROBLEMS
 from tests.ryu_app.conftest import NEW_VIP as API_VIP
 from topology import deployment as deployment_file
 from topology.schema import MAX_PROBLEMS

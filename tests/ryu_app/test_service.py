@@ -11,14 +11,14 @@ import time
 
 import pytest
 
+from ryu_app.api.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.api.views import digest, metrics_snapshot, render_metrics
 from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.flowkey import flow_from_fields
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.maglev import TableSpec
 from ryu_app.core.model import Backend, Vip
-from ryu_app.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
-from ryu_app.views import digest, metrics_snapshot, render_metrics
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.conftest import NEW_VIP as API
 from tests.ryu_app.promtext import value

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ryu_app import statefile
+from ryu_app.api import statefile
 from ryu_app.core.model import Backend, HealthCheck, Vip
 from topology.schema import ConfigError
 

@@ -16,13 +16,13 @@ import struct
 
 from os_ken.lib.packet import arp, ethernet, packet
 
-from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core import pipeline
 from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import TCP_SYN
 from ryu_app.core.gateway import GatewayCore, default_mac
 from ryu_app.core.model import Backend, Gateway, HealthCheck, Vip
 from ryu_app.core.packets import mac_bytes, tcp_frame
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.fake_oftable import (
     FakeOFTable,
     Forwarding,

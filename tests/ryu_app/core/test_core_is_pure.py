@@ -52,4 +52,4 @@ def test_the_core_loads_no_framework_module():
 
 def test_the_check_sees_the_framework_when_it_is_loaded():
     # The shell's compat module loads os-ken (or Ryu): the check above would see it.
-    assert framework_modules_loaded_by(["ryu_app.compat"]) != []
+    assert framework_modules_loaded_by(["ryu_app.shell.compat"]) != []

@@ -4,11 +4,11 @@ discovery: test_gateway_probes.py; VIP changes: test_gateway_vips.py."""
 
 import pytest
 
-from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core import openflow, pipeline
 from ryu_app.core.flowkey import TCP_ACK, parse_frame
 from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, RecentInstalls, default_mac
 from ryu_app.core.model import Vip
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (
     BACKENDS,
     BY_TUNNEL,

@@ -8,11 +8,11 @@ import ipaddress
 import pytest
 from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet, packet_utils
 
-from ryu_app.compat import ofproto_v1_3 as ofp
 from ryu_app.core import pipeline
 from ryu_app.core.flowkey import TCP_ACK, TCP_SYN, parse_frame
 from ryu_app.core.model import Vip
 from ryu_app.core.packets import TCP_RST, mac_bytes, parse_segment, tcp_frame
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (
     BACKENDS,
     BY_TUNNEL,

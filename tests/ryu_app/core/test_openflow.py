@@ -11,10 +11,10 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core import openflow as of
 from ryu_app.core.flowkey import Flow
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
+from ryu_app.shell.compat import ofproto_v1_3_parser as parser
 
 DATAPATH = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
 

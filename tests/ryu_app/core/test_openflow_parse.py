@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ryu_app.compat import ofproto_v1_3 as ofp
-from ryu_app.compat import ofproto_v1_3_parser as parser
 from ryu_app.core import openflow
 from ryu_app.core.flowkey import PROTO_TCP, Flow
+from ryu_app.shell.compat import ofproto_v1_3 as ofp
+from ryu_app.shell.compat import ofproto_v1_3_parser as parser
 
 
 def packet_in(match, buffer_id, reason, table_id, cookie, data, total_len) -> bytes:

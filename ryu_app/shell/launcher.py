@@ -1,7 +1,7 @@
 """``lockstep-gateway --config FILE --gateway NAME``: one controller process for one gateway.
 
 os-ken 4.x ships no manager command; this is ours: validate the deployment, configure the
-framework's OpenFlow listener, load ``ryu_app.app`` and run until killed, or until one of its
+framework's OpenFlow listener, load ``ryu_app.shell.app`` and run until killed, or until one of its
 vital threads ends (``vital_threads``): then it logs an ERROR naming the thread and exits with
 ``EXIT_THREAD_ENDED``, so that a supervisor (systemd ``Restart=always``) starts it again rather
 than leaving a controller that answers REST calls and never sees its switch.
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ryu_app import statefile
-from ryu_app.settings import Settings
+from ryu_app.api import statefile
+from ryu_app.shell.settings import Settings
 from topology import deployment as deployment_file
 from topology.schema import ConfigError, Invalid, Problem, endpoint
 
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from ryu_app import compat, settings, supervision  # noqa: PLC0415 - once config is good
+    from ryu_app.shell import compat, settings, supervision  # noqa: PLC0415 - once config is good
 
     _raise_descriptor_limit(supervision)
     settings.configure(current)
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
     compat.guard_openflow_listener()
     manager = app_manager.AppManager.get_instance()
-    manager.load_apps(["ryu_app.app"])
+    manager.load_apps(["ryu_app.shell.app"])
     contexts = manager.create_contexts()
     try:
         manager.instantiate_apps(**contexts)

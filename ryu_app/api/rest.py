@@ -38,8 +38,8 @@ from typing import Any
 from webob import Request, Response
 from webob import exc as http
 
-from ryu_app import openapi, views
-from ryu_app.service import MAX_PAGE, Accepted, BadRequest, Conflict, GatewayService, NotFound
+from ryu_app.api import openapi, views
+from ryu_app.api.service import MAX_PAGE, Accepted, BadRequest, Conflict, GatewayService, NotFound
 from topology.addresses import ip_address
 from topology.deployment import vip_to_data
 from topology.schema import (
@@ -464,7 +464,7 @@ class _GreenServer:
         import eventlet  # noqa: PLC0415 - only present (and only wanted) with an eventlet hub
         import eventlet.wsgi  # noqa: PLC0415
 
-        from ryu_app.supervision import AcceptBackoff, BackoffListener  # noqa: PLC0415
+        from ryu_app.api.accept import AcceptBackoff, BackoffListener  # noqa: PLC0415
 
         self._wsgi = eventlet.wsgi
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -490,7 +490,7 @@ def make(host: str, port: int, app, green: bool = False):
     run in parallel with it."""
     if green:
         return _GreenServer(host, port, app)
-    from ryu_app import httpserver  # noqa: PLC0415 - not needed (nor installed) under classic Ryu
+    from ryu_app.api import httpserver  # noqa: PLC0415 - not needed (nor installed) under classic Ryu
 
     server = httpserver.RestServer(app, host, port, httpserver.Limits(max_body=MAX_BODY))
     app.server_stats = server.stats

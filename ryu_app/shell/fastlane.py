@@ -35,7 +35,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-from ryu_app import compat
+from ryu_app.shell import compat
 
 compat.load("base.app_manager")  # first: controller.controller cannot be imported before it
 controller = compat.load("controller.controller")

@@ -134,7 +134,7 @@ SUCCESS = {
 }
 TEXT_SUCCESS = {"metrics"}  # Prometheus text
 # Writes that may need new Maglev tables: 202 when they are saved and applied but their tables
-# are not in by the time the answer is due (ryu_app.service.Accepted).
+# are not in by the time the answer is due (ryu_app.api.service.Accepted).
 TABLE_CHANGES = {
     "create_vip",
     "replace_vip",

@@ -30,10 +30,11 @@ import sys
 import threading
 import time
 
-from ryu_app import builder, compat, fastlane, pacing, rest, settings, statefile, supervision
+from ryu_app.api import pacing, rest, statefile
+from ryu_app.api.service import GatewayService
 from ryu_app.core.effects import Effects
 from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
-from ryu_app.service import GatewayService
+from ryu_app.shell import builder, compat, fastlane, settings, supervision
 
 ofp_event = compat.load("controller.ofp_event")
 handler = compat.load("controller.handler")

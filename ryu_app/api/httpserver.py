@@ -52,8 +52,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from ryu_app import pacing
-from ryu_app.supervision import CONNECTION_ERRORS, AcceptBackoff, Throttled
+from ryu_app.api import pacing
+from ryu_app.api.accept import CONNECTION_ERRORS, AcceptBackoff, Throttled
 
 LOG = logging.getLogger("lockstep.rest")
 

@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ryu_app import views
+from ryu_app.api import views
 from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from ryu_app import pacing
+from ryu_app.api import pacing
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore

@@ -75,7 +75,7 @@ def guard_openflow_listener() -> None:
     the class by name (``from ...lib.hub import StreamServer``) when its server loop starts: the
     module attribute is what to replace, before the apps start.
     """
-    from ryu_app import supervision  # noqa: PLC0415 - compat itself imports nothing of ours
+    from ryu_app.shell import supervision  # noqa: PLC0415 - compat itself imports nothing of ours
 
     load("base.app_manager")  # controller.controller cannot be imported before it
     controller = load("controller.controller")

@@ -31,5 +31,7 @@ def configure(settings: Settings) -> None:
 
 def current() -> Settings:
     if _current is None:
-        raise RuntimeError("ryu_app.settings.configure() was not called (use lockstep-gateway)")
+        raise RuntimeError(
+            "ryu_app.shell.settings.configure() was not called (use lockstep-gateway)"
+        )
     return _current

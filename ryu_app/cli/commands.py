@@ -25,10 +25,10 @@ from typing import TextIO
 
 import yaml
 
+from ryu_app.cli.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
 from ryu_app.core.flowkey import flow_from_fields, flow_hash, hash_key
 from ryu_app.core.maglev import MaglevTable, build_table
 from ryu_app.core.model import DEFAULT_TABLE_SIZE, HASH_5TUPLE, HASH_MODES, MAX_WEIGHT
-from ryu_app.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
 from topology import deployment as deployment_file
 from topology.schema import ConfigError
 

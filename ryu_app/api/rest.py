@@ -38,7 +38,7 @@ from typing import Any
 from webob import Request, Response
 from webob import exc as http
 
-from ryu_app.api import openapi, views
+from ryu_app.api import openapi
 from ryu_app.api.service import MAX_PAGE, Accepted, BadRequest, Conflict, GatewayService, NotFound
 from topology.addresses import ip_address
 from topology.deployment import vip_to_data
@@ -298,7 +298,7 @@ class RestApi:
         return self.run(self.service.status)
 
     def metrics(self, request, body):
-        text = self.run(self.service.metrics) + views.render_server_metrics(self.server_stats)
+        text = self.run(lambda: self.service.metrics(self.server_stats))
         return Response(text, content_type="text/plain", charset="utf-8")
 
     def openapi(self, request, body):

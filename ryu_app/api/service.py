@@ -294,10 +294,11 @@ class GatewayService:
         snapshot = self.on_loop(lambda: views.status_snapshot(self.core, self.deployment.vips))
         return views.render_status(snapshot, self.gateway.name, self._renders)
 
-    def metrics(self) -> str:
+    def metrics(self, server_stats=None) -> str:
+        """``/metrics``: the gateway's counters and, if given, the REST server's."""
         snapshot = self.on_loop(lambda: views.metrics_snapshot(self.core))
         return views.render_metrics(
-            snapshot, self.handler_errors(), self._renders, self.rest_pacing()
+            snapshot, self.handler_errors(), self._renders, self.rest_pacing(), server_stats
         )
 
 

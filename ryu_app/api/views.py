@@ -468,18 +468,17 @@ def render_metrics(
     handler_errors: int = 0,
     cache: RenderCache | None = None,
     rest_pacing: pacing.PacingStats | None = None,
+    server_stats=None,
 ) -> str:
-    """Prometheus text of the gateway's counters at ``snapshot``; ``rest_pacing``: the REST
-    plane's CPU budget, if it has one."""
+    """Prometheus text of the gateway's counters at ``snapshot``, one registry for all:
+    ``rest_pacing``, the REST plane's CPU budget, and ``server_stats``, the REST server's
+    counters (``httpserver.Stats``), if it has them (classic Ryu's server has neither)."""
     collectors = [GatewayCollector(snapshot, handler_errors, cache or RenderCache())]
     if rest_pacing is not None:
         collectors.append(PacingCollector(rest_pacing))
+    if server_stats is not None:
+        collectors.append(ServerCollector(server_stats))
     return exposition(*collectors)
-
-
-def render_server_metrics(stats) -> str:
-    """Prometheus text of the REST server's counters (none under classic Ryu's server)."""
-    return "" if stats is None else exposition(ServerCollector(stats))
 
 
 def exposition(*collectors) -> str:

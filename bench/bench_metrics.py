@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python bench/bench_metrics.py [--vips 100] [--backends 100] [--repeat 50]
 
-A gateway core with ``--vips`` VIPs of ``--backends`` backends each (``bench/rebuild.py``'s
+A gateway core with ``--vips`` VIPs of ``--backends`` backends each (``bench/rebuild_setup.py``'s
 deployment: one ``lockstep_backend_up`` series per backend of each VIP), every table built, a
 few backends down, a flow table of ``--flows`` entries.  A scrape costs in two places
 (``ryu_app/api/views.py``), both measured:
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from webob import Request  # noqa: E402
 
-from bench import rebuild  # noqa: E402
+from bench import rebuild_setup  # noqa: E402
 from ryu_app.api import views  # noqa: E402
 from ryu_app.api.rest import RestApi  # noqa: E402
 from ryu_app.api.service import GatewayService  # noqa: E402
@@ -46,8 +46,8 @@ TABLE_SIZE = 251  # the scrape does not read the tables: small ones build in no 
 def gateway_core(vips: int, backends: int, flows: int) -> tuple[GatewayCore, object]:
     """A core of ``vips`` x ``backends`` with its tables in, every tenth backend down, and
     ``flows`` flow-table entries (their count is a gauge; the entries are not read)."""
-    plan = rebuild.RebuildPlan(vips=vips, backends=backends)
-    data = rebuild.deployment(plan, 6653, 8080, Path("/tmp"))
+    plan = rebuild_setup.RebuildPlan(vips=vips, backends=backends)
+    data = rebuild_setup.deployment(plan, 6653, 8080, Path("/tmp"))
     for vip in data["vips"]:
         vip["table_size"] = TABLE_SIZE
     deployment = parse(data)

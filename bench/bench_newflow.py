@@ -61,7 +61,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import procs, rebuild, report, restload  # noqa: E402
+from bench import procs, rebuild, rebuild_report, rebuild_setup, report, restload  # noqa: E402
 from bench.fakeswitch import ControllerError, FakeSwitch, PhaseResult  # noqa: E402
 from bench.procs import DEFAULT_HUB, HUBS, Controller, free_port  # noqa: E402
 from bench.report import label  # noqa: E402
@@ -331,10 +331,10 @@ def parse_args() -> argparse.Namespace:
         parser.error("--window >= 1, --duration > 0, --warmup >= 0 and --flows >= 0, please")
     if args.rest_rounds < 1:
         parser.error("--rest-rounds >= 1, please")
-    if not 1 <= args.rebuild_vips <= rebuild.MAX_VIPS:
-        parser.error(f"--rebuild-vips: 1..{rebuild.MAX_VIPS}, please")
-    if not 2 <= args.rebuild_backends <= rebuild.MAX_BACKENDS:
-        parser.error(f"--rebuild-backends: 2..{rebuild.MAX_BACKENDS}, please")
+    if not 1 <= args.rebuild_vips <= rebuild_setup.MAX_VIPS:
+        parser.error(f"--rebuild-vips: 1..{rebuild_setup.MAX_VIPS}, please")
+    if not 2 <= args.rebuild_backends <= rebuild_setup.MAX_BACKENDS:
+        parser.error(f"--rebuild-backends: 2..{rebuild_setup.MAX_BACKENDS}, please")
     # What runs: the new-flow phases of --only (all without it, unless --rebuild alone), and the
     # rebuild phase with --rebuild or in a full run.
     if args.only:
@@ -345,8 +345,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def rebuild_plan(args: argparse.Namespace) -> rebuild.RebuildPlan:
-    return rebuild.RebuildPlan(
+def rebuild_plan(args: argparse.Namespace) -> rebuild_setup.RebuildPlan:
+    return rebuild_setup.RebuildPlan(
         vips=args.rebuild_vips,
         backends=args.rebuild_backends,
         interval=args.health_interval,
@@ -392,7 +392,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> tuple[dict, dict, dict]:
         controller = lockstep_controller(
             workdir,
             hub,
-            lambda port, rest, where, plan=plan: rebuild.deployment(plan, port, rest, where),
+            lambda port, rest, where, plan=plan: rebuild_setup.deployment(plan, port, rest, where),
             stem=f"lockstep_{hub}_rebuild",
         )
         print(f"  {label(controller.name)}, rebuild phase: starting ...", flush=True)
@@ -434,7 +434,7 @@ def main() -> int:
     if rebuilds:
         print("rebuild (a backend of every VIP dies; each VIP's Maglev table is rebuilt):")
     for name, result in rebuilds.items():
-        report.print_rebuild(name, result)
+        rebuild_report.print_rebuild(name, result)
     report.print_targets(results, rebuilds)
     if results or rebuilds:
         report.print_summary(results, rebuilds)
@@ -452,7 +452,7 @@ def main() -> int:
         summary.update(report.summarise(name, result))
         summary.update(restload.summarise(name, result))
     for name, result in rebuilds.items():
-        summary.update(report.summarise_rebuild(name, result))
+        summary.update(rebuild_report.summarise_rebuild(name, result))
     ours = report.default_lockstep({**results, **rebuilds})
     if ours:  # the default hub's figures under the unqualified names, for scripts
         summary["lockstep_hub"] = ours.removeprefix("lockstep_")

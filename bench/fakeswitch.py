@@ -5,7 +5,8 @@ template where only the client address, TCP source port and checksums change; th
 the OpenFlow header and, for flow-mods and packet-outs, the two fields that name the flow; one
 thread, one non-blocking socket, ``select``.  Flows are recognised by content, not by order: the
 flow-mod's match (ipv4_src, tcp_src) and the frame a packet-out carries encode the flow index.
-The bytes themselves are ``bench/switchwire.py``'s.
+The bytes themselves are ``bench/switchwire.py``'s; a run's figures are a ``bench/phase.py``
+``PhaseResult``.
 
 For the rebuild phase it also answers the controller's health probes (except those sent to a
 "dead" tunnel endpoint), counts the flows placed on one tunnel endpoint, and notes when the
@@ -19,7 +20,6 @@ Standard library only: the switch never loads the framework it measures.
 
 from __future__ import annotations
 
-import math
 import select
 import socket
 import struct
@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.phase import ControllerError, PhaseResult
 from bench.switchwire import (
     BACKEND_BITS,
     COOKIE_AND_MASK,
@@ -85,32 +86,6 @@ FLOW_MOD_SEEN, PACKET_OUT_SEEN, DONE = 1, 2, 3
 STALL_SECONDS = 5.0
 DRAIN_IDLE_SECONDS = 3.0  # after a phase: a flow not answered by then is lost
 DRAIN_MAX_SECONDS = 60.0
-
-
-class ControllerError(RuntimeError):
-    """The controller closed the connection, stopped answering, or never got ready."""
-
-
-@dataclass
-class PhaseResult:
-    flows_per_s: float
-    offered_per_s: float  # open loop: the rate asked for; closed loop: 0
-    latencies_ms: list[float]  # sorted; flows sent in the measured interval
-    incomplete: int  # flows sent in the measured interval that never completed
-    no_flow_mod: int  # ... of which the packet-out came but no flow-mod
-    not_offered: int  # open loop: sends skipped because MAX_OUTSTANDING were outstanding
-    switch_cpu: float  # cores busy in the measured interval: this process
-    controller_cpu: float  # ... the controller
-    other_cpu: float  # ... everything else on the machine (another load skews the figures)
-    # (send time, latency in ms) of each flow in ``latencies_ms``, in completion order; only
-    # when asked for (``run(timeline=True)``): to pick the flows sent in some window.
-    timeline: list[tuple[float, float]] = field(default_factory=list)
-
-    def percentile_ms(self, fraction: float) -> float | None:
-        values = self.latencies_ms
-        if not values:
-            return None
-        return values[max(0, math.ceil(fraction * len(values)) - 1)]  # nearest rank
 
 
 @dataclass

@@ -20,10 +20,9 @@ loop measures it first; at most 5,000/s).  After a baseline of a few seconds:
    land through GET /v1/lookup (cheap for the controller, unlike /metrics); all landed ends
    the window.
 
-VIPs with the same healthy set and weights share one Maglev table (``balancer.TableCache``),
-so 100 identical VIPs would cost a single build.  To rebuild 100 tables, as the target says,
-VIP number i gives backend number i a weight of 2 (``--shared-tables``: all weights 1; with
-more VIPs than backends, 3, 4, ... on the next rounds).
+The set-up (VIPs, backends, weights that make the tables distinct) is ``rebuild_setup.py``'s;
+watching the controller over REST (``LandingWatch``, the health view) ``rebuild_watch.py``'s;
+the account of the figures ``rebuild_report.py``'s.
 
 Figures: first-packet latency (p50/p99/max) of the flows sent from the kill until all tables
 landed, and of those sent from the first mark-down until then (the rebuild itself); how long
@@ -36,285 +35,26 @@ new table); the probe rate.
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import procs
-from bench.fakeswitch import ControllerError, FakeSwitch, PhaseResult
-from bench.switchwire import DPID, GATEWAY_MAC, TUNNEL, UPLINK, address_int, flow_source
+from bench.fakeswitch import FakeSwitch
+from bench.phase import ControllerError, PhaseResult
+from bench.rebuild_setup import DEAD, RebuildPlan
+from bench.rebuild_watch import LandingWatch, health_view, metrics, pump_while, settle
+from bench.switchwire import address_int
 
 START_TIMEOUT = 60.0  # start-up builds every VIP's table first (~40 ms each)
 REBUILD_LIMIT = 60.0  # seconds after the latest possible mark-down: give up on the tables
-POLL_SECONDS = 0.05  # GET /v1/lookup of VIPs that marked the VM down, until their table is in
-LOOKUPS_AT_ONCE = 16
 TAIL_SECONDS = 1.0  # load kept on after the tables landed
 WARMUP_SECONDS = 2.0  # load before measuring starts (the baseline, then the kill)
 RECOVER_SECONDS = 3.0  # after the closed loop that sets the rate: probes only
 STALL_SECONDS = 30.0  # no flow completed for this long: the controller is taken to be stuck
-SETTLE_INTERVALS = 3  # at most this many health intervals for every backend to be up
 PRIORITY_VIP = 100  # pipeline.PRIORITY_VIP: the VIP punts say the pipeline is in
-GATEWAY_ADDRESS = "10.0.1.1"
-SERVICE_PORT = 80
-VNI = 100
-TABLE_SIZE = 65537
-MAX_VIPS, MAX_BACKENDS = 250, 1000
 RATE_CAP = 5000.0
 SUSTAINED_WINDOW, SUSTAINED_SECONDS = 128, 2.0  # the closed loop that sets the default rate
-
-
-@dataclass(frozen=True)
-class RebuildPlan:
-    vips: int = 100
-    backends: int = 100
-    interval: float = 10.0  # health check: seconds between probes of one backend of one VIP
-    timeout: float = 1.0
-    fall: int = 2
-    # New flows per second, spread over the VIPs; None: half the sustained rate measured on
-    # this controller (100 VIPs, probes running) just before, at most ``RATE_CAP``.
-    rate: float | None = None
-    shared_tables: bool = False
-    baseline: float = 3.0  # seconds of measured load before the kill
-
-    @property
-    def probes_per_s(self) -> float:
-        return self.vips * self.backends / self.interval
-
-    @property
-    def detection_s(self) -> float:
-        """Longest time from the kill to a VIP marking the VM down."""
-        return self.interval * self.fall + self.timeout
-
-    def services(self) -> list[tuple[str, int]]:
-        return [(vip_address(index), SERVICE_PORT) for index in range(self.vips)]
-
-
-def vip_address(index: int) -> str:
-    return f"10.0.0.{index + 1}"
-
-
-def backend(index: int) -> dict:
-    """VM number ``index`` (from 0): its name, tunnel endpoint and MAC."""
-    return {
-        "name": f"vm{index + 1}",
-        "tunnel_ip": f"172.16.{index // 250}.{index % 250 + 1}",
-        "mac": f"02:00:00:01:{index >> 8:02x}:{index & 0xFF:02x}",
-    }
-
-
-DEAD = backend(0)  # the VM that dies: a backend of every VIP
-
-
-def deployment(plan: RebuildPlan, openflow_port: int, rest_port: int, workdir: Path) -> dict:
-    """One gateway (the fake switch's dpid and port names) and ``plan.vips`` VIPs."""
-    health = {
-        "type": "tcp",
-        "interval": plan.interval,
-        "timeout": plan.timeout,
-        "rise": 1,
-        "fall": plan.fall,
-    }
-    vips = []
-    for index in range(plan.vips):
-        # VIP i: backend i % backends weighs 2 + i // backends, the others 1 (distinct tables).
-        extra, heavier = divmod(index, plan.backends)
-        backends = [
-            {**backend(number), "weight": 2 + extra if number == heavier else 1}
-            for number in range(plan.backends)
-        ]
-        if plan.shared_tables:
-            backends = [{**each, "weight": 1} for each in backends]
-        vips.append(
-            {
-                "name": f"vip{index + 1}",
-                "address": vip_address(index),
-                "port": SERVICE_PORT,
-                "protocol": "tcp",
-                "table_size": TABLE_SIZE,
-                "vni": VNI,
-                "health": health,
-                "backends": backends,
-            }
-        )
-    gateway = {
-        "name": "gw1",
-        "dpid": DPID,
-        "addresses": [GATEWAY_ADDRESS],
-        "mac": ":".join(f"{byte:02x}" for byte in GATEWAY_MAC),
-        "uplink_port": UPLINK[1],
-        "tunnel_port": TUNNEL[1],
-        "tunnel_ip": "192.168.100.1",
-        "openflow": f"127.0.0.1:{openflow_port}",
-        "rest": f"127.0.0.1:{rest_port}",
-        "state_file": str(workdir / "lockstep-rebuild-state.json"),
-    }
-    return {"version": 1, "vips": vips, "gateways": [gateway]}
-
-
-# ---- watching the controller --------------------------------------------------------------------
-
-REBUILDS_METRIC = "lockstep_table_rebuilds_total"
-PROBE_FAILURES_METRIC = 'lockstep_probes_total{result="fail"}'
-
-
-def metrics(rest_port: int) -> tuple[float, float]:
-    """(Maglev tables swapped in, failed probes) so far, from the controller's /metrics."""
-    text = procs.rest_get(rest_port, "/metrics").decode()
-    values = procs.metric(text, REBUILDS_METRIC), procs.metric(text, PROBE_FAILURES_METRIC)
-    if None in values:
-        raise ControllerError(f"no {REBUILDS_METRIC} or probe results in /metrics")
-    return values
-
-
-def rebuilds_total(rest_port: int) -> float:
-    return metrics(rest_port)[0]
-
-
-def pump_while(switch: FakeSwitch, function, *args):
-    """Call ``function(*args)`` (a REST request) in a thread while the switch keeps answering:
-    a probe left unanswered meanwhile would count as failed."""
-    outcome: dict = {}
-
-    def call() -> None:
-        try:
-            outcome["value"] = function(*args)
-        except (OSError, ValueError, ControllerError) as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    while thread.is_alive():
-        switch.pump(0.02)
-    if "error" in outcome:
-        raise ControllerError(f"REST: {outcome['error']}")
-    return outcome["value"]
-
-
-def settle(switch: FakeSwitch, rest_port: int, plan: RebuildPlan) -> int:
-    """Answer probes until every backend is up (GET /v1/health); returns how many were down
-    at first.  Probes due while the controller was starting go out in one burst when the
-    switch connects, and may be answered too late: with ``fall`` 1 that marks backends down
-    until their next probe."""
-    deadline = time.monotonic() + plan.detection_s * (SETTLE_INTERVALS + 1)
-    first_down = None
-    while True:
-        until = time.monotonic() + plan.interval + plan.timeout
-        while time.monotonic() < until:
-            switch.pump(0.05)
-        dead_down, others_down = pump_while(switch, health_view, rest_port)
-        down = dead_down + others_down
-        first_down = down if first_down is None else first_down
-        if not down:
-            return first_down
-        if time.monotonic() > deadline:
-            raise ControllerError(f"{down} backend(s) still down before the kill")
-
-
-def lookup(rest_port: int, vip: int, index: int) -> str:
-    """The backend the controller gives flow ``index`` of VIP number ``vip`` (GET /v1/lookup)."""
-    address, port = flow_source(index)
-    query = f"src_ip={address}&src_port={port}&dst_ip={vip_address(vip)}&dst_port={SERVICE_PORT}"
-    return json.loads(procs.rest_get(rest_port, f"/v1/lookup?{query}&proto=tcp"))["backend"]
-
-
-class LandingWatch(threading.Thread):
-    """When each VIP's new Maglev table is in.
-
-    A VIP's witness is a flow it gave the dead VM before marking it down (the switch keeps the
-    first, ``FakeSwitch.witnesses``).  Once the VIP has marked the VM down (the switch saw its
-    rules deleted), GET /v1/lookup tells every ``POLL_SECONDS`` which backend the VIP's table
-    gives the witness now (its flow-table entry went with the mark-down): the dead VM until the
-    new table is swapped in, another backend after.  A lookup costs the controller's loop tens
-    of microseconds.  (/metrics counts the swaps too, but rendering it for 10,000 backends
-    takes the loop 20-100 ms, which would show in the latencies measured: it is asked only
-    when a VIP had no witness, once every VIP has marked the VM down.)
-    """
-
-    def __init__(self, switch: FakeSwitch, rest_port: int, vips: int, swaps_target: float):
-        super().__init__(daemon=True)
-        self.switch, self.rest_port, self.vips = switch, rest_port, vips
-        self.swaps_target = swaps_target  # /metrics' swap counter once every VIP's is in
-        self.marked: dict[int, float] = {}  # VIP number -> its mark-down (perf_counter)
-        self.landed: dict[int, float] = {}  # VIP number -> lookup answer showing its new table
-        self.done_at: float | None = None  # every VIP's table in (by the last answer)
-        self.error: str | None = None
-        self.request_seconds: list[float] = []  # how long each REST request took
-        self._pool = ThreadPoolExecutor(LOOKUPS_AT_ONCE)
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.wait(POLL_SECONDS) and self.done_at is None:
-                self._poll()
-        except (OSError, ValueError, KeyError, ControllerError) as error:
-            self.error = f"REST: {error}"
-        finally:
-            self._pool.shutdown(wait=False)
-
-    def _poll(self) -> None:
-        # Copies: the switch's thread adds to these (dict copies are atomic under the GIL).
-        deletes = dict(self.switch.backend_deletes)
-        witnesses = dict(self.switch.witnesses)
-        pending = []
-        for vip, (index, backend_id) in witnesses.items():
-            if vip not in self.landed and backend_id in deletes:
-                self.marked[vip] = deletes[backend_id]
-                pending.append((vip, index))
-        # At once, not one after another: a busy controller answers each late.
-        for vip, (backend, answered) in zip(
-            [vip for vip, _ in pending], self._pool.map(self._lookup, pending), strict=True
-        ):
-            if backend != DEAD["name"]:
-                self.landed[vip] = answered
-        if len(deletes) < self.vips or len(self.landed) < len(witnesses):
-            return
-        if len(witnesses) < self.vips and self._timed(rebuilds_total, self.rest_port)[0] < (
-            self.swaps_target
-        ):
-            return  # some VIP without a witness: /metrics says when its table is in
-        self.done_at = (
-            time.perf_counter() if len(witnesses) < self.vips else max(self.landed.values())
-        )
-
-    def _lookup(self, pending: tuple[int, int]) -> tuple[str, float]:
-        return self._timed(lookup, self.rest_port, *pending)
-
-    def _timed(self, function, *args) -> tuple:
-        """``function(*args)`` and when its answer came; the request's time is kept."""
-        asked = time.perf_counter()
-        value = function(*args)
-        answered = time.perf_counter()
-        self.request_seconds.append(answered - asked)
-        return value, answered
-
-    def install_delays(self) -> list[float]:
-        """Seconds from each witnessed VIP's mark-down to the answer showing its new table
-        (an upper bound: late by up to one poll period and one request)."""
-        return sorted(self.landed[vip] - self.marked[vip] for vip in self.landed)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-
-def health_view(rest_port: int) -> tuple[int, int]:
-    """From GET /v1/health: in how many VIPs the dead VM is down, and how many other backends
-    are down (should be none: a probe answered too late, e.g. behind a stall, counts as failed)."""
-    view = json.loads(procs.rest_get(rest_port, "/v1/health"))
-    dead_down = others_down = 0
-    for rows in view["vips"].values():
-        for row in rows:
-            if row["backend"] == DEAD["name"]:
-                dead_down += not row["healthy"]
-            else:
-                others_down += not row["healthy"]
-    return dead_down, others_down
-
-
-# ---- the phase ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -373,13 +113,6 @@ class RebuildResult:
     @property
     def window_s(self) -> float | None:
         return None if self.landed_at is None else self.landed_at - self.kill_at
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest rank of sorted ``values`` (as ``PhaseResult.percentile_ms``)."""
-    if not values:
-        return None
-    return values[max(0, math.ceil(fraction * len(values)) - 1)]
 
 
 def latencies_between(

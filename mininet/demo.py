@@ -1,9 +1,9 @@
 """The Lockstep demo: independent gateways keep connections alive through failures.
 
 Builds the emulated deployment (``lockstep_topo.py``) from a deployment file on a private Open
-vSwitch, runs the scenarios (``scenarios.py``) with real TCP traffic, prints a results table and
-writes ``report.json``, ``summary.txt`` and PNG plots to the output folder.  Exit status 1 if
-any promise was broken, 2 if the emulation could not be set up.
+vSwitch, runs the scenarios (``scenarios.py`` lists them) with real TCP traffic, prints a results
+table and writes ``report.json``, ``summary.txt`` and PNG plots to the output folder.  Exit
+status 1 if any promise was broken, 2 if the emulation could not be set up.
 
     python mininet/demo.py [--config FILE] [--clients N] [--gateways N] [--vms N] [--out DIR]
                            [--only SCENARIO ...] [--quick]
@@ -32,22 +32,15 @@ import report  # noqa: E402
 import scenarios  # noqa: E402
 from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
+from scenario_result import Counts  # noqa: E402
+from world import World  # noqa: E402
 
 from lab.ovs import PrivateOVS  # noqa: E402
 from topology import deployment as deployment_file  # noqa: E402
 
 MIN_GATEWAYS, MIN_VMS = 2, 3  # the scenarios need a gateway to fail over to and VMs to spare
 
-ORDER = [
-    "spread",
-    "gateway-nexthop",
-    "gateway-kill",
-    "vm-failure",
-    "drain",
-    "controller-restart",
-    "scale-out",
-    "disagreement",
-]
+ORDER = list(scenarios.SCENARIOS)  # the order they run in
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,7 +77,7 @@ def main(argv=None) -> int:
     work = fresh_work_folder(out)
     signal.signal(signal.SIGTERM, _interrupt)
     setLogLevel("info" if args.verbose else "warning")
-    counts = scenarios.Counts.quick() if args.quick else scenarios.Counts()
+    counts = Counts.quick() if args.quick else Counts()
     started = time.monotonic()
     results = {
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -92,10 +85,11 @@ def main(argv=None) -> int:
     }
     emulation = Emulation(PrivateOVS(work / "ovs"))
     try:
-        newcomer = emulation.start(args, work, active, spare="scale-out" in selected)
+        spare = bool(scenarios.NEED_A_SPARE_GATEWAY.intersection(selected))
+        emulation.start(args, work, active, spare)
         results["topology"] = topology_summary(emulation.world.plan.deployment)
         for name in selected:
-            results["scenarios"].append(run_scenario(emulation.world, name, counts, newcomer))
+            results["scenarios"].append(run_scenario(emulation.world, name, counts))
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         results["interrupted"] = True
@@ -139,12 +133,12 @@ class Emulation:
     def __init__(self, ovs: PrivateOVS):
         self.ovs = ovs
         self.net = None
-        self.world: scenarios.World | None = None
+        self.world: World | None = None
 
-    def start(self, args: argparse.Namespace, work: Path, active: int, spare: bool):
+    def start(self, args: argparse.Namespace, work: Path, active: int, spare: bool) -> None:
         """OVS, then the network of ``active`` gateways (and one more if ``spare``: stopped at
-        once, it joins in the scale-out scenario, and is returned), routes to the gateways, and
-        every gateway connected and seeing every VM healthy."""
+        once, it is the world's ``spare``, for the scale-out scenario), routes to the gateways,
+        and every gateway connected and seeing every VM healthy."""
         say(f"starting a private Open vSwitch in {self.ovs.rundir}")
         self.ovs.start()
         os.environ.update({k: v for k, v in self.ovs.env.items() if k.startswith("OVS_")})
@@ -164,16 +158,14 @@ class Emulation:
         self.net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
         self.net.build()  # inside the caller's try: a failed build is cleaned up too
         self.net.start()
-        world = self.world = scenarios.World(self.net, topo.plan, topo.config_path, log=say)
-        newcomer = None
+        world = self.world = World(self.net, topo.plan, topo.config_path, log=say)
         if spare:
-            newcomer = world.gateways[-1]
-            newcomer.stop(deleteIntfs=False)  # joins later, in the scale-out scenario
+            world.spare = world.gateways[-1]
+            world.spare.stop(deleteIntfs=False)  # joins later, in the scale-out scenario
             world.gateways = world.gateways[:-1]
         world.route(world.gateways)
         say("waiting for every gateway to connect and see every VM healthy")
         world.wait_ready()
-        return newcomer
 
     def stop(self) -> None:
         try:
@@ -198,15 +190,11 @@ def topology_summary(deployment) -> dict:
     }
 
 
-def run_scenario(world: scenarios.World, name: str, counts, newcomer) -> dict:
+def run_scenario(world: World, name: str, counts: Counts) -> dict:
     """One scenario's result; a scenario that raised is a failed result, not the end."""
     say(f"scenario {name} ...")
     try:
-        if name == "scale-out":
-            result = scenarios.scale_out(world, counts, newcomer)
-            world.gateways.append(newcomer)
-        else:
-            result = scenarios.SCENARIOS[name](world, counts)
+        result = scenarios.SCENARIOS[name](world, counts)
     except Exception as error:  # noqa: BLE001 - one broken scenario is a result too
         traceback.print_exc()
         result = {

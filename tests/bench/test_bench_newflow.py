@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import procs, rebuild, report, restload
-from bench.fakeswitch import ControllerError
+from bench import procs, rebuild, rebuild_setup, rebuild_watch, report, restload
+from bench.phase import ControllerError, percentile
 from ryu_app.core.balancer import Balancer
 from topology.deployment import parse
 
@@ -52,10 +52,12 @@ def test_metric_reads_one_sample_of_prometheus_text():
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_the_rebuild_deployment_is_valid_and_builds_one_table_per_vip_unless_shared(shared):
-    plan = rebuild.RebuildPlan(vips=12, backends=10, shared_tables=shared)
-    deployment = parse(rebuild.deployment(plan, 6653, 8080, Path("/tmp")))
+    plan = rebuild_setup.RebuildPlan(vips=12, backends=10, shared_tables=shared)
+    deployment = parse(rebuild_setup.deployment(plan, 6653, 8080, Path("/tmp")))
     assert [vip.address for vip in deployment.vips] == [s[0] for s in plan.services()]
-    assert all(rebuild.DEAD["name"] in {b.name for b in vip.backends} for vip in deployment.vips)
+    assert all(
+        rebuild_setup.DEAD["name"] in {b.name for b in vip.backends} for vip in deployment.vips
+    )
     balancer = Balancer()
     requests = [request for vip in deployment.vips for request in balancer.set_vip(vip)]
     distinct = {request.spec for request in requests}
@@ -67,9 +69,9 @@ def test_latencies_of_a_window_and_their_percentiles():
     timeline = [(1.0, 5.0), (2.0, 1.0), (3.0, 9.0), (4.0, 2.0)]
     assert rebuild.latencies_between(timeline, 2.0, 3.0) == [1.0, 9.0]
     assert rebuild.latencies_between(timeline, 1.5, None) == [1.0, 2.0, 9.0]
-    assert rebuild.percentile([1.0, 2.0, 9.0], 0.5) == 2.0
-    assert rebuild.percentile([1.0, 2.0, 9.0], 0.99) == 9.0
-    assert rebuild.percentile([], 0.5) is None
+    assert percentile([1.0, 2.0, 9.0], 0.5) == 2.0
+    assert percentile([1.0, 2.0, 9.0], 0.99) == 9.0
+    assert percentile([], 0.5) is None
 
 
 def phase(p50: float, p99: float, others: float) -> SimpleNamespace:
@@ -170,11 +172,11 @@ def test_landing_watch_sees_each_table_by_lookups_and_the_rest_by_metrics(monkey
     switch = SimpleNamespace(
         witnesses={0: (10, 7), 1: (11, 8)}, backend_deletes={7: 1.0, 8: 1.1, 9: 1.2}
     )
-    answers = {0: ["vm2"], 1: [rebuild.DEAD["name"], "vm3"]}
+    answers = {0: ["vm2"], 1: [rebuild_setup.DEAD["name"], "vm3"]}
     swaps = [2.0, 3.0]
-    monkeypatch.setattr(rebuild, "lookup", lambda port, vip, index: answers[vip].pop(0))
-    monkeypatch.setattr(rebuild, "rebuilds_total", lambda port: swaps.pop(0))
-    watch = rebuild.LandingWatch(switch, 8080, vips=3, swaps_target=3.0)
+    monkeypatch.setattr(rebuild_watch, "lookup", lambda port, vip, index: answers[vip].pop(0))
+    monkeypatch.setattr(rebuild_watch, "rebuilds_total", lambda port: swaps.pop(0))
+    watch = rebuild_watch.LandingWatch(switch, 8080, vips=3, swaps_target=3.0)
     watch._poll()
     assert list(watch.landed) == [0] and watch.done_at is None
     watch._poll()  # VIP 1's table is in now; VIP 2's: /metrics says 2 swaps of 3

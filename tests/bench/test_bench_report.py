@@ -1,5 +1,5 @@
-"""The new-flow benchmark's report (``bench/report.py``) on made-up figures: the README's summary
-table and the rebuild phase's account say what the figures say."""
+"""The new-flow benchmark's report (``bench/report.py``, ``bench/rebuild_report.py``) on made-up
+figures: the README's summary table and the rebuild phase's account say what the figures say."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections import Counter
 
 import pytest
 
-from bench import report
-from bench.fakeswitch import PhaseResult, SwitchCounters
-from bench.rebuild import RebuildPlan, RebuildResult
+from bench import rebuild_report, report
+from bench.fakeswitch import SwitchCounters
+from bench.phase import PhaseResult
+from bench.rebuild import RebuildResult
+from bench.rebuild_setup import RebuildPlan
 
 
 def phase(flows_per_s: float, latencies=(0.1, 0.2, 0.3, 1.5), controller_cpu=0.7) -> PhaseResult:
@@ -143,7 +145,7 @@ def test_the_summary_without_a_rebuild_or_memory_phase_has_only_the_new_flow_row
 
 
 def test_the_rebuild_account(rebuilt, capsys):
-    report.print_rebuild("lockstep_native", rebuilt)
+    rebuild_report.print_rebuild("lockstep_native", rebuilt)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (
         "  lockstep (native): 4 VIPs x 5 backends (4 distinct tables), health every 1 s "
@@ -164,7 +166,7 @@ def test_the_rebuild_account(rebuilt, capsys):
 def test_a_rebuild_that_fell_behind_says_so_first(rebuilt, capsys):
     rebuilt.others_down = 2
     rebuilt.problem = "not every table landed"
-    report.print_rebuild("lockstep_native", rebuilt)
+    rebuild_report.print_rebuild("lockstep_native", rebuilt)
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("    WARNING: the controller fell behind its probes")
     assert lines[3] == "    NOT COMPLETE: not every table landed"

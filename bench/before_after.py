@@ -13,8 +13,9 @@ Both revisions' scripts end their output with one JSON object of every figure; t
 per figure, the median of the rounds on each side, after/before, the rounds' spread (the larger
 side's (max - min) / median) and a verdict: a change no larger than the spread is noise.
 
-bench_newflow starts controllers on ports: each of its runs holds /tmp/lockstep-ovs.lock (the
-lock ``flock`` takes), one run at a time, so that others wait seconds, not the whole comparison.
+bench_newflow starts controllers on ports: it runs under /tmp/lockstep-ovs.lock (the lock
+``flock`` takes), held for one round's pair of runs (about a minute and a half by default), so
+that the two sides run back to back and others wait that long, not the whole comparison.
 """
 
 from __future__ import annotations
@@ -339,32 +340,41 @@ def headline(bench: str, summary: dict) -> str:
     return f"Lockstep {rate} flows/s, p99 {number(figure_value(summary, 'lockstep_p99_ms'))} ms"
 
 
+def run_once(python: Path, tree: Path, bench: str, options: list[str], log: Path) -> dict | None:
+    """One run: its figures, or None; a line of progress, the output's tail if it failed."""
+    started = time.monotonic()
+    status, output = run_script(python, tree, bench, options, log)
+    summary = last_json(output)
+    took = f"{bench:7s} {time.monotonic() - started:3.0f} s"
+    if summary is None or status:
+        tail = "\n".join(output.splitlines()[-15:])
+        print(f"{took}: FAILED (exit {status}):\n{tail}", flush=True)
+    if summary is not None:
+        print(f"{took}: {headline(bench, summary)}", flush=True)
+    return summary
+
+
 def run_rounds(python: Path, trees: dict[str, Path], args: argparse.Namespace, logs: Path) -> dict:
-    """Every run, the two sides in turn; ``summaries[side][bench]`` as ``summarise`` takes it."""
+    """Every run, the two sides in turn; ``summaries[side][bench]`` as ``summarise`` takes it.
+    One round's two bench_newflow runs share one hold of the lock, so that they are measured
+    back to back (another agent's lab between them would load one side only)."""
     summaries: dict = {side: {bench: [] for bench in args.benches} for side in trees}
     options = {
         (side, bench): script_args(python, tree, bench, args.base[bench], args.extra[bench])
         for side, tree in trees.items()
         for bench in args.benches
     }
+    for (side, bench), chosen in options.items():
+        print(f"  {side:6s} {SCRIPTS[bench]} {shlex.join(chosen)}")
     for index in range(args.rounds):
         for bench in args.benches:
-            for side in round_order(index):
-                log = logs / f"{bench}-{side}-{index + 1}.log"
-                started = time.monotonic()
-                with locked(bench):
-                    status, output = run_script(
-                        python, trees[side], bench, options[side, bench], log
-                    )
-                summary = last_json(output)
-                took = f"{time.monotonic() - started:3.0f} s"
-                where = f"    round {index + 1}/{args.rounds} {side:6s} {bench:7s} {took}"
-                if summary is None or status:
-                    tail = "\n".join(output.splitlines()[-15:])
-                    print(f"{where}: FAILED (exit {status}):\n{tail}", flush=True)
-                if summary is not None:
-                    summaries[side][bench].append(summary)
-                    print(f"{where}: {headline(bench, summary)}", flush=True)
+            with locked(bench):
+                for side in round_order(index):
+                    print(f"    round {index + 1}/{args.rounds} {side:6s} ", end="", flush=True)
+                    log = logs / f"{bench}-{side}-{index + 1}.log"
+                    summary = run_once(python, trees[side], bench, options[side, bench], log)
+                    if summary is not None:
+                        summaries[side][bench].append(summary)
     return summaries
 
 
@@ -411,7 +421,12 @@ def remove_worktree(path: Path) -> None:
 
 def main() -> int:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the worktrees are removed
+    # Both end in ``finally``: the worktrees are removed, the bench script running is stopped.
+    # SIGINT too, even when started from a script with it ignored (as ``&`` does): an ignored
+    # SIGINT would also be ignored by the bench scripts, which then could not stop their
+    # controllers (a handler, unlike "ignore", is not inherited through exec).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     temp = Path(tempfile.mkdtemp(prefix="lockstep-before-after-"))
     trees = {"before": temp / "before", "after": temp / "after" if args.after else ROOT}
     revisions = {"before": args.before, "after": args.after}
@@ -444,4 +459,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (worktrees removed, bench scripts stopped)", file=sys.stderr)
+        sys.exit(130)

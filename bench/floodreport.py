@@ -158,7 +158,8 @@ def target_problems(steps: list[dict]) -> list[str]:
         if s["flaps"] > TARGET_FLAPS or s["down_lines"] > 0:
             problems.append(f"{label}: {s['flaps']} backend changes ({s['down_lines']} DOWN lines)")
         if not s["transfer_done"]:
-            problems.append(f"{label}: the established transfer did not complete")
+            error = s.get("transfer_error") or "still running"
+            problems.append(f"{label}: the established transfer did not complete ({error})")
         if s["rest_p99_ms"] is None or s["rest_p99_ms"] >= TARGET_REST_P99_MS:
             problems.append(f"{label}: REST p99 {s['rest_p99_ms']} ms")
         if s["recovery_s"] is None or s["recovery_s"] > TARGET_RECOVERY_S:
@@ -233,13 +234,17 @@ SIDE_BY_SIDE = (  # heading, how to show a step, the target's text
 
 
 def side_by_side(before: list[dict], after: list[dict]) -> list[str]:
-    """Each figure as "before / after", one line per step (matched by label), then targets."""
-    width = 15
-    lines = [f"{'step':>6s} " + " ".join(f"{head:>{width}s}" for head, _, _ in SIDE_BY_SIDE)]
+    """Each figure as "before / after", one line per step (matched by label), then targets;
+    each column as wide as its widest cell."""
     earlier = {s["step"]: s for s in before}
+    rows = [["step", *(head for head, _, _ in SIDE_BY_SIDE)]]
     for s in after:
         old = earlier.get(s["step"])
         cells = [f"{show(old) if old else '-'} / {show(s)}" for _, show, _ in SIDE_BY_SIDE]
-        lines.append(f"{s['step']:>6s} " + " ".join(f"{cell:>{width}s}" for cell in cells))
-    lines.append(f"{'target':>6s} " + " ".join(f"{t:>{width}s}" for _, _, t in SIDE_BY_SIDE))
-    return lines
+        rows.append([s["step"], *cells])
+    rows.append(["target", *(target for _, _, target in SIDE_BY_SIDE)])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        " ".join(f"{cell:>{width}s}" for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]

@@ -117,12 +117,14 @@ class StepRun:
                 self.watch.offered() - offered,
             )
             seconds = time.monotonic() - started
+            connected = self.watch.connected()  # OVS's view, from ovsdb: answers while flooded
         finally:
             for process in lanes:
                 lab.kill(process)
         cpu = cpu_cores(cpu_before, cpu_after, seconds, ovs_pid)
         return {"before": before, "start": start, "end": time.time(), "seconds": seconds,
-                "offered_per_s": round(offered / seconds), "cpu": cpu}  # fmt: skip
+                "offered_per_s": round(offered / seconds), "cpu": cpu,
+                "connected": connected}  # fmt: skip
 
     def await_recovery(self, poller: Poller, flood_end: float) -> None:
         """Until a connection started after the flood succeeded and every backend is up (then
@@ -146,6 +148,7 @@ class StepRun:
         flaps, down = floodreport.flaps(health)
         rest = [p.ms for p in polls if p.at >= start and p.ms is not None]
         counters = floodreport.deltas(flood["before"], after)
+        events = self.watch.log_events()
         cpu = flood["cpu"]
         return {
             "step": self.step.label,
@@ -159,7 +162,9 @@ class StepRun:
             "flaps": flaps,
             "down_polls": down,
             "polls": len(health),
-            **self.watch.log_events(),
+            **events,
+            "disconnects": events["disconnects"] + (not flood["connected"]),
+            "connected_in_flood": flood["connected"],
             "rest_p99_ms": floodreport.percentile(rest, 0.99),
             "rest_failed": sum(1 for p in polls if p.ms is None),
             "packet_ins_per_s": round(counters.get("packet_ins", 0) / flood["seconds"]),

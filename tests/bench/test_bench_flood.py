@@ -139,14 +139,14 @@ def test_targets_met_say_nothing_and_each_miss_is_named():
     misses = floodreport.target_problems(
         [
             step(legit_ok_pct=60.0, flaps=6, down_lines=3, rest_p99_ms=150.0),
-            step("flood", FLOOD, transfer_done=False, recovery_s=None),
+            step("flood", FLOOD, transfer_done=False, transfer_error="timeout", recovery_s=None),
         ]
     )
     assert misses == [
         "2x: 6 backend changes (3 DOWN lines)",
         "2x: REST p99 150.0 ms",
         "2x: legitimate connections 60.0% succeeded",
-        "flood: the established transfer did not complete",
+        "flood: the established transfer did not complete (timeout)",
         "flood: recovery None s",
     ]
 
@@ -169,6 +169,7 @@ def test_side_by_side_pairs_steps_by_label():
     assert "never / 0.4" in lines[2]
     assert "- / " in lines[3]  # no 4x step before
     assert lines[4].lstrip().startswith("target")
+    assert len({len(line) for line in lines}) == 1
 
 
 # ---- parsers of what OVS and ss print ---------------------------------------------------------

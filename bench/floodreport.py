@@ -161,7 +161,7 @@ def target_problems(steps: list[dict]) -> list[str]:
             error = s.get("transfer_error") or "still running"
             problems.append(f"{label}: the established transfer did not complete ({error})")
         if s["rest_p99_ms"] is None or s["rest_p99_ms"] >= TARGET_REST_P99_MS:
-            problems.append(f"{label}: REST p99 {s['rest_p99_ms']} ms")
+            problems.append(f"{label}: REST p99 {_n(s['rest_p99_ms'], 1)} ms")
         if s["recovery_s"] is None or s["recovery_s"] > TARGET_RECOVERY_S:
             problems.append(f"{label}: recovery {s['recovery_s']} s")
         pct = s["legit_ok_pct"]

@@ -165,7 +165,7 @@ class StepRun:
             **events,
             "disconnects": events["disconnects"] + (not flood["connected"]),
             "connected_in_flood": flood["connected"],
-            "rest_p99_ms": floodreport.percentile(rest, 0.99),
+            "rest_p99_ms": round(p99, 1) if (p99 := floodreport.percentile(rest, 0.99)) else p99,
             "rest_failed": sum(1 for p in polls if p.ms is None),
             "packet_ins_per_s": round(counters.get("packet_ins", 0) / flood["seconds"]),
             **{key: round(value) for key, value in counters.items() if key != "at"},

@@ -79,13 +79,17 @@ class Lab:
             "add-br", name, "--", "set", "bridge", name, "datapath_type=netdev", *settings
         )
 
-    def spawn(self, argv: list[str], ns: str | None = None, log: Path | None = None):
+    def spawn(self, argv: list[str], ns: str | None = None, log: Path | None = None, env=None):
         """A process in a session of its own (killed as a group); ``ip netns exec`` execs the
-        command, so the PID is the command's own."""
+        command, so the PID is the command's own.  ``env``: variables on top of ours."""
         full = (["ip", "netns", "exec", ns] if ns else []) + argv
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with it
         process = subprocess.Popen(
-            full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
         self.processes.append(process)
         self.pids.append((process.pid, Path(argv[0]).name[:15]))  # as /proc/PID/comm has it

@@ -466,9 +466,9 @@ class GatewayCore:
         if self._retries:
             self._retries_due(now, effects)
         self._take_verdicts(self.prober.expire(now), effects)
-        if self.ports is not None:  # probes travel through the switch
+        if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
-        effects.messages += self.guard.tick(now)
+            effects.messages += self.guard.tick(now)
         return effects
 
     def _probe_packets(self, sends: list[Send]) -> list[bytes]:

@@ -352,7 +352,7 @@ class FakeOFTable:
             for meter_id in gone:
                 self.meters.pop(meter_id, None)
             for rule in [r for r in self.rules if r.meter in gone]:
-                self._remove(rule, ofp.OFPRR_METER_DELETE)
+                self._remove(rule, ofp.OFPRR_DELETE)  # 1.3 has no METER_DELETE reason
             return
         exists = message.meter_id in self.meters
         assert exists == (message.command == ofp.OFPMC_MODIFY), (message.command, exists)

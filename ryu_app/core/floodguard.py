@@ -40,6 +40,7 @@ PROBE_HEADROOM = 4
 MIN_PROBE_RATE = 200  # packets/s: neighbour solicitations and a few probes at any rate
 
 SWITCH, CONTROLLER, OFF = "switch", "controller", "off"  # where the guard runs
+MODES = (SWITCH, CONTROLLER, OFF)
 
 
 def probe_budget(vips: list[Vip]) -> int:

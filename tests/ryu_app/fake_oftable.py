@@ -9,8 +9,9 @@ that drives the core through this table also checks the one encoder against os-k
   delete strictly (priority and match); packet-outs and port description requests are recorded
   (``packet_outs``, ``port_desc_requests``); meter-mods add, modify and delete meters
   (``meters``; deleting one deletes the rules that use it, as OpenFlow says), a rule naming a
-  meter that is not there is refused; meter requests are counted (``meter_requests``).  A rule added with a match whose prerequisites are
-  missing (``ipv4_dst`` without ``eth_type`` 0x0800, ...) is refused, as a switch would.
+  meter that is not there is refused; meter requests are counted (``meter_requests``).  A rule
+  added with a match whose prerequisites are missing (``ipv4_dst`` without ``eth_type``
+  0x0800, ...) is refused, as a switch would.
 - ``forward(packet)``: the highest-priority rule that matches ``packet`` (a field dict, see
   ``packet_fields``) and what its actions do to it: output ports, fields set (``tun_ipv4_dst``,
   ``eth_dst``, ...), Nicira register moves.  Two rules of equal priority that both match are an

@@ -131,6 +131,7 @@ PLACES = (
         "integration",
     ),
     Place("tests/integration/test_ryu434.py", "integration", (*OVS_LAB, "ryu434")),
+    Place("tests/integration/test_flood_guard_ovs.py", "integration", (*OVS_LAB, "hping3")),
     # lockstep-gateway processes on loopback, no switch.
     Place("tests/integration/test_process_supervision.py", "integration"),
     Place("tests/integration/test_rest_fuzz.py", "integration"),

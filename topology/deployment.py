@@ -27,11 +27,13 @@ from ryu_app.core.model import (
     CHECK_TYPES,
     DEFAULT_IDLE_TIMEOUT,
     HASH_MODES,
+    MAX_NEW_FLOW_RATE,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
     MIN_TABLE_SIZE,
     PROTOCOLS,
     Backend,
+    FloodGuard,
     Gateway,
     HealthCheck,
     Vip,
@@ -142,6 +144,25 @@ VIP_FIELDS = Section(
         "vni": Field(integer(0, 2**24 - 1), Vip.vni, "VXLAN id of the VMs' devices"),
         "health": Field(HEALTH_FIELDS, None, "health checks (null: every default)"),
         "backends": Field(ListOf(BACKEND_FIELDS, max_items=MAX_BACKENDS), []),
+        "new_flow_rate": Field(
+            optional(integer(1, MAX_NEW_FLOW_RATE)),
+            None,
+            "new connections/s let through to the controller in a budget of this VIP's own"
+            " (default: the gateway's flood_guard, shared)",
+        ),
+    }
+)
+
+FLOOD_GUARD_FIELDS = Section(
+    {
+        "rate": Field(
+            integer(0, MAX_NEW_FLOW_RATE),
+            FloodGuard.rate,
+            "new connections/s the switch lets through to the controller (0: no guard)",
+        ),
+        "burst": Field(
+            integer(0, MAX_NEW_FLOW_RATE), FloodGuard.burst, "packets above the rate at once"
+        ),
     }
 )
 
@@ -158,6 +179,7 @@ GATEWAY_FIELDS = Section(
         "mac": Field(optional(mac_address), None),
         "state_file": Field(optional(text(4096)), None),
         "host": Field(optional(host_name), None),
+        "flood_guard": Field(FLOOD_GUARD_FIELDS, None, "the switch's budget of packet-ins"),
     }
 )
 
@@ -298,7 +320,8 @@ def _build_vip(raw: dict) -> Vip:
 
 
 def _build_gateway(raw: dict) -> Gateway:
-    return Gateway(**{**raw, "addresses": tuple(raw["addresses"])})
+    guard = FloodGuard(**(raw["flood_guard"] or {}))
+    return Gateway(**{**raw, "addresses": tuple(raw["addresses"]), "flood_guard": guard})
 
 
 # ---- rules that span fields ---------------------------------------------------------------------

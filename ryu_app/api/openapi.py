@@ -127,6 +127,12 @@ SUCCESS = {
             "gateway": _STRING,
             "config_digest": _STRING,
             "switch_connected": {"type": "boolean"},
+            "flood_guard": {
+                "type": "object",
+                "description": "where the flood guard runs (switch, controller, off), its"
+                " budget of new connections/s and what it dropped",
+            },
+            "switch_errors": {"type": "integer", "description": "messages the switch refused"},
             "vips": {"type": "object", "additionalProperties": _OBJECT},
         },
     },

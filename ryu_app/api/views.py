@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.samples import Sample
 
 from ryu_app.api import pacing
+from ryu_app.api.guardview import GuardCollector, GuardSnapshot, guard_snapshot, render_guard
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
@@ -122,10 +123,11 @@ class StatusSnapshot(NamedTuple):
     vips: tuple[Vip, ...]  # the configuration, as saved
     states: dict[str, VipView]
     switch_connected: bool
+    guard: GuardSnapshot
 
 
 def status_snapshot(core: GatewayCore, vips: tuple[Vip, ...]) -> StatusSnapshot:
-    return StatusSnapshot(vips, vip_views(core), core.ports is not None)
+    return StatusSnapshot(vips, vip_views(core), core.ports is not None, guard_snapshot(core))
 
 
 def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) -> dict:
@@ -146,6 +148,8 @@ def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) ->
         "gateway": gateway,
         "config_digest": cache.all_configs_digest(snapshot.vips),
         "switch_connected": snapshot.switch_connected,
+        "flood_guard": render_guard(snapshot.guard),
+        "switch_errors": sum(snapshot.guard.switch_errors.values()),
         "vips": vips,
     }
 
@@ -313,6 +317,7 @@ class MetricsSnapshot(NamedTuple):
     probe_results: dict[bool, int]
     table_installs: int
     states: dict[str, VipView]
+    guard: GuardSnapshot
 
 
 def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
@@ -330,6 +335,7 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
         dict(core.prober.results),
         balancer.counters.table_installs,
         vip_views(core),
+        guard_snapshot(core),
     )
 
 
@@ -473,7 +479,10 @@ def render_metrics(
     """Prometheus text of the gateway's counters at ``snapshot``, one registry for all:
     ``rest_pacing``, the REST plane's CPU budget, and ``server_stats``, the REST server's
     counters (``httpserver.Stats``), if it has them (classic Ryu's server has neither)."""
-    collectors = [GatewayCollector(snapshot, handler_errors, cache or RenderCache())]
+    collectors = [
+        GatewayCollector(snapshot, handler_errors, cache or RenderCache()),
+        GuardCollector(snapshot.guard),
+    ]
     if rest_pacing is not None:
         collectors.append(PacingCollector(rest_pacing))
     if server_stats is not None:

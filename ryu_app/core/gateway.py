@@ -14,10 +14,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ryu_app.core import ofmeter, pipeline
 from ryu_app.core import openflow as of
-from ryu_app.core import pipeline
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.effects import Effects
+from ryu_app.core.floodguard import CONTROLLER, SWITCH, Guard
 from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
@@ -42,6 +43,10 @@ SWEEP_PER_TICK = 5_000
 BUILD_RETRY_FIRST = 0.5
 BUILD_RETRY_MAX = 60.0
 PORT_EVENTS = {of.OFPPR_ADD: "added", of.OFPPR_DELETE: "deleted"}  # else: "changed"
+# The switch's errors are counted by (type, code); each kind is logged at most once per this
+# many seconds (a full flow table refuses every flow-mod of a flood), with what was left out.
+ERROR_LOG_EVERY = 10.0
+MAX_ERROR_KINDS = 64  # distinct (type, code) pairs counted; the rest as (-1, -1)
 
 
 def build_retry_delay(attempt: int) -> float:
@@ -104,6 +109,7 @@ class GatewayCounters:
     probe_replies: int = 0  # TCP segments addressed to the gateway (answers to probes)
     neighbour_answers: int = 0
     table_build_failures: int = 0  # Maglev tables whose build raised (each is retried)
+    switch_errors: Counter = field(default_factory=Counter)  # (type, code) -> errors received
 
 
 class GatewayCore:
@@ -129,15 +135,19 @@ class GatewayCore:
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
         self._own = frozenset(own)
         self.prober = Prober(own, mac_bytes(self.mac), rng)
+        self.guard = Guard(gateway.flood_guard)
+        self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
 
     # ---- switch life cycle ---------------------------------------------------------------
 
     def on_connect(self, now: float) -> Effects:
-        """A switch connected: forget what it had, ask for its ports."""
+        """A switch connected: forget what it had, ask for its meters (the flood guard) and
+        its ports (the answers come in that order)."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
-        return Effects([pipeline.delete_own_flows(), of.port_desc_request()])
+        messages = [pipeline.delete_own_flows(), *self.guard.on_connect()]
+        return Effects([*messages, of.port_desc_request()])
 
     def on_disconnect(self, now: float) -> Effects:
         """The switch is gone: nothing can be sent or answered until it is back.  Probes in
@@ -212,10 +222,24 @@ class GatewayCore:
             self.prober.abandon()
         if ports is None:
             return messages
-        messages += pipeline.base_flows(self.gateway.addresses, self.mac, ports)
+        return messages + self._pipeline_rules()
+
+    def _pipeline_rules(self) -> list[bytes]:
+        """The gateway's own rules and every VIP's, with the flood guard's meters if the
+        switch has them (adding a rule again replaces it: same match and priority)."""
+        guard, ports, addresses = self.guard, self.ports, self.gateway.addresses
+        messages = pipeline.base_flows(
+            addresses, self.mac, ports, guard.miss_meter, guard.probe_meter
+        )
         for state in self.balancer.vips.values():
-            messages += pipeline.vip_flows(state.vip, self.gateway.addresses, ports.uplink)
+            vip = state.vip
+            messages += pipeline.vip_flows(
+                vip, addresses, ports.uplink, guard.meter_of(vip), guard.probe_meter
+            )
         return messages
+
+    def _vips(self) -> list[Vip]:
+        return [state.vip for state in self.balancer.vips.values()]
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -241,12 +265,15 @@ class GatewayCore:
         if self.ports is None:
             return effects
         messages = effects.messages
+        messages += self.guard.sync(self._vips())  # a meter before the rule that names it
         for backend_id in old_ids - set(state.backend_ids.values()):
             messages.append(pipeline.delete_backend_flows(backend_id))
-        addresses, uplink = self.gateway.addresses, self.ports.uplink
+        addresses, uplink, guard = self.gateway.addresses, self.ports.uplink, self.guard
         if old and service_key(old.vip) != service_key(vip):
             messages += pipeline.remove_vip_flows(old.vip, addresses, uplink)
-        messages += pipeline.vip_flows(vip, addresses, uplink)
+        messages += pipeline.vip_flows(
+            vip, addresses, uplink, guard.meter_of(vip), guard.probe_meter
+        )
         return effects
 
     def remove_vip(self, name: str, now: float) -> Effects:
@@ -261,14 +288,16 @@ class GatewayCore:
         addresses, uplink = self.gateway.addresses, self.ports.uplink
         effects.messages += pipeline.remove_vip_flows(state.vip, addresses, uplink)
         effects.messages += [pipeline.delete_backend_flows(i) for i in state.backend_ids.values()]
+        effects.messages += self.guard.sync(self._vips())  # its meter after the rule naming it
         return effects
 
     # ---- the packet path -----------------------------------------------------------------
 
     def on_messages(self, messages: list[bytes], now: float) -> Effects:
-        """A burst of raw OpenFlow messages from the fast lane (packet-ins and flow-removeds):
-        the answers, in order, in one ``Effects``.  A message that does not frame is counted
-        and dropped."""
+        """A burst of raw OpenFlow messages from the switch: packet-ins and flow-removeds from
+        the fast lane; meter replies and errors (the shell hands them over as received).  The
+        answers, in order, in one ``Effects``.  A message that does not frame is counted and
+        dropped."""
         effects = Effects()
         for message in messages:
             msg_type = message[1]
@@ -279,6 +308,10 @@ class GatewayCore:
                 elif msg_type == of.OFPT_FLOW_REMOVED:
                     cookie, reason, flow = of.parse_flow_removed(message)
                     self._flow_removed(cookie, flow, reason)
+                elif msg_type == ofmeter.OFPT_MULTIPART_REPLY:
+                    self._multipart_reply(message, effects)
+                elif msg_type == ofmeter.OFPT_ERROR:
+                    self._switch_error(ofmeter.parse_error(message), now, effects)
             except of.WireError as error:
                 self.counters.packet_ins += msg_type == of.OFPT_PACKET_IN
                 self.counters.malformed[error.reason] += 1
@@ -305,6 +338,8 @@ class GatewayCore:
         if flow.dst in self._own:
             self._probe_answer(data, now, effects)
             return
+        if self.guard.mode == CONTROLLER and not self.guard.admit(now):
+            return  # no meters in the switch: the controller's bucket (counted there)
         decision = self.balancer.pick(flow, now)
         if decision is None:
             return
@@ -363,6 +398,63 @@ class GatewayCore:
         effects.messages += self._probe_packets(sends)
         self._take_verdicts(verdicts, effects)
 
+    # ---- the flood guard and the switch's own reports --------------------------------------
+
+    def _multipart_reply(self, message: bytes, effects: Effects) -> None:
+        kind = ofmeter.multipart_kind(message)
+        if kind == ofmeter.OFPMP_METER_FEATURES:
+            features = ofmeter.parse_meter_features(message)
+            effects.messages += self.guard.on_features(features, self._vips())
+            self._guard_ready(effects)
+        elif kind == ofmeter.OFPMP_METER:
+            self.guard.on_stats(ofmeter.parse_meter_stats(message))
+
+    def _guard_ready(self, effects: Effects) -> None:
+        """The guard knows where it runs: say so, and give rules already in the switch their
+        meters."""
+        guard, config = self.guard, self.guard.config
+        if guard.mode == SWITCH:
+            effects.notices.append(
+                f"flood guard in the switch: {config.rate} new connections/s to the controller"
+                f" (burst {config.burst}), probe answers in a budget of their own"
+            )
+            if self.ports is not None:
+                effects.messages += self._pipeline_rules()
+        elif guard.mode == CONTROLLER:
+            effects.errors.append(
+                "the switch has no meters that drop by packet rate: the flood guard runs in the"
+                f" controller only ({config.rate} new connections/s); a flood still reaches"
+                " the controller: set the switch's controller rate limit (Open vSwitch:"
+                " ovs-vsctl set controller BRIDGE controller_rate_limit=RATE)"
+            )
+
+    def _switch_error(self, error: ofmeter.SwitchError, now: float, effects: Effects) -> None:
+        """The switch refused a message: counted by (type, code), logged at a bounded rate.
+        A refused meter features request means a switch without meters."""
+        kind = (error.type, error.code)
+        if (
+            kind not in self.counters.switch_errors
+            and len(self.counters.switch_errors) >= MAX_ERROR_KINDS
+        ):
+            kind = (-1, -1)
+        self.counters.switch_errors[kind] += 1
+        refused = error.refused
+        if error.refused_type == of.OFPT_MULTIPART_REQUEST and refused[8:10] == b"\x00\x0b":
+            if self.guard.features is None:
+                self.guard.no_features()
+                self._guard_ready(effects)
+            return
+        logged_at, left_out = self._errors_logged.get(kind, (None, 0))
+        if logged_at is not None and now - logged_at < ERROR_LOG_EVERY:
+            self._errors_logged[kind] = (logged_at, left_out + 1)
+            return
+        self._errors_logged[kind] = (now, 0)
+        more = f"; {left_out} more like it in the last {ERROR_LOG_EVERY:g} s" if left_out else ""
+        effects.errors.append(
+            f"the switch refused a message (type {error.refused_type}): error type"
+            f" {error.type} code {error.code}{more}"
+        )
+
     # ---- health --------------------------------------------------------------------------
 
     def health_tick(self, now: float) -> Effects:
@@ -374,8 +466,9 @@ class GatewayCore:
         if self._retries:
             self._retries_due(now, effects)
         self._take_verdicts(self.prober.expire(now), effects)
-        if self.ports is not None:  # probes travel through the switch
+        if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
+            effects.messages += self.guard.tick(now)
         return effects
 
     def _probe_packets(self, sends: list[Send]) -> list[bytes]:

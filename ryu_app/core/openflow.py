@@ -55,6 +55,7 @@ OFPG_ANY = 0xFFFFFFFF
 OFPCML_MAX = 0xFFE5  # os-ken's default max_len of an output (used only towards the controller)
 OFPCML_NO_BUFFER = 0xFFFF  # to the controller: the whole packet, unbuffered
 OFPIT_APPLY_ACTIONS = 4
+OFPIT_METER = 6
 OFPAT_OUTPUT = 0
 OFPAT_SET_FIELD = 25
 OFPAT_EXPERIMENTER = 0xFFFF
@@ -222,12 +223,16 @@ def flow_mod(
     hard_timeout: int = 0,
     out_port: int = 0,
     out_group: int = 0,
+    meter_id: int = 0,
 ) -> bytes:
     """A flow-mod of one rule (unbuffered), its ``actions`` applied; os-ken's defaults.  The
     fields an added rule needs may be given by position (the new-flow path does: a keyword
-    argument costs it a little per flow)."""
+    argument costs it a little per flow).  ``meter_id``: the rule's packets go through that
+    meter first (``ofmeter``; the flood guard's rules)."""
     if actions:
         actions = struct.pack("!HH4x", OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
+    if meter_id:
+        actions = struct.pack("!HHI", OFPIT_METER, 8, meter_id) + actions
     body = _FLOW_MOD.pack(
         cookie, cookie_mask, table_id, command, idle_timeout, hard_timeout, priority,
         OFP_NO_BUFFER, out_port, out_group, flags,

@@ -7,10 +7,15 @@ a gateway bridge:
                   IPv6 neighbour solicitation for one -> controller (answered by packet-out)
     priority 200  one rule per placed flow -> set inner dst MAC, tun_dst, tunnel key; tunnel port
     priority 150  health probe answers (TCP from a VIP's check port to a gateway address and a
-                  probe port, 49152-65535) on the uplink -> controller
-    priority 100  VIP service (address, protocol, port) on the uplink -> controller
+                  probe port, 49152-65535) on the uplink -> probe meter -> controller
+    priority 100  VIP service (address, protocol, port) on the uplink -> the VIP's meter (the
+                  gateway's, or its own) -> controller
     priority  10  other IPv4, IPv6 and ARP -> drop (counted by the rule's statistics)
-    priority   0  table miss -> controller, unbuffered (counted and dropped there)
+    priority   0  table miss -> the gateway's meter -> controller, unbuffered (counted and
+                  dropped there)
+
+The meters are the flood guard's (``floodguard``); on a switch without meters the same rules
+carry none.
 
 Every rule carries a cookie in Lockstep's space (top 16 bits ``0x4C53``, "LS") so that a
 restarted controller deletes exactly its own rules; per-flow rules also carry the backend id, so
@@ -70,9 +75,10 @@ class Ports:
     tunnel: int
 
 
-def _rule(match: bytes, actions: bytes, priority: int) -> bytes:
-    """One of the gateway's own rules (not a flow's): base cookie, no timeout."""
-    return of.flow_mod(match, actions, priority=priority, cookie=BASE_COOKIE)
+def _rule(match: bytes, actions: bytes, priority: int, meter_id: int = 0) -> bytes:
+    """One of the gateway's own rules (not a flow's): base cookie, no timeout; its packets
+    through meter ``meter_id`` first, if any (the flood guard's)."""
+    return of.flow_mod(match, actions, priority=priority, cookie=BASE_COOKIE, meter_id=meter_id)
 
 
 def _delete(cookie: int, cookie_mask: int) -> bytes:
@@ -97,10 +103,13 @@ def delete_backend_flows(backend_id: int) -> bytes:
     return _delete(flow_cookie(backend_id), COOKIE_BACKEND_MASK)
 
 
-def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list[bytes]:
-    """Table miss, default drops, and the neighbour responder for each gateway address."""
+def base_flows(
+    addresses: tuple[str, ...], mac: str, ports: Ports, miss_meter: int = 0, probe_meter: int = 0
+) -> list[bytes]:
+    """Table miss, default drops, and the neighbour responder for each gateway address.  The
+    miss goes through the clients' meter, neighbour solicitations through the probes'."""
     messages = [
-        _rule(of.match(), of.to_controller(), PRIORITY_MISS),
+        _rule(of.match(), of.to_controller(), PRIORITY_MISS, miss_meter),
         _rule(of.match(eth_type=ETH_IPV4), b"", PRIORITY_DROP),
         _rule(of.match(eth_type=ETH_IPV6), b"", PRIORITY_DROP),
         _rule(of.match(eth_type=ETH_ARP), b"", PRIORITY_DROP),
@@ -116,7 +125,7 @@ def base_flows(addresses: tuple[str, ...], mac: str, ports: Ports) -> list[bytes
                 icmpv6_type=ND_SOLICITATION,
                 ipv6_nd_target=address,
             )
-            messages.append(_rule(solicitation, of.to_controller(), PRIORITY_ARP))
+            messages.append(_rule(solicitation, of.to_controller(), PRIORITY_ARP, probe_meter))
     return messages
 
 
@@ -179,12 +188,15 @@ def _probe_answer_matches(vip: Vip, addresses: tuple[str, ...], uplink: int) -> 
     ]
 
 
-def vip_flows(vip: Vip, addresses: tuple[str, ...], uplink: int) -> list[bytes]:
-    """A VIP's rules: the punt of new connections (unbuffered: the packet rides along) and the
-    return of its probes' answers."""
-    punt = _rule(_vip_match(vip, uplink), of.to_controller(), PRIORITY_VIP)
+def vip_flows(
+    vip: Vip, addresses: tuple[str, ...], uplink: int, meter: int = 0, probe_meter: int = 0
+) -> list[bytes]:
+    """A VIP's rules: the punt of new connections (unbuffered: the packet rides along) through
+    the flood guard's ``meter``, and the return of its probes' answers through the probes'
+    own (``floodguard``: a client flood cannot starve them)."""
+    punt = _rule(_vip_match(vip, uplink), of.to_controller(), PRIORITY_VIP, meter)
     return [punt] + [
-        _rule(match, of.to_controller(), PRIORITY_LOCAL)
+        _rule(match, of.to_controller(), PRIORITY_LOCAL, probe_meter)
         for match in _probe_answer_matches(vip, addresses, uplink)
     ]
 

@@ -315,6 +315,21 @@ class LockstepApp(compat.app_base_class()):
         LOG.info("port %s (%d) %s", name, msg.desc.port_no, PORT_EVENTS.get(msg.reason, "changed"))
         self.apply(self.core.on_port_status(msg.reason, name, msg.desc.port_no, self.clock()))
 
+    @handler.set_ev_cls(
+        [
+            ofp_event.EventOFPMeterFeaturesStatsReply,
+            ofp_event.EventOFPMeterStatsReply,
+            ofp_event.EventOFPErrorMsg,
+        ],
+        [handler.CONFIG_DISPATCHER, handler.MAIN_DISPATCHER],
+    )
+    @_guarded
+    def switch_reports(self, ev):
+        """Meter features and statistics (the flood guard's) and errors: the core reads the
+        message as the switch sent it."""
+        if ev.msg.datapath is self.datapath:
+            self.apply(self.core.on_messages([bytes(ev.msg.buf)], self.clock()))
+
     def fast_lane(self, datapath, messages: list[bytes]) -> None:
         """The fast lane's sink: a burst of raw packet-ins and flow-removeds, on the switch's
         receiving thread."""

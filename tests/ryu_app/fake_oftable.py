@@ -7,8 +7,11 @@ that drives the core through this table also checks the one encoder against os-k
 
 - ``FakeOFTable.apply(messages)``: flow-mods add, delete (by cookie and mask, table ``ALL``) and
   delete strictly (priority and match); packet-outs and port description requests are recorded
-  (``packet_outs``, ``port_desc_requests``).  A rule added with a match whose prerequisites are
-  missing (``ipv4_dst`` without ``eth_type`` 0x0800, ...) is refused, as a switch would.
+  (``packet_outs``, ``port_desc_requests``); meter-mods add, modify and delete meters
+  (``meters``; deleting one deletes the rules that use it, as OpenFlow says), a rule naming a
+  meter that is not there is refused; meter requests are counted (``meter_requests``).  A rule
+  added with a match whose prerequisites are missing (``ipv4_dst`` without ``eth_type``
+  0x0800, ...) is refused, as a switch would.
 - ``forward(packet)``: the highest-priority rule that matches ``packet`` (a field dict, see
   ``packet_fields``) and what its actions do to it: output ports, fields set (``tun_ipv4_dst``,
   ``eth_dst``, ...), Nicira register moves.  Two rules of equal priority that both match are an
@@ -129,10 +132,18 @@ def decode(message: bytes):
         decoded = _flow_mod(buf)
     elif kind == ofp.OFPT_PACKET_OUT:
         decoded = _packet_out(buf)
+    elif kind == ofp.OFPT_METER_MOD:
+        decoded = _meter_mod(buf)
     elif kind == ofp.OFPT_MULTIPART_REQUEST:
         stats_type, flags = struct.unpack_from("!HH", buf, _HEADER.size)
-        assert stats_type == ofp.OFPMP_PORT_DESC, stats_type
-        decoded = parser.OFPPortDescStatsRequest(None, flags)
+        if stats_type == ofp.OFPMP_METER_FEATURES:
+            decoded = parser.OFPMeterFeaturesStatsRequest(None, flags)
+        elif stats_type == ofp.OFPMP_METER:
+            (meter_id,) = struct.unpack_from("!I", buf, _HEADER.size + 8)
+            decoded = parser.OFPMeterStatsRequest(None, flags, meter_id)
+        else:
+            assert stats_type == ofp.OFPMP_PORT_DESC, stats_type
+            decoded = parser.OFPPortDescStatsRequest(None, flags)
     else:
         raise AssertionError(f"unexpected message type {kind}")
     decoded.datapath = FakeDatapath()
@@ -154,6 +165,16 @@ def _flow_mod(buf: bytearray):
         instructions.append(instruction)
         offset += instruction.len
     return parser.OFPFlowMod(None, *fields, match, instructions)
+
+
+def _meter_mod(buf: bytearray):
+    command, flags, meter_id = struct.unpack_from("!HHI", buf, _HEADER.size)
+    bands = []
+    for offset in range(_HEADER.size + 8, len(buf), 16):
+        band_type, length, rate, burst = struct.unpack_from("!HHII", buf, offset)
+        assert (band_type, length) == (ofp.OFPMBT_DROP, 16), (band_type, length)
+        bands.append(parser.OFPMeterBandDrop(rate=rate, burst_size=burst))
+    return parser.OFPMeterMod(None, command, flags, meter_id, bands)
 
 
 def _packet_out(buf: bytearray):
@@ -182,6 +203,7 @@ class Rule:
     idle_timeout: int
     flags: int
     flow_mod: object  # the decoded message (its OFPMatch serialises the FLOW_REMOVED)
+    meter: int = 0  # the meter its packets go through first (0: none)
 
     def matches(self, packet: dict[str, int]) -> bool:
         for name, wanted in self.match.items():
@@ -264,6 +286,8 @@ class FakeOFTable:
         self.packet_outs: list[PacketOut] = []
         self.port_desc_requests = 0
         self.flow_removed: list[bytes] = []  # what the switch told the controller, in order
+        self.meters: dict[int, tuple[int, int]] = {}  # meter id -> (rate, burst), packets/s
+        self.meter_requests: list[int] = []  # OFPMP_METER_FEATURES or OFPMP_METER, in order
 
     # ---- the controller's messages -------------------------------------------------------
 
@@ -279,8 +303,12 @@ class FakeOFTable:
                 self._flow_mod(decoded)
             elif isinstance(decoded, parser.OFPPacketOut):
                 outs.append(self._packet_out(decoded))
-            else:
+            elif isinstance(decoded, parser.OFPMeterMod):
+                self._meter_mod(decoded)
+            elif isinstance(decoded, parser.OFPPortDescStatsRequest):
                 self.port_desc_requests += 1
+            else:
+                self.meter_requests.append(decoded.type)
         self.packet_outs += outs
         return outs
 
@@ -289,7 +317,10 @@ class FakeOFTable:
         if message.command == ofp.OFPFC_ADD:
             _check_prerequisites(match)
             assert message.table_id == 0 and message.buffer_id == ofp.OFP_NO_BUFFER
-            (actions,) = [i.actions for i in message.instructions] or [[]]
+            (actions,) = [i.actions for i in message.instructions if hasattr(i, "actions")] or [[]]
+            meters = [i.meter_id for i in message.instructions if hasattr(i, "meter_id")]
+            meter = meters[0] if meters else 0
+            assert not meter or meter in self.meters, f"the rule names meter {meter}: no such"
             rule = Rule(
                 message.priority,
                 message.cookie,
@@ -298,6 +329,7 @@ class FakeOFTable:
                 message.idle_timeout,
                 message.flags,
                 message,
+                meter,
             )
             self.rules = [r for r in self.rules if (r.priority, r.match) != (rule.priority, match)]
             self.rules.append(rule)
@@ -314,6 +346,20 @@ class FakeOFTable:
             if not strict and any(rule.match.get(n) != v for n, v in match.items()):
                 continue
             self._remove(rule, ofp.OFPRR_DELETE)
+
+    def _meter_mod(self, message) -> None:
+        if message.command == ofp.OFPMC_DELETE:
+            gone = set(self.meters) if message.meter_id == ofp.OFPM_ALL else {message.meter_id}
+            for meter_id in gone:
+                self.meters.pop(meter_id, None)
+            for rule in [r for r in self.rules if r.meter in gone]:
+                self._remove(rule, ofp.OFPRR_DELETE)  # 1.3 has no METER_DELETE reason
+            return
+        exists = message.meter_id in self.meters
+        assert exists == (message.command == ofp.OFPMC_MODIFY), (message.command, exists)
+        assert message.flags & ofp.OFPMF_PKTPS, "the fake switch meters packets only"
+        (band,) = message.bands
+        self.meters[message.meter_id] = (band.rate, band.burst_size)
 
     def _packet_out(self, message) -> PacketOut:
         packet = packet_fields(message.in_port, message.data) if message.data else {}
@@ -388,3 +434,30 @@ def raw_flow_removed(rule: Rule, reason: int = ofp.OFPRR_IDLE_TIMEOUT) -> bytes:
     )
     length = 8 + len(body) + len(match)
     return struct.pack("!BBHI", 4, ofp.OFPT_FLOW_REMOVED, length, 0) + body + bytes(match)
+
+
+def raw_meter_features(max_meter: int = 65536, band_types: int = 1 << ofp.OFPMBT_DROP) -> bytes:
+    """The switch's answer to a meter features request (Open vSwitch's, by default)."""
+    capabilities = ofp.OFPMF_KBPS | ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS
+    body = struct.pack("!IIIBB2x", max_meter, band_types, capabilities, 1, 0)
+    return _multipart_reply(ofp.OFPMP_METER_FEATURES, body)
+
+
+def raw_meter_stats(dropped: dict[int, int]) -> bytes:
+    """A meter statistics reply: per meter, the packets its (one) band dropped."""
+    body = b""
+    for meter_id, packets in dropped.items():
+        body += struct.pack("!IH6xIQQII", meter_id, 56, 1, packets * 2, 0, 1, 0)
+        body += struct.pack("!QQ", packets, packets * 60)
+    return _multipart_reply(ofp.OFPMP_METER, body)
+
+
+def _multipart_reply(kind: int, body: bytes) -> bytes:
+    head = struct.pack("!BBHIHH4x", 4, ofp.OFPT_MULTIPART_REPLY, 16 + len(body), 0, kind, 0)
+    return head + body
+
+
+def raw_error(error_type: int, code: int, refused: bytes) -> bytes:
+    """An OFPT_ERROR refusing ``refused`` (its first 64 bytes quoted, as OVS does)."""
+    data = refused[:64]
+    return struct.pack("!BBHIHH", 4, ofp.OFPT_ERROR, 12 + len(data), 0, error_type, code) + data

@@ -87,6 +87,10 @@ def running(request, monkeypatch, tmp_path):
         sys.setswitchinterval(switch_interval)
 
 
+# At a connection: delete our old rules, ask for the meter features, then for the ports.
+CONNECT = [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST, openflow.OFPT_MULTIPART_REQUEST]
+
+
 def wait_until(condition, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -190,7 +194,7 @@ def test_a_burst_of_packet_ins_is_answered_in_one_write(running):
         app.apply(app.core.on_connect(app.clock()))
         app.apply(app.core.on_ports(ports, app.clock()))
     assert [message_types(w) for w in switch.writes] == [
-        [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST],
+        CONNECT,
         [openflow.OFPT_FLOW_MOD] * 7,  # base rules, the VIP's punt and its probes' answers
     ]
     switch.writes.clear()
@@ -280,9 +284,7 @@ def test_the_switch_is_known_by_its_features_reply_not_by_the_frameworks_datapat
     features = SimpleNamespace(msg=SimpleNamespace(datapath=switch, datapath_id=app.gateway.dpid))
     app.switch_features(features)
     assert app.datapath is switch
-    assert [message_types(w) for w in switch.writes] == [
-        [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST]
-    ]
+    assert [message_types(w) for w in switch.writes] == [CONNECT]
     other = RecordingSwitch()
     app.switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=other, datapath_id=99)))
     assert app.datapath is switch and other.writes == []

@@ -58,6 +58,32 @@ FAMILIES = {
         (),
     ),
     "lockstep_handler_errors": ("counter", "Event handlers that raised (event dropped).", ()),
+    # issue 13: the flood guard and the switch's errors (none in this test: no labels seen)
+    "lockstep_flood_guard_mode": (
+        "gauge",
+        "1 for where the flood guard runs: switch (meters), controller (no meters), off.",
+        ("mode",),
+    ),
+    "lockstep_flood_guard_rate": (
+        "gauge",
+        "New connections per second the gateway lets through to its controller.",
+        (),
+    ),
+    "lockstep_flood_guard_dropped": (
+        "counter",
+        "Packets of new connections the flood guard dropped, by where it dropped them.",
+        ("where",),
+    ),
+    "lockstep_probe_answers_dropped": (
+        "counter",
+        "Answers to health probes the switch's probe meter dropped (should stay 0).",
+        (),
+    ),
+    "lockstep_switch_errors": (
+        "counter",
+        "Messages the switch refused, by OpenFlow error type and code (-1: other kinds).",
+        (),
+    ),
 }
 
 

@@ -29,6 +29,8 @@ from tests.ryu_app.fake_oftable import (
     PacketOut,
     Rule,
     packet_fields,
+    raw_error,
+    raw_meter_features,
     raw_packet_in,
 )
 
@@ -151,9 +153,18 @@ class GatewayRig:
             table = self.core.balancer.cache.get_or_build(request.spec)
             self.run(self.core.table_built(request, table))
 
-    def connect(self, now: float, ports=PORTS) -> None:
-        """The switch connects and describes its ports."""
-        self.run(self.core.on_connect(now))
+    def connect(self, now: float, ports=PORTS, meters: bool = True) -> None:
+        """The switch connects, answers the meter features request (as Open vSwitch does;
+        ``meters`` False: as a switch without meters, with an error) and describes its ports."""
+        effects = self.run(self.core.on_connect(now))
+        request = next((m for m in effects.messages if m[1] == ofp.OFPT_MULTIPART_REQUEST), None)
+        if request is not None and len(effects.messages) > 2:  # the features request
+            answer = (
+                raw_meter_features()
+                if meters
+                else raw_error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_MULTIPART, request)
+            )
+            self.run(self.core.on_messages([answer], now))
         self.run(self.core.on_ports(ports, now))
 
     def packet_in(

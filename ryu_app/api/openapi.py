@@ -72,9 +72,19 @@ SUCCESS = {
     "patch_backend": _VIP_REF,
     "health": {
         "type": "object",
-        "required": ["gateway", "vips"],
+        "required": ["gateway", "vips", "panic", "overload"],
         "properties": {
             "gateway": _STRING,
+            "panic": {
+                "type": "object",
+                "additionalProperties": {"type": "boolean"},
+                "description": "per VIP: too few healthy backends, new flows go to all of them",
+            },
+            "overload": {
+                **_OBJECT,
+                "description": "this gateway's own overload: while true, probes left "
+                "unanswered are inconclusive (docs/health-probes.md)",
+            },
             "vips": {
                 "type": "object",
                 "additionalProperties": {

@@ -57,8 +57,6 @@ HOLD = 2.0
 FORGIVE_MIN = 10.0
 FORGIVE_ROUNDS = 3
 
-SIGNALS = ("packet_in_rate", "probe_rtt", "loop_lag", "guard_drops", "common_cause")
-
 
 def forgive_bound(policy: HealthPolicy) -> float:
     """Seconds of one overload episode during which a VIP's silent probes are inconclusive.
@@ -193,7 +191,7 @@ class LoadMonitor:
         age, bound = now - self._since, forgive_bound(policy)
         if age > bound:
             return False, (
-                f"{detail}; the gateway has been overloaded ({reasons}) for {age:.0f} s, "
+                f"{detail}; the gateway has been overloaded ({reasons}) for {age:.1f} s, "
                 f"longer than the {bound:g} s it may excuse this VIP's probes"
             )
         self.inconclusive += 1

@@ -173,6 +173,8 @@ def test_body_that_is_not_json_is_400(harness, raw, message):
         ({"table_size": 1000}, "table_size"),
         ({"health": {"interval": 1, "timeout": 2}}, "health"),
         ({"health": {"type": "http"}, "protocol": "udp"}, "health.type"),
+        ({"health": {"panic_threshold": 101}}, "health.panic_threshold"),
+        ({"health": {"panic_threshold": 50.5}}, "health.panic_threshold"),
         ({"backends": [{**VM5, "mac": "nope"}]}, "backends[0].mac"),
         ({"backends": [VM5, {**VM5, "name": "vm6"}]}, "backends[1].tunnel_ip"),
         ({"name": None}, "name"),
@@ -534,6 +536,20 @@ def test_status_digests_agree_across_gateways_until_one_differs(make_harness):
 def test_status_before_the_switch_connects(harness):
     harness.core.on_connect(harness.now)
     assert harness.get_json("/v1/status")["switch_connected"] is False
+
+
+def test_a_vips_panic_threshold_is_set_over_rest_and_applies_at_once(harness):
+    for name in ("vm1", "vm2", "vm3"):  # 1 of 4 healthy: under the example's 50%
+        harness.apply(harness.core.set_health("web", name, False, harness.now))
+    harness.settle()
+    assert harness.get_json("/v1/health")["panic"] == {"web": True}
+    web = harness.get_json("/v1/vips/web")
+    assert web["health"]["panic_threshold"] == 50
+    body = {**web, "health": {**web["health"], "panic_threshold": 0}}
+    assert harness.request("PUT", "/v1/vips/web", body).status_int == 200
+    assert harness.get_json("/v1/vips/web")["health"]["panic_threshold"] == 0
+    assert harness.get_json("/v1/health")["panic"] == {"web": False}
+    assert harness.core.balancer.vips["web"].serving == {"vm4"}
 
 
 def test_health_view_shows_each_backend_and_its_last_probe(harness):

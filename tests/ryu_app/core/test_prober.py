@@ -50,7 +50,7 @@ def vip(health=TCP_CHECK, backends=BACKENDS, address="10.0.0.100", port=80, name
 class CalmMonitor(LoadMonitor):
     """A gateway that never finds itself overloaded, so every silence is the backend's: for
     tests of the prober's bookkeeping where all backends go unanswered (which the real
-    monitor takes for a common cause: test_prober_overload.py)."""
+    monitor takes for a common cause: test_overload.py)."""
 
     def silence(self, policy, started, now, detail):
         return False, detail

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ryu_app.cli.remote import Remote
+from ryu_app.core.serving import retire_grace
 from topology import emulation
 from topology.schema import endpoint_text
 
@@ -481,7 +482,9 @@ def vm_failure(world: World, counts: Counts) -> dict:
                 seconds is not None and seconds <= bound + DETECTION_SLACK,
                 f"{seconds} s" if seconds is not None else "not detected",
             )
-        # The same 5-tuples again: served elsewhere, so the victim's rules really went.
+        # Its flows keep their rules for its grace (in case it comes back: issue 13); after it,
+        # the same 5-tuples again: served elsewhere, so the victim's rules really went.
+        time.sleep(retire_grace(world.vip.health) + DETECTION_SLACK)
         again = world.spread_on(client, pinned)
         moved = [r for r in again if r["ok"]]
         result.check(

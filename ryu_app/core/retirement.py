@@ -42,7 +42,9 @@ class Retirements:
         for backend in out_now - out_before:
             self._plan(name, backend, now + grace, state.backend_ids[backend])
         for backend in out_before - out_now:
-            if self._due.pop((name, backend), None) is not None:
+            planned = self._due.pop((name, backend), None)
+            # (Not for a backend removed or changed: its old rules went with the change.)
+            if planned is not None and state.backend_ids.get(backend) == planned[1]:
                 effects.notices.append(
                     f"backend {backend} of VIP {name} is back within its {grace:g} s grace: "
                     "its flows kept their rules"

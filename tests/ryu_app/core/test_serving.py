@@ -126,12 +126,17 @@ def test_leaving_service_again_restarts_the_grace():
     assert [r[1] for r in retirements.retire_due(balancer, 20.0)] == ["vm1"]
 
 
-def test_a_backend_changed_meanwhile_is_not_retired_under_its_new_id():
+def test_a_backend_changed_or_removed_meanwhile_is_not_retired_and_not_called_back():
     balancer, state, retirements = setup(1, 1, 1)
     leave(balancer, retirements, "vm1", 10.0)
+    leave(balancer, retirements, "vm2", 10.0)
+    before = state.out_of_service(), state.panic
     moved = dataclasses.replace(state.vip.backends[0], tunnel_ip="192.168.100.99")
-    balancer.set_vip(dataclasses.replace(state.vip, backends=(moved, *state.vip.backends[1:])))
-    assert retirements.retire_due(balancer, 100.0) == []  # its old rules went with the change
+    changed = dataclasses.replace(state.vip, backends=(moved, state.vip.backends[2]))
+    balancer.rebuild_now(balancer.set_vip(changed))  # vm1 moved (a new backend), vm2 removed
+    # Their old rules went with the change (``GatewayCore.set_vip``): nothing "kept" them.
+    assert not retirements.follow(balancer.vips["web"], before, 11.0)
+    assert retirements.retire_due(balancer, 100.0) == []
 
 
 def test_panic_start_and_end_are_warnings_and_panic_keeps_everyone_in_service():

@@ -195,10 +195,20 @@ def request_schemas() -> dict:
     return {
         "Vip": vip,
         "Backend": backend,
+        # PUT: the URL names what is replaced, so the body's name may be left out (if given,
+        # it must be the URL's: a 400 otherwise).
+        "VipReplace": _name_optional(vip),
+        "BackendReplace": _name_optional(backend),
         "BackendPatch": patch,
         "Health": HEALTH_FIELDS.json_schema,
         "Error": ERROR,
     }
+
+
+def _name_optional(schema: dict) -> dict:
+    replace = copy.deepcopy(schema)
+    replace["required"] = [field for field in replace["required"] if field != "name"]
+    return replace
 
 
 def error_codes(route, auth: bool) -> list[int]:
@@ -244,7 +254,8 @@ def document(routes, auth: bool = False) -> dict:
         if parameters:
             operation["parameters"] = parameters
         if route.body:
-            ref = {"$ref": f"#/components/schemas/{route.body}"}
+            body = f"{route.body}Replace" if route.method == "PUT" else route.body
+            ref = {"$ref": f"#/components/schemas/{body}"}
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref}},

@@ -33,7 +33,7 @@ from ryu_app.core.health import HealthPolicy
 # Packet-ins per second that are evidence: what one gateway's switch delivers at most on this
 # machine's userspace datapath (~5k new flows/s, docs/NOTES.md); at that rate the switch's
 # packet-in queue (100 packets by default) is full and probe answers wait or drop in it.
-# The shell may pass the flood guard's configured rate instead (``LoadMonitor(rate)``).
+# Where a flood guard meters client packet-ins, its rate may be set instead (``rate_limit``).
 PACKET_IN_RATE_OVERLOADED = 5_000.0
 RATE_WINDOW = 1.0  # seconds the packet-in rate is counted over
 # An answered probe that took half its timeout or more: the ones a little later were lost as

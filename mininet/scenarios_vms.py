@@ -12,6 +12,7 @@ from pathlib import Path
 from scenario_result import Counts, Result, finish_downloads
 from world import PYTHON, World
 
+from ryu_app.core.serving import retire_grace
 from topology import emulation
 
 DETECTION_SLACK = 0.25  # seconds the REST poll and the tick add to a detection time
@@ -56,7 +57,9 @@ def vm_failure(world: World, counts: Counts) -> dict:
                 seconds is not None and seconds <= bound + DETECTION_SLACK,
                 f"{seconds} s" if seconds is not None else "not detected",
             )
-        # The same 5-tuples again: served elsewhere, so the victim's rules really went.
+        # Its flows keep their rules for its grace (in case it comes back: issue 13); after it,
+        # the same 5-tuples again: served elsewhere, so the victim's rules really went.
+        time.sleep(retire_grace(world.vip.health) + DETECTION_SLACK)
         again = world.spread_on(client, pinned)
         moved = [r for r in again if r["ok"]]
         result.check(

@@ -110,6 +110,12 @@ HEALTH_FIELDS = Section(
         ),
         "rise": Field(integer(1, 100), HealthCheck.rise, "successes that bring a backend up"),
         "fall": Field(integer(1, 100), HealthCheck.fall, "failures that take a backend down"),
+        "panic_threshold": Field(
+            integer(0, 100),
+            HealthCheck.panic_threshold,
+            "percent of the serving backends (weight > 0) that must be healthy; below it new "
+            "flows are hashed over all of them (fail-open); 0: never",
+        ),
     }
 )
 

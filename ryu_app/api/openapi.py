@@ -72,9 +72,19 @@ SUCCESS = {
     "patch_backend": _VIP_REF,
     "health": {
         "type": "object",
-        "required": ["gateway", "vips"],
+        "required": ["gateway", "vips", "panic", "overload"],
         "properties": {
             "gateway": _STRING,
+            "panic": {
+                "type": "object",
+                "additionalProperties": {"type": "boolean"},
+                "description": "per VIP: too few healthy backends, new flows go to all of them",
+            },
+            "overload": {
+                **_OBJECT,
+                "description": "this gateway's own overload: while true, probes left "
+                "unanswered are inconclusive (docs/health-probes.md)",
+            },
             "vips": {
                 "type": "object",
                 "additionalProperties": {
@@ -191,10 +201,20 @@ def request_schemas() -> dict:
     return {
         "Vip": vip,
         "Backend": backend,
+        # PUT: the URL names what is replaced, so the body's name may be left out (if given,
+        # it must be the URL's: a 400 otherwise).
+        "VipReplace": _name_optional(vip),
+        "BackendReplace": _name_optional(backend),
         "BackendPatch": patch,
         "Health": HEALTH_FIELDS.json_schema,
         "Error": ERROR,
     }
+
+
+def _name_optional(schema: dict) -> dict:
+    replace = copy.deepcopy(schema)
+    replace["required"] = [field for field in replace["required"] if field != "name"]
+    return replace
 
 
 def error_codes(route, auth: bool) -> list[int]:
@@ -240,7 +260,8 @@ def document(routes, auth: bool = False) -> dict:
         if parameters:
             operation["parameters"] = parameters
         if route.body:
-            ref = {"$ref": f"#/components/schemas/{route.body}"}
+            body = f"{route.body}Replace" if route.method == "PUT" else route.body
+            ref = {"$ref": f"#/components/schemas/{body}"}
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref}},

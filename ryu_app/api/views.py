@@ -36,6 +36,7 @@ from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.health import HealthView
 from ryu_app.core.model import Backend, Vip
+from ryu_app.core.overload import OverloadView
 from topology import deployment as deployment_file
 
 
@@ -50,13 +51,14 @@ class VipView(NamedTuple):
     vip: Vip
     healthy: frozenset[str]
     table_current: bool
+    panic: bool = False  # new flows hashed over all serving backends (``core.serving``)
 
 
 def vip_views(core: GatewayCore) -> dict[str, VipView]:
-    """On the loop: each VIP's configuration (immutable), healthy set (copied) and whether its
-    table is current (``VipState.table_current``: a comparison of keys)."""
+    """On the loop: each VIP's configuration (immutable), healthy set (copied), whether its
+    table is current (``VipState.table_current``: a comparison of keys) and in panic."""
     return {
-        name: VipView(state.vip, frozenset(state.healthy), state.table_current)
+        name: VipView(state.vip, frozenset(state.healthy), state.table_current, state.panic)
         for name, state in core.balancer.vips.items()
     }
 
@@ -161,15 +163,17 @@ class HealthSnapshot(NamedTuple):
     vips: tuple[Vip, ...]
     states: dict[str, VipView]
     probes: dict[tuple[str, str], HealthView]  # (VIP, backend) -> its probes' view
+    overload: OverloadView
 
 
 def health_snapshot(core: GatewayCore, vips: tuple[Vip, ...]) -> HealthSnapshot:
-    return HealthSnapshot(vips, vip_views(core), core.prober.views.copy())
+    return HealthSnapshot(vips, vip_views(core), core.prober.views.copy(), core.monitor.view())
 
 
 def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: float) -> dict:
     """This gateway's own view of every backend, with its last probe (``now``: the clock the
-    core runs on, ``wall``: the same moment in wall-clock time)."""
+    core runs on, ``wall``: the same moment in wall-clock time), of each VIP's panic, and of
+    its own overload (``overload.LoadMonitor``)."""
     view: dict[str, list] = {}
     for vip in snapshot.vips:
         pacing.checkpoint()
@@ -184,20 +188,44 @@ def render_health(snapshot: HealthSnapshot, gateway: str, now: float, wall: floa
             }
             for backend in vip.backends
         )
-    return {"gateway": gateway, "vips": view}
+    states = snapshot.states
+    panic = {
+        vip.name: bool(states.get(vip.name) and states[vip.name].panic) for vip in snapshot.vips
+    }
+    overload = _overload_view(snapshot.overload, now, wall)
+    return {"gateway": gateway, "vips": view, "panic": panic, "overload": overload}
+
+
+def _overload_view(load: OverloadView, now: float, wall: float) -> dict:
+    rtt = load.probe_rtt_share
+    return {
+        "overloaded": load.overloaded,
+        "since": None if load.since is None else round(wall - (now - load.since), 3),
+        "reasons": list(load.reasons),
+        "episodes": load.episodes,
+        "packet_in_rate": round(load.packet_in_rate, 1),
+        "probe_rtt_share_of_timeout": None if rtt is None else round(rtt, 3),
+        "loop_lag": round(load.loop_lag, 4),
+        "guard_drops": load.guard_drops,
+        "silent_backends": load.silent_backends,
+        "answering_backends": load.answering_backends,
+        "inconclusive_probes": load.inconclusive,
+    }
 
 
 def _probe_view(health: HealthView | None, now: float, wall: float) -> dict:
     if health is None:  # a static backend (``health: {type: none}``), or a VIP just removed
         return {"probing": False}
     at = health.last_result_at
+    if health.last_inconclusive:
+        result = "inconclusive"  # no answer while the gateway was overloaded
+    else:
+        result = None if health.last_result is None else ("ok" if health.last_result else "fail")
     return {
         "probing": True,
         "state": health.state,
         "since": round(wall - (now - health.changed_at), 3),
-        "last_result": None
-        if health.last_result is None
-        else ("ok" if health.last_result else "fail"),
+        "last_result": result,
         "last_probe_at": None if at is None else round(wall - (now - at), 3),
         "last_detail": health.last_detail,
     }
@@ -318,6 +346,7 @@ class MetricsSnapshot(NamedTuple):
     table_installs: int
     states: dict[str, VipView]
     guard: GuardSnapshot
+    overload: OverloadView
 
 
 def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
@@ -336,6 +365,7 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
         balancer.counters.table_installs,
         vip_views(core),
         guard_snapshot(core),
+        core.monitor.view(),
     )
 
 
@@ -390,8 +420,10 @@ class GatewayCollector:
         probes = CounterMetricFamily("lockstep_probes", "Health probe results.", labels=("result",))
         probes.add_metric(("ok",), snapshot.probe_results[True])
         probes.add_metric(("fail",), snapshot.probe_results[False])
+        probes.add_metric(("inconclusive",), snapshot.overload.inconclusive)
         yield probes
         yield self._backend_up()
+        yield from self._overload()
         yield _counter(
             "lockstep_table_rebuilds",
             "Maglev tables swapped in after a change of healthy set or weights.",
@@ -407,6 +439,26 @@ class GatewayCollector:
             "Event handlers that raised (event dropped).",
             self.handler_errors,
         )
+
+    def _overload(self) -> Iterator[Metric]:
+        """The gateway's overload (``overload.LoadMonitor``) and each VIP's panic."""
+        load = self.snapshot.overload
+        yield GaugeMetricFamily(
+            "lockstep_overloaded",
+            "1 while this gateway finds itself overloaded (unanswered probes are inconclusive).",
+            int(load.overloaded),
+        )
+        yield _counter(
+            "lockstep_overload_episodes", "Overload episodes this gateway saw.", load.episodes
+        )
+        panic = GaugeMetricFamily(
+            "lockstep_vip_panic",
+            "1 while too few of the VIP's backends are healthy: new flows go to all of them.",
+            labels=("vip",),
+        )
+        for name, view in sorted(self.snapshot.states.items()):
+            panic.add_metric((name,), int(view.panic))
+        yield panic
 
     def _backend_up(self) -> GaugeMetricFamily:
         """One sample per configured backend of each VIP (10,000 at 100 x 100), remembered

@@ -2,14 +2,15 @@
 
     lockstep check FILE
     lockstep lookup --backend NAME=TUNNEL_IP[:WEIGHT] ... [--table-size P] [--hash MODE]
-                    [--down NAME ...]  < flows.csv
+                    [--panic-threshold PERCENT] [--down NAME ...]  < flows.csv
     lockstep lookup --config FILE --vip NAME [--down NAME ...]  < flows.csv
     lockstep status  (--gateway URL ... | --config FILE) [--json]
     lockstep vip list|put|delete|weight|add-backend|remove-backend ...
                      (--gateway URL ... | --config FILE) [--token-file F]
 
 ``lookup`` answers offline, from the hash alone, exactly what every gateway whose healthy set is
-(all backends minus ``--down``) picks for a new flow.  Input rows are
+(all backends minus ``--down``) picks for a new flow (in panic, when too few are healthy, over
+all backends: ``core.serving``, the gateways' own rule).  Input rows are
 ``src_ip,src_port,dst_ip,dst_port,proto``; an optional header row is passed through.
 """
 
@@ -28,7 +29,14 @@ import yaml
 from ryu_app.cli.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
 from ryu_app.core.flowkey import flow_from_fields, flow_hash, hash_key
 from ryu_app.core.maglev import MaglevTable, build_table
-from ryu_app.core.model import DEFAULT_TABLE_SIZE, HASH_5TUPLE, HASH_MODES, MAX_WEIGHT
+from ryu_app.core.model import (
+    DEFAULT_TABLE_SIZE,
+    HASH_5TUPLE,
+    HASH_MODES,
+    MAX_WEIGHT,
+    HealthCheck,
+)
+from ryu_app.core.serving import serving_backends
 from topology import deployment as deployment_file
 from topology.schema import ConfigError
 
@@ -95,6 +103,14 @@ def _add_lookup(commands) -> None:
     lookup.add_argument("--vip", help="the VIP of --config to use")
     lookup.add_argument(
         "--down", action="append", default=[], metavar="NAME", help="treat as unhealthy (repeat)"
+    )
+    lookup.add_argument(
+        "--panic-threshold",
+        type=int,
+        default=None,
+        metavar="PERCENT",
+        help="with --backend: below this share of healthy backends, all take new flows "
+        f"(default {HealthCheck.panic_threshold}; 0: never)",
     )
     lookup.set_defaults(run=run_lookup)
 
@@ -203,9 +219,15 @@ def run_lookup(args: argparse.Namespace) -> int:
 
 def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
     if args.config:
-        if args.backend or args.table_size is not None or args.hash:
+        if (
+            args.backend
+            or args.table_size is not None
+            or args.hash
+            or args.panic_threshold is not None
+        ):
             raise ValueError(
-                "--config takes backends, table size and hash from the file; drop the others"
+                "--config takes backends, table size, hash and panic threshold from the file; "
+                "drop the others"
             )
         if not args.vip:
             raise ValueError("--config needs --vip NAME")
@@ -216,7 +238,7 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
                 f"{args.config} is not valid:\n  " + "\n  ".join(map(str, error.problems))
             ) from None
         pairs = [(b.name, b.weight) for b in vip.backends]
-        table_size, mode = vip.table_size, vip.hash
+        table_size, mode, threshold = vip.table_size, vip.hash, vip.health.panic_threshold
     else:
         if args.vip:
             raise ValueError("--vip needs --config FILE")
@@ -230,11 +252,23 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
             pairs.append((name, weight))
         table_size = DEFAULT_TABLE_SIZE if args.table_size is None else args.table_size
         mode = args.hash or HASH_5TUPLE
+        threshold = args.panic_threshold
+        if threshold is None:
+            threshold = HealthCheck.panic_threshold
+        if not 0 <= threshold <= 100:
+            raise ValueError(f"--panic-threshold must be 0..100, got {threshold}")
     unknown = set(args.down) - {name for name, _ in pairs}
     if unknown:
         raise ValueError(f"--down names unknown backend(s): {', '.join(sorted(unknown))}")
-    down = set(args.down)
-    return build_table([(n, w) for n, w in pairs if n not in down], table_size), mode
+    healthy = {name for name, _ in pairs} - set(args.down)
+    backends, panic = serving_backends(pairs, healthy, threshold)
+    if panic:
+        print(
+            f"lockstep lookup: in panic (under {threshold}% of the backends healthy): "
+            "new flows go to all of them",
+            file=sys.stderr,
+        )
+    return build_table(backends, table_size), mode
 
 
 # ---- status and vip: talking to running gateways ----------------------------------------------

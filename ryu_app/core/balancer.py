@@ -2,13 +2,15 @@
 
 The pieces, all pure (time comes in as ``now``):
 
-- a Maglev table per VIP over this gateway's *own* healthy set, shared between VIPs whose
-  ``TableSpec`` (table size, healthy backends and weights) is identical (``TableCache``);
-- this gateway's flow table, consulted first so a flow keeps its backend while that backend is
-  healthy (Maglev's rule, ``held_backend``: an entry whose backend is no longer healthy is
-  stale, dropped, and the flow re-hashed; entries on a draining backend, weight 0, stay).
+- a Maglev table per VIP over its serving set (``serving.serving``: this gateway's *own*
+  healthy set, or in panic all backends of weight > 0), shared between VIPs whose
+  ``TableSpec`` (table size, backends and weights) is identical (``TableCache``);
+- this gateway's flow table, consulted first so a flow keeps its backend while that backend
+  holds its flows (``held_backend``: until the backend is retired, some seconds after it left
+  service, see ``serving``; an entry of a retired or removed backend is stale, dropped, and
+  the flow re-hashed; entries on a draining backend, weight 0, stay).
 
-Rebuilds happen only when a VIP's healthy set or weights change, and never on the packet path:
+Rebuilds happen only when a VIP's serving set changes, and never on the packet path:
 ``set_health``/``set_vip`` return the ``TableRequest`` s that are now needed, the shell builds
 them wherever it likes (``TableCache.build`` is a pure function) and hands each back with
 ``install_table``, a single reference swap.  Until then the previous table answers; if it names
@@ -28,6 +30,7 @@ from ryu_app.core.flowkey import Flow, flow_hash, flow_key, hash_key
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
 from ryu_app.core.maglev import MaglevTable, TableSpec, build_table, table_spec
 from ryu_app.core.model import HASH_5TUPLE, Backend, Vip, service_key
+from ryu_app.core.serving import serving
 
 
 class TableCache:
@@ -89,15 +92,22 @@ class VipState:
     healthy: set[str]
     table_spec: TableSpec | None  # of the table in use (None: a new VIP's empty table)
     table: MaglevTable
-    # The spec of the table the VIP needs now: ``wanted_spec()`` as of the last change of its
-    # backends or healthy set (kept, so that asking whether the table is current is cheap).
+    # The spec of the table the VIP needs now, as of the last change of its backends or
+    # healthy set (kept, so that asking whether the table is current is cheap), the names in
+    # it (new flows go to these only), and whether that set is the panic set.
     wanted: TableSpec | None = None
+    serving: frozenset[str] = frozenset()
+    panic: bool = False
 
-    def wanted_spec(self) -> TableSpec:
-        return table_spec(
-            self.vip.table_size,
-            ((b.name, b.weight) for b in self.vip.backends if b.name in self.healthy),
-        )
+    def follow(self) -> None:
+        """Recompute ``wanted``, ``serving`` and ``panic`` (``serving.serving``: one rule)."""
+        backends, self.panic = serving(self.vip, self.healthy)
+        self.serving = frozenset(name for name, _ in backends)
+        self.wanted = table_spec(self.vip.table_size, backends)
+
+    def out_of_service(self) -> set[str]:
+        """Backends neither healthy nor served in panic: those to retire after a grace."""
+        return {b.name for b in self.vip.backends} - self.healthy - self.serving
 
     @property
     def table_current(self) -> bool:
@@ -186,7 +196,8 @@ class Balancer:
     # ---- health and tables -----------------------------------------------------------------
 
     def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> list[TableRequest]:
-        """Record this gateway's verdict on one backend.  Going down also forgets its flows."""
+        """Record this gateway's verdict on one backend.  Going down takes it out of the
+        serving set (no new flows) but keeps its flows until ``retire``."""
         state = self.vips[vip_name]
         if backend_name not in state.backend_ids:
             raise KeyError(f"VIP {vip_name!r} has no backend {backend_name!r}")
@@ -196,13 +207,23 @@ class Balancer:
             state.healthy.add(backend_name)
         else:
             state.healthy.discard(backend_name)
-            self._retire(state, backend_name)
         return self._request_if_needed(state)
 
+    def retire(self, vip_name: str, backend_name: str, backend_id: int) -> bool:
+        """End the flows of a backend that is out of service (see ``serving``) and still has
+        ``backend_id``; False (nothing done) if it is back in service, changed or gone."""
+        state = self.vips.get(vip_name)
+        if state is None or state.backend_ids.get(backend_name) != backend_id:
+            return False
+        if backend_name not in state.out_of_service():
+            return False
+        self._retire(state, backend_name)
+        return True
+
     def _retire(self, state: VipState, backend_name: str) -> None:
-        """A backend went down: its flows are over.  Its id is retired (the flow table sweeps
-        the entries that name it, a slice at a time; ``pick`` treats a hit on it as stale) and
-        it gets a new one, so flows it takes after coming back are told apart from those."""
+        """A backend's flows are over.  Its id is retired (the flow table sweeps the entries
+        that name it, a slice at a time; ``pick`` treats a hit on it as stale) and it gets a
+        new one, so flows it takes after coming back are told apart from those."""
         old_id = state.backend_ids[backend_name]
         self.flows.drop_backend(old_id)
         self._backends.pop(old_id, None)
@@ -211,7 +232,8 @@ class Balancer:
         self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
 
     def _request_if_needed(self, state: VipState) -> list[TableRequest]:
-        spec = state.wanted = state.wanted_spec()
+        state.follow()
+        spec = state.wanted
         if spec == state.table_spec:
             return []
         table = self.cache.get(spec)
@@ -273,7 +295,7 @@ class Balancer:
         if name is None:
             self.counters.no_backend += 1
             return None
-        if name not in state.healthy:
+        if name not in state.serving:
             self.counters.stale_table_drops += 1
             return None
         backend_id = state.backend_ids[name]
@@ -283,11 +305,13 @@ class Balancer:
 
     def held_backend(self, state: VipState, backend_id: int) -> Backend | None:
         """The backend a flow-table entry of ``state``'s VIP (naming ``backend_id``) holds its
-        flow to, or None if the entry is stale: its backend went down (its id was retired) or
-        away, or belongs to another VIP.  A draining backend (weight 0) is healthy: its entries
-        stand.  The one rule for placing packets (``pick``) and answering lookups."""
+        flow to, or None if the entry is stale: its backend was retired (its id with it: some
+        seconds after it went down, ``serving.retire_grace``) or went away, or the entry
+        belongs to another VIP.  A backend DOWN but not yet retired, or draining (weight 0),
+        holds its entries.  The one rule for placing packets (``pick``) and answering
+        lookups."""
         owner = self._backends.get(backend_id)
-        if owner is not None and owner[0] == state.vip.name and owner[1].name in state.healthy:
+        if owner is not None and owner[0] == state.vip.name:
             return owner[1]
         return None
 

@@ -23,6 +23,7 @@ class Effects:
     tables: list[TableRequest] = field(default_factory=list)  # Maglev tables to build
     notices: list[str] = field(default_factory=list)  # log lines of note (info)
     errors: list[str] = field(default_factory=list)  # log lines of trouble (error)
+    warnings: list[str] = field(default_factory=list)  # log lines of concern (warning)
 
     def __iadd__(self, other: Effects) -> Effects:
         """Add ``other``'s effects after these, in place (a call that gathers several)."""
@@ -30,6 +31,7 @@ class Effects:
         self.tables += other.tables
         self.notices += other.notices
         self.errors += other.errors
+        self.warnings += other.warnings
         return self
 
     def __add__(self, other: Effects) -> Effects:
@@ -38,7 +40,8 @@ class Effects:
             self.tables + other.tables,
             self.notices + other.notices,
             self.errors + other.errors,
+            self.warnings + other.warnings,
         )
 
     def __bool__(self) -> bool:
-        return bool(self.messages or self.tables or self.notices or self.errors)
+        return bool(self.messages or self.tables or self.notices or self.errors or self.warnings)

@@ -79,6 +79,13 @@ class GuardCounters:
     def switch_dropped_total(self) -> int:
         return sum(self.switch_dropped.values())
 
+    @property
+    def dropped_clients(self) -> int:
+        """Client packets the guard dropped so far, in the switch (every meter but the
+        probes') and in the controller: the overload monitor's evidence of a flood."""
+        switch = sum(n for meter, n in self.switch_dropped.items() if meter != PROBE_METER)
+        return switch + self.controller_dropped
+
 
 class Guard:
     """One gateway's flood guard: the meters it wants in the switch, the ones it has asked

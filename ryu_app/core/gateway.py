@@ -23,6 +23,7 @@ from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
 from ryu_app.core.model import Gateway, Vip, service_key
+from ryu_app.core.overload import LoadMonitor
 from ryu_app.core.packets import (
     mac_bytes,
     neighbour_advertisement,
@@ -30,6 +31,7 @@ from ryu_app.core.packets import (
     parse_solicitation,
 )
 from ryu_app.core.prober import Prober, Send, Verdict
+from ryu_app.core.retirement import Retirements
 
 # A per-flow rule installed less than this long ago is taken to be in the switch: repeated
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
@@ -134,8 +136,12 @@ class GatewayCore:
         self._retries: dict[str, tuple[float, TableRequest]] = {}  # VIP -> (when, what)
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
         self._own = frozenset(own)
-        self.prober = Prober(own, mac_bytes(self.mac), rng)
+        self.monitor = LoadMonitor()  # the gateway's own evidence of overload (``overload``)
+        self.prober = Prober(own, mac_bytes(self.mac), rng, self.monitor)
+        self._retirements = Retirements()  # backends out of service, until their grace ends
         self.guard = Guard(gateway.flood_guard)
+        if self.guard.config.rate:  # packet-ins near the guard's budget: a flood is metered
+            self.monitor.rate_limit = min(self.monitor.rate_limit, 0.9 * self.guard.config.rate)
         self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
 
     # ---- switch life cycle ---------------------------------------------------------------
@@ -255,9 +261,11 @@ class GatewayCore:
         backends that went (or changed tunnel or MAC) are deleted from the switch."""
         old = self.balancer.vips.get(vip.name)
         old_ids = set(old.backend_ids.values()) if old else set()
+        before = (old.out_of_service(), old.panic) if old else (set(), False)
         effects = Effects(tables=self.balancer.set_vip(vip))
         state = self.balancer.vips[vip.name]
         self.prober.set_vip(vip, state.healthy, now)
+        effects += self._retirements.follow(state, before, now)
         effects.notices.append(
             f"VIP {vip.name} {'replaced' if old else 'added'}: {vip.protocol} "
             f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
@@ -282,6 +290,7 @@ class GatewayCore:
             raise KeyError(name)
         self.balancer.remove_vip(name)
         self.prober.remove_vip(name)
+        self._retirements.forget_vip(name)
         effects = Effects(notices=[f"VIP {name} removed"])
         if self.ports is None:
             return effects
@@ -299,6 +308,7 @@ class GatewayCore:
         answers, in order, in one ``Effects``.  A message that does not frame is counted and
         dropped."""
         effects = Effects()
+        packet_ins = self.counters.packet_ins
         for message in messages:
             msg_type = message[1]
             try:
@@ -309,12 +319,17 @@ class GatewayCore:
                     cookie, reason, flow = of.parse_flow_removed(message)
                     self._flow_removed(cookie, flow, reason)
                 elif msg_type == ofmeter.OFPT_MULTIPART_REPLY:
-                    self._multipart_reply(message, effects)
+                    self._multipart_reply(message, now, effects)
                 elif msg_type == ofmeter.OFPT_ERROR:
                     self._switch_error(ofmeter.parse_error(message), now, effects)
             except of.WireError as error:
                 self.counters.packet_ins += msg_type == of.OFPT_PACKET_IN
                 self.counters.malformed[error.reason] += 1
+        self.monitor.packet_ins(self.counters.packet_ins - packet_ins, now)
+        if self.guard.counters.controller_dropped:  # no meters: the controller's bucket drops
+            self.monitor.guard_drops(self.guard.counters.dropped_clients, now)
+        if effects.tables:  # probe answers' verdicts
+            effects.tables = self.wanted_tables(effects.tables)
         return effects
 
     def _packet_in(
@@ -396,11 +411,11 @@ class GatewayCore:
         self.counters.probe_replies += 1
         sends, verdicts = self.prober.on_segment(segment, now)
         effects.messages += self._probe_packets(sends)
-        self._take_verdicts(verdicts, effects)
+        self._take_verdicts(verdicts, now, effects)
 
     # ---- the flood guard and the switch's own reports --------------------------------------
 
-    def _multipart_reply(self, message: bytes, effects: Effects) -> None:
+    def _multipart_reply(self, message: bytes, now: float, effects: Effects) -> None:
         kind = ofmeter.multipart_kind(message)
         if kind == ofmeter.OFPMP_METER_FEATURES:
             features = ofmeter.parse_meter_features(message)
@@ -408,6 +423,7 @@ class GatewayCore:
             self._guard_ready(effects)
         elif kind == ofmeter.OFPMP_METER:
             self.guard.on_stats(ofmeter.parse_meter_stats(message))
+            self.monitor.guard_drops(self.guard.counters.dropped_clients, now)
 
     def _guard_ready(self, effects: Effects) -> None:
         """The guard knows where it runs: say so, and give rules already in the switch their
@@ -457,18 +473,25 @@ class GatewayCore:
 
     # ---- health --------------------------------------------------------------------------
 
-    def health_tick(self, now: float) -> Effects:
-        """Called often (every few tens of ms): time out late probes, start due ones, sweep a
-        slice of the flow table for entries of backends that went down, and ask again for
-        the tables whose failed build is due for another try."""
+    def health_tick(self, now: float, lag: float = 0.0) -> Effects:
+        """Every 20 ms (``lag``: how late this one is): time out late probes, start due ones,
+        retire backends whose grace ended, sweep a slice of the flow table for entries of
+        retired backends, ask again for failed builds due for a retry, and say when an
+        overload episode starts or ends."""
         self.balancer.flows.sweep(SWEEP_PER_TICK)
+        self.monitor.loop_lag(lag, now)
+        self.monitor.packet_ins(0, now)
         effects = Effects()
         if self._retries:
             self._retries_due(now, effects)
-        self._take_verdicts(self.prober.expire(now), effects)
+        self._take_verdicts(self.prober.expire(now), now, effects)
+        self._retire_due(now, effects)
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
             effects.messages += self.guard.tick(now)
+        notices, warnings = self.monitor.tick(now)
+        effects.notices += notices
+        effects.warnings += warnings
         return effects
 
     def _probe_packets(self, sends: list[Send]) -> list[bytes]:
@@ -483,23 +506,47 @@ class GatewayCore:
             messages.append(of.controller_packet_out(actions, send.frame))
         return messages
 
-    def _take_verdicts(self, verdicts: list[Verdict], effects: Effects) -> None:
+    def _take_verdicts(self, verdicts: list[Verdict], now: float, effects: Effects) -> None:
+        """Apply a burst of verdicts: at most one table per VIP is asked for (the last one,
+        what the VIP wants after all of them), not one per verdict."""
+        if not verdicts:
+            return
+        taken = Effects()
         for verdict in verdicts:
             transition = verdict.transition
-            effects.notices.append(
+            taken.notices.append(
                 f"backend {verdict.backend} of VIP {verdict.vip} is {transition.state.upper()}"
                 f" ({transition.reason})"
             )
-            effects += self.set_health(verdict.vip, verdict.backend, transition.state == UP)
+            taken += self.set_health(verdict.vip, verdict.backend, transition.state == UP, now)
+        taken.tables = self.wanted_tables(taken.tables)
+        effects += taken
 
-    def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> Effects:
-        """This gateway's own verdict on a backend.  Down: its rules go from the switch now,
-        its entries from the table; either way the rebuilt Maglev table is asked for."""
-        backend_id = self.balancer.vips[vip_name].backend_ids.get(backend_name)
+    def set_health(self, vip_name: str, backend_name: str, healthy: bool, now: float) -> Effects:
+        """This gateway's own verdict on a backend.  Either way the Maglev table of the VIP's
+        new serving set is asked for.  Down: no new flows at once, but its established flows
+        keep their rules until its grace ends (``retirement``)."""
+        state = self.balancer.vips[vip_name]
+        before = state.out_of_service(), state.panic
         effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy))
-        if not healthy and self.ports is not None:
-            effects.messages.append(pipeline.delete_backend_flows(backend_id))  # its id then
-        return effects
+        return effects + self._retirements.follow(state, before, now)
+
+    def wanted_tables(self, requests: list[TableRequest]) -> list[TableRequest]:
+        """Of ``requests``, the last of each VIP, if the VIP still wants it: what is worth
+        building (a burst of health changes must not become a burst of builds)."""
+        latest = {request.vip: request for request in requests}
+        return [request for request in latest.values() if self.balancer.wants(request)]
+
+    def _retire_due(self, now: float, effects: Effects) -> None:
+        """Backends still out of service when their grace ended (``retirement``): their
+        flows' rules go from the switch (one message, by cookie), their entries from the table."""
+        for vip, backend, backend_id in self._retirements.retire_due(self.balancer, now):
+            if self.ports is not None:
+                effects.messages.append(pipeline.delete_backend_flows(backend_id))
+            effects.notices.append(
+                f"backend {backend} of VIP {vip} still down after its grace: "
+                "its flows' rules deleted, its flows re-hashed"
+            )
 
     # ---- Maglev tables built by the shell -------------------------------------------------
 

@@ -12,7 +12,8 @@ backends as UP; starting DOWN would make the restarted gateway disagree for ``ri
 Pure: it never probes and never reads a clock.  The prober (``prober.Prober``) schedules the
 probes from ``next_probe_at``, marks each one started (``start_probe``, which gives its
 deadline) and reports its result (``record(ok, now)``; a probe not answered by its deadline is
-a failure); a transition comes back as a value.
+a failure, unless the gateway was overloaded: then the prober calls it ``inconclusive``, which
+counts neither way, see ``overload``); a transition comes back as a value.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class HealthView(NamedTuple):
     last_result: bool | None
     last_result_at: float | None
     last_detail: str
+    last_inconclusive: bool = False  # the last probe told nothing (``record_inconclusive``)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class HealthState:
         "last_result",
         "last_result_at",
         "last_detail",
+        "last_inconclusive",
         "changed_at",
     )
 
@@ -90,6 +93,7 @@ class HealthState:
         self.last_result: bool | None = None
         self.last_result_at: float | None = None
         self.last_detail = ""
+        self.last_inconclusive = False
         self.changed_at = now
 
     @property
@@ -98,7 +102,12 @@ class HealthState:
 
     def view(self) -> HealthView:
         return HealthView(
-            self.state, self.changed_at, self.last_result, self.last_result_at, self.last_detail
+            self.state,
+            self.changed_at,
+            self.last_result,
+            self.last_result_at,
+            self.last_detail,
+            self.last_inconclusive,
         )
 
     def start_probe(self, now: float) -> float:
@@ -121,6 +130,7 @@ class HealthState:
         self.last_result = ok
         self.last_result_at = now
         self.last_detail = detail
+        self.last_inconclusive = False
         if ok == self.is_up:
             self._streak = 0
             return None
@@ -132,3 +142,13 @@ class HealthState:
         self.state = UP if ok else DOWN
         self.changed_at = now
         return Transition(self.state, now, detail or ("probe succeeded" if ok else "probe failed"))
+
+    def record_inconclusive(self, now: float, detail: str) -> None:
+        """A probe that told nothing about the backend (no answer in time while the gateway
+        was overloaded): it ends, and neither streak moves (a failure streak is not reset,
+        so a VM that really died still goes down once probes count again)."""
+        self.probe_started_at = None
+        self.last_result = None
+        self.last_result_at = now
+        self.last_detail = detail
+        self.last_inconclusive = True

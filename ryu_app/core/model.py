@@ -65,6 +65,10 @@ class HealthCheck:
     timeout: float = 1.0  # seconds a probe may take
     rise: int = 3  # consecutive successes that bring a DOWN backend UP
     fall: int = 3  # consecutive failures that take an UP backend DOWN
+    # Percent (0-100) of the VIP's serving backends (weight > 0) that must be healthy; below
+    # it the VIP is in panic and new flows are hashed over all of them (``core.serving``).
+    # 50 like Envoy's ``healthy_panic_threshold``; 0 never panics.
+    panic_threshold: int = 50
 
     @property
     def worst_detection_time(self) -> float:

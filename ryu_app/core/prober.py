@@ -16,7 +16,9 @@ works the same in Mininet and beside real gateways.  GLB Director health-checks 
 tunnel for the same reason.  Each probe has its own source port, so replies find their probe.
 
 - ``tcp``: SYN -> SYN-ACK is success (then RST, as HAProxy closes its checks); an RST or no
-  answer within ``timeout`` is failure.
+  answer within ``timeout`` is failure (no answer while the gateway is overloaded is
+  inconclusive instead: ``overload.LoadMonitor.silence``, which this prober also feeds with
+  each probe's outcome and answer time).
 - ``http``: after the SYN-ACK, one segment with ``GET path HTTP/1.0``; the status line of the
   answer must carry ``expect_status``.  Then RST.
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 
 from ryu_app.core.health import DOWN, UP, HealthPolicy, HealthState, HealthView, Transition
 from ryu_app.core.model import CHECK_HTTP, Vip, service_key
+from ryu_app.core.overload import LoadMonitor
 from ryu_app.core.packets import (
     TCP_ACK,
     TCP_FIN,
@@ -72,6 +75,7 @@ class _Probe:
     backend: str
     port: int  # our source port
     isn: int
+    started: float
     deadline: float
     peer_isn: int | None = None
     request: bytes = b""
@@ -90,10 +94,17 @@ class _Target:
 
 
 class Prober:
-    def __init__(self, addresses: Iterable[bytes], mac: bytes, rng: random.Random | None = None):
+    def __init__(
+        self,
+        addresses: Iterable[bytes],
+        mac: bytes,
+        rng: random.Random | None = None,
+        monitor: LoadMonitor | None = None,
+    ):
         self.sources = {len(a): a for a in reversed(list(addresses))}  # first address wins
         self.mac = mac
         self.rng = rng or random.Random()
+        self.monitor = monitor or LoadMonitor()
         self.states: dict[tuple[str, str], HealthState] = {}
         # Each state's ``view()`` as of its last change (a result, or its start): what the
         # REST side shows, copied in one step (``views.copy()``) however many backends.
@@ -145,6 +156,7 @@ class Prober:
             if old is not None and old.policy == policy and old.state == initial:
                 continue
             self._drop_probes(lambda probe, key=key: (probe.vip, probe.backend) == key)
+            self.monitor.forget(key)
             self.states[key] = state = HealthState(policy, now, initial, phase=self.rng.random())
             self.views[key] = state.view()
             self._plan(key, state.next_probe_at)
@@ -152,6 +164,7 @@ class Prober:
     def remove_vip(self, name: str, keep: set[str] | frozenset = frozenset()) -> None:
         self.targets.pop(name, None)
         for key in [k for k in self.states if k[0] == name and k[1] not in keep]:
+            self.monitor.forget(key)
             del self.states[key]
             del self.views[key]
             del self._scheduled[key]
@@ -189,7 +202,8 @@ class Prober:
             deadline = state.start_probe(now)
             self._plan(key, state.next_probe_at)
             target = self.targets[key[0]]
-            probe = _Probe(key[0], key[1], port, self.rng.getrandbits(32), deadline)
+            isn = self.rng.getrandbits(32)
+            probe = _Probe(key[0], key[1], port, isn, now, deadline)
             self._probes[port] = probe
             self._active[key] = port
             sends.append(self._send(target, probe, probe.isn, 0, TCP_SYN))
@@ -202,9 +216,15 @@ class Prober:
         heapq.heappush(self._schedule, (at, next(self._tie), key))
 
     def expire(self, now: float) -> list[Verdict]:
-        """Probes whose timeout passed without an answer count as failures."""
+        """Probes whose timeout passed without an answer count as failures, or, while the
+        gateway is overloaded, as inconclusive.  All of them are told to the monitor before
+        any is judged: silence of most backends at once is its evidence of a common cause."""
         late = [p for p in self._probes.values() if now >= p.deadline]
-        return [v for p in late if (v := self._finish(p, False, now, "no answer"))]
+        for probe in late:
+            key = (probe.vip, probe.backend)
+            state = self.states.get(key)
+            self.monitor.probe_ended(key, False, state is not None and state.is_up, now)
+        return [v for p in late if (v := self._finish(p, False, now, "no answer", answered=False))]
 
     def on_segment(self, segment: Segment, now: float) -> tuple[list[Send], list[Verdict]]:
         """A TCP segment addressed to the gateway: the answer to one of our probes, or noise."""
@@ -262,16 +282,37 @@ class Prober:
         verdict = self._finish(probe, ok, now, detail)
         return [verdict] if verdict else []
 
-    def _finish(self, probe: _Probe, ok: bool, now: float, detail: str) -> Verdict | None:
+    def _finish(
+        self, probe: _Probe, ok: bool, now: float, detail: str, answered: bool = True
+    ) -> Verdict | None:
+        """End ``probe``.  An answer is told to the monitor here (a silent probe was told by
+        ``expire``); one that came after the timeout, like no answer at all, is a failure
+        unless the monitor finds the gateway overloaded (then inconclusive: no verdict, no
+        streak moved).  A refusal or a wrong status is always a failure: the VM answered."""
         del self._probes[probe.port]
         key = (probe.vip, probe.backend)
         self._active.pop(key, None)
         state = self.states.get(key)
         if state is None:  # the backend went while its probe was out
             return None
+        timeout = state.policy.timeout
+        took = now - probe.started
+        if answered:
+            self.monitor.probe_ended(key, True, state.is_up, now, took / timeout)
+        if not answered or ok and took > timeout:
+            if answered:
+                detail = f"answered after the {timeout}s timeout"
+            inconclusive, detail = self.monitor.silence(state.policy, probe.started, now, detail)
+            if inconclusive:
+                state.record_inconclusive(now, detail)
+                self.views[key] = state.view()
+                return None
+            ok = False
         self.results[ok] += 1
         transition = state.record(ok, now, detail)
         self.views[key] = state.view()
+        if not state.is_up:
+            self.monitor.forget(key)
         return Verdict(probe.vip, probe.backend, transition) if transition else None
 
     def _reset(self, target: _Target, probe: _Probe) -> Send:

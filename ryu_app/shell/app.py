@@ -120,6 +120,7 @@ class LockstepApp(compat.app_base_class()):
         self.builder.start()
         self.handler_errors = 0
         self._tick_queued = False
+        self._tick_due = 0.0  # when the queued health tick should have run (its lag: load)
         self._tables_wanted: list = []  # TableRequests not handed to a build worker yet
         self._building = False
         self.service = GatewayService(
@@ -234,9 +235,12 @@ class LockstepApp(compat.app_base_class()):
 
     def _start_builds(self) -> None:
         if self._tables_wanted and not self._building:
-            self._building = True
-            requests, self._tables_wanted = self._tables_wanted, []
-            hub.spawn(self._build_tables, requests)
+            # Only what the VIPs still want: requests superseded while a build ran are not built.
+            requests = self.core.wanted_tables(self._tables_wanted)
+            self._tables_wanted = []
+            if requests:
+                self._building = True
+                hub.spawn(self._build_tables, requests)
 
     def _build_tables(self, requests) -> None:
         """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
@@ -266,14 +270,19 @@ class LockstepApp(compat.app_base_class()):
 
     def _ticker(self) -> None:
         while self.is_active:
+            due = self.clock() + HEALTH_TICK_SECONDS
             hub.sleep(HEALTH_TICK_SECONDS)
             if not self._tick_queued:  # a busy loop gets one tick, not a backlog
                 self._tick_queued = True
+                self._tick_due = due
                 self.send_event(self.name, EventCall(self._health_tick))
 
     def _health_tick(self) -> None:
+        """The tick, and how late it runs (the ticker's oversleep plus the loop's queue): the
+        core's evidence of its own load (``overload.LoadMonitor.loop_lag``)."""
         self._tick_queued = False
-        self.apply(self.core.health_tick(self.clock()))
+        now = self.clock()
+        self.apply(self.core.health_tick(now, lag=max(0.0, now - self._tick_due)))
 
     @handler.set_ev_cls(EventCall)
     @_guarded
@@ -354,5 +363,7 @@ class LockstepApp(compat.app_base_class()):
 def _log(effects: Effects) -> None:
     for notice in effects.notices:
         LOG.info("%s", notice)
+    for warning in effects.warnings:
+        LOG.warning("%s", warning)
     for error in effects.errors:
         LOG.error("%s", error)

@@ -13,9 +13,10 @@ def test_a_small_run_counts_one_backend_series_per_configured_backend(capsys):
         == 0
     )
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    # 12 lockstep_backend_up series, 2 probe results, 12 other unlabelled series; the flood
-    # guard's 7 (3 modes, its rate, 2 places of drop, probe answers dropped).
-    assert figures["series"] == 3 * 4 + 2 + 12 + 7
+    # 12 lockstep_backend_up series, 3 probe results, 3 lockstep_vip_panic series, 14 other
+    # unlabelled series; the flood guard's 7 (3 modes, its rate, 2 places of drop, probe
+    # answers dropped).
+    assert figures["series"] == 3 * 4 + 3 + 3 + 14 + 7
     assert figures["flow_entries"] == 10
     for name in ("snapshot_ms", "render_first_ms", "render_ms", "request_ms"):
         assert figures[name] > 0, name

@@ -357,11 +357,29 @@ def test_down_matches_the_library(web, flows):
     assert set(expected) == {"vm2", "vm3"}
 
 
-def test_all_backends_down_leaves_the_column_empty():
+def test_all_backends_down_without_panic_leaves_the_column_empty():
     downs = [arg for vm in ("vm1", "vm2", "vm3", "vm4") for arg in ("--down", vm)]
-    result = lockstep("lookup", *WEB, *downs, stdin="10.1.0.11,1,10.0.0.100,80,tcp\n")
-    assert result.returncode == 0
+    backends = [arg for backend in WEB_BACKENDS for arg in ("--backend", backend)]
+    row = "10.1.0.11,1,10.0.0.100,80,tcp\n"
+    result = lockstep("lookup", *backends, "--panic-threshold", "0", *downs, stdin=row)
+    assert result.returncode == 0 and result.stderr == b""
     assert out(result) == ["10.1.0.11,1,10.0.0.100,80,tcp,"]
+
+
+def test_in_panic_lookup_answers_as_the_gateways_do(web, flows):
+    """Three of four down is under the example's 50% panic threshold: like every gateway in
+    panic, ``lookup`` hashes over all four (``core.serving``, the one rule), and says so."""
+    downs = [arg for vm in ("vm1", "vm2", "vm4") for arg in ("--down", vm)]
+    result = lockstep("lookup", *WEB, *downs, stdin="\n".join(flows) + "\n")
+    assert result.returncode == 0
+    assert "in panic" in result.stderr.decode()
+    pairs = [(b.name, b.weight) for b in web.backends]
+    assert answers(result, flows) == [
+        expected_backend(row, pairs, web.table_size, web.hash) for row in flows
+    ]
+    # With the file's threshold passed as an argument too: refused (one source of truth).
+    refused = lockstep("lookup", *WEB, "--panic-threshold", "0", stdin="")
+    assert refused.returncode != 0 and b"panic threshold" in refused.stderr
 
 
 def test_backend_arguments_equal_the_config_vip(flows, web_answers):

@@ -21,7 +21,7 @@ from tests.ryu_app.fake_oftable import raw_packet_in
 from tests.ryu_app.promtext import families, samples, value
 
 # Family (as prometheus_client's parser names it: counters without ``_total``) -> type, help,
-# label names: exactly what the hand-written renderer served before issue 12.
+# label names: exactly what the hand-written renderer served before issue 12, and issue 13's.
 FAMILIES = {
     "lockstep_packet_ins": ("counter", "Packet-ins received.", ()),
     "lockstep_flows_installed": ("counter", "Per-flow rules installed.", ()),
@@ -84,6 +84,18 @@ FAMILIES = {
         "Messages the switch refused, by OpenFlow error type and code (-1: other kinds).",
         (),
     ),
+    # Issue 13: the gateway's own overload, and each VIP's panic.
+    "lockstep_overloaded": (
+        "gauge",
+        "1 while this gateway finds itself overloaded (unanswered probes are inconclusive).",
+        (),
+    ),
+    "lockstep_overload_episodes": ("counter", "Overload episodes this gateway saw.", ()),
+    "lockstep_vip_panic": (
+        "gauge",
+        "1 while too few of the VIP's backends are healthy: new flows go to all of them.",
+        ("vip",),
+    ),
 }
 
 
@@ -104,7 +116,7 @@ def traffic(harness) -> None:
     harness.client_packet(42000)
     harness.client_packet(42001)
     harness.core.on_messages([raw_packet_in(1, b"\x00" * 20)], harness.now)
-    harness.core.set_health("web", "vm1", False)
+    harness.core.set_health("web", "vm1", False, harness.now)
 
 
 def test_every_family_keeps_its_name_type_help_and_labels(harness):
@@ -187,3 +199,23 @@ def test_a_real_rest_server_counts_the_connections_it_accepted(harness):
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_overload_inconclusive_probes_and_panic_are_exported(harness):
+    """A flood of packet-ins makes the gateway overloaded; the probes it leaves unanswered are
+    counted as inconclusive; three of four backends down puts the VIP in panic."""
+    core, now = harness.core, harness.now
+    core.health_tick(now)
+    core.on_messages([raw_packet_in(1, b"\x00" * 20)] * 6000, now + 0.5)
+    core.health_tick(now + 1.0)  # the rate over the last second: 6,000/s; all probes out
+    core.health_tick(now + 2.0)  # and unanswered by their deadline
+    for backend in ("vm1", "vm2", "vm3"):
+        core.set_health("web", backend, False, now + 3.0)
+    text = harness.service.metrics()
+    assert value(text, "lockstep_overloaded") == 1
+    assert value(text, "lockstep_overload_episodes_total") == 1
+    assert value(text, "lockstep_probes_total", result="inconclusive") == 4
+    assert value(text, "lockstep_probes_total", result="fail") == 0
+    assert value(text, "lockstep_vip_panic", vip="web") == 1
+    core.set_health("web", "vm1", True, now + 4.0)
+    assert value(harness.service.metrics(), "lockstep_vip_panic", vip="web") == 0

@@ -11,6 +11,7 @@ from webob import Request
 
 from ryu_app.api.rest import MAX_BODY, RestApi
 from ryu_app.core import flowkey, pipeline
+from ryu_app.core.serving import retire_grace
 from tests.ryu_app.promtext import families, value
 
 API_VIP = {
@@ -172,6 +173,8 @@ def test_body_that_is_not_json_is_400(harness, raw, message):
         ({"table_size": 1000}, "table_size"),
         ({"health": {"interval": 1, "timeout": 2}}, "health"),
         ({"health": {"type": "http"}, "protocol": "udp"}, "health.type"),
+        ({"health": {"panic_threshold": 101}}, "health.panic_threshold"),
+        ({"health": {"panic_threshold": 50.5}}, "health.panic_threshold"),
         ({"backends": [{**VM5, "mac": "nope"}]}, "backends[0].mac"),
         ({"backends": [VM5, {**VM5, "name": "vm6"}]}, "backends[1].tunnel_ip"),
         ({"name": None}, "name"),
@@ -409,11 +412,15 @@ def test_lookup_answers_from_the_hash_then_from_the_flow_table(harness):
     assert harness.get_json(other_client)["source"] == "hash"
 
 
-def test_lookup_table_entry_of_a_down_backend_is_not_the_answer(harness):
+def test_lookup_table_entry_of_a_retired_backend_is_not_the_answer(harness):
     harness.client_packet(40000)
     backend = harness.get_json(LOOKUP)["backend"]
-    harness.core.set_health("web", backend, False)
+    harness.apply(harness.core.set_health("web", backend, False, harness.now))
     harness.settle()
+    answer = harness.get_json(LOOKUP)  # down, within its grace: the flow stays with it
+    assert answer["source"] == "table" and answer["backend"] == backend
+    grace = retire_grace(harness.core.balancer.vips["web"].vip.health)
+    harness.apply(harness.core.health_tick(harness.now + grace))
     answer = harness.get_json(LOOKUP)
     assert answer["source"] == "hash" and answer["backend"] != backend
 
@@ -512,7 +519,7 @@ def test_status_digests_agree_across_gateways_until_one_differs(make_harness):
     assert one["vips"]["web"]["table_current"] and one["switch_connected"]
     assert one["vips"]["web"]["healthy"] == ["vm1", "vm2", "vm3", "vm4"]
     # A health change on one gateway: same config, different healthy set.
-    gw2.core.set_health("web", "vm3", False)
+    gw2.core.set_health("web", "vm3", False, gw2.now)
     two = gw2.get_json("/v1/status")
     assert two["config_digest"] == one["config_digest"]
     assert two["vips"]["web"]["config_digest"] == one["vips"]["web"]["config_digest"]
@@ -531,6 +538,20 @@ def test_status_before_the_switch_connects(harness):
     assert harness.get_json("/v1/status")["switch_connected"] is False
 
 
+def test_a_vips_panic_threshold_is_set_over_rest_and_applies_at_once(harness):
+    for name in ("vm1", "vm2", "vm3"):  # 1 of 4 healthy: under the example's 50%
+        harness.apply(harness.core.set_health("web", name, False, harness.now))
+    harness.settle()
+    assert harness.get_json("/v1/health")["panic"] == {"web": True}
+    web = harness.get_json("/v1/vips/web")
+    assert web["health"]["panic_threshold"] == 50
+    body = {**web, "health": {**web["health"], "panic_threshold": 0}}
+    assert harness.request("PUT", "/v1/vips/web", body).status_int == 200
+    assert harness.get_json("/v1/vips/web")["health"]["panic_threshold"] == 0
+    assert harness.get_json("/v1/health")["panic"] == {"web": False}
+    assert harness.core.balancer.vips["web"].serving == {"vm4"}
+
+
 def test_health_view_shows_each_backend_and_its_last_probe(harness):
     view = harness.get_json("/v1/health")
     assert view["gateway"] == "gw1"
@@ -539,13 +560,22 @@ def test_health_view_shows_each_backend_and_its_last_probe(harness):
     assert all(r["healthy"] and r["probing"] and r["state"] == "up" for r in rows.values())
     assert all(r["last_result"] is None for r in rows.values())
     harness.core.health_tick(harness.now + 1.0)  # every probe starts (phases < interval)
-    harness.core.health_tick(harness.now + 1.5)  # and times out
-    harness.now += 2.0
-    rows = {row["backend"]: row for row in harness.get_json("/v1/health")["vips"]["web"]}
+    harness.core.health_tick(harness.now + 1.5)  # and times out, all at once: the gateway's
+    harness.now += 2.0  # own trouble (a common cause), not the backends'
+    view = harness.get_json("/v1/health")
+    rows = {row["backend"]: row for row in view["vips"]["web"]}
     for row in rows.values():
-        assert row["last_result"] == "fail" and row["last_detail"] == "no answer"
+        assert row["last_result"] == "inconclusive" and row["state"] == "up"
+        assert row["last_detail"] == (
+            "no answer; inconclusive: the gateway is overloaded (common_cause)"
+        )
         assert row["last_probe_at"] == pytest.approx(101.5 + harness.WALL_OFFSET)
         assert row["since"] == pytest.approx(100.0 + harness.WALL_OFFSET)  # up since start
+    assert view["panic"] == {"web": False}
+    load = view["overload"]
+    assert load["overloaded"] and load["reasons"] == ["common_cause"]
+    assert load["since"] == pytest.approx(101.5 + harness.WALL_OFFSET)
+    assert (load["silent_backends"], load["inconclusive_probes"]) == (4, 4)
 
 
 def test_metrics_are_prometheus_text_with_help_and_type(harness):

@@ -19,6 +19,7 @@ from ryu_app.core.flowkey import flow_from_fields
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.maglev import TableSpec
 from ryu_app.core.model import Backend, Vip
+from ryu_app.core.serving import retire_grace
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.conftest import NEW_VIP as API
 from tests.ryu_app.promtext import value
@@ -397,7 +398,7 @@ def test_health_shows_static_backends_as_healthy_and_not_probed(harness):
 
 def test_status_and_metrics_follow_changes_through_their_caches(harness):
     first = harness.service.status()
-    harness.core.set_health("web", "vm1", False)
+    harness.core.set_health("web", "vm1", False, harness.now)
     second = harness.service.status()
     assert second["vips"]["web"]["healthy"] == ["vm2", "vm3", "vm4"]
     assert second["vips"]["web"]["healthy_digest"] != first["vips"]["web"]["healthy_digest"]
@@ -407,7 +408,7 @@ def test_status_and_metrics_follow_changes_through_their_caches(harness):
     third = harness.service.status()
     assert third["config_digest"] != second["config_digest"]
     assert third["vips"]["web"]["config_digest"] != second["vips"]["web"]["config_digest"]
-    harness.core.set_health("web", "vm1", True)
+    harness.core.set_health("web", "vm1", True, harness.now)
     assert value(harness.service.metrics(), "lockstep_backend_up", vip="web", backend="vm1") == 1
 
 
@@ -422,25 +423,37 @@ def test_metrics_count_failed_table_builds(harness):
 
 
 def test_lookup_and_the_packet_path_apply_one_stale_entry_rule(harness):
-    """After a drain (entries stand) and a backend going down (its entries are stale), the
-    lookup answers "table" for exactly the flows the packet path serves from the table."""
+    """After a drain (entries stand), a backend going down (its entries stand for its grace)
+    and its grace ending (they are stale), the lookup answers "table" for exactly the flows
+    the packet path serves from the table."""
     balancer = harness.core.balancer
     ports = range(40000, 40300)
     flows = [flow_from_fields("10.1.0.11", port, "10.0.0.100", 80, "tcp") for port in ports]
     for flow in flows:
         balancer.pick(flow, harness.now)
     harness.service.update_backend("web", "vm1", {"weight": 0}, harness.now, merge=True)
-    harness.apply(harness.core.set_health("web", "vm2", False))
+    harness.apply(harness.core.set_health("web", "vm2", False, harness.now))
     harness.settle()
-    sources = []
-    for port, flow in zip(ports, flows, strict=True):
-        query = {"src_ip": "10.1.0.11", "src_port": str(port), "dst_ip": "10.0.0.100"}
-        answer = harness.service.lookup({**query, "dst_port": "80"}, harness.now)
-        decision = balancer.pick(flow, harness.now)
-        assert (answer["source"] == "table") == decision.from_table, port
-        assert answer["backend"] == decision.backend.name, port
-        sources.append((answer["source"], answer["backend"]))
+
+    def both_answers() -> list[tuple[str, str]]:
+        sources = []
+        for port, flow in zip(ports, flows, strict=True):
+            query = {"src_ip": "10.1.0.11", "src_port": str(port), "dst_ip": "10.0.0.100"}
+            answer = harness.service.lookup({**query, "dst_port": "80"}, harness.now)
+            decision = balancer.pick(flow, harness.now)
+            assert (answer["source"] == "table") == decision.from_table, port
+            assert answer["backend"] == decision.backend.name, port
+            sources.append((answer["source"], answer["backend"]))
+        return sources
+
+    sources = both_answers()
     assert ("table", "vm1") in sources  # drained: its flows stay
+    assert ("table", "vm2") in sources  # down, within its grace: its flows stay
+    assert not any(source == "hash" for source, _ in sources)
+    grace = retire_grace(balancer.vips["web"].vip.health)
+    harness.apply(harness.core.health_tick(harness.now + grace))  # still down: retired
+    sources = both_answers()
+    assert ("table", "vm1") in sources
     assert not any(backend == "vm2" for _, backend in sources)
     assert any(source == "hash" for source, _ in sources)  # vm2's flows, re-hashed
 

@@ -384,6 +384,18 @@ def test_missing_required_key(raw, section, key, path):
         (("vips", 0, "health", "interval"), 0.01, "vips[0].health.interval", "must be 0.05"),
         (("vips", 0, "health", "expect_status"), 99, "vips[0].health.expect_status", "100..599"),
         (("vips", 0, "health", "port"), 70000, "vips[0].health.port", "must be 1..65535"),
+        (
+            ("vips", 0, "health", "panic_threshold"),
+            101,
+            "vips[0].health.panic_threshold",
+            "must be 0..100",
+        ),
+        (
+            ("vips", 0, "health", "panic_threshold"),
+            -1,
+            "vips[0].health.panic_threshold",
+            "must be 0..100",
+        ),
         (("underlay", "mtu"), 1279, "underlay.mtu", "must be 1280..9000"),
         (("underlay", "mtu"), 9001, "underlay.mtu", "must be 1280..9000"),
     ],

@@ -128,6 +128,7 @@ class GatewayRig:
         self.core = GatewayCore(gateway, rng=random.Random(seed))
         self.table = FakeOFTable()
         self.notices: list[str] = []
+        self.warnings: list[str] = []
         self.errors: list[str] = []
         self.tables_wanted: list = []  # asked for and not built (``build_tables`` False)
         self.build_tables = build_tables
@@ -141,6 +142,7 @@ class GatewayRig:
         built at once (unless ``build_tables`` is False: then ``build`` does)."""
         self.table.apply(effects.messages)
         self.notices += effects.notices
+        self.warnings += effects.warnings
         self.errors += effects.errors
         self.tables_wanted += effects.tables
         if self.build_tables:
@@ -188,10 +190,10 @@ class GatewayRig:
         (answer,) = answers
         return answer.forwarding
 
-    def tick(self, now: float) -> list[PacketOut]:
-        """A health tick: the packets the controller sent (probes)."""
+    def tick(self, now: float, lag: float = 0.0) -> list[PacketOut]:
+        """A health tick (``lag`` seconds late): the packets the controller sent (probes)."""
         before = len(self.table.packet_outs)
-        self.run(self.core.health_tick(now))
+        self.run(self.core.health_tick(now, lag))
         return self.table.packet_outs[before:]
 
     def expire(self, rule: Rule, now: float) -> None:

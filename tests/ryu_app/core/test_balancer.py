@@ -49,6 +49,14 @@ def ready(*vips):
     return balancer
 
 
+def down_and_retired(balancer, vip_name, backend_name):
+    """The backend goes down, its table is built, and its grace ends (the gateway retires
+    it then: ``retirement.Retirements``)."""
+    balancer.rebuild_now(balancer.set_health(vip_name, backend_name, False))
+    backend_id = balancer.vips[vip_name].backend_ids[backend_name]
+    assert balancer.retire(vip_name, backend_name, backend_id)
+
+
 def test_two_gateways_with_the_same_healthy_set_agree_without_sharing_anything():
     vip = make_vip(count=8)
     gateway_a = ready(vip)
@@ -81,14 +89,33 @@ def test_non_syn_miss_is_counted_separately():
     assert balancer.flows.counters.tcp_non_syn_misses == 1
 
 
-def test_backend_down_ends_its_flows_at_once_and_its_entries_are_swept():
+def test_a_backend_down_keeps_its_flows_but_takes_no_new_ones_until_retired():
+    balancer = ready(make_vip(count=5))
+    flows = random_flows(1000)
+    placed = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
+    victim_id = balancer.vips["web"].backend_ids["vm3"]
+    assert balancer.set_health("web", "vm3", False)  # a rebuild is requested
+    victims = [flow for flow in flows if placed[flow] == "vm3"]
+    for flow in victims:  # its established flows stay with it (their rules do, in a switch)
+        decision = balancer.pick(flow, 1.0)
+        assert decision.from_table and decision.backend.name == "vm3"
+    new = [balancer.pick(flow, 1.0) for flow in random_flows(300, seed=4)]
+    assert all(d is None or d.backend.name != "vm3" for d in new)  # old table: dropped
+    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    assert balancer.retire("web", "vm3", victim_id + 1000) is False  # not its id
+    assert balancer.set_health("web", "vm3", True) == []  # back: the cached table
+    assert balancer.retire("web", "vm3", victim_id) is False  # in service: nothing to end
+    assert balancer.vips["web"].backend_ids["vm3"] == victim_id and balancer.counters
+
+
+def test_a_retired_backend_ends_its_flows_and_its_entries_are_swept():
     balancer = ready(make_vip(count=5))
     flows = random_flows(1000)
     placed = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
     victim_id = balancer.vips["web"].backend_ids["vm3"]
     assert balancer.flows.count_by_backend()[victim_id] > 0
     assert balancer.set_health("web", "vm3", False)  # a rebuild is requested ...
-    # ... and before it lands, no flow of the victim is served from the table any more.
+    assert balancer.retire("web", "vm3", victim_id)  # ... and the grace ended before it landed
     victims = [flow for flow in flows if placed[flow] == "vm3"]
     for flow in victims[:10]:
         decision = balancer.pick(flow, 1.0)  # the old table still names vm3: dropped
@@ -106,7 +133,7 @@ def test_a_backend_back_up_has_a_new_id_so_the_sweep_spares_its_new_flows():
     for flow in random_flows(500):
         balancer.pick(flow, 0.0)
     old_id = balancer.vips["web"].backend_ids["vm3"]
-    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    down_and_retired(balancer, "web", "vm3")
     balancer.rebuild_now(balancer.set_health("web", "vm3", True))
     new_id = balancer.vips["web"].backend_ids["vm3"]
     assert new_id != old_id and balancer.backend_of(old_id) is None
@@ -124,7 +151,7 @@ def test_backend_down_then_rebuild_moves_only_the_victims_flows():
     balancer = ready(make_vip(count=5))
     flows = random_flows(1000)
     before = {flow: balancer.pick(flow, 0.0).backend.name for flow in flows}
-    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    down_and_retired(balancer, "web", "vm3")
     after = {flow: balancer.pick(flow, 1.0) for flow in flows}
     for flow, decision in after.items():
         assert decision.backend.name != "vm3"
@@ -188,12 +215,37 @@ def test_unknown_service_is_not_vip_traffic():
     assert balancer.counters.not_vip == 3
 
 
-def test_all_backends_down_means_no_backend():
-    balancer = ready(make_vip(count=2))
+def test_all_backends_down_without_panic_means_no_backend():
+    balancer = ready(make_vip(count=2, health=HealthCheck(panic_threshold=0)))
     balancer.rebuild_now(balancer.set_health("web", "vm1", False))
     balancer.rebuild_now(balancer.set_health("web", "vm2", False))
     assert balancer.pick(tcp_flow(), 0.0) is None
-    assert balancer.counters.no_backend == 1
+    assert balancer.counters.no_backend == 1 and not balancer.vips["web"].panic
+
+
+def test_under_the_panic_threshold_new_flows_go_to_every_serving_backend():
+    """Envoy's panic: 1 of 4 healthy is under 50%, so the table is over all four of weight > 0
+    (the same on every gateway in panic), and the down ones keep their entries."""
+    drained = Backend("vm4", "192.168.100.14", "02:00:00:00:01:04", 0)
+    fifth = Backend("vm5", "192.168.100.15", "02:00:00:00:01:05")
+    balancer = ready(make_vip(backends=(*backends(3), drained, fifth)))
+    state = balancer.vips["web"]
+    balancer.rebuild_now(balancer.set_health("web", "vm4", False))  # weight 0: counts nowhere
+    balancer.rebuild_now(balancer.set_health("web", "vm1", False))
+    assert not state.panic and state.serving == {"vm2", "vm3", "vm5"}  # 3 of 4 healthy
+    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    assert not state.panic  # 2 of 4: not under 50%
+    builds = balancer.cache.builds
+    balancer.rebuild_now(balancer.set_health("web", "vm3", False))
+    assert state.panic and state.serving == {"vm1", "vm2", "vm3", "vm5"}  # not vm4 (weight 0)
+    assert state.out_of_service() == {"vm4"}  # draining and down: its flows may end
+    assert balancer.cache.builds == builds  # the all-healthy table was cached: no build
+    picked = {balancer.pick(flow, 1.0).backend.name for flow in random_flows(400)}
+    assert picked == {"vm1", "vm2", "vm3", "vm5"}
+    assert balancer.retire("web", "vm1", state.backend_ids["vm1"]) is False  # served in panic
+    balancer.rebuild_now(balancer.set_health("web", "vm1", True))
+    assert not state.panic and state.serving == {"vm1", "vm5"}
+    assert state.out_of_service() == {"vm2", "vm3", "vm4"}
 
 
 def test_identical_backend_sets_share_one_table_and_rebuild_only_on_change():
@@ -292,8 +344,9 @@ def test_udp_vip_uses_udp_idle_timeout_from_config():
 
 
 def test_held_backend_is_the_stale_entry_rule():
-    """An entry stands while its backend is this VIP's and healthy here, draining included;
-    it is stale once the backend went down (its id retired) or away, or for another VIP."""
+    """An entry stands while its backend is this VIP's and not retired, draining or down
+    within its grace included; it is stale once the backend was retired (its id with it) or
+    went away, or for another VIP."""
     vip = make_vip(count=3)
     balancer = ready(vip, make_vip("api", port=8080, count=3))
     web, api = balancer.vips["web"], balancer.vips["api"]
@@ -306,7 +359,9 @@ def test_held_backend_is_the_stale_entry_rule():
     balancer.rebuild_now(balancer.set_vip(make_vip(backends=drained)))
     assert balancer.held_backend(web, vm1).weight == 0  # draining: the entry stands
     balancer.rebuild_now(balancer.set_health("web", "vm2", False))
-    assert balancer.held_backend(web, vm2) is None  # down: stale
+    assert balancer.held_backend(web, vm2).name == "vm2"  # down, within its grace: stands
+    assert balancer.retire("web", "vm2", vm2)
+    assert balancer.held_backend(web, vm2) is None  # retired: stale
     balancer.rebuild_now(balancer.set_health("web", "vm2", True))
     assert balancer.held_backend(web, vm2) is None  # back up under a new id: still stale
     balancer.rebuild_now(balancer.set_vip(make_vip(backends=drained[:1])))
@@ -318,7 +373,7 @@ def test_pick_serves_from_the_table_exactly_when_held_backend_says_so():
     flows = random_flows(300)
     for flow in flows:
         balancer.pick(flow, 0.0)
-    balancer.rebuild_now(balancer.set_health("web", "vm2", False))
+    down_and_retired(balancer, "web", "vm2")
     state = balancer.vips["web"]
     verdicts = []
     for flow in flows:

@@ -157,3 +157,26 @@ def test_meter_mods_are_only_sent_when_something_changed():
     rig = GatewayRig()
     effects = rig.run(rig.core.set_vip(VIP, 1.0))
     assert not [m for m in effects.messages if m[1] == ofmeter.OFPT_METER_MOD]
+
+
+def test_rising_meter_drops_tell_the_health_checks_the_gateway_is_flooded():
+    rig = GatewayRig()
+    monitor = rig.core.monitor
+    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 0})], 1.0))
+    assert not monitor.overloaded(1.0)
+    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 5000})], 2.0))
+    assert monitor.overloaded(2.0)
+    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 5000})], 6.0))
+    assert not monitor.overloaded(6.0)  # no new drops: the flood is over
+
+
+def test_probe_meter_drops_are_not_a_flood_of_clients():
+    rig = GatewayRig()
+    rig.run(rig.core.on_messages([raw_meter_stats({PROBE_METER: 0})], 1.0))
+    rig.run(rig.core.on_messages([raw_meter_stats({PROBE_METER: 50})], 2.0))
+    assert rig.core.guard.counters.dropped_clients == 0
+
+
+def test_the_packet_in_rate_that_means_overload_follows_the_guards_budget():
+    rig = GatewayRig(gateway=dataclasses.replace(GATEWAY, flood_guard=FloodGuard(1000, 100)))
+    assert rig.core.monitor.rate_limit == 900

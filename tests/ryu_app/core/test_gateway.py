@@ -8,6 +8,7 @@ from ryu_app.core import openflow, pipeline
 from ryu_app.core.flowkey import TCP_ACK, parse_frame
 from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, RecentInstalls, default_mac
 from ryu_app.core.model import Vip
+from ryu_app.core.serving import retire_grace
 from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (
     BACKENDS,
@@ -258,20 +259,54 @@ def test_an_entry_outlives_the_vips_idle_timeout_while_its_rule_carries_the_flow
     assert len(rig.core.balancer.flows) == 1
 
 
-def test_a_backend_that_goes_down_loses_its_rules_and_its_flows_move():
+def test_a_backend_down_keeps_its_rules_for_its_grace_then_they_go_and_its_flows_move():
     rig = GatewayRig()
     flows = [frame(sport=40000 + n) for n in range(30)]
     for data in flows:
         rig.send(UPLINK, data, 1.0)
     victim = backend_of(rig, flows[0])
-    down = rig.run(rig.core.set_health("web", victim, False))
-    assert down.tables  # a table without it was asked for (and built here)
+    down = rig.run(rig.core.set_health("web", victim, False, 2.0))
+    assert down.tables and down.messages == []  # a table without it; no rule deleted
+    assert where(rig, flows[0]).tunnel == tunnel_of(victim)  # its flows keep their rules
+    fresh = [frame(sport=50000 + n) for n in range(60)]
+    assert all(rig.send(UPLINK, data, 2.5).tunnel != tunnel_of(victim) for data in fresh)
+    grace = retire_grace(VIP.health)
+    rig.tick(2.0 + grace - 0.05)
+    assert where(rig, flows[0]).tunnel == tunnel_of(victim)
+    rig.tick(2.0 + grace)  # still down when its grace ended: its rules go, in one message
+    assert rig.notices[-1] == (
+        f"backend {victim} of VIP web still down after its grace: "
+        "its flows' rules deleted, its flows re-hashed"
+    )
     left = {BY_TUNNEL[run_actions(r.actions, {}).tunnel[0]] for r in rig.table.rules_at(200)}
     assert victim not in left and left  # only its rules went
-    rig.tick(2.0)  # sweeps the backend's entries
-    moved = rig.send(UPLINK, flows[0], 3.0)
+    rig.tick(2.0 + grace + 0.02)  # sweeps the backend's entries
+    moved = rig.send(UPLINK, flows[0], 3.0 + grace)
     assert moved.rule is None and moved.tunnel != tunnel_of(victim)
-    assert rig.core.set_health("web", victim, True).messages == []
+    assert rig.core.set_health("web", victim, True, 3.0 + grace).messages == []
+
+
+def test_a_backend_back_within_its_grace_moved_no_established_flow():
+    """A flap (down, then up again before its grace ends): every established flow goes where
+    it went before, by its rule or, once its rule is lost, by its entry; nothing was deleted."""
+    rig = GatewayRig()
+    flows = [frame(sport=40000 + n) for n in range(30)]
+    acks = {data: frame(sport=40000 + n, flags=TCP_ACK) for n, data in enumerate(flows)}
+    before = {data: rig.send(UPLINK, data, 1.0).tunnel for data in flows}
+    victim = backend_of(rig, flows[0])
+    rules = len(rig.table.rules_at(pipeline.PRIORITY_FLOW))
+    rig.run(rig.core.set_health("web", victim, False, 2.0))
+    rig.tick(3.0)
+    rig.connect(3.5)  # the switch reconnects meanwhile: every rule is gone, the entries stay
+    assert all(rig.send(UPLINK, acks[d], 4.0).tunnel == before[d] for d in flows)
+    up = rig.run(rig.core.set_health("web", victim, True, 5.0))
+    assert up.notices == [
+        f"backend {victim} of VIP web is back within its "
+        f"{retire_grace(VIP.health):g} s grace: its flows kept their rules"
+    ]
+    rig.tick(2.0 + retire_grace(VIP.health) + 1.0)  # the grace would have ended by now
+    assert len(rig.table.rules_at(pipeline.PRIORITY_FLOW)) == rules  # reinstalled, none lost
+    assert all(where(rig, acks[d]).tunnel == before[d] for d in flows)
 
 
 # ---- small pieces ------------------------------------------------------------------------------

@@ -37,8 +37,11 @@ def test_a_static_vip_punts_no_probe_answers():
 
 
 def test_turning_checks_off_brings_down_backends_back_and_removes_the_probe_punt():
-    rig = GatewayRig(vips=(PROBED_VIP,))
-    now = run_probes(rig, 0.0, 10 * PROBED_VIP.health.interval)  # nothing answers: all down
+    no_panic = dataclasses.replace(PROBED_VIP.health, panic_threshold=0)
+    rig = GatewayRig(vips=(dataclasses.replace(PROBED_VIP, health=no_panic),))
+    now = 1.0
+    for backend in BACKENDS:
+        rig.run(rig.core.set_health("web", backend.name, False, now))
     assert rig.core.balancer.vips["web"].healthy == set()
     assert rig.send(UPLINK, frame(), now).dropped  # no backend to place a flow on
     rig.run(rig.core.set_vip(STATIC, now))

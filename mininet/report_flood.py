@@ -1,13 +1,14 @@
 """The flood scenario's figure (``plot_flood``): four panels over the scenario's time, the
-flood's window shaded in each: SYNs per second (offered by the flooder, passed by the router
-to the flooded gateway, dropped by its flood guard's meter), each gateway's view of each
-backend (up, down, no answer), the legitimate client's connections (success per second and
-each one's connect time), and the downloads' progress.  ``flood_plot`` computes what is drawn
-without matplotlib (the tests ask it); ``draw_flood`` returns the figure.
+flood's window shaded in each: packets per second (offered by the flooder, passed by the router
+to the flooded gateway, read by its switch from its uplink, dropped by its flood guard's meter),
+each gateway's view of each backend (up, down, no answer) and of its own load (overloaded, a
+VIP in panic), the legitimate client's connections (success per second and each one's connect
+time), and the downloads' progress.  ``flood_plot`` computes what is drawn without matplotlib
+(the tests ask it); ``draw_flood`` returns the figure.
 
 It reads the scenario's ``flood`` (its ``timeline`` for the downloads)::
 
-    {"victim": "gw1", "flooder": "c3", "command": "hping3 ...", "start": 2.1, "end": 6.1,
+    {"victim": "gw1", "flooder": "flooder", "command": "hping3 ...", "start": 2.1, "end": 6.1,
      "samples": [...], "connections": [...]}     # in overload_summary.py's format
 """
 
@@ -19,7 +20,13 @@ from typing import NamedTuple
 import overload_summary as summary
 from report_plots import _byte_unit, _natural, _new_figure, _plot_title
 
-STATE_COLOURS = {"up": "tab:green", "down": "tab:red", "no answer": "tab:gray"}
+STATE_COLOURS = {
+    "up": "tab:green",
+    "down": "tab:red",
+    "no answer": "tab:gray",
+    "overloaded": "tab:orange",  # the gateway's own verdict: silence is inconclusive
+    "panic": "tab:purple",  # too few backends look healthy: the VIP serves them all
+}
 FLOOD_SHADE = "#f4c7c3"
 
 
@@ -28,8 +35,9 @@ class FloodPlot(NamedTuple):
     window: tuple[float, float]  # the flood: start, end (seconds since the scenario started)
     offered: list[tuple[float, float]]  # (t, SYN/s) from the flooder
     forwarded: list[tuple[float, float]]  # (t, packets/s) the router sent to the victim
+    read: list[tuple[float, float]]  # (t, packets/s) the victim's switch read from its uplink
     dropped: list[tuple[float, float]]  # (t, packets/s) the victim's guard dropped in its switch
-    states: dict[str, list[tuple[float, float, str]]]  # "gw1 vm1" -> (from, to, state)
+    states: dict[str, list[tuple[float, float, str]]]  # "gw1 vm1", "gw1 load" -> (from, to, state)
     succeeded: list[tuple[float, float]]  # (t, connect ms) of each successful connection
     failed: list[float]  # start times of the failed ones
     success: list[tuple[float, float]]  # (second, percent) per second
@@ -52,6 +60,7 @@ def flood_plot(scenario: dict) -> FloodPlot:
         (flood["start"], flood["end"]),
         summary.rate_series(summary.series(samples, "offered")),
         summary.rate_series(summary.series(samples, "forwarded")),
+        summary.rate_series(summary.read_by_switch(samples)),
         summary.rate_series(summary.series(samples, "dropped_in_switch", victim), span=1.0),
         state_segments(samples),
         [(c["t"], c["connect_ms"]) for c in connections if c["ok"] and c.get("connect_ms")],
@@ -64,26 +73,42 @@ def flood_plot(scenario: dict) -> FloodPlot:
 
 def state_segments(samples: list[dict]) -> dict[str, list[tuple[float, float, str]]]:
     """Per "gateway backend" row, the state each sample saw, held until the next sample (the
-    last one held for one more interval's worth); neighbouring equal states merged."""
+    last one held for one more interval's worth), neighbouring equal states merged; and per
+    gateway that says so, a "gateway load" row of its overload and panic verdicts (nothing
+    drawn while it has neither)."""
     rows: dict[str, list[tuple[float, float, str]]] = {}
     times = [s["t"] for s in samples]
     step = min((b - a for a, b in zip(times, times[1:], strict=False)), default=0.5)
+
+    def hold(name: str, t: float, until: float, state: str | None) -> None:
+        segments = rows.setdefault(name, [])
+        if state is None:
+            return
+        if segments and segments[-1][2] == state and segments[-1][1] == t:
+            segments[-1] = (segments[-1][0], until, state)
+        else:
+            segments.append((t, until, state))
+
+    judged = {g for s in samples for g, v in s["gateways"].items() if "overloaded" in (v or {})}
     for index, sample in enumerate(samples):
-        until = times[index + 1] if index + 1 < len(times) else sample["t"] + step
-        for gateway, view in sorted(sample["gateways"].items()):
-            backends = (view or {}).get("backends")
-            names = backends or _known_backends(samples, gateway)
-            for backend in names:
-                if backends is None:
-                    state = "no answer"
-                else:
+        t = sample["t"]
+        until = times[index + 1] if index + 1 < len(times) else t + step
+        for gateway, seen in sorted(sample["gateways"].items()):
+            backends = (seen or {}).get("backends")
+            for backend in backends or _known_backends(samples, gateway):
+                state = "no answer"
+                if backends is not None:
                     state = "up" if backends[backend]["healthy"] else "down"
-                segments = rows.setdefault(f"{gateway} {backend}", [])
-                if segments and segments[-1][2] == state and segments[-1][1] == sample["t"]:
-                    segments[-1] = (segments[-1][0], until, state)
-                else:
-                    segments.append((sample["t"], until, state))
+                hold(f"{gateway} {backend}", t, until, state)
+            if gateway in judged:
+                hold(f"{gateway} load", t, until, _load(seen or {}))
     return {name: rows[name] for name in sorted(rows, key=_natural)}
+
+
+def _load(view: dict) -> str | None:
+    if view.get("panic"):
+        return "panic"
+    return "overloaded" if view.get("overloaded") else None
 
 
 def _known_backends(samples: list[dict], gateway: str) -> list[str]:
@@ -125,7 +150,12 @@ def _draw_rates(axes, plot: FloodPlot) -> None:
     for points, label, style in (
         (plot.offered, "offered by the flooder", {"color": "tab:red"}),
         (plot.forwarded, f"router -> {plot.victim}", {"color": "tab:orange", "linestyle": "--"}),
-        (plot.dropped, f"dropped by {plot.victim}'s flood guard (meter)", {"color": "black"}),
+        (plot.read, f"read by {plot.victim}'s switch", {"color": "tab:blue"}),
+        (
+            plot.dropped,
+            f"dropped by {plot.victim}'s flood guard (meter, polled 1/s)",
+            {"color": "black"},
+        ),
     ):
         if points:
             # each rate is over the time up to its point: drawn back from there
@@ -149,13 +179,18 @@ def _draw_states(axes, plot: FloodPlot) -> None:
     axes.set_ylabel("backend\nstate")
     from matplotlib.patches import Patch  # noqa: PLC0415 (optional dependency)
 
+    shown = [s for s in STATE_COLOURS if s in ("up", "down") or _appears(plot, s)]
     axes.legend(
-        [Patch(color=c) for c in STATE_COLOURS.values()],
-        list(STATE_COLOURS),
+        [Patch(color=STATE_COLOURS[s]) for s in shown],
+        shown,
         loc="upper left",
         bbox_to_anchor=(1.01, 1),
         fontsize=8,
     )
+
+
+def _appears(plot: FloodPlot, state: str) -> bool:
+    return any(s == state for segments in plot.states.values() for _, _, s in segments)
 
 
 def _draw_connections(axes, plot: FloodPlot) -> None:

@@ -52,7 +52,7 @@ def flood(world: World, counts: Counts) -> dict:
     with _flooder(world) as flooder, _pinned(world, victim):
         run = _flood_run(world, counts, result, flooder, victim, legit)
     assessment = overload_summary.assess(
-        run.samples, run.connections, run.start, run.end, victim.name
+        run.samples, run.connections, run.start, run.end, victim.name, result.transfers
     )
     result.checks += assessment.checks
     result.figures.update(assessment.figures)

@@ -60,6 +60,47 @@ def test_interface_packets_counts_what_it_sent_and_its_queue_dropped():
     assert summary.interface_packets(PROC_NET_DEV, "flooder") is None
 
 
+def test_port_rx_packets_reads_ovs_ofctl_dump_ports():
+    text = (
+        "OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n"
+        '  port  "gw1-eth0": rx pkts=90123, bytes=5408000, drop=0, errs=0, frame=0, over=0,'
+        " crc=0\n           tx pkts=77, bytes=9000, drop=0, errs=0, coll=0\n"
+    )
+    assert summary.port_rx_packets(text) == 90123
+    assert summary.port_rx_packets("ovs-ofctl: gw1: failed to connect") is None
+
+
+def test_socket_drops_add_up_the_packet_sockets_of_one_interface():
+    text = (
+        "Netid Recv-Q Send-Q Local Address:Port Peer Address:PortProcess\n"
+        "p_raw 0      0                   *:gw1-eth0             *        \n"
+        "\t skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d7000) ino:1 sk:1\n"
+        "p_raw 0      0                   *:gw1-eth0             *        \n"
+        "\t skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d25) ino:2 sk:2\n"
+        "p_raw 0      0                   *:gw1-eth01            *        \n"
+        "\t skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d999) ino:3 sk:3\n"
+    )
+    assert summary.socket_drops(text, "gw1-eth0") == 7025
+    assert summary.socket_drops(text, "gw2-eth0") is None
+
+
+def test_what_the_switch_read_is_what_its_port_received_less_its_socket_dropped():
+    rows = [
+        {"t": 0.0, "uplink_rx": 100, "socket_dropped": 0},
+        {"t": 0.5, "uplink_rx": 50_100, "socket_dropped": None},
+        {"t": 1.0, "uplink_rx": 100_100, "socket_dropped": 90_000},
+    ]
+    assert summary.read_by_switch(rows) == [(0.0, 100), (1.0, 10_100)]
+
+
+def test_the_longest_stall_is_the_longest_stretch_without_progress():
+    steady = {"points": [[0.25, 1000], [0.5, 2000], [0.75, 3000]]}
+    stalled = {"points": [[0.25, 1000], [0.5, 1000], [2.0, 1000], [3.5, 1500], [3.75, 1600]]}
+    assert summary.longest_stall([steady]) == 0.25
+    assert summary.longest_stall([steady, stalled]) == 3.25  # from 0.25 to 3.5
+    assert summary.longest_stall([]) is None
+
+
 def test_rates_between_points_and_over_a_span():
     points = [(0.0, 0), (0.5, 0), (1.0, 1000), (1.5, 1000), (2.0, 2000)]
     assert summary.rate_series(points) == [(0.5, 0), (1.0, 2000), (1.5, 0), (2.0, 2000)]
@@ -144,6 +185,21 @@ def test_a_calm_flood_passes_and_reports_the_legitimate_client_without_judging_i
     assert "Reported, not judged" in note and ">= 95% at 2x" in note
     assert "3,000/s of about 100,000 SYN/s" in note
     assert [e["kind"] for e in verdict.events] == ["recovery"]
+    assert "download_stall_max_s" not in verdict.figures  # no transfers given
+
+
+def test_a_long_download_stall_is_reported_and_not_judged():
+    rows = samples_every_half_second(10, steady_gateways)
+    for row in rows:
+        row["uplink_rx"], row["socket_dropped"] = row["offered"], row["offered"] * 9 // 10
+    transfers = [{"points": [[1.0, 10], [2.0, 20], [7.5, 20], [8.0, 40]]}]
+    verdict = summary.assess(rows, connections(), START, END, "gw1", transfers)
+    assert verdict.figures["download_stall_max_s"] == 6.0
+    assert verdict.figures["read_by_switch_per_s"] == 10_000
+    assert all(check["ok"] is not False for check in verdict.checks)
+    assert "a download stood still for up to 6 s" in verdict.notes[1]
+    quick = [{"points": [[1.0, 10], [1.5, 20], [2.0, 30]]}]
+    assert len(summary.assess(rows, connections(), START, END, "gw1", quick).notes) == 1
 
 
 def test_flaps_on_any_gateway_fail_it_and_become_detection_events():

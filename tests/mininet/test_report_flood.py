@@ -11,7 +11,8 @@ UP, DOWN = {"healthy": True, "since": 1.0}, {"healthy": False, "since": 2.0}
 
 def flood_scenario() -> dict:
     """gw1 flooded from 1.0 to 3.0 s; it loses vm2 from 2.0 to 3.0 s and answers nothing at
-    3.0 s; gw2 keeps both up.  Four connections, one failed."""
+    3.0 s; gw2 keeps both up (and has no overload verdicts: an older build).  Four connections,
+    one failed."""
     samples = []
     for step in range(9):
         t = step / 2
@@ -21,8 +22,11 @@ def flood_scenario() -> dict:
                 "t": t,
                 "offered": int(50_000 * min(max(t - 1.0, 0), 2.0)),
                 "forwarded": int(40_000 * min(max(t - 1.0, 0), 2.0)),
+                "uplink_rx": int(40_000 * min(max(t - 1.0, 0), 2.0)),
+                "socket_dropped": int(35_000 * min(max(t - 1.0, 0), 2.0)),
                 "gateways": {
-                    "gw1": {"backends": None if t == 3.0 else gw1, "dropped_in_switch": step * 100},
+                    "gw1": {"backends": None if t == 3.0 else gw1, "dropped_in_switch": step * 100}
+                    | ({} if t == 3.0 else {"overloaded": 1.5 <= t < 3.0, "panic": t == 2.5}),
                     "gw2": {"backends": {"vm1": UP, "vm2": UP}, "dropped_in_switch": 0},
                 },
             }
@@ -64,6 +68,7 @@ def test_the_plot_shows_rates_states_connections_and_transfers():
     plot = report_flood.flood_plot(flood_scenario())
     assert plot.victim == "gw1" and plot.window == (1.0, 3.0)
     assert dict(plot.offered)[1.5] == 50_000 and dict(plot.forwarded)[2.0] == 40_000
+    assert dict(plot.read)[2.5] == 5_000 and dict(plot.read)[3.5] == 0
     assert dict(plot.dropped)[1.0] == 200  # over a second: the meters' own refresh
     assert plot.succeeded == [(0.5, 1.2), (2.5, 1001.0), (3.5, 1.0)]
     assert plot.failed == [1.5]
@@ -74,7 +79,9 @@ def test_the_plot_shows_rates_states_connections_and_transfers():
 
 def test_states_are_held_until_the_next_sample_and_merged():
     states = report_flood.flood_plot(flood_scenario()).states
-    assert list(states) == ["gw1 vm1", "gw1 vm2", "gw2 vm1", "gw2 vm2"]
+    assert list(states) == ["gw1 load", "gw1 vm1", "gw1 vm2", "gw2 vm1", "gw2 vm2"]
+    # gw1 calls itself overloaded from 1.5 s, its VIP in panic at 2.5 s; gw2 says nothing
+    assert states["gw1 load"] == [(1.5, 2.5, "overloaded"), (2.5, 3.0, "panic")]
     assert states["gw1 vm2"] == [
         (0.0, 2.0, "up"),
         (2.0, 3.0, "down"),
@@ -95,11 +102,14 @@ def test_the_figure_has_its_four_panels_and_the_flood_window():
     for axes in (rate, health, connections, transfers):
         edges = sorted(line.get_xdata()[0] for line in axes.lines if line.get_linestyle() == ":")
         assert edges == [1.0, 3.0]
+    states = [text.get_text() for text in health.get_legend().get_texts()]
+    assert states == ["up", "down", "no answer", "overloaded", "panic"]
     legend = [text.get_text() for text in rate.get_legend().get_texts()]
     assert legend == [
         "offered by the flooder",
         "router -> gw1",
-        "dropped by gw1's flood guard (meter)",
+        "read by gw1's switch",
+        "dropped by gw1's flood guard (meter, polled 1/s)",
     ]
 
 

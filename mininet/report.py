@@ -174,7 +174,8 @@ def _short(value: object) -> str:
             return str(int(value))
         for limit, digits in ((100, 0), (10, 1), (1, 2)):
             if abs(value) >= limit:
-                return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+                text = f"{value:.{digits}f}"  # no zeros to strip without a decimal point
+                return text.rstrip("0").rstrip(".") if digits else text
         return f"{value:.3g}"
     if isinstance(value, list | tuple):
         return "/".join(_short(item) for item in value)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ryu_app.core.floodguard import GATEWAY_METER, PROBE_METER
+from ryu_app.core.model import DEFAULT_NEW_FLOW_RATE
 from tests.integration import topo as topology
 from tests.integration.topo import VIP, VIP_PORT
 
@@ -34,7 +35,9 @@ def test_the_switch_gets_the_guards_meters_and_rules_that_use_them(lab):
     assert status(lab)["flood_guard"]["mode"] == "switch"
     meters = lab.ovs.ofctl("dump-meters", gateway.bridge)
     rates = dict(re.findall(r"meter=(\d+) pktps .*?rate=(\d+)", meters, re.S))
-    assert rates == {str(GATEWAY_METER): "3000", str(PROBE_METER): "200"}, meters
+    assert rates == {str(GATEWAY_METER): str(DEFAULT_NEW_FLOW_RATE), str(PROBE_METER): "200"}, (
+        meters
+    )
     flows = lab.ovs.ofctl("dump-flows", gateway.bridge)
     punt = [line for line in flows.splitlines() if "priority=100" in line]
     answers = [line for line in flows.splitlines() if "priority=150" in line]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ryu_app.api.guardview import GuardCollector, guard_snapshot, render_guard
 from ryu_app.api.views import exposition
 from ryu_app.core.floodguard import GATEWAY_METER, PROBE_METER
+from ryu_app.core.model import DEFAULT_NEW_FLOW_RATE
 from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import GatewayRig
 from tests.ryu_app.fake_oftable import raw_error, raw_meter_stats
@@ -24,7 +25,7 @@ def test_status_says_where_the_guard_runs_and_what_it_dropped():
     view = render_guard(guard_snapshot(flooded().core))
     assert view == {
         "mode": "switch",
-        "rate": 3000,
+        "rate": DEFAULT_NEW_FLOW_RATE,
         "burst": 1000,
         "dropped_in_switch": 12_345,
         "dropped_in_controller": 0,

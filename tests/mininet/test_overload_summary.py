@@ -183,8 +183,9 @@ def test_a_calm_flood_passes_and_reports_the_legitimate_client_without_judging_i
     assert verdict.figures["legit_during_pct"] == 0.0
     (note,) = verdict.notes
     assert "Reported, not judged" in note and ">= 95% at 2x" in note
-    assert "the router sent gw1 100,000 SYN/s (the rest" in note  # what the switch read: unknown
-    assert "its meter passed at most 3,000/s: 3.0% of SYNs" in note
+    # what the switch read is unknown here
+    assert "the router sent gw1 100,000 SYN/s (the rest died in its uplink's" in note
+    assert note.endswith("packet socket) and its meter passed at most 3,000/s.")
     assert [e["kind"] for e in verdict.events] == ["recovery"]
     assert "download_stall_max_s" not in verdict.figures  # no transfers given
 

@@ -54,7 +54,15 @@ from bench import procs
 from bench.fakeswitch import FakeSwitch
 from bench.phase import ControllerError, PhaseResult
 from bench.rebuild_setup import DEAD, RebuildPlan
-from bench.rebuild_watch import HealthAtEnd, LandingWatch, health_view, metrics, pump_while, settle
+from bench.rebuild_watch import (
+    HealthAtEnd,
+    LandingWatch,
+    health_view,
+    metrics,
+    pump_while,
+    settle,
+    status,
+)
 from bench.switchwire import address_int, vip_of
 from ryu_app.core.overload import PACKET_IN_RATE_OVERLOADED
 
@@ -198,6 +206,7 @@ def _drive(switch: FakeSwitch, pid: int, rest_port: int, plan: RebuildPlan) -> R
 
     sustained, rate = _load_rate(switch, plan, cpu_clocks)
     baseline, failures_before = pump_while(switch, metrics, rest_port)
+    pump_while(switch, status, rest_port)  # before the load: see ``LandingWatch``
     watch = LandingWatch(rest_port, plan.vips)
     kill = KillTheVm(switch, watch, plan.baseline)
     probes_before = switch.counters.probes_answered + switch.counters.probes_silenced

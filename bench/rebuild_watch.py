@@ -85,7 +85,11 @@ class LandingWatch(threading.Thread):
 
     One request a poll, whatever the number of VIPs: a copy of each VIP's healthy set on the
     controller's loop (~0.2 ms at 100 x 100) and its render on a REST thread (~3 ms, which
-    shares the interpreter with the packet path: ``request_seconds`` tells what it took).  When
+    shares the interpreter with the packet path; under os-ken's native hub the REST plane's CPU
+    budget paces it, so an answer may come tens of ms late: ``request_seconds`` tells).  The
+    first render of a status computes every VIP's configuration digest (~0.1-0.2 s at
+    100 x 100; under the eventlet hub that stalls the loop, and a tick that late makes the
+    gateway take itself for overloaded): the phase asks for one before the load starts.  When
     each VIP marked the VM down is not this watch's to say: /v1/health says it exactly at the
     end (``health_view``).
     """

@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/bench_metrics.py [--vips 100] [--backends 100] [--r
 A gateway core with ``--vips`` VIPs of ``--backends`` backends each (``bench/rebuild_setup.py``'s
 deployment: one ``lockstep_backend_up`` series per backend of each VIP), every table built, a
 few backends down, a flow table of ``--flows`` entries.  A scrape costs in two places
-(``ryu_app/api/views.py``), both measured:
+(``ryu_app/api/metricsview.py``), both measured:
 
 - the snapshot, on the controller's event loop: while it runs no packet-in is handled;
 - the render to Prometheus text, on a REST thread: it holds the interpreter the packet path
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from webob import Request  # noqa: E402
 
 from bench import rebuild_setup  # noqa: E402
-from ryu_app.api import views  # noqa: E402
+from ryu_app.api import metricsview, views  # noqa: E402
 from ryu_app.api.rest import RestApi  # noqa: E402
 from ryu_app.api.service import GatewayService  # noqa: E402
 from ryu_app.core.balancer import TableCache  # noqa: E402
@@ -79,10 +79,10 @@ def bench(vips: int, backends: int, flows: int, repeat: int) -> dict:
     )
     api = RestApi(service)
     gc.collect()
-    snapshot = views.metrics_snapshot(core)
+    snapshot = metricsview.metrics_snapshot(core)
     cache = views.RenderCache()
     start = time.perf_counter()
-    text = views.render_metrics(snapshot, 0, cache)
+    text = metricsview.render_metrics(snapshot, 0, cache)
     first_ms = (time.perf_counter() - start) * 1000
     response = Request.blank("/metrics").get_response(api)
     assert response.status_int == 200, response.text
@@ -92,9 +92,11 @@ def bench(vips: int, backends: int, flows: int, repeat: int) -> dict:
         "flow_entries": flows,
         "series": sum(1 for line in text.splitlines() if not line.startswith("#")),
         "bytes": len(text.encode()),
-        "snapshot_ms": round(median_ms(lambda: views.metrics_snapshot(core), repeat), 3),
+        "snapshot_ms": round(median_ms(lambda: metricsview.metrics_snapshot(core), repeat), 3),
         "render_first_ms": round(first_ms, 3),
-        "render_ms": round(median_ms(lambda: views.render_metrics(snapshot, 0, cache), repeat), 3),
+        "render_ms": round(
+            median_ms(lambda: metricsview.render_metrics(snapshot, 0, cache), repeat), 3
+        ),
         "request_ms": round(
             median_ms(lambda: Request.blank("/metrics").get_response(api), repeat), 3
         ),

@@ -296,7 +296,9 @@ def parse_args() -> argparse.Namespace:
         "--rebuild-rate",
         type=float,
         help="new flows/s (default: half the sustained rate of the same controller, measured "
-        f"just before, at most {rebuild.RATE_CAP:,.0f})",
+        "just before, at most what keeps it and the probes' answers under "
+        f"{rebuild.OVERLOAD_SHARE * 100:.0f}%% of the gateway's overload threshold: 3,000 with "
+        "100 x 100 probed every 10 s)",
     )
     group.add_argument(
         "--health-interval",

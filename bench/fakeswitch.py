@@ -9,8 +9,9 @@ The bytes themselves are ``bench/switchwire.py``'s; a run's figures are a ``benc
 ``PhaseResult``.
 
 For the rebuild phase it also answers the controller's health probes (except those sent to a
-"dead" tunnel endpoint), counts the flows placed on one tunnel endpoint, and notes when the
-controller deletes a backend's rules (it marked the backend down).
+"dead" tunnel endpoint), keeps the flows placed on one tunnel endpoint (with when each was
+sent), and notes when the controller deletes a backend's rules (it retired the backend: some
+seconds after marking it down, ``serving.retire_grace``).
 
 ``bench/nullcontroller.py`` answers every packet-in at once from canned bytes: what the switch
 measures against it is the tool's own ceiling.
@@ -75,7 +76,6 @@ from bench.switchwire import (
     port_desc_reply,
     probe_answer,
     reply,
-    vip_of,
 )
 
 # ---- the switch ---------------------------------------------------------------------------------
@@ -97,8 +97,6 @@ class SwitchCounters:
     duplicates: int = 0  # a second flow-mod or packet-out for one flow
     probes_answered: int = 0  # health probes (SYNs) answered with a SYN-ACK
     probes_silenced: int = 0  # ... left unanswered: their backend is silenced (dead)
-    watched_flows: int = 0  # flows placed on the watched tunnel endpoint (``watch_tunnel``)
-    placed_after_delete: int = 0  # flows placed on a backend after its rules were deleted
     flow_cookie_kinds: Counter = field(default_factory=Counter)  # cookie >> 40 of flow rules
     other_messages: Counter = field(default_factory=Counter)  # by OpenFlow type
     errors: list = field(default_factory=list)  # (type, code) of OFPT_ERROR from the controller
@@ -124,13 +122,13 @@ class FakeSwitch:
         self.measure_started_at: float | None = None
         self.latencies: list[float] = []
         self.latency_sent_at = array("d")  # send time of each entry of ``latencies``
-        # The rebuild phase: answer health probes (except to silenced tunnel endpoints), count
+        # The rebuild phase: answer health probes (except to silenced tunnel endpoints), keep
         # the flows placed on one tunnel endpoint, and note when the controller deletes the
-        # rules of a backend (backend id -> time): that is when it marked the backend down.
+        # rules of a backend (backend id -> time): that is when it retired the backend.
         self.answer_probes = False
         self.silenced: set[int] = set()
         self.watch_tunnel = -1
-        self.witnesses: dict[int, tuple[int, int]] = {}  # VIP number -> (flow, backend id)
+        self.watched: list[tuple[int, int, float]] = []  # (flow, backend id, when it was sent)
         self.backend_deletes: dict[int, float] = {}
         self._in = b""
         self._out = bytearray()
@@ -218,8 +216,6 @@ class FakeSwitch:
         if index >= 0:
             cookie = U64.unpack_from(buf, offset + FLOW_MOD_COOKIE)[0]
             self.counters.flow_cookie_kinds[cookie >> 40] += 1
-            if self.backend_deletes and cookie & BACKEND_BITS in self.backend_deletes:
-                self.counters.placed_after_delete += 1
             if self.watch_tunnel >= 0 and flow_mod_tunnel(buf, offset, length) == self.watch_tunnel:
                 self._watched(index, cookie & BACKEND_BITS)
             self._seen(index, FLOW_MOD_SEEN, now)
@@ -227,8 +223,8 @@ class FakeSwitch:
         self.counters.other_flow_mods += 1
         if length >= FLOW_MOD_MATCH and buf[offset + FLOW_MOD_COMMAND] in DELETES:
             cookie, mask = COOKIE_AND_MASK.unpack_from(buf, offset + FLOW_MOD_COOKIE)
-            if mask & BACKEND_BITS == BACKEND_BITS:  # the rules of one backend: it went down
-                self.backend_deletes.setdefault(cookie & BACKEND_BITS, now)
+            if mask & BACKEND_BITS == BACKEND_BITS:  # the rules of one backend
+                self.backend_deletes.setdefault(cookie & BACKEND_BITS, now)  # retired
         elif length >= FLOW_MOD_MATCH:
             priority = U16.unpack_from(buf, offset + FLOW_MOD_PRIORITY)[0]
             self.ready = self.ready or priority == self.ready_priority
@@ -255,12 +251,9 @@ class FakeSwitch:
                 self.latency_sent_at.append(sent_at)
 
     def _watched(self, index: int, backend_id: int) -> None:
-        """A flow placed on the watched tunnel endpoint.  The first of each VIP is kept as a
-        witness: the VIP's Maglev table gives that flow to this backend (id)."""
-        self.counters.watched_flows += 1
-        vip = vip_of(index, len(self.syns.vips))
-        if vip not in self.witnesses:
-            self.witnesses[vip] = (index, backend_id)
+        """A flow placed on the watched tunnel endpoint: kept with its backend id and when
+        its SYN was sent (its VIP is ``vip_of(index)``)."""
+        self.watched.append((index, backend_id, self.sent_at[index & (RING - 1)]))
 
     def _other_packet_out(self, buf, offset: int, length: int) -> None:
         """A packet-out that is not for a flow of ours: a health probe is answered (unless its

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from bench.phase import percentile
-from bench.rebuild import RebuildResult, slow_seconds
+from bench.rebuild import RebuildResult, overloading, slow_seconds
 from bench.rebuild_watch import POLL_SECONDS
 from bench.report import OTHER_LOAD_WARNING, TARGET_REBUILD_P99_MS, label
 
@@ -53,10 +53,16 @@ def _rebuild_setting(name: str, result: RebuildResult) -> list[str]:
 def _rebuild_caveats(result: RebuildResult) -> list[str]:
     """What makes the figures below something else than one VM's failure on a quiet machine."""
     lines = []
-    if result.others_down or len(result.deletes) > result.plan.vips:
+    if result.others_down:
         lines.append(
             "    WARNING: the controller fell behind its probes: healthy backends were marked down "
             "too, so the figures below are not those of one VM's failure"
+        )
+    if overloading(result):
+        lines.append(
+            "    WARNING: the load and the probes' answers reach the gateway's overload "
+            "threshold: its silent probes are inconclusive for a while, so the VM is marked "
+            "down late"
         )
     if result.problem:
         lines.append(f"    NOT COMPLETE: {result.problem}")
@@ -74,12 +80,13 @@ def _rebuild_caveats(result: RebuildResult) -> list[str]:
 
 
 def _rebuild_timing(result: RebuildResult) -> list[str]:
-    """When the VIPs marked the VM down, and when their tables were in."""
+    """When the VIPs marked the VM down, when their tables were in, when the rules of the
+    flows they had placed on it went."""
     lines = []
     detection = result.detection_s
     if detection:
         lines.append(
-            f"    {len(result.deletes)} mark-downs (a backend's rules deleted) "
+            f"    {len(result.mark_downs)} mark-downs (GET /v1/health: the VM's state since) "
             f"{detection[0]:.2f}-{detection[1]:.2f} s after the kill; all tables in "
             f"{_s(result.rebuild_s)} after the first, {_s(result.tail_s)} after the last "
             f"({_s(result.window_s)} after the kill)"
@@ -88,12 +95,30 @@ def _rebuild_timing(result: RebuildResult) -> list[str]:
     if delays:
         lines.append(
             f"    each VIP's table in after its mark-down: p50 {_s(percentile(delays, 0.5))}, "
-            f"max {_s(delays[-1])} (seen for {result.witnesses} VIPs by GET /v1/lookup every "
+            f"max {_s(delays[-1])} (seen for {len(delays)} VIPs by GET /v1/status every "
             f"{POLL_SECONDS * 1e3:.0f} ms: {len(requests)} requests taking p50 "
-            f"{_s(percentile(requests, 0.5))}, max {_s(requests[-1] if requests else None)}; "
+            f"{_ms(_in_ms(percentile(requests, 0.5)))}, "
+            f"max {_ms(_in_ms(requests[-1] if requests else None))}; "
             f"{result.swaps} tables swapped in all)"
         )
-    return lines
+    return lines + [_retirement_line(result)]
+
+
+def _in_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+def _retirement_line(result: RebuildResult) -> str:
+    """Whether the rules of the flows placed on the VM before its mark-down were kept for the
+    grace (the phase ends before most graces do)."""
+    grace, delays = result.plan.grace_s, result.retirements
+    if not delays:
+        return f"    the VM's rules: none deleted before the phase ended (grace {grace:g} s)"
+    return (
+        f"    the VM's rules deleted in {len(delays)} VIP(s) before the phase ended, "
+        f"{delays[0]:.2f}-{delays[-1]:.2f} s after their mark-down (grace {grace:g} s; "
+        f"{result.retired_early} sooner)"
+    )
 
 
 def _rebuild_latency(result: RebuildResult) -> list[str]:
@@ -108,15 +133,15 @@ def _rebuild_latency(result: RebuildResult) -> list[str]:
             ("first mark-down -> landed", result.rebuild_ms),
         )
     ]
-    if result.window_ms and result.deletes:
+    if result.window_ms and result.mark_downs:
         slow = slow_seconds(
             result.load.timeline, result.kill_at, result.landed_at, TARGET_REBUILD_P99_MS
         )
         seconds = ", ".join(f"+{second} s: {count:,}" for second, count in slow.items())
         lines.append(
             f"    flows over {TARGET_REBUILD_P99_MS:g} ms by second sent after the kill: "
-            f"{seconds or 'none'} (mark-downs +{result.deletes[0] - result.kill_at:.1f} "
-            f"to +{result.deletes[-1] - result.kill_at:.1f} s)"
+            f"{seconds or 'none'} (mark-downs +{result.mark_downs[0] - result.kill_at:.1f} "
+            f"to +{result.mark_downs[-1] - result.kill_at:.1f} s)"
         )
     return lines
 
@@ -125,7 +150,7 @@ def _rebuild_outcome(result: RebuildResult) -> list[str]:
     """Where the flows went (the dead VM, unanswered), and the health view at the end."""
     plan, load = result.plan, result.load
     return [
-        f"    flows to the dead VM after the kill: {result.dead_flows:,}, "
+        f"    flows sent to the dead VM after the kill: {result.dead_flows:,}, "
         f"{result.dead_flows_after_down} after their VIP marked it down; "
         f"{result.unanswered:,} of {result.sent_in_window:,} flows in the window unanswered "
         f"(dropped until their VIP's new table was in); ~{result.flows_before_kill:,} flows "
@@ -170,9 +195,13 @@ def summarise_rebuild(prefix: str, result: RebuildResult) -> dict:
         ),
         "rebuild_swaps": result.swaps,
         "rebuild_window_s": rounded(result.window_s, 2),
-        "rebuild_marked_down": len(result.deletes),
+        "rebuild_marked_down": len(result.mark_downs),
         "rebuild_dead_flows": result.dead_flows,
         "rebuild_dead_flows_after_down": result.dead_flows_after_down,
+        "rebuild_grace_s": result.plan.grace_s,
+        "rebuild_retired": len(result.retirements),
+        "rebuild_retired_first_s": rounded(result.retirements[0] if result.retirements else None),
+        "rebuild_retired_early": result.retired_early,
         "rebuild_unanswered": result.unanswered,
         "rebuild_no_flow_mod": result.load.no_flow_mod,
         "rebuild_duplicates": result.duplicates,

@@ -21,6 +21,8 @@ SERVICE_PORT = 80
 VNI = 100
 TABLE_SIZE = 65537
 MAX_VIPS, MAX_BACKENDS = 250, 1000
+RISE = 1  # the health check's rise
+RETIRE_GRACE_MAX = 30.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class RebuildPlan:
     timeout: float = 1.0
     fall: int = 2
     # New flows per second, spread over the VIPs; None: half the sustained rate measured on
-    # this controller (100 VIPs, probes running) just before, at most ``rebuild.RATE_CAP``.
+    # this controller (100 VIPs, probes running) just before, at most ``rebuild.rate_cap``.
     rate: float | None = None
     shared_tables: bool = False
     baseline: float = 3.0  # seconds of measured load before the kill
@@ -45,12 +47,24 @@ class RebuildPlan:
         """Longest time from the kill to a VIP marking the VM down."""
         return self.interval * self.fall + self.timeout
 
+    @property
+    def grace_s(self) -> float:
+        """How long a VIP keeps the rules of the flows it placed on the VM after marking it
+        down: rise x interval + timeout, at most 30 s (the controller's rule,
+        ``serving.retire_grace``, restated here so that the phase checks the controller
+        against it)."""
+        return min(RISE * self.interval + self.timeout, RETIRE_GRACE_MAX)
+
     def services(self) -> list[tuple[str, int]]:
         return [(vip_address(index), SERVICE_PORT) for index in range(self.vips)]
 
 
 def vip_address(index: int) -> str:
     return f"10.0.0.{index + 1}"
+
+
+def vip_name(index: int) -> str:
+    return f"vip{index + 1}"
 
 
 def backend(index: int) -> dict:
@@ -71,7 +85,7 @@ def deployment(plan: RebuildPlan, openflow_port: int, rest_port: int, workdir: P
         "type": "tcp",
         "interval": plan.interval,
         "timeout": plan.timeout,
-        "rise": 1,
+        "rise": RISE,
         "fall": plan.fall,
     }
     vips = []
@@ -86,7 +100,7 @@ def deployment(plan: RebuildPlan, openflow_port: int, rest_port: int, workdir: P
             backends = [{**each, "weight": 1} for each in backends]
         vips.append(
             {
-                "name": f"vip{index + 1}",
+                "name": vip_name(index),
                 "address": vip_address(index),
                 "port": SERVICE_PORT,
                 "protocol": "tcp",
@@ -107,5 +121,8 @@ def deployment(plan: RebuildPlan, openflow_port: int, rest_port: int, workdir: P
         "openflow": f"127.0.0.1:{openflow_port}",
         "rest": f"127.0.0.1:{rest_port}",
         "state_file": str(workdir / "lockstep-rebuild-state.json"),
+        # No flood guard: the phase measures rebuilds, and the guard's default budget (3,000
+        # new connections/s) would drop part of the load and stall the closed loop that sets it.
+        "flood_guard": {"rate": 0},
     }
     return {"version": 1, "vips": vips, "gateways": [gateway]}

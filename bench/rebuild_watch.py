@@ -1,7 +1,8 @@
 """Watching the controller during the rebuild phase, over its REST API: its counters
-(``metrics``), its health view (``health_view``, ``settle``), and when each VIP's new Maglev
-table is in (``LandingWatch``).  A REST call is made while the fake switch keeps answering
-(``pump_while``): a probe left unanswered meanwhile would count as failed.
+(``metrics``), its health view (``health_view``: who is down, and since when; ``settle``), and
+when each VIP's new Maglev table is in (``LandingWatch``, by GET /v1/status).  A REST call is
+made while the fake switch keeps answering (``pump_while``): a probe left unanswered meanwhile
+would count as failed.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from bench import procs
 from bench.fakeswitch import FakeSwitch
 from bench.phase import ControllerError
-from bench.rebuild_setup import DEAD, SERVICE_PORT, RebuildPlan, vip_address
-from bench.switchwire import flow_source
+from bench.rebuild_setup import DEAD, RebuildPlan, vip_name
 
-POLL_SECONDS = 0.05  # GET /v1/lookup of VIPs that marked the VM down, until their table is in
-LOOKUPS_AT_ONCE = 16
+POLL_SECONDS = 0.05  # GET /v1/status from the kill until every VIP's new table is in
 SETTLE_INTERVALS = 3  # at most this many health intervals for every backend to be up
 REBUILDS_METRIC = "lockstep_table_rebuilds_total"
 PROBE_FAILURES_METRIC = 'lockstep_probes_total{result="fail"}'
@@ -31,10 +30,6 @@ def metrics(rest_port: int) -> tuple[float, float]:
     if None in values:
         raise ControllerError(f"no {REBUILDS_METRIC} or probe results in /metrics")
     return values
-
-
-def rebuilds_total(rest_port: int) -> float:
-    return metrics(rest_port)[0]
 
 
 def pump_while(switch: FakeSwitch, function, *args):
@@ -68,8 +63,8 @@ def settle(switch: FakeSwitch, rest_port: int, plan: RebuildPlan) -> int:
         until = time.monotonic() + plan.interval + plan.timeout
         while time.monotonic() < until:
             switch.pump(0.05)
-        dead_down, others_down = pump_while(switch, health_view, rest_port)
-        down = dead_down + others_down
+        health = pump_while(switch, health_view, rest_port)
+        down = health.dead_down + health.others_down
         first_down = down if first_down is None else first_down
         if not down:
             return first_down
@@ -77,36 +72,36 @@ def settle(switch: FakeSwitch, rest_port: int, plan: RebuildPlan) -> int:
             raise ControllerError(f"{down} backend(s) still down before the kill")
 
 
-def lookup(rest_port: int, vip: int, index: int) -> str:
-    """The backend the controller gives flow ``index`` of VIP number ``vip`` (GET /v1/lookup)."""
-    address, port = flow_source(index)
-    query = f"src_ip={address}&src_port={port}&dst_ip={vip_address(vip)}&dst_port={SERVICE_PORT}"
-    return json.loads(procs.rest_get(rest_port, f"/v1/lookup?{query}&proto=tcp"))["backend"]
+def status(rest_port: int) -> dict:
+    return json.loads(procs.rest_get(rest_port, "/v1/status"))
 
 
 class LandingWatch(threading.Thread):
-    """When each VIP's new Maglev table is in.
+    """When each VIP's new Maglev table is in: GET /v1/status every ``POLL_SECONDS`` from the
+    kill until every VIP's answer has the dead VM out of its healthy set and its table current
+    (``table_current``: the table of its serving set is the one in use).  Before its mark-down a
+    VIP's table is current with the VM in; from its mark-down until the new table is swapped in,
+    not current; after, current without it.
 
-    A VIP's witness is a flow it gave the dead VM before marking it down (the switch keeps the
-    first, ``FakeSwitch.witnesses``).  Once the VIP has marked the VM down (the switch saw its
-    rules deleted), GET /v1/lookup tells every ``POLL_SECONDS`` which backend the VIP's table
-    gives the witness now (its flow-table entry went with the mark-down): the dead VM until the
-    new table is swapped in, another backend after.  A lookup costs the controller's loop tens
-    of microseconds.  (/metrics counts the swaps too, but rendering it for 10,000 backends
-    takes the loop 20-100 ms, which would show in the latencies measured: it is asked only
-    when a VIP had no witness, once every VIP has marked the VM down.)
+    One request a poll, whatever the number of VIPs: a copy of each VIP's healthy set on the
+    controller's loop (~0.2 ms at 100 x 100) and its render on a REST thread (~3 ms, which
+    shares the interpreter with the packet path; under os-ken's native hub the REST plane's CPU
+    budget paces it, so an answer may come tens of ms late: ``request_seconds`` tells).  The
+    first render of a status computes every VIP's configuration digest (~0.1-0.2 s at
+    100 x 100; under the eventlet hub that stalls the loop, and a tick that late makes the
+    gateway take itself for overloaded): the phase asks for one before the load starts.  When
+    each VIP marked the VM down is not this watch's to say: /v1/health says it exactly at the
+    end (``health_view``).
     """
 
-    def __init__(self, switch: FakeSwitch, rest_port: int, vips: int, swaps_target: float):
+    def __init__(self, rest_port: int, vips: int):
         super().__init__(daemon=True)
-        self.switch, self.rest_port, self.vips = switch, rest_port, vips
-        self.swaps_target = swaps_target  # /metrics' swap counter once every VIP's is in
-        self.marked: dict[int, float] = {}  # VIP number -> its mark-down (perf_counter)
-        self.landed: dict[int, float] = {}  # VIP number -> lookup answer showing its new table
+        self.rest_port, self.vips = rest_port, vips
+        self.numbers = {vip_name(index): index for index in range(vips)}
+        self.landed: dict[int, float] = {}  # VIP number -> the answer showing its new table
         self.done_at: float | None = None  # every VIP's table in (by the last answer)
         self.error: str | None = None
         self.request_seconds: list[float] = []  # how long each REST request took
-        self._pool = ThreadPoolExecutor(LOOKUPS_AT_ONCE)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -115,63 +110,55 @@ class LandingWatch(threading.Thread):
                 self._poll()
         except (OSError, ValueError, KeyError, ControllerError) as error:
             self.error = f"REST: {error}"
-        finally:
-            self._pool.shutdown(wait=False)
 
     def _poll(self) -> None:
-        # Copies: the switch's thread adds to these (dict copies are atomic under the GIL).
-        deletes = dict(self.switch.backend_deletes)
-        witnesses = dict(self.switch.witnesses)
-        pending = []
-        for vip, (index, backend_id) in witnesses.items():
-            if vip not in self.landed and backend_id in deletes:
-                self.marked[vip] = deletes[backend_id]
-                pending.append((vip, index))
-        # At once, not one after another: a busy controller answers each late.
-        for vip, (backend, answered) in zip(
-            [vip for vip, _ in pending], self._pool.map(self._lookup, pending), strict=True
-        ):
-            if backend != DEAD["name"]:
-                self.landed[vip] = answered
-        if len(deletes) < self.vips or len(self.landed) < len(witnesses):
-            return
-        if len(witnesses) < self.vips and self._timed(rebuilds_total, self.rest_port)[0] < (
-            self.swaps_target
-        ):
-            return  # some VIP without a witness: /metrics says when its table is in
-        self.done_at = (
-            time.perf_counter() if len(witnesses) < self.vips else max(self.landed.values())
-        )
-
-    def _lookup(self, pending: tuple[int, int]) -> tuple[str, float]:
-        return self._timed(lookup, self.rest_port, *pending)
-
-    def _timed(self, function, *args) -> tuple:
-        """``function(*args)`` and when its answer came; the request's time is kept."""
         asked = time.perf_counter()
-        value = function(*args)
+        answer = status(self.rest_port)
         answered = time.perf_counter()
         self.request_seconds.append(answered - asked)
-        return value, answered
+        for name, view in answer["vips"].items():
+            vip = self.numbers.get(name)
+            if vip is None or vip in self.landed:
+                continue
+            if DEAD["name"] not in view["healthy"] and view["table_current"]:
+                self.landed[vip] = answered
+        if len(self.landed) == self.vips:
+            self.done_at = answered
 
-    def install_delays(self) -> list[float]:
-        """Seconds from each witnessed VIP's mark-down to the answer showing its new table
-        (an upper bound: late by up to one poll period and one request)."""
-        return sorted(self.landed[vip] - self.marked[vip] for vip in self.landed)
+    def install_delays(self, mark_downs: dict[int, float]) -> list[float]:
+        """Seconds from each VIP's mark-down (``mark_downs``: VIP number -> perf_counter time)
+        to the answer showing its new table (an upper bound: late by up to one poll period and
+        one request)."""
+        landed = self.landed
+        return sorted(landed[vip] - mark_downs[vip] for vip in landed if vip in mark_downs)
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
-def health_view(rest_port: int) -> tuple[int, int]:
-    """From GET /v1/health: in how many VIPs the dead VM is down, and how many other backends
-    are down (should be none: a probe answered too late, e.g. behind a stall, counts as failed)."""
+class HealthAtEnd(NamedTuple):
+    """What GET /v1/health says of the VIPs' backends."""
+
+    dead_down: int  # VIPs in which the dead VM is down
+    others_down: int  # other backends down (should be none)
+    marked_down: dict[int, float]  # VIP number -> when it marked the VM down (wall clock)
+
+
+def health_view(rest_port: int) -> HealthAtEnd:
+    """From GET /v1/health: in how many VIPs the dead VM is down and since when (its state's
+    ``since``: the controller's clock when that VIP's check marked it down, to the millisecond,
+    as wall-clock time), and how many other backends are down (should be none: a probe answered
+    too late, e.g. behind a stall, counts as failed)."""
     view = json.loads(procs.rest_get(rest_port, "/v1/health"))
-    dead_down = others_down = 0
-    for rows in view["vips"].values():
+    numbers = {vip_name(index): index for index in range(len(view["vips"]))}
+    others_down = 0
+    marked_down = {}
+    for name, rows in view["vips"].items():
         for row in rows:
+            if row["healthy"]:
+                continue
             if row["backend"] == DEAD["name"]:
-                dead_down += not row["healthy"]
+                marked_down[numbers[name]] = row["since"]
             else:
-                others_down += not row["healthy"]
-    return dead_down, others_down
+                others_down += 1
+    return HealthAtEnd(len(marked_down), others_down, marked_down)

@@ -261,6 +261,11 @@ def targets(name: str, result: dict | None, rebuilt: RebuildResult | None) -> li
                 rebuilt.dead_flows_after_down == 0 and not rebuilt.problem,
                 f"{rebuilt.dead_flows_after_down}",
             ),
+            (
+                f"its earlier flows' rules kept for the grace ({plan.grace_s:g} s)",
+                rebuilt.retired_early == 0 and not rebuilt.problem,
+                f"{rebuilt.retired_early} of {len(rebuilt.retirements)} deletes sooner",
+            ),
         ]
     return verdicts
 

@@ -5,7 +5,7 @@ event loop, handed over with ``on_loop`` (Faucet's way: state changes on one thr
 control), and only that: every hand-over is short, because while it runs no packet-in is
 handled (issue 11: a deep page of the flow table once held them up for ~190 ms).
 
-- Reads take a snapshot on the loop and render it here (``views``).
+- Reads take a snapshot on the loop and render it here (``views``, ``healthview``, ``metricsview``).
 - Writes (one at a time: ``_one_write_at_a_time``) are validated by the same rules as the
   deployment file (``parse_vip``, and ``change_problems`` over the would-be deployment) and
   saved to the state file here, then applied on the loop: a bad request or a state file that
@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ryu_app.api import views
+from ryu_app.api import healthview, metricsview, views
 from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore
@@ -238,8 +238,8 @@ class GatewayService:
 
     def health(self, now: float, wall: float) -> dict:
         """This gateway's own view of every backend, with its last probe."""
-        snapshot = self.on_loop(lambda: views.health_snapshot(self.core, self.deployment.vips))
-        return views.render_health(snapshot, self.gateway.name, now, wall)
+        snapshot = self.on_loop(lambda: healthview.health_snapshot(self.core, self.deployment.vips))
+        return healthview.render_health(snapshot, self.gateway.name, now, wall)
 
     def lookup(self, params, now: float) -> dict:
         fields = ("src_ip", "src_port", "dst_ip", "dst_port")
@@ -296,8 +296,8 @@ class GatewayService:
 
     def metrics(self, server_stats=None) -> str:
         """``/metrics``: the gateway's counters and, if given, the REST server's."""
-        snapshot = self.on_loop(lambda: views.metrics_snapshot(self.core))
-        return views.render_metrics(
+        snapshot = self.on_loop(lambda: metricsview.metrics_snapshot(self.core))
+        return metricsview.render_metrics(
             snapshot, self.handler_errors(), self._renders, self.rest_pacing(), server_stats
         )
 

@@ -17,6 +17,7 @@ import pytest
 from bench import procs, rebuild, rebuild_setup, rebuild_watch, report, restload
 from bench.phase import ControllerError, percentile
 from ryu_app.core.balancer import Balancer
+from ryu_app.core.serving import retire_grace
 from topology.deployment import parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +64,22 @@ def test_the_rebuild_deployment_is_valid_and_builds_one_table_per_vip_unless_sha
     distinct = {request.spec for request in requests}
     assert len(distinct) == (1 if shared else plan.vips)
     assert plan.probes_per_s == 12 * 10 / plan.interval
+    # The grace the phase checks the controller against is the controller's own rule.
+    assert plan.grace_s == retire_grace(deployment.vips[0].health) == 11.0
+    assert deployment.gateways[0].flood_guard.rate == 0  # no guard dropping part of the load
+
+
+def test_the_default_load_keeps_the_gateway_under_its_overload_threshold():
+    """Client SYNs and probe answers are all packet-ins: 100 x 100 probed every 10 s answer
+    1,000/s, so the load is 3,000/s (80% of 5,000, less 1,000)."""
+    big = rebuild_setup.RebuildPlan()
+    assert rebuild.rate_cap(big) == 3000.0
+    assert rebuild.rate_cap(rebuild_setup.RebuildPlan(vips=5, backends=5)) == 4000.0 - 2.5
+    assert rebuild.rate_cap(rebuild_setup.RebuildPlan(interval=1.0)) == rebuild.RATE_FLOOR
+    result = rebuild.RebuildResult(big, 3000.0, None, None, probes_per_s=1000.0)
+    assert not rebuild.overloading(result)
+    result.rate = 4000.0
+    assert rebuild.overloading(result)
 
 
 def test_latencies_of_a_window_and_their_percentiles():
@@ -145,6 +162,8 @@ def test_a_short_run_of_the_memory_and_rebuild_phases():
     assert figures["lockstep_native_rebuild_marked_down"] == 5  # every VIP noticed
     assert figures["lockstep_native_rebuild_swaps"] == 5  # one new table each
     assert figures["lockstep_native_rebuild_dead_flows_after_down"] == 0
+    assert figures["lockstep_native_rebuild_grace_s"] == 1.2  # rise 1 x interval 1 + timeout 0.2
+    assert figures["lockstep_native_rebuild_retired_early"] == 0
     assert figures["lockstep_native_rebuild_others_down"] == 0
     assert figures["lockstep_native_rebuild_p99_ms"] is not None
     assert "summary (Markdown, for the README):" in run.stdout
@@ -166,26 +185,75 @@ def test_the_rest_clients_summary_counts_each_kind_and_its_statuses():
     assert restload.requests_per_s(summary, 2.0) == 2.0
 
 
-def test_landing_watch_sees_each_table_by_lookups_and_the_rest_by_metrics(monkeypatch):
-    """VIPs 0 and 1 have a witness (a flow they gave the dead VM); VIP 2 has none: its table
-    is known to be in when /metrics counts every swap."""
-    switch = SimpleNamespace(
-        witnesses={0: (10, 7), 1: (11, 8)}, backend_deletes={7: 1.0, 8: 1.1, 9: 1.2}
-    )
-    answers = {0: ["vm2"], 1: [rebuild_setup.DEAD["name"], "vm3"]}
-    swaps = [2.0, 3.0]
-    monkeypatch.setattr(rebuild_watch, "lookup", lambda port, vip, index: answers[vip].pop(0))
-    monkeypatch.setattr(rebuild_watch, "rebuilds_total", lambda port: swaps.pop(0))
-    watch = rebuild_watch.LandingWatch(switch, 8080, vips=3, swaps_target=3.0)
+def test_landing_watch_sees_each_table_once_the_vm_is_out_and_the_table_current(monkeypatch):
+    """GET /v1/status, polled: a VIP's new table is in when the dead VM is out of its healthy
+    set and its table is current (before its mark-down the old table is current too)."""
+    dead, others = rebuild_setup.DEAD["name"], ["vm2", "vm3"]
+
+    def vip(marked: bool, current: bool) -> dict:
+        return {"healthy": others if marked else [dead, *others], "table_current": current}
+
+    answers = [
+        {"vip1": vip(False, True), "vip2": vip(True, False)},  # none in
+        {"vip1": vip(True, False), "vip2": vip(True, True)},  # vip2's in
+        {"vip1": vip(True, True), "vip2": vip(True, True)},  # both
+    ]
+    monkeypatch.setattr(rebuild_watch, "status", lambda port: {"vips": answers.pop(0)})
+    watch = rebuild_watch.LandingWatch(8080, vips=2)
     watch._poll()
-    assert list(watch.landed) == [0] and watch.done_at is None
-    watch._poll()  # VIP 1's table is in now; VIP 2's: /metrics says 2 swaps of 3
-    assert sorted(watch.landed) == [0, 1] and watch.done_at is None
+    assert watch.landed == {} and watch.done_at is None
     watch._poll()
-    assert watch.done_at is not None and watch.done_at >= max(watch.landed.values())
-    assert watch.marked == {0: 1.0, 1: 1.1}
-    assert len(watch.install_delays()) == 2 and len(watch.request_seconds) == 5
-    watch._pool.shutdown()
+    assert list(watch.landed) == [1] and watch.done_at is None
+    watch._poll()
+    assert sorted(watch.landed) == [0, 1] and watch.done_at == max(watch.landed.values())
+    assert len(watch.request_seconds) == 3
+    mark_downs = {0: watch.landed[0] - 0.5, 1: watch.landed[1] - 0.25}
+    assert watch.install_delays(mark_downs) == pytest.approx([0.25, 0.5])
+    assert watch.install_delays({1: watch.landed[1] - 0.25}) == pytest.approx([0.25])
+
+
+def test_the_health_view_says_who_is_down_and_since_when(monkeypatch):
+    dead = rebuild_setup.DEAD["name"]
+    view = {
+        "vips": {
+            "vip1": [
+                {"backend": dead, "healthy": False, "since": 1000.25},
+                {"backend": "vm2", "healthy": True, "since": 900.0},
+            ],
+            "vip2": [
+                {"backend": dead, "healthy": True, "since": 900.0},
+                {"backend": "vm2", "healthy": False, "since": 1001.5},
+            ],
+            "vip3": [{"backend": dead, "healthy": False, "since": 1002.0}],
+        }
+    }
+    monkeypatch.setattr(procs, "rest_get", lambda port, path: json.dumps(view).encode())
+    health = rebuild_watch.health_view(8080)
+    assert health == (2, 1, {0: 1000.25, 2: 1002.0})
+    assert rebuild.perf_times(health.marked_down, 990.0) == {0: 10.25, 2: 12.0}
+
+
+def test_flows_to_the_dead_vm_count_after_their_own_vips_mark_down():
+    """Flow i is for VIP i % 2.  VIP 0 marked the VM down at 10.0, VIP 1 at 20.0."""
+    watched = [
+        (0, 7, 4.0),  # before the kill (5.0): not counted
+        (2, 7, 9.0),  # after the kill, before VIP 0's mark-down
+        (4, 7, 10.001),  # within the clock margin of it: not after
+        (6, 7, 10.5),  # after it: a flow to the dead VM after its mark-down
+        (1, 8, 15.0),  # VIP 1, before its own mark-down
+        (3, 8, 25.0),  # VIP 1, after it
+        (5, 8, 26.0),
+    ]
+    mark_downs = {0: 10.0, 1: 20.0}
+    assert rebuild.dead_vm_flows(watched, 2, 5.0, mark_downs) == (6, 3)
+    assert rebuild.dead_vm_flows(watched, 2, 5.0, {0: 10.0}) == (6, 1)  # VIP 1 never marked it
+
+
+def test_retirements_are_timed_from_the_mark_down_of_the_vip_the_backend_id_names():
+    watched = [(0, 7, 1.0), (1, 8, 2.0), (2, 7, 3.0)]  # backend 7 in VIP 0, 8 in VIP 1 (of 2)
+    deletes = {8: 31.0, 7: 22.0, 9: 5.0}  # 9: a backend id no flow on the VM named
+    assert rebuild.retirements(watched, 2, deletes, {0: 10.0, 1: 20.0}) == [11.0, 12.0]
+    assert rebuild.retirements(watched, 2, deletes, {1: 20.0}) == [11.0]
 
 
 def test_a_failed_run_stops_the_controller_and_quotes_its_log(tmp_path):

@@ -68,12 +68,12 @@ def rebuild_result() -> RebuildResult:
     kill = 100.0
     return RebuildResult(
         plan=RebuildPlan(vips=4, backends=5, interval=1.0, timeout=0.2, fall=2),
-        rate=5000.0,
-        sustained=10_000.0,
+        rate=3000.0,
+        sustained=6000.0,
         load=phase(4990.0),
         flows_before_kill=12_345,
         kill_at=kill,
-        deletes=[kill + 2.1, kill + 2.2, kill + 2.3, kill + 2.4],
+        mark_downs=[kill + 2.1, kill + 2.2, kill + 2.3, kill + 2.4],
         landed_at=kill + 2.5,
         baseline_ms=[0.1, 0.2, 0.3],
         window_ms=[0.2, 0.4, 6.1, 15.4],
@@ -85,7 +85,7 @@ def rebuild_result() -> RebuildResult:
         probes_per_s=20.0,
         dead_down_vips=4,
         install_delays=[0.05, 0.08, 0.1, 0.1],
-        witnesses=4,
+        retirements=[1.25],
         request_seconds=[0.001, 0.002],
         swaps=4,
     )
@@ -151,16 +151,25 @@ def test_the_rebuild_account(rebuilt, capsys):
         "  lockstep (native): 4 VIPs x 5 backends (4 distinct tables), health every 1 s "
         "(timeout 0.2 s, fall 2): 20 probes/s"
     )
-    assert lines[1] == "    load: 5,000 new flows/s (half of 10,000/s sustained), 4,990/s answered"
+    assert lines[1] == "    load: 3,000 new flows/s (half of 6,000/s sustained), 4,990/s answered"
     assert (
-        "    4 mark-downs (a backend's rules deleted) 2.10-2.40 s after the kill; all tables in "
-        "0.40 s after the first, 0.10 s after the last (2.50 s after the kill)"
+        "    4 mark-downs (GET /v1/health: the VM's state since) 2.10-2.40 s after the kill; all "
+        "tables in 0.40 s after the first, 0.10 s after the last (2.50 s after the kill)"
+    ) in lines
+    assert (
+        "    each VIP's table in after its mark-down: p50 0.08 s, max 0.10 s (seen for 4 VIPs by "
+        "GET /v1/status every 50 ms: 2 requests taking p50 1.00 ms, max 2.00 ms; 4 tables "
+        "swapped in all)"
+    ) in lines
+    assert (
+        "    the VM's rules deleted in 1 VIP(s) before the phase ended, 1.25-1.25 s after their "
+        "mark-down (grace 1.2 s; 0 sooner)"
     ) in lines
     assert (
         "    latency, kill -> landed: 4 flows, p50 0.40 ms, p99 15.40 ms, max 15.40 ms"
     ) in lines
     assert not [line for line in lines if "WARNING" in line or "NOT COMPLETE" in line]
-    assert lines[-3].startswith("    flows to the dead VM after the kill: 40, 0 after their VIP")
+    assert lines[-3].startswith("    flows sent to the dead VM after the kill: 40, 0 after their")
 
 
 def test_a_rebuild_that_fell_behind_says_so_first(rebuilt, capsys):
@@ -170,3 +179,21 @@ def test_a_rebuild_that_fell_behind_says_so_first(rebuilt, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("    WARNING: the controller fell behind its probes")
     assert lines[3] == "    NOT COMPLETE: not every table landed"
+
+
+def test_a_load_that_overloads_the_gateway_says_so(rebuilt, capsys):
+    rebuilt.rate = 4990.0  # with 20 probe answers/s: 5,010 packet-ins/s
+    rebuild_report.print_rebuild("lockstep_native", rebuilt)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("    WARNING: the load and the probes' answers reach the gateway's")
+
+
+def test_the_rebuild_targets_name_flows_after_the_mark_down_and_rules_deleted_too_soon(rebuilt):
+    verdicts = {text: (met, figure) for text, met, figure in report.targets("x", None, rebuilt)}
+    assert verdicts["no flow to the dead VM after it was marked down"] == (True, "0")
+    kept = "its earlier flows' rules kept for the grace (1.2 s)"
+    assert verdicts[kept] == (True, "0 of 1 deletes sooner")
+    rebuilt.retired_early, rebuilt.dead_flows_after_down = 1, 2
+    verdicts = {text: (met, figure) for text, met, figure in report.targets("x", None, rebuilt)}
+    assert verdicts[kept] == (False, "1 of 1 deletes sooner")
+    assert verdicts["no flow to the dead VM after it was marked down"] == (False, "2")

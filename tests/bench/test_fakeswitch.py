@@ -255,7 +255,8 @@ def test_switch_answers_probes_unless_silenced_and_watches_where_flows_go():
     assert (switch.counters.probes_answered, switch.counters.probes_silenced) == (1, 1)
 
     switch.watch_tunnel = switchwire.address_int(VIP3.backends[0].tunnel_ip)
-    switch._send_syns(3, time.perf_counter())  # flows 0, 1 and 2 are out
+    sent = time.perf_counter()
+    switch._send_syns(3, sent)  # flows 0, 1 and 2 are out
     actions = backend_actions(VIP3, VIP3.backends[0], 2)
 
     def rule(index: int, backend_id: int) -> bytes:
@@ -263,9 +264,9 @@ def test_switch_answers_probes_unless_silenced_and_watches_where_flows_go():
         return pipeline.flow_rule(parse_frame(frame), VIP3, backend_id, actions, 1)
 
     deliver(rule(0, 7), pipeline.delete_backend_flows(7), rule(1, 7), rule(2, 8))
-    assert switch.witnesses == {0: (0, 7)}  # the first flow placed on the watched endpoint
-    assert list(switch.backend_deletes) == [7]
-    assert switch.counters.watched_flows == 3
-    assert switch.counters.placed_after_delete == 1  # flow 1, on backend 7 after its delete
+    # Every flow placed on the watched endpoint, with its backend id and when it was sent.
+    assert switch.watched == [(0, 7, sent), (1, 7, sent), (2, 8, sent)]
+    assert list(switch.backend_deletes) == [7]  # backend 7's rules were deleted (retired)
+    assert switch.backend_deletes[7] > sent
     ours.close()
     theirs.close()

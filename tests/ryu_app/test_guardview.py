@@ -4,7 +4,7 @@ from a gateway whose switch has meters and dropped some of a flood."""
 from __future__ import annotations
 
 from ryu_app.api.guardview import GuardCollector, guard_snapshot, render_guard
-from ryu_app.api.views import exposition
+from ryu_app.api.metricsview import exposition
 from ryu_app.core.floodguard import GATEWAY_METER, PROBE_METER
 from ryu_app.core.model import DEFAULT_NEW_FLOW_RATE
 from ryu_app.shell.compat import ofproto_v1_3 as ofp

@@ -1,8 +1,8 @@
 """GET /metrics (issue 12): prometheus_client renders what the controller counts.
 
 The controller's packet path keeps incrementing plain integers; a scrape copies them on the
-event loop (``views.metrics_snapshot``) and a prometheus_client collector turns the copy into
-metric families off the loop (``views.GatewayCollector``, ``generate_latest``).  The names,
+event loop (``metricsview.metrics_snapshot``) and a prometheus_client collector turns the copy into
+metric families off the loop (``metricsview.GatewayCollector``, ``generate_latest``).  The names,
 help texts, types and labels are those of the hand-written text it replaced (``FAMILIES``);
 the REST server's own connection counters come with them; per-VIP and per-backend series exist
 only for what is configured.
@@ -15,7 +15,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from ryu_app.api import rest, views
+from ryu_app.api import metricsview, rest, views
 from ryu_app.api.httpserver import Stats
 from tests.ryu_app.fake_oftable import raw_packet_in
 from tests.ryu_app.promtext import families, samples, value
@@ -142,10 +142,10 @@ def test_samples_carry_the_controllers_counts(harness):
 def test_the_collector_is_prometheus_clients_and_reads_the_snapshot_it_was_given(harness):
     """Registered like any collector; what it reports is the snapshot's, not later counts."""
     harness.client_packet(42000)
-    snapshot = views.metrics_snapshot(harness.core)
+    snapshot = metricsview.metrics_snapshot(harness.core)
     harness.client_packet(42001)  # after the snapshot
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(views.GatewayCollector(snapshot, 5, views.RenderCache()))
+    registry.register(metricsview.GatewayCollector(snapshot, 5, views.RenderCache()))
     assert registry.get_sample_value("lockstep_packet_ins_total") == 1
     assert registry.get_sample_value("lockstep_handler_errors_total") == 5
     up = {"vip": "web", "backend": "vm3"}

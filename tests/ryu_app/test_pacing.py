@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from ryu_app.api import pacing, views
+from ryu_app.api import metricsview, pacing
 from ryu_app.api.pacing import PacedRows, Pacer, PacingStats
 
 
@@ -163,11 +163,11 @@ def test_paced_rows_encode_as_a_list_with_a_checkpoint_every_few_rows(monkeypatc
 
 
 def test_metrics_export_what_the_budget_delayed(harness):
-    snapshot = views.metrics_snapshot(harness.core)
+    snapshot = metricsview.metrics_snapshot(harness.core)
     stats = PacingStats(cpu_seconds=1.5, delays=7, delayed_seconds=0.25, handoffs=3)
-    text = views.render_metrics(snapshot, rest_pacing=stats)
+    text = metricsview.render_metrics(snapshot, rest_pacing=stats)
     assert "lockstep_rest_cpu_seconds_total 1.5\n" in text
     assert "lockstep_rest_paced_total 7.0\n" in text
     assert "lockstep_rest_paced_seconds_total 0.25\n" in text
     assert "# TYPE lockstep_rest_paced_total counter" in text
-    assert "lockstep_rest_paced" not in views.render_metrics(snapshot)  # no budget, no lines
+    assert "lockstep_rest_paced" not in metricsview.render_metrics(snapshot)  # no budget, no lines

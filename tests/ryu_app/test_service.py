@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from ryu_app.api.metricsview import metrics_snapshot, render_metrics
 from ryu_app.api.service import TABLE_WAIT_SECONDS, BadRequest, Conflict, GatewayService, NotFound
-from ryu_app.api.views import digest, metrics_snapshot, render_metrics
+from ryu_app.api.views import digest
 from ryu_app.core import pipeline
 from ryu_app.core.balancer import TableCache, TableRequest
 from ryu_app.core.flowkey import flow_from_fields

@@ -110,6 +110,9 @@ def deployment(openflow_port: int, rest_port: int, workdir: Path) -> dict:
                 "openflow": f"127.0.0.1:{openflow_port}",
                 "rest": f"127.0.0.1:{rest_port}",
                 "state_file": str(workdir / "lockstep-state.json"),
+                # The controller's own speed is what this measures; the fake switch has no
+                # meters, so a flood guard would run in the controller and cap it.
+                "flood_guard": {"rate": 0},
             }
         ],
     }

@@ -12,6 +12,8 @@ Everything here reads one plain dict, the results that `demo.py` collects and sa
         "checks": [{"what": "all connections succeeded", "ok": true, "detail": "1000/1000"}, ...],
         "figures": {"connections": 1000, "failed": 0, ...},      # free-form, shown in the table
         "per_gateway_vm": {"gw1": {"vm1": 130, ...}, ...},      # optional: connections plot
+        "notes": ["flood: ..."],                                # optional: printed after the table
+        "flood": {...},                              # optional: report_flood.py's plot (its format)
         "weights": {"vm1": 1, ...},                             # optional: overrides the topology's
         "timeline": {                                           # optional: timeline plot
           "events": [{"t": 3.2, "kind": "failure", "label": "vm2 service stopped",
@@ -39,6 +41,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from report_flood import plot_flood
 from report_plots import plot_spread, plot_timeline
 
 TABLE_WIDTH = 100  # the README's code blocks
@@ -93,6 +96,9 @@ def summary_table(results: dict) -> str:
     failures = _failed_checks(scenarios)
     if failures:
         out += ["", "Failed checks:", *failures]
+    notes = [n for scenario in scenarios for n in scenario.get("notes") or []]
+    if notes:
+        out += ["", "Notes:", *(line for n in notes for line in _wrap(n, "  ", "    "))]
     return "\n".join(_ascii(text) for text in out) + "\n"
 
 
@@ -168,7 +174,8 @@ def _short(value: object) -> str:
             return str(int(value))
         for limit, digits in ((100, 0), (10, 1), (1, 2)):
             if abs(value) >= limit:
-                return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+                text = f"{value:.{digits}f}"  # no zeros to strip without a decimal point
+                return text.rstrip("0").rstrip(".") if digits else text
         return f"{value:.3g}"
     if isinstance(value, list | tuple):
         return "/".join(_short(item) for item in value)
@@ -201,6 +208,10 @@ def write_all(results: dict, out_dir: Path | str) -> list[Path]:
         if scenario.get("per_gateway_vm"):
             path = out_dir / f"{stem}-connections.png"
             plot_spread(scenario, path, weights)
+            written.append(path)
+        if scenario.get("flood"):
+            path = out_dir / f"{stem}-flood.png"
+            plot_flood(scenario, path)
             written.append(path)
         timeline = scenario.get("timeline") or {}
         if timeline.get("events") or timeline.get("transfers"):

@@ -9,7 +9,8 @@ Every scenario is one function ``(world, counts) -> dict`` in the module of its 
 - ``scenarios_gateways.py``: a gateway fails, restarts or joins (gateway-nexthop, gateway-kill,
   controller-restart, scale-out);
 - ``scenarios_vms.py``: a VM fails, is drained, or is cut off from one gateway (vm-failure,
-  drain, disagreement).
+  drain, disagreement);
+- ``scenarios_overload.py``: a SYN flood through one gateway (flood).
 
 A new scenario is a function in the family it belongs to (or in a new ``scenarios_<family>.py``)
 and one line in ``SCENARIOS`` below: ``demo.py`` (``--only``) and the report take it from here.
@@ -17,7 +18,8 @@ and one line in ``SCENARIOS`` below: ``demo.py`` (``--only``) and the report tak
 clients' source ports tell one scenario's flows from another's in the gateways' flow tables, so
 each scenario has its own range: spread 20000+, gateway-nexthop 30000+, gateway-kill 31000+,
 vm-failure 36000-38999, drain 40000-43999, controller-restart 45000+, scale-out 47000+,
-disagreement 50000-51999 (downloads: client i from the first port + 100 i); 52000+ is free.
+disagreement 50000-51999, flood 52000-53999 (downloads: client i from the first port + 100 i);
+54000+ is free.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import scenarios_gateways
+import scenarios_overload
 import scenarios_spread
 import scenarios_vms
 from scenario_result import Counts
@@ -41,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "controller-restart": scenarios_gateways.controller_restart,
     "scale-out": scenarios_gateways.scale_out,
     "disagreement": scenarios_vms.disagreement,
+    "flood": scenarios_overload.flood,  # last: it leaves tens of thousands of idle flows
 }
 
 # Scenarios that need one gateway more than the ECMP group starts with: demo.py builds it, stops

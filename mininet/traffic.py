@@ -6,10 +6,17 @@ status 0 when everything succeeded, 1 otherwise.
 
 ``spread --vip ADDR [--port 80] [--src ADDR] --first-port P --count N [--timeout 3] [--parallel K]``
     N connections, from source ports P .. P+N-1, each asking ``/`` for the serving VM's name;
-    K at a time (lines in completion order).  One line per connection, then a summary::
+    K at a time (lines in completion order).  One line per connection (``connect_ms``: the TCP
+    handshake, null if it failed; ``ms``: the whole), then a summary::
 
-        {"sport": 40000, "vm": "vm3", "ok": true, "error": null, "ms": 1.9, "at": 1718000000.123}
+        {"sport": 40000, "vm": "vm3", "ok": true, "error": null, "ms": 1.9, "connect_ms": 0.6,
+         "at": 1718000000.123}
         {"done": true, "ok": 999, "failed": 1}
+
+``paced --vip ADDR [--port 80] [--src ADDR] --first-port P --count N [--every 0.1] [--timeout 2]``
+    N connections like spread's, one started every EVERY seconds whatever the others are
+    doing (a slow one does not delay the next), from ports P .. P+N-1; the same lines and
+    summary.  The flood scenario's legitimate client.
 
 ``download --vip ADDR [--port 80] [--src ADDR] [--sport P] --size BYTES [--rate BYTES_PER_S]
 [--label dl] [--progress 0.2] [--timeout 20]``
@@ -40,6 +47,7 @@ import argparse
 import errno
 import hashlib
 import json
+import math
 import socket
 import struct
 import sys
@@ -126,26 +134,46 @@ def get(sock: socket.socket, args: argparse.Namespace, path: str) -> bytes:
     return body
 
 
-def spread(args: argparse.Namespace) -> bool:
-    def one(sport: int) -> bool:
-        at, started = time.time(), time.monotonic()
-        vm = error = None
-        try:
-            with connect(args, sport) as sock:
-                body = get(sock, args, "/")
-                while piece := sock.recv(4096):
-                    body += piece
-            vm = body.decode(errors="replace").strip() or None
-            if vm is None:
-                error = "empty body"
-        except (OSError, HTTPFailure) as exc:
-            error = error_name(exc)
-        ms = round((time.monotonic() - started) * 1000, 1)
-        emit(sport=sport, vm=vm, ok=error is None, error=error, ms=ms, at=round(at, 3))
-        return error is None
+def ask_name(args: argparse.Namespace, sport: int) -> bool:
+    """One short connection from ``sport``: ask ``/`` for the serving VM's name; emit its line."""
+    at, started = time.time(), time.monotonic()
+    vm = error = connect_ms = None
+    try:
+        with connect(args, sport) as sock:
+            connect_ms = round((time.monotonic() - started) * 1000, 1)
+            body = get(sock, args, "/")
+            while piece := sock.recv(4096):
+                body += piece
+        vm = body.decode(errors="replace").strip() or None
+        if vm is None:
+            error = "empty body"
+    except (OSError, HTTPFailure) as exc:
+        error = error_name(exc)
+    ms = round((time.monotonic() - started) * 1000, 1)
+    emit(sport=sport, vm=vm, ok=error is None, error=error, ms=ms, connect_ms=connect_ms,
+         at=round(at, 3))  # fmt: skip
+    return error is None
 
+
+def spread(args: argparse.Namespace) -> bool:
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(one, range(args.first_port, args.first_port + args.count)))
+        ports = range(args.first_port, args.first_port + args.count)
+        results = list(pool.map(partial(ask_name, args), ports))
+    emit(done=True, ok=sum(results), failed=len(results) - sum(results))
+    return all(results)
+
+
+def paced(args: argparse.Namespace) -> bool:
+    """A connection every ``args.every`` seconds on a clock of its own: one that waits for a
+    lost SYN's retransmission runs beside the next ones rather than delaying them."""
+    in_flight = max(4, math.ceil(3 * args.timeout / args.every) + 1)  # connect, ask, read
+    futures = []
+    with ThreadPoolExecutor(in_flight) as pool:
+        start = time.monotonic()
+        for index in range(args.count):
+            time.sleep(max(0.0, start + index * args.every - time.monotonic()))
+            futures.append(pool.submit(ask_name, args, args.first_port + index))
+    results = [future.result() for future in futures]
     emit(done=True, ok=sum(results), failed=len(results) - sum(results))
     return all(results)
 
@@ -282,6 +310,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub.add_argument("--first-port", type=_PORT, required=True)
     sub.add_argument("--count", type=_COUNT, required=True)
     sub.add_argument("--parallel", type=_COUNT, default=1)
+    sub = command("paced", paced, 2.0, "a new short connection every EVERY seconds")
+    sub.add_argument("--first-port", type=_PORT, required=True)
+    sub.add_argument("--count", type=_COUNT, required=True)
+    sub.add_argument("--every", type=_SECONDS, default=0.1, help="seconds (%(default)s)")
     for name, run, summary in (
         ("download", download_one, "one long download"),
         ("downloads", download_many, "parallel long downloads"),

@@ -48,10 +48,10 @@ class World:
 
     # ---- the gateways ---------------------------------------------------------------------
 
-    def api(self, gateway, method: str, path: str, body=None):
+    def api(self, gateway, method: str, path: str, body=None, timeout: float = 10):
         """(status, decoded JSON) of one REST call; ``remote.Unreachable`` (an OSError) if
-        the controller does not answer."""
-        remote = Remote(f"http://{endpoint_text(*gateway.gateway.rest)}", timeout=10)
+        the controller does not answer within ``timeout`` seconds."""
+        remote = Remote(f"http://{endpoint_text(*gateway.gateway.rest)}", timeout=timeout)
         return remote.call(method, path, body)
 
     def healthy(self, gateway, probed: bool = False) -> set[str] | None:

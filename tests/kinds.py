@@ -107,7 +107,11 @@ class Place(NamedTuple):
 # The first place that holds a test says what it is; unlisted tests are unit tests.
 PLACES = (
     # The demo, as ./run.sh demo runs it (--quick): Mininet on a private Open vSwitch.
-    Place("tests/mininet/test_demo.py", "e2e", ("root", "ovs", "mnexec", "ethtool", "iperf3")),
+    Place(
+        "tests/mininet/test_demo.py",
+        "e2e",
+        ("root", "ovs", "mnexec", "ethtool", "iperf3", "hping3"),  # hping3: the flood scenario
+    ),
     # Mininet nodes built for real: each starts a shell through mnexec.
     Place(
         "tests/mininet/test_lockstep_topo.py::test_gateway_switch_bridge_options_add_its_vxlan_port",

@@ -19,9 +19,18 @@ SCENARIOS = {
     "controller-restart",
     "scale-out",
     "disagreement",
+    "flood",
 }
 
-OURS = ("lockstep-gateway", "vmserver.py", "traffic.py", "iperf3", "ovs-vswitchd", "ovsdb-server")
+OURS = (
+    "lockstep-gateway",
+    "vmserver.py",
+    "traffic.py",
+    "iperf3",
+    "hping3",
+    "ovs-vswitchd",
+    "ovsdb-server",
+)
 
 
 def own_processes() -> set[str]:
@@ -58,11 +67,12 @@ def test_every_scenario_keeps_its_promise(tmp_path):
     assert not broken, "\n".join(broken) + "\n" + result.stdout[-2000:]
     assert {s["name"] for s in report["scenarios"]} == SCENARIOS
     assert report["passed"] is True and result.returncode == 0
-    assert "PASS: 8 of 8 scenarios passed" in result.stdout
+    assert "PASS: 9 of 9 scenarios passed" in result.stdout
     # The report's files, and nothing left running or lying around.
     assert (tmp_path / "summary.txt").read_text().startswith("Lockstep demo")
     assert (tmp_path / "spread-connections.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "flood-flood.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert own_processes() == before
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True)
-    prefixes = ("gw", "vm", "ul", "clan", "r1-", "c1-", "c2-")
+    prefixes = ("gw", "vm", "ul", "clan", "r1-", "c1-", "c2-", "flooder")
     assert not [line for line in links.stdout.splitlines() if line.startswith(prefixes)]

@@ -141,7 +141,7 @@ def test_table_does_not_need_matplotlib(results, monkeypatch):
 @pytest.mark.parametrize(
     ("value", "shown"),
     [(1000, "1000"), (1000.0, "1000"), (1.234, "1.23"), (12.34, "12.3"), (0.0612, "0.0612")]
-    + [(123.6, "124"), (1.5, "1.5"), (float("nan"), "nan")]
+    + [(123.6, "124"), (1029.5, "1030"), (100.2, "100"), (1.5, "1.5"), (float("nan"), "nan")]
     + [(True, "yes"), ("no route", "no_route"), ([1.5, 2], "1.5/2")],
 )
 def test_figures_are_short(value, shown):

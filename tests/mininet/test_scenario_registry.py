@@ -28,7 +28,12 @@ def scenarios_defined_in(module_name: str) -> set:
 
 
 def test_the_families_are_found():
-    assert FAMILIES == ["scenarios_gateways", "scenarios_spread", "scenarios_vms"]
+    assert FAMILIES == [
+        "scenarios_gateways",
+        "scenarios_overload",
+        "scenarios_spread",
+        "scenarios_vms",
+    ]
 
 
 def test_every_scenario_of_every_family_is_registered_once():
@@ -50,6 +55,7 @@ def test_a_scenario_that_needs_a_spare_gateway_is_registered():
 def test_the_quick_counts_are_smaller():
     quick, full = Counts.quick(), Counts()
     assert quick.connections < full.connections and quick.downloads < full.downloads
+    assert quick.flood_seconds < full.flood_seconds
 
 
 class FinishedDownloads:

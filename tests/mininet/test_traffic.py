@@ -143,6 +143,43 @@ def test_spread_reports_refused_connections_and_fails():
     assert {(c["vm"], c["ok"], c["error"]) for c in connections} == {(None, False, "ECONNREFUSED")}
 
 
+def test_paced_starts_one_connection_every_interval_whatever_the_others_do(server_port):
+    first = free_source_ports(6)
+    status, lines = run_traffic(
+        f"paced --vip 127.0.0.1 --port {server_port} --src 127.0.0.1 --first-port {first}"
+        " --count 6 --every 0.1"
+    )
+    *connections, summary = lines
+    assert status == 0
+    assert summary == {"done": True, "ok": 6, "failed": 0}
+    assert [c["sport"] for c in sorted(connections, key=lambda c: c["at"])] == list(
+        range(first, first + 6)
+    )
+    starts = sorted(c["at"] for c in connections)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(0.05 <= gap <= 0.3 for gap in gaps), gaps
+    assert all(0 <= c["connect_ms"] <= c["ms"] and c["vm"] == NAME for c in connections)
+
+
+def test_a_paced_connection_that_hangs_does_not_delay_the_next():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        first = free_source_ports(4)
+        started = time.monotonic()
+        status, lines = run_traffic(
+            f"paced --vip 127.0.0.1 --port {silent.getsockname()[1]} --src 127.0.0.1"
+            f" --first-port {first} --count 4 --every 0.1 --timeout 1"
+        )
+        took = time.monotonic() - started
+    *connections, summary = lines
+    assert status == 1
+    assert summary == {"done": True, "ok": 0, "failed": 4}
+    assert {c["error"] for c in connections} == {"timeout"}
+    assert all(c["connect_ms"] is not None for c in connections)  # connected, then no answer
+    starts = sorted(c["at"] for c in connections)
+    assert starts[-1] - starts[0] < 0.6  # not one after another's timeout
+    assert took < 3.5
+
+
 def test_download_checks_the_digest(server_port):
     size = 5_000_003
     status, lines = run_traffic(

@@ -45,6 +45,29 @@ def digest(data) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Fields a VIP gained after the first release, and their defaults.  At its default such a field
+# is left out of the configuration's digest, so that a gateway that knows it and one that does
+# not yet (a fleet half way through an upgrade) show the same digest in ``lockstep status``
+# for the same configuration; set to anything else, it counts.
+NEWER_FIELDS_AT_DEFAULT = {
+    ("new_flow_rate",): None,  # issue 13: a VIP's own flood-guard budget
+    ("health", "panic_threshold"): 50,  # issue 13: the panic threshold
+}
+
+
+def config_data(vip: Vip) -> dict:
+    """The VIP's configuration as its digest sees it (``NEWER_FIELDS_AT_DEFAULT``)."""
+    data = deployment_file.vip_to_data(vip)
+    for path, default in NEWER_FIELDS_AT_DEFAULT.items():
+        *parents, name = path
+        holder = data
+        for parent in parents:
+            holder = holder.get(parent) or {}
+        if name in holder and holder[name] == default:
+            del holder[name]
+    return data
+
+
 class VipView(NamedTuple):
     """One VIP as the balancer has it at the snapshot."""
 
@@ -78,7 +101,7 @@ class RenderCache:
     def config_digest(self, vip: Vip) -> str:
         cached = self._config.get(vip.name)
         if cached is None or cached[0] is not vip:
-            cached = self._config[vip.name] = (vip, digest(deployment_file.vip_to_data(vip)))
+            cached = self._config[vip.name] = (vip, digest(config_data(vip)))
         return cached[1]
 
     def healthy_digest(self, name: str, healthy: frozenset[str]) -> str:
@@ -91,7 +114,7 @@ class RenderCache:
         """The digest of every VIP's configuration: the same value whatever their order."""
         cached_vips, value = self._all
         if cached_vips is not vips:
-            data = sorted((deployment_file.vip_to_data(v) for v in vips), key=lambda v: v["name"])
+            data = sorted((config_data(v) for v in vips), key=lambda v: v["name"])
             value = digest(data)
             self._all = (vips, value)
         return value

@@ -1,0 +1,36 @@
+"""A VIP's configuration digest (``/v1/status``, compared by ``lockstep status``) is the same on
+a gateway that knows the fields added since the first release and on one that does not, as long
+as they hold their defaults: a fleet half way through an upgrade agrees."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ryu_app.api.views import RenderCache, config_data, digest
+from tests.ryu_app.core.rig import PROBED_VIP
+from topology import deployment as deployment_file
+
+
+def as_an_older_gateway_sees_it(vip) -> dict:
+    data = deployment_file.vip_to_data(vip)
+    del data["new_flow_rate"]
+    del data["health"]["panic_threshold"]
+    return data
+
+
+def test_newer_fields_at_their_defaults_leave_the_digest_as_it_was():
+    assert config_data(PROBED_VIP) == as_an_older_gateway_sees_it(PROBED_VIP)
+    assert RenderCache().config_digest(PROBED_VIP) == digest(
+        as_an_older_gateway_sees_it(PROBED_VIP)
+    )
+
+
+def test_newer_fields_set_count():
+    own_rate = dataclasses.replace(PROBED_VIP, new_flow_rate=500)
+    panicky = dataclasses.replace(
+        PROBED_VIP, health=dataclasses.replace(PROBED_VIP.health, panic_threshold=80)
+    )
+    digests = {RenderCache().config_digest(v) for v in (PROBED_VIP, own_rate, panicky)}
+    assert len(digests) == 3
+    assert config_data(own_rate)["new_flow_rate"] == 500
+    assert config_data(panicky)["health"]["panic_threshold"] == 80

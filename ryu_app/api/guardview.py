@@ -19,6 +19,7 @@ class GuardSnapshot(NamedTuple):
     burst: int
     dropped: dict[int, int]  # meter id -> packets the switch dropped
     vip_meters: dict[str, int]  # VIP -> its own meter
+    clients_dropped_in_switch: int  # by every meter but the probes', deleted ones included
     controller_dropped: int
     switch_errors: dict[tuple[int, int], int]  # (type, code) -> count
 
@@ -31,13 +32,10 @@ def guard_snapshot(core: GatewayCore) -> GuardSnapshot:
         guard.config.burst,
         dict(guard.counters.switch_dropped),
         dict(guard.vip_meters),
+        guard.counters.clients_dropped_in_switch,
         guard.counters.controller_dropped,
         dict(core.counters.switch_errors),
     )
-
-
-def _client_dropped(snapshot: GuardSnapshot) -> int:
-    return sum(n for meter, n in snapshot.dropped.items() if meter != PROBE_METER)
 
 
 def render_guard(snapshot: GuardSnapshot) -> dict:
@@ -46,7 +44,7 @@ def render_guard(snapshot: GuardSnapshot) -> dict:
         "mode": snapshot.mode,
         "rate": snapshot.rate,
         "burst": snapshot.burst,
-        "dropped_in_switch": _client_dropped(snapshot),
+        "dropped_in_switch": snapshot.clients_dropped_in_switch,
         "dropped_in_controller": snapshot.controller_dropped,
         "probe_answers_dropped": snapshot.dropped.get(PROBE_METER, 0),
         "vip_budgets": {
@@ -83,7 +81,7 @@ class GuardCollector:
             "Packets of new connections the flood guard dropped, by where it dropped them.",
             labels=("where",),
         )
-        dropped.add_metric(("switch",), _client_dropped(snapshot))
+        dropped.add_metric(("switch",), snapshot.clients_dropped_in_switch)
         dropped.add_metric(("controller",), snapshot.controller_dropped)
         yield dropped
         yield CounterMetricFamily(

@@ -32,7 +32,7 @@ from ryu_app.api.guardview import GuardSnapshot, guard_snapshot, render_guard
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
-from ryu_app.core.model import Backend, Vip
+from ryu_app.core.model import Backend, HealthCheck, Vip
 from topology import deployment as deployment_file
 
 # The family of ``/metrics`` (``metricsview``) whose samples ``RenderCache`` keeps: one per
@@ -50,8 +50,8 @@ def digest(data) -> str:
 # not yet (a fleet half way through an upgrade) show the same digest in ``lockstep status``
 # for the same configuration; set to anything else, it counts.
 NEWER_FIELDS_AT_DEFAULT = {
-    ("new_flow_rate",): None,  # issue 13: a VIP's own flood-guard budget
-    ("health", "panic_threshold"): 50,  # issue 13: the panic threshold
+    ("new_flow_rate",): Vip.new_flow_rate,  # issue 13: a VIP's own flood-guard budget
+    ("health", "panic_threshold"): HealthCheck.panic_threshold,  # issue 13
 }
 
 

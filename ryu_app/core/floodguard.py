@@ -72,19 +72,23 @@ class TokenBucket:
 
 @dataclass
 class GuardCounters:
+    """What the guard dropped since the controller started; every count only goes up (the
+    switch's own counts start again with each meter it is given, see ``Guard.on_stats``)."""
+
     switch_dropped: dict[int, int] = field(default_factory=dict)  # meter id -> packets
+    retired_dropped: int = 0  # client packets dropped by meters since deleted
     controller_dropped: int = 0  # client packet-ins the controller's bucket dropped
 
     @property
-    def switch_dropped_total(self) -> int:
-        return sum(self.switch_dropped.values())
+    def clients_dropped_in_switch(self) -> int:
+        live = sum(n for meter, n in self.switch_dropped.items() if meter != PROBE_METER)
+        return live + self.retired_dropped
 
     @property
     def dropped_clients(self) -> int:
         """Client packets the guard dropped so far, in the switch (every meter but the
         probes') and in the controller: the overload monitor's evidence of a flood."""
-        switch = sum(n for meter, n in self.switch_dropped.items() if meter != PROBE_METER)
-        return switch + self.controller_dropped
+        return self.clients_dropped_in_switch + self.controller_dropped
 
 
 class Guard:
@@ -97,6 +101,7 @@ class Guard:
         self.vip_meters: dict[str, int] = {}  # VIP name -> its own meter
         self.installed: dict[int, tuple[int, int]] = {}  # meter id -> (rate, burst) asked for
         self.counters = GuardCounters()
+        self._seen: dict[int, int] = {}  # meter id -> the switch's last count of its drops
         self.bucket = TokenBucket(config.rate, max(config.burst, 1))
         self._next_stats = 0.0
         self.mode = self._mode()  # kept current: the packet path reads it per packet-in
@@ -109,7 +114,7 @@ class Guard:
     def on_connect(self) -> list[bytes]:
         """A switch connected (meters of an earlier connection are deleted once it says it
         has meters): ask what it can do."""
-        self.features, self.installed = None, {}
+        self.features, self.installed, self._seen = None, {}, {}
         self.mode = self._mode()
         return [ofmeter.meter_features_request()] if self.config.rate else []
 
@@ -122,8 +127,12 @@ class Guard:
         return [ofmeter.meter_mod(ofmeter.OFPMC_DELETE, ofmeter.OFPM_ALL)] + self.sync(vips)
 
     def no_features(self) -> None:
-        """The switch refused the meter features request: it has no meters."""
+        """The switch refused the meter features request (it has no meters), or one of our
+        meters: the guard falls back to the controller's bucket (the caller sends the rules
+        again, without meters: a rule naming a meter the switch refused would be refused too,
+        and with it every new connection)."""
         self.features = ofmeter.MeterFeatures(0, 0, 0, 0)
+        self.installed, self._seen, self.vip_meters = {}, {}, {}
         self.mode = self._mode()
 
     def sync(self, vips: list[Vip]) -> list[bytes]:
@@ -133,14 +142,20 @@ class Guard:
             return []
         wanted = self._wanted(vips)
         messages = []
-        for meter_id, (rate, burst) in sorted(wanted.items()):
+        capabilities = self.features.capabilities
+        stats = bool(capabilities & ofmeter.OFPMF_STATS)
+        bursts = bool(capabilities & ofmeter.OFPMF_BURST)  # only flags the switch has: an
+        for meter_id, (rate, burst) in sorted(wanted.items()):  # unknown one refuses the meter
             known = self.installed.get(meter_id)
             if known != (rate, burst):
                 command = ofmeter.OFPMC_ADD if known is None else ofmeter.OFPMC_MODIFY
-                messages.append(ofmeter.meter_mod(command, meter_id, rate, burst))
+                size = burst if bursts else 0
+                messages.append(ofmeter.meter_mod(command, meter_id, rate, size, stats))
         for meter_id in sorted(set(self.installed) - set(wanted)):
             messages.append(ofmeter.meter_mod(ofmeter.OFPMC_DELETE, meter_id))
-            self.counters.switch_dropped.pop(meter_id, None)
+            self._seen.pop(meter_id, None)
+            dropped = self.counters.switch_dropped.pop(meter_id, 0)
+            self.counters.retired_dropped += dropped if meter_id != PROBE_METER else 0
         self.installed = wanted
         return messages
 
@@ -153,9 +168,13 @@ class Guard:
             if name not in own:
                 del self.vip_meters[name]
         used = set(self.vip_meters.values())
-        free = (i for i in range(FIRST_VIP_METER, ofmeter.OFPM_MAX) if i not in used)
+        last = min(ofmeter.OFPM_MAX, self.features.max_meter)
+        free = (i for i in range(FIRST_VIP_METER, last + 1) if i not in used)
         for name, rate in sorted(own.items()):
-            meter_id = self.vip_meters.get(name) or self.vip_meters.setdefault(name, next(free))
+            meter_id = self.vip_meters.get(name) or next(free, None)
+            if meter_id is None:
+                continue  # the switch has no meter left: this VIP shares the gateway's
+            self.vip_meters[name] = meter_id
             wanted[meter_id] = (rate, max(1, rate // 3))
         return wanted
 
@@ -188,10 +207,14 @@ class Guard:
         self._next_stats = now + STATS_INTERVAL
         return [ofmeter.meter_stats_request()]
 
-    def on_stats(self, dropped: dict[int, int]) -> int:
+    def on_stats(self, dropped: dict[int, int]) -> None:
         """One part of a meter statistics reply: the packets each meter dropped, as the
-        switch counts them.  Returns the total over our meters."""
+        switch counts them since that meter was added.  Ours only go up: each reading adds
+        what it grew by (a smaller one means the meter was added again: all of it is new)."""
+        counts = self.counters.switch_dropped
         for meter_id, packets in dropped.items():
             if meter_id in self.installed:
-                self.counters.switch_dropped[meter_id] = packets
-        return self.counters.switch_dropped_total
+                seen = self._seen.get(meter_id, 0)
+                grown = packets - seen if packets >= seen else packets
+                counts[meter_id] = counts.get(meter_id, 0) + grown
+                self._seen[meter_id] = packets

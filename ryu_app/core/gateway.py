@@ -140,8 +140,7 @@ class GatewayCore:
         self.prober = Prober(own, mac_bytes(self.mac), rng, self.monitor)
         self._retirements = Retirements()  # backends out of service, until their grace ends
         self.guard = Guard(gateway.flood_guard)
-        if self.guard.config.rate:  # packet-ins near the guard's budget: a flood is metered
-            self.monitor.rate_limit = min(self.monitor.rate_limit, 0.9 * self.guard.config.rate)
+        self._drops_told: int | None = None  # the guard's drop count the monitor last had
         self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
 
     # ---- switch life cycle ---------------------------------------------------------------
@@ -270,10 +269,10 @@ class GatewayCore:
             f"VIP {vip.name} {'replaced' if old else 'added'}: {vip.protocol} "
             f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
         )
-        if self.ports is None:
-            return effects
         messages = effects.messages
         messages += self.guard.sync(self._vips())  # a meter before the rule that names it
+        if self.ports is None:  # (meters name no port: they follow the VIPs all the same)
+            return effects
         for backend_id in old_ids - set(state.backend_ids.values()):
             messages.append(pipeline.delete_backend_flows(backend_id))
         addresses, uplink, guard = self.gateway.addresses, self.ports.uplink, self.guard
@@ -292,11 +291,11 @@ class GatewayCore:
         self.prober.remove_vip(name)
         self._retirements.forget_vip(name)
         effects = Effects(notices=[f"VIP {name} removed"])
-        if self.ports is None:
-            return effects
-        addresses, uplink = self.gateway.addresses, self.ports.uplink
-        effects.messages += pipeline.remove_vip_flows(state.vip, addresses, uplink)
-        effects.messages += [pipeline.delete_backend_flows(i) for i in state.backend_ids.values()]
+        if self.ports is not None:
+            addresses, uplink = self.gateway.addresses, self.ports.uplink
+            effects.messages += pipeline.remove_vip_flows(state.vip, addresses, uplink)
+            ids = state.backend_ids.values()
+            effects.messages += [pipeline.delete_backend_flows(i) for i in ids]
         effects.messages += self.guard.sync(self._vips())  # its meter after the rule naming it
         return effects
 
@@ -319,15 +318,13 @@ class GatewayCore:
                     cookie, reason, flow = of.parse_flow_removed(message)
                     self._flow_removed(cookie, flow, reason)
                 elif msg_type == ofmeter.OFPT_MULTIPART_REPLY:
-                    self._multipart_reply(message, now, effects)
+                    self._multipart_reply(message, effects)
                 elif msg_type == ofmeter.OFPT_ERROR:
                     self._switch_error(ofmeter.parse_error(message), now, effects)
             except of.WireError as error:
                 self.counters.packet_ins += msg_type == of.OFPT_PACKET_IN
                 self.counters.malformed[error.reason] += 1
         self.monitor.packet_ins(self.counters.packet_ins - packet_ins, now)
-        if self.guard.counters.controller_dropped:  # no meters: the controller's bucket drops
-            self.monitor.guard_drops(self.guard.counters.dropped_clients, now)
         if effects.tables:  # probe answers' verdicts
             effects.tables = self.wanted_tables(effects.tables)
         return effects
@@ -415,7 +412,7 @@ class GatewayCore:
 
     # ---- the flood guard and the switch's own reports --------------------------------------
 
-    def _multipart_reply(self, message: bytes, now: float, effects: Effects) -> None:
+    def _multipart_reply(self, message: bytes, effects: Effects) -> None:
         kind = ofmeter.multipart_kind(message)
         if kind == ofmeter.OFPMP_METER_FEATURES:
             features = ofmeter.parse_meter_features(message)
@@ -423,7 +420,6 @@ class GatewayCore:
             self._guard_ready(effects)
         elif kind == ofmeter.OFPMP_METER:
             self.guard.on_stats(ofmeter.parse_meter_stats(message))
-            self.monitor.guard_drops(self.guard.counters.dropped_clients, now)
 
     def _guard_ready(self, effects: Effects) -> None:
         """The guard knows where it runs: say so, and give rules already in the switch their
@@ -446,7 +442,8 @@ class GatewayCore:
 
     def _switch_error(self, error: ofmeter.SwitchError, now: float, effects: Effects) -> None:
         """The switch refused a message: counted by (type, code), logged at a bounded rate.
-        A refused meter features request means a switch without meters."""
+        A refused meter features request means a switch without meters; a refused meter, one
+        whose meters cannot be trusted: either way the guard falls back to the controller."""
         kind = (error.type, error.code)
         if (
             kind not in self.counters.switch_errors
@@ -454,12 +451,19 @@ class GatewayCore:
         ):
             kind = (-1, -1)
         self.counters.switch_errors[kind] += 1
-        refused = error.refused
-        if error.refused_type == of.OFPT_MULTIPART_REQUEST and refused[8:10] == b"\x00\x0b":
+        if ofmeter.refused_multipart_kind(error) == ofmeter.OFPMP_METER_FEATURES:
             if self.guard.features is None:
                 self.guard.no_features()
                 self._guard_ready(effects)
             return
+        if error.refused_type == ofmeter.OFPT_METER_MOD and self.guard.mode == SWITCH:
+            self.guard.no_features()
+            effects.errors.append(
+                f"the switch refused a meter (error type {error.type} code {error.code})"
+            )
+            self._guard_ready(effects)
+            if self.ports is not None:  # the rules again, naming no meter
+                effects.messages += self._pipeline_rules()
         logged_at, left_out = self._errors_logged.get(kind, (None, 0))
         if logged_at is not None and now - logged_at < ERROR_LOG_EVERY:
             self._errors_logged[kind] = (logged_at, left_out + 1)
@@ -489,6 +493,10 @@ class GatewayCore:
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
             effects.messages += self.guard.tick(now)
+        dropped = self.guard.counters.dropped_clients
+        if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
+            self.monitor.guard_drops(dropped, now)
+            self._drops_told = dropped
         notices, warnings = self.monitor.tick(now)
         effects.notices += notices
         effects.warnings += warnings

@@ -59,10 +59,13 @@ def _multipart_request(kind: int, body: bytes) -> bytes:
     return head + _MULTIPART_HEAD.pack(kind, 0) + body
 
 
-def meter_mod(command: int, meter_id: int, rate: int = 0, burst: int = 0) -> bytes:
-    """A meter of ``rate`` packets per second (``burst`` packets above it allowed at once)
-    whose one band drops the excess, with statistics; ``OFPMC_DELETE`` needs no band."""
-    flags = OFPMF_PKTPS | OFPMF_STATS | (OFPMF_BURST if burst else 0)
+def meter_mod(
+    command: int, meter_id: int, rate: int = 0, burst: int = 0, stats: bool = True
+) -> bytes:
+    """A meter of ``rate`` packets per second (``burst`` packets above it allowed at once, if
+    any) whose one band drops the excess, with statistics if ``stats``; ``OFPMC_DELETE``
+    needs no band."""
+    flags = OFPMF_PKTPS | (OFPMF_STATS if stats else 0) | (OFPMF_BURST if burst else 0)
     band = b"" if command == OFPMC_DELETE else _DROP_BAND.pack(OFPMBT_DROP, 16, rate, burst)
     body = _METER_MOD.pack(command, flags, meter_id) + band
     return _HEADER.pack(OFP_VERSION, OFPT_METER_MOD, 8 + len(body), 0) + body
@@ -90,6 +93,13 @@ def multipart_kind(message: bytes) -> int:
     if len(message) < 16:
         raise WireError("bad-multipart", f"{len(message)} bytes is too short")
     return _MULTIPART_HEAD.unpack_from(message, 8)[0]
+
+
+def refused_multipart_kind(error: SwitchError) -> int | None:
+    """The statistics type of the multipart request an error refuses, if it refuses one."""
+    if error.refused_type != OFPT_MULTIPART_REQUEST or len(error.refused) < 16:
+        return None
+    return multipart_kind(error.refused)
 
 
 def parse_meter_features(message: bytes) -> MeterFeatures:

@@ -8,9 +8,10 @@ import dataclasses
 
 import pytest
 
+from ryu_app.api.guardview import guard_snapshot, render_guard
 from ryu_app.core import floodguard, ofmeter, pipeline
 from ryu_app.core.floodguard import GATEWAY_METER, PROBE_METER, TokenBucket
-from ryu_app.core.model import FloodGuard
+from ryu_app.core.model import FloodGuard, HealthCheck
 from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (
     GATEWAY,
@@ -116,7 +117,7 @@ def test_meter_drops_are_polled_every_second_and_counted():
         rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 700, PROBE_METER: 0, 77: 5})], 2.0)
     )
     assert rig.core.guard.counters.switch_dropped == {GATEWAY_METER: 700, PROBE_METER: 0}
-    assert rig.core.guard.counters.switch_dropped_total == 700  # meter 77 is not ours
+    assert rig.core.guard.counters.dropped_clients == 700  # meter 77 is not ours
 
 
 def test_the_switchs_errors_are_counted_and_logged_at_a_bounded_rate():
@@ -160,13 +161,19 @@ def test_meter_mods_are_only_sent_when_something_changed():
 
 
 def test_rising_meter_drops_tell_the_health_checks_the_gateway_is_flooded():
-    rig = GatewayRig()
+    static = dataclasses.replace(VIP, health=HealthCheck(type="none"))  # no other evidence
+    rig = GatewayRig(vips=(static,))
     monitor = rig.core.monitor
-    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 0})], 1.0))
+
+    def stats_then_tick(dropped: int, now: float) -> None:
+        rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: dropped})], now))
+        rig.tick(now)  # the tick hands the guard's count to the overload monitor
+
+    stats_then_tick(0, 1.0)
     assert not monitor.overloaded(1.0)
-    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 5000})], 2.0))
+    stats_then_tick(5000, 2.0)
     assert monitor.overloaded(2.0)
-    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 5000})], 6.0))
+    stats_then_tick(5000, 6.0)
     assert not monitor.overloaded(6.0)  # no new drops: the flood is over
 
 
@@ -177,6 +184,52 @@ def test_probe_meter_drops_are_not_a_flood_of_clients():
     assert rig.core.guard.counters.dropped_clients == 0
 
 
-def test_the_packet_in_rate_that_means_overload_follows_the_guards_budget():
-    rig = GatewayRig(gateway=dataclasses.replace(GATEWAY, flood_guard=FloodGuard(1000, 100)))
-    assert rig.core.monitor.rate_limit == 900
+def test_drop_counts_only_go_up_across_a_reconnect_and_a_deleted_meter():
+    own = dataclasses.replace(VIP, name="api", address="10.0.0.101", new_flow_rate=500)
+    rig = GatewayRig(vips=(VIP, own))
+    api_meter = rig.core.guard.vip_meters["api"]
+    seen = []
+    for now, counts in [(1.0, {GATEWAY_METER: 5000, api_meter: 100}), (2.0, {GATEWAY_METER: 5100})]:
+        rig.run(rig.core.on_messages([raw_meter_stats(counts)], now))
+        seen.append(rig.core.guard.counters.dropped_clients)
+    rig.connect(3.0)  # the switch's counts start again from 0
+    rig.run(rig.core.on_messages([raw_meter_stats({GATEWAY_METER: 300})], 4.0))
+    seen.append(rig.core.guard.counters.dropped_clients)
+    rig.run(rig.core.remove_vip("api", 5.0))  # its meter's drops stay counted
+    seen.append(rig.core.guard.counters.dropped_clients)
+    assert seen == [5100, 5200, 5500, 5500]
+    status = render_guard(guard_snapshot(rig.core))
+    assert status["dropped_in_switch"] == 5500
+
+
+def test_a_meter_the_switch_refuses_sends_the_guard_back_to_the_controller():
+    rig = GatewayRig()
+    refused = raw_error(
+        ofp.OFPET_METER_MOD_FAILED, ofp.OFPMMFC_INVALID_METER, ofmeter.meter_mod(0, 1, 10, 1)
+    )
+    rig.run(rig.core.on_messages([refused], 1.0))
+    assert rig.core.guard.mode == floodguard.CONTROLLER
+    assert any("refused a meter" in e for e in rig.errors)
+    # The rules were sent again naming no meter: new connections still reach the controller.
+    assert meter_of(rig, frame()) == 0
+    assert rig.table.lookup(packet_fields(UPLINK, frame())).actions
+    assert not rig.send(UPLINK, frame(), 2.0).dropped
+
+
+def test_only_flags_the_switch_has_and_no_meter_ids_beyond_its_last():
+    rig = GatewayRig(
+        connect=False,
+        vips=(VIP, dataclasses.replace(VIP, name="api", address="10.0.0.101", new_flow_rate=500)),
+    )
+    rig.run(rig.core.on_connect(0.0))
+    plain = ofmeter.MeterFeatures(
+        max_meter=2,
+        band_types=1 << ofmeter.OFPMBT_DROP,
+        capabilities=ofmeter.OFPMF_PKTPS,
+        max_bands=1,
+    )
+    effects = rig.core.guard.on_features(plain, rig.core._vips())
+    mods = [m for m in effects if m[1] == ofmeter.OFPT_METER_MOD and m[8:10] == b"\x00\x00"]
+    flags = {int.from_bytes(m[10:12], "big") for m in mods}
+    assert flags == {ofmeter.OFPMF_PKTPS}  # no burst, no stats: the switch has neither
+    assert rig.core.guard.vip_meters == {}  # meters 1 and 2 only: the VIP shares the gateway's

@@ -12,6 +12,7 @@ import ipaddress
 import random
 
 from ryu_app.core import openflow as of
+from ryu_app.core.floodguard import GATEWAY_METER
 from ryu_app.core.flowkey import TCP_ACK, TCP_SYN, parse_frame
 from ryu_app.core.overload import forgive_bound
 from ryu_app.core.packets import TCP_RST, parse_segment
@@ -26,7 +27,7 @@ from tests.ryu_app.core.rig import (
     frame,
     reply_frame,
 )
-from tests.ryu_app.fake_oftable import raw_packet_in
+from tests.ryu_app.fake_oftable import raw_meter_stats, raw_packet_in
 
 TICK = 0.02
 DETECTION = CHECK.interval * CHECK.fall + CHECK.timeout  # 2.5 s: the bound when not overloaded
@@ -148,12 +149,12 @@ def test_flood_guard_drops_are_evidence_of_a_flood():
     """With the switch's meter dropping the flood, the controller sees few packet-ins: the
     meter's rising drop count (polled by the shell about once a second) is the evidence."""
     scenario = Scenario()
-    monitor = scenario.rig.core.monitor
-    monitor.guard_drops(1_000, scenario.now)  # the first poll: a baseline, not a flood
-    scenario.run(1.0)
+    rig, monitor = scenario.rig, scenario.rig.core.monitor
+    scenario.run(1.0)  # no drops yet: the baseline
     assert not monitor.view().overloaded
     for second in range(6):
-        monitor.guard_drops(1_000 + 20_000 * (second + 1), scenario.now)
+        stats = raw_meter_stats({GATEWAY_METER: 20_000 * (second + 1)})  # the switch's count
+        rig.run(rig.core.on_messages([stats], scenario.now))
         scenario.run(1.0, {"vm1": "silent"})
     assert scenario.healthy == ALL
     assert monitor.view().reasons == ("guard_drops",) and monitor.view().guard_drops == 120_000

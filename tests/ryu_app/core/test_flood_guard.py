@@ -233,3 +233,14 @@ def test_only_flags_the_switch_has_and_no_meter_ids_beyond_its_last():
     flags = {int.from_bytes(m[10:12], "big") for m in mods}
     assert flags == {ofmeter.OFPMF_PKTPS}  # no burst, no stats: the switch has neither
     assert rig.core.guard.vip_meters == {}  # meters 1 and 2 only: the VIP shares the gateway's
+
+
+def test_vip_meters_follow_vip_changes_while_a_port_is_missing():
+    rig = GatewayRig()
+    rig.connect(1.0, ports={"up0": UPLINK})  # the tunnel port is gone: no rules of ours
+    own = dataclasses.replace(VIP, name="api", address="10.0.0.101", new_flow_rate=500)
+    rig.run(rig.core.set_vip(own, 2.0))
+    api_meter = rig.core.guard.vip_meters["api"]
+    assert rig.table.meters[api_meter] == (500, 166)
+    rig.run(rig.core.remove_vip("api", 3.0))
+    assert api_meter not in rig.table.meters

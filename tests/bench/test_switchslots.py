@@ -15,8 +15,6 @@ from bench.switchslots import (
     slot_of,
 )
 
-pytestmark = pytest.mark.unit
-
 TEN = [(f"vm{i}", 1) for i in range(10)]
 
 

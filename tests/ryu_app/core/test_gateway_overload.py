@@ -31,6 +31,8 @@ from tests.ryu_app.fake_oftable import raw_packet_in
 TICK = 0.02
 DETECTION = CHECK.interval * CHECK.fall + CHECK.timeout  # 2.5 s: the bound when not overloaded
 ALL = {b.name for b in BACKENDS}
+# The same VMs behind a second VIP: the gateway's own trouble silences both.
+SECOND_VIP = dataclasses.replace(PROBED_VIP, name="api", address="10.0.0.101")
 NO_PANIC = dataclasses.replace(PROBED_VIP, health=dataclasses.replace(CHECK, panic_threshold=0))
 
 
@@ -46,8 +48,8 @@ class Scenario:
     """A rig driven in 20 ms ticks.  ``behaviour``: backend -> "answer" | "refuse" | "silent"
     (default "answer"); ``flood``: client SYN packet-ins per second fed to the core."""
 
-    def __init__(self, vip=PROBED_VIP, seed=3):
-        self.rig = GatewayRig(vips=(vip,))
+    def __init__(self, vip=PROBED_VIP, seed=3, more_vips=()):
+        self.rig = GatewayRig(vips=(vip, *more_vips))
         self.now = 0.0
         self.rng = random.Random(seed)
         self.messages: list[bytes] = []  # everything the core sent after start-up
@@ -211,16 +213,16 @@ def test_a_vm_that_dies_under_a_sustained_flood_goes_down_within_the_documented_
     )
 
 
-def test_silence_of_every_backend_at_once_is_the_gateways_own_trouble():
+def test_silence_of_every_backend_of_every_vip_is_the_gateways_own_trouble():
     """No flood the core can see (an overloaded switch drops answers before they become
-    packet-ins, with no meter to count them), no answered probe to time: only the common
-    cause tells the gateway's trouble from three VMs dying.  It holds them up for the bound,
-    then they go down, and the VIP's panic keeps new flows going to all three."""
-    scenario = Scenario()
+    packet-ins, with no meter to count them), no answered probe to time: the common cause,
+    spanning both VIPs, tells the gateway's trouble from VMs dying.  It holds them up for the
+    bound, then they go down, and the VIP's panic keeps new flows going to all three."""
+    scenario = Scenario(more_vips=(SECOND_VIP,))
     scenario.run(2.0)
     silent_from = scenario.now
     scenario.run(8.0, dict.fromkeys(ALL, "silent"))
-    assert scenario.healthy == ALL
+    assert scenario.healthy == ALL and scenario.down_at == {}
     assert scenario.rig.core.monitor.view().reasons == ("common_cause",)
     scenario.run(6.0, dict.fromkeys(ALL, "silent"))
     assert set(scenario.down_at) == ALL
@@ -231,6 +233,21 @@ def test_silence_of_every_backend_at_once_is_the_gateways_own_trouble():
         for p in range(60)
     }
     assert placed == ALL
+
+
+def test_backends_of_one_vip_that_die_together_go_down_in_time():
+    """Silence of one VIP's backends alone is no excuse: its evidence would come from the very
+    probes it excuses, and a VIP's VMs do die together (one host).  With no other signal they
+    go down within interval x fall + timeout, and the VIP's panic keeps new flows going."""
+    scenario = Scenario()
+    scenario.run(2.0)
+    died = scenario.now
+    scenario.run(5.0, dict.fromkeys(ALL, "silent"))
+    assert set(scenario.down_at) == ALL
+    assert all(t - died <= DETECTION + TICK for t in scenario.down_at.values())
+    assert not scenario.rig.core.monitor.view().overloaded
+    assert scenario.rig.core.monitor.view().episodes == 0
+    assert any(w.startswith("VIP web in panic: 1 of 3") for w in scenario.rig.warnings)
 
 
 # ---- panic ---------------------------------------------------------------------------------

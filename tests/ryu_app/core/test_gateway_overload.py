@@ -340,3 +340,17 @@ def test_the_shell_builds_only_tables_still_wanted():
     assert core.wanted_tables(first + second) == second
     rig.run(core.table_built(second[0], core.balancer.cache.get_or_build(second[0].spec)))
     assert core.wanted_tables(first + second) == []
+
+
+def test_a_down_backend_served_in_panic_is_not_said_to_be_back():
+    """Panic puts a DOWN backend back in the serving set: that is not the backend coming back
+    within its grace (it is still DOWN), so nothing says it is."""
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    rig.run(rig.core.set_health("web", "vm1", False, 1.0))
+    rig.run(rig.core.set_health("web", "vm2", False, 1.1))  # 1 of 3 healthy: panic
+    assert rig.core.balancer.vips["web"].panic
+    assert rig.warnings[-1].startswith("VIP web in panic: 1 of 3")
+    assert not any("back within its" in notice for notice in rig.notices)
+    rig.run(rig.core.set_health("web", "vm2", True, 1.2))  # 2 of 3: out of panic
+    assert rig.warnings[-1].startswith("VIP web out of panic: 2 of 3")
+    assert not any("back within its" in notice for notice in rig.notices)

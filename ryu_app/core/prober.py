@@ -316,7 +316,7 @@ class Prober:
         self.results[ok] += 1
         transition = state.record(ok, now, detail)
         self.views[key] = state.view()
-        if not state.is_up:
+        if not state.is_up:  # (probe_ended was told it was UP: this result took it down)
             self.monitor.forget(key)
         return Verdict(probe.vip, probe.backend, transition) if transition else None
 

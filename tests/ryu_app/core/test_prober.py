@@ -564,3 +564,17 @@ def test_a_slow_http_application_is_not_the_gateways_round_trip():
     view = monitor.view()
     assert view.probe_rtt_share == pytest.approx(0.1)
     assert not monitor.overloaded(3.35) and view.reasons == ()
+
+
+def test_a_backend_that_goes_down_leaves_the_monitors_count_at_once():
+    """Its silence was told to the monitor while it was UP; once DOWN it is no longer one of
+    the UP backends whose silence could be a common cause, not even until its next probe."""
+    monitor = LoadMonitor()
+    pr = prober(vip(), monitor=monitor)
+    for second in (1.0, 2.0):
+        for backend, syn in start(pr, second).items():
+            if backend != "vm1":
+                pr.on_segment(syn_ack(syn), second + 0.1)
+        pr.expire(second + 0.6)
+    assert pr.states[("web", "vm1")].state == DOWN
+    assert (monitor.view().silent_backends, monitor.view().answering_backends) == (0, 3)

@@ -354,3 +354,17 @@ def test_a_down_backend_served_in_panic_is_not_said_to_be_back():
     rig.run(rig.core.set_health("web", "vm2", True, 1.2))  # 2 of 3: out of panic
     assert rig.warnings[-1].startswith("VIP web out of panic: 2 of 3")
     assert not any("back within its" in notice for notice in rig.notices)
+
+
+def test_backends_that_go_down_in_one_tick_ask_for_one_table():
+    """A burst of verdicts in one health tick asks for the VIP's last table only (what it
+    wants after all of them), not one build per verdict."""
+    rig = GatewayRig(vips=(NO_PANIC,), build_tables=False)
+    rig.core.health_tick(1.0)  # every probe starts (phases < interval); none is answered
+    downs, tables = [], []
+    for now in (1.6, 2.0, 2.6):
+        effects = rig.core.health_tick(now)
+        downs.append(sum(" is DOWN (" in notice for notice in effects.notices))
+        tables.append([request.spec.backends for request in effects.tables])
+    assert downs == [0, 0, 3]
+    assert tables[2] == [()]  # the table of no backend, asked for once

@@ -38,7 +38,7 @@ from ryu_app.core.model import (
 )
 from ryu_app.core.serving import serving_backends
 from topology import deployment as deployment_file
-from topology.schema import ConfigError
+from topology.schema import ConfigError, Invalid
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -255,8 +255,10 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
         threshold = args.panic_threshold
         if threshold is None:
             threshold = HealthCheck.panic_threshold
-        if not 0 <= threshold <= 100:
-            raise ValueError(f"--panic-threshold must be 0..100, got {threshold}")
+        try:  # the deployment file's rule for health.panic_threshold: one rule
+            deployment_file.HEALTH_FIELDS.fields["panic_threshold"].convert(threshold)
+        except Invalid as error:
+            raise ValueError(f"--panic-threshold {error}") from None
     unknown = set(args.down) - {name for name, _ in pairs}
     if unknown:
         raise ValueError(f"--down names unknown backend(s): {', '.join(sorted(unknown))}")

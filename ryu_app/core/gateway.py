@@ -500,6 +500,8 @@ class GatewayCore:
         notices, warnings = self.monitor.tick(now)
         effects.notices += notices
         effects.warnings += warnings
+        if effects.tables:  # expired probes' verdicts, retries
+            effects.tables = self.wanted_tables(effects.tables)
         return effects
 
     def _probe_packets(self, sends: list[Send]) -> list[bytes]:
@@ -515,20 +517,16 @@ class GatewayCore:
         return messages
 
     def _take_verdicts(self, verdicts: list[Verdict], now: float, effects: Effects) -> None:
-        """Apply a burst of verdicts: at most one table per VIP is asked for (the last one,
-        what the VIP wants after all of them), not one per verdict."""
-        if not verdicts:
-            return
-        taken = Effects()
+        """Apply a burst of verdicts.  Each asks for its VIP's table; the entry points keep
+        the last one per VIP (``wanted_tables``: ``on_messages``, ``health_tick``), so a burst
+        asks for at most one table per VIP, not one per verdict."""
         for verdict in verdicts:
             transition = verdict.transition
-            taken.notices.append(
+            effects.notices.append(
                 f"backend {verdict.backend} of VIP {verdict.vip} is {transition.state.upper()}"
                 f" ({transition.reason})"
             )
-            taken += self.set_health(verdict.vip, verdict.backend, transition.state == UP, now)
-        taken.tables = self.wanted_tables(taken.tables)
-        effects += taken
+            effects += self.set_health(verdict.vip, verdict.backend, transition.state == UP, now)
 
     def set_health(self, vip_name: str, backend_name: str, healthy: bool, now: float) -> Effects:
         """This gateway's own verdict on a backend.  Either way the Maglev table of the VIP's

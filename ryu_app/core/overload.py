@@ -14,6 +14,11 @@ or is given, each a *signal* that, when over its threshold, is *evidence* of ove
   count polled by the shell: a rising count is a flood in progress;
 - ``common_cause``: most of the gateway's UP backends (over all its VIPs) had their latest
   probe go unanswered: one VM dying is one backend, the gateway's own trouble is all of them.
+  It is evidence only when *corroborated*: another signal gave evidence within ``HOLD``, or the
+  silent backends belong to more than one VIP.  Its evidence comes from the very probes it
+  then excuses, so alone, within one VIP, it would excuse backends that really die together
+  (a 2-backend VIP, or a VIP's VMs on one host) for ``forgive_bound``; a real flood brings a
+  packet-in rate or guard drops with it, and the gateway's own trouble silences every VIP.
 
 The gateway is *overloaded* from the first evidence until ``HOLD`` seconds after the last one
 (an *episode*).  While it is, a probe that got no answer in time is *inconclusive* (``silence``:
@@ -88,6 +93,7 @@ class LoadMonitor:
         self.inconclusive = 0
         self._since: float | None = None
         self._last_evidence: float | None = None
+        self._last_by_signal: dict[str, float] = {}
         self._reasons: set[str] = set()
         self._overloaded = False  # as of the last ``tick``
         self._window_start: float | None = None
@@ -132,8 +138,8 @@ class LoadMonitor:
     def probe_ended(
         self, key, answered: bool, up: bool, now: float, rtt_share: float | None = None
     ) -> None:
-        """A probe of ``key`` (an UP backend or not, as it is now) was answered (its time as a
-        share of its timeout: ``rtt_share``) or went unanswered."""
+        """A probe of ``key`` ((VIP, backend); an UP backend or not, as it is now) was answered
+        (its round trip as a share of its timeout: ``rtt_share``) or went unanswered."""
         if not up:
             self.forget(key)
             return
@@ -146,8 +152,15 @@ class LoadMonitor:
         self._answering.discard(key)
         self._silent.add(key)
         silent = len(self._silent)
-        if silent >= COMMON_CAUSE_MIN and 2 * silent > silent + len(self._answering):
+        most = silent >= COMMON_CAUSE_MIN and 2 * silent > silent + len(self._answering)
+        if most and self._corroborated(now):
             self._evidence("common_cause", now)
+
+    def _corroborated(self, now: float) -> bool:
+        """Most UP backends are silent: the gateway's trouble, not theirs, only if another
+        signal says so too or the silence spans more than one VIP (see the module's docstring)."""
+        others = (t for signal, t in self._last_by_signal.items() if signal != "common_cause")
+        return any(now - t <= HOLD for t in others) or len({k[0] for k in self._silent}) > 1
 
     def forget(self, key) -> None:
         """``key`` is no longer an UP backend (down, removed, replaced)."""
@@ -166,7 +179,7 @@ class LoadMonitor:
             self._since = now
             self._reasons = set()
             self.episodes += 1
-        self._last_evidence = now
+        self._last_evidence = self._last_by_signal[signal] = now
         self._reasons.add(signal)
 
     def _within_hold(self, now: float) -> bool:

@@ -18,7 +18,7 @@ tunnel for the same reason.  Each probe has its own source port, so replies find
 - ``tcp``: SYN -> SYN-ACK is success (then RST, as HAProxy closes its checks); an RST or no
   answer within ``timeout`` is failure (no answer while the gateway is overloaded is
   inconclusive instead: ``overload.LoadMonitor.silence``, which this prober also feeds with
-  each probe's outcome and answer time).
+  each probe's outcome and round trip: the time to the SYN-ACK, or to a refusal).
 - ``http``: after the SYN-ACK, one segment with ``GET path HTTP/1.0``; the status line of the
   answer must carry ``expect_status``.  Then RST.
 
@@ -78,6 +78,7 @@ class _Probe:
     started: float
     deadline: float
     peer_isn: int | None = None
+    connected: float | None = None  # when the SYN-ACK came: the end of its round trip
     request: bytes = b""
     response: bytes = b""
 
@@ -247,6 +248,7 @@ class Prober:
             if flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK:
                 return [], []
             probe.peer_isn = segment.seq
+            probe.connected = now
             if not target.request:
                 return [self._reset(target, probe)], self._verdicts(probe, True, now, "connected")
             probe.request = target.request
@@ -298,7 +300,10 @@ class Prober:
         timeout = state.policy.timeout
         took = now - probe.started
         if answered:
-            self.monitor.probe_ended(key, True, state.is_up, now, took / timeout)
+            # The round trip is to the SYN-ACK: an HTTP status line comes after the
+            # application's own work, which says nothing about the gateway's load.
+            rtt = took if probe.connected is None else probe.connected - probe.started
+            self.monitor.probe_ended(key, True, state.is_up, now, rtt / timeout)
         if not answered or ok and took > timeout:
             if answered:
                 detail = f"answered after the {timeout}s timeout"
@@ -311,7 +316,7 @@ class Prober:
         self.results[ok] += 1
         transition = state.record(ok, now, detail)
         self.views[key] = state.view()
-        if not state.is_up:
+        if not state.is_up:  # (probe_ended was told it was UP: this result took it down)
             self.monitor.forget(key)
         return Verdict(probe.vip, probe.backend, transition) if transition else None
 

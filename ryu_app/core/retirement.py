@@ -43,8 +43,13 @@ class Retirements:
             self._plan(name, backend, now + grace, state.backend_ids[backend])
         for backend in out_before - out_now:
             planned = self._due.pop((name, backend), None)
-            # (Not for a backend removed or changed: its old rules went with the change.)
-            if planned is not None and state.backend_ids.get(backend) == planned[1]:
+            # (Not for a backend removed or changed: its old rules went with the change; nor
+            # for one that panic serves again: it is still DOWN.)
+            if (
+                planned is not None
+                and state.backend_ids.get(backend) == planned[1]
+                and backend in state.healthy
+            ):
                 effects.notices.append(
                     f"backend {backend} of VIP {name} is back within its {grace:g} s grace: "
                     "its flows kept their rules"

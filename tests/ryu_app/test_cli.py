@@ -6,6 +6,8 @@ gateway controller can never quietly disagree about where a flow goes.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import random
 import subprocess
@@ -20,6 +22,7 @@ from ryu_app.core import flowkey
 from ryu_app.core.maglev import MAX_WEIGHT, build_table
 from ryu_app.core.model import Vip
 from topology import deployment as dep
+from topology import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "topology" / "examples" / "default.yaml"
@@ -644,3 +647,18 @@ def test_a_change_whose_tables_are_still_building_is_reported_as_such(capsys):
         "http://gw202: 202 accepted, tables still being built: its table is being built",
         "http://gw200: 200 OK",
     ]
+
+
+def test_lookup_checks_the_panic_threshold_with_the_deployment_files_rule(monkeypatch):
+    """``--panic-threshold`` is checked by ``health.panic_threshold``'s own converter, so the
+    two cannot drift apart: a narrower rule in the file's table applies to the flag too."""
+    field = dep.HEALTH_FIELDS.fields["panic_threshold"]
+    args = argparse.Namespace(
+        config=None, vip=None, backend=["vm1=192.168.100.11"], table_size=251, hash=None,
+        panic_threshold=95, down=[],
+    )  # fmt: skip
+    cli._lookup_table(args)  # 0..100: accepted
+    narrower = dataclasses.replace(field, convert=schema.integer(0, 90))
+    monkeypatch.setitem(dep.HEALTH_FIELDS.fields, "panic_threshold", narrower)
+    with pytest.raises(ValueError, match=r"^--panic-threshold must be 0\.\.90, got 95$"):
+        cli._lookup_table(args)

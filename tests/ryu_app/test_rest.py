@@ -560,20 +560,22 @@ def test_health_view_shows_each_backend_and_its_last_probe(harness):
     assert all(r["healthy"] and r["probing"] and r["state"] == "up" for r in rows.values())
     assert all(r["last_result"] is None for r in rows.values())
     harness.core.health_tick(harness.now + 1.0)  # every probe starts (phases < interval)
-    harness.core.health_tick(harness.now + 1.5)  # and times out, all at once: the gateway's
-    harness.now += 2.0  # own trouble (a common cause), not the backends'
+    # They time out, all at once, in a tick 150 ms late: the gateway's own trouble (a common
+    # cause, with the loop's lag to say it is the gateway's), not the backends'.
+    harness.core.health_tick(harness.now + 1.5, lag=0.15)
+    harness.now += 2.0
     view = harness.get_json("/v1/health")
     rows = {row["backend"]: row for row in view["vips"]["web"]}
     for row in rows.values():
         assert row["last_result"] == "inconclusive" and row["state"] == "up"
         assert row["last_detail"] == (
-            "no answer; inconclusive: the gateway is overloaded (common_cause)"
+            "no answer; inconclusive: the gateway is overloaded (common_cause, loop_lag)"
         )
         assert row["last_probe_at"] == pytest.approx(101.5 + harness.WALL_OFFSET)
         assert row["since"] == pytest.approx(100.0 + harness.WALL_OFFSET)  # up since start
     assert view["panic"] == {"web": False}
     load = view["overload"]
-    assert load["overloaded"] and load["reasons"] == ["common_cause"]
+    assert load["overloaded"] and load["reasons"] == ["common_cause", "loop_lag"]
     assert load["since"] == pytest.approx(101.5 + harness.WALL_OFFSET)
     assert (load["silent_backends"], load["inconclusive_probes"]) == (4, 4)
 

@@ -32,6 +32,8 @@ from tests.ryu_app.fake_oftable import raw_meter_stats, raw_packet_in
 TICK = 0.02
 DETECTION = CHECK.interval * CHECK.fall + CHECK.timeout  # 2.5 s: the bound when not overloaded
 ALL = {b.name for b in BACKENDS}
+# The same VMs behind a second VIP: the gateway's own trouble silences both.
+SECOND_VIP = dataclasses.replace(PROBED_VIP, name="api", address="10.0.0.101")
 NO_PANIC = dataclasses.replace(PROBED_VIP, health=dataclasses.replace(CHECK, panic_threshold=0))
 
 
@@ -47,8 +49,8 @@ class Scenario:
     """A rig driven in 20 ms ticks.  ``behaviour``: backend -> "answer" | "refuse" | "silent"
     (default "answer"); ``flood``: client SYN packet-ins per second fed to the core."""
 
-    def __init__(self, vip=PROBED_VIP, seed=3):
-        self.rig = GatewayRig(vips=(vip,))
+    def __init__(self, vip=PROBED_VIP, seed=3, more_vips=()):
+        self.rig = GatewayRig(vips=(vip, *more_vips))
         self.now = 0.0
         self.rng = random.Random(seed)
         self.messages: list[bytes] = []  # everything the core sent after start-up
@@ -212,16 +214,16 @@ def test_a_vm_that_dies_under_a_sustained_flood_goes_down_within_the_documented_
     )
 
 
-def test_silence_of_every_backend_at_once_is_the_gateways_own_trouble():
+def test_silence_of_every_backend_of_every_vip_is_the_gateways_own_trouble():
     """No flood the core can see (an overloaded switch drops answers before they become
-    packet-ins, with no meter to count them), no answered probe to time: only the common
-    cause tells the gateway's trouble from three VMs dying.  It holds them up for the bound,
-    then they go down, and the VIP's panic keeps new flows going to all three."""
-    scenario = Scenario()
+    packet-ins, with no meter to count them), no answered probe to time: the common cause,
+    spanning both VIPs, tells the gateway's trouble from VMs dying.  It holds them up for the
+    bound, then they go down, and the VIP's panic keeps new flows going to all three."""
+    scenario = Scenario(more_vips=(SECOND_VIP,))
     scenario.run(2.0)
     silent_from = scenario.now
     scenario.run(8.0, dict.fromkeys(ALL, "silent"))
-    assert scenario.healthy == ALL
+    assert scenario.healthy == ALL and scenario.down_at == {}
     assert scenario.rig.core.monitor.view().reasons == ("common_cause",)
     scenario.run(6.0, dict.fromkeys(ALL, "silent"))
     assert set(scenario.down_at) == ALL
@@ -232,6 +234,21 @@ def test_silence_of_every_backend_at_once_is_the_gateways_own_trouble():
         for p in range(60)
     }
     assert placed == ALL
+
+
+def test_backends_of_one_vip_that_die_together_go_down_in_time():
+    """Silence of one VIP's backends alone is no excuse: its evidence would come from the very
+    probes it excuses, and a VIP's VMs do die together (one host).  With no other signal they
+    go down within interval x fall + timeout, and the VIP's panic keeps new flows going."""
+    scenario = Scenario()
+    scenario.run(2.0)
+    died = scenario.now
+    scenario.run(5.0, dict.fromkeys(ALL, "silent"))
+    assert set(scenario.down_at) == ALL
+    assert all(t - died <= DETECTION + TICK for t in scenario.down_at.values())
+    assert not scenario.rig.core.monitor.view().overloaded
+    assert scenario.rig.core.monitor.view().episodes == 0
+    assert any(w.startswith("VIP web in panic: 1 of 3") for w in scenario.rig.warnings)
 
 
 # ---- panic ---------------------------------------------------------------------------------
@@ -324,3 +341,31 @@ def test_the_shell_builds_only_tables_still_wanted():
     assert core.wanted_tables(first + second) == second
     rig.run(core.table_built(second[0], core.balancer.cache.get_or_build(second[0].spec)))
     assert core.wanted_tables(first + second) == []
+
+
+def test_a_down_backend_served_in_panic_is_not_said_to_be_back():
+    """Panic puts a DOWN backend back in the serving set: that is not the backend coming back
+    within its grace (it is still DOWN), so nothing says it is."""
+    rig = GatewayRig(vips=(PROBED_VIP,))
+    rig.run(rig.core.set_health("web", "vm1", False, 1.0))
+    rig.run(rig.core.set_health("web", "vm2", False, 1.1))  # 1 of 3 healthy: panic
+    assert rig.core.balancer.vips["web"].panic
+    assert rig.warnings[-1].startswith("VIP web in panic: 1 of 3")
+    assert not any("back within its" in notice for notice in rig.notices)
+    rig.run(rig.core.set_health("web", "vm2", True, 1.2))  # 2 of 3: out of panic
+    assert rig.warnings[-1].startswith("VIP web out of panic: 2 of 3")
+    assert not any("back within its" in notice for notice in rig.notices)
+
+
+def test_backends_that_go_down_in_one_tick_ask_for_one_table():
+    """A burst of verdicts in one health tick asks for the VIP's last table only (what it
+    wants after all of them), not one build per verdict."""
+    rig = GatewayRig(vips=(NO_PANIC,), build_tables=False)
+    rig.core.health_tick(1.0)  # every probe starts (phases < interval); none is answered
+    downs, tables = [], []
+    for now in (1.6, 2.0, 2.6):
+        effects = rig.core.health_tick(now)
+        downs.append(sum(" is DOWN (" in notice for notice in effects.notices))
+        tables.append([request.spec.backends for request in effects.tables])
+    assert downs == [0, 0, 3]
+    assert tables[2] == [()]  # the table of no backend, asked for once

@@ -102,8 +102,10 @@ def test_refused_probes_take_the_backend_down_and_delete_its_flows_after_its_gra
     victim = rig.core.balancer.predict(parse_frame(client))
     assert rig.flow_rule(client) is not None
     for now in (1.0, 2.0):
-        _, syn = probes_by_backend(rig.tick(now))[victim]
-        rig.send(UPLINK, reply_frame(syn, TCP_RST | TCP_ACK, seq=0), now + 0.1)
+        for backend, (_, syn) in probes_by_backend(rig.tick(now)).items():
+            # The victim refuses; the others answer (silent, they would go down too).
+            flags, seq = (TCP_RST | TCP_ACK, 0) if backend == victim else (TCP_SYN | TCP_ACK, 9000)
+            rig.send(UPLINK, reply_frame(syn, flags, seq=seq), now + 0.1)
     assert f"backend {victim} of VIP web is DOWN (connection refused)" in rig.notices
     assert victim not in rig.core.balancer.vips["web"].healthy
     assert rig.flow_rule(client) is not None  # kept for its grace

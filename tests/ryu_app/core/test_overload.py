@@ -94,7 +94,7 @@ def test_guard_drops_count_from_the_first_poll_and_start_over_when_the_meter_doe
 
 def test_common_cause_is_most_up_backends_silent_at_once():
     monitor = LoadMonitor()
-    keys = [("web", f"vm{n}") for n in range(1, 5)]
+    keys = [(vip, f"vm{n}") for n in range(1, 3) for vip in ("web", "api")]  # over two VIPs
     for key in keys:
         monitor.probe_ended(key, True, True, 0.0, 0.01)
     monitor.probe_ended(keys[0], False, True, 1.0)
@@ -112,10 +112,25 @@ def test_common_cause_counts_up_backends_only_and_needs_two():
     assert not monitor.overloaded(1.0)
     monitor.probe_ended(("web", "vm2"), False, False, 1.0)  # down: not counted
     monitor.probe_ended(("web", "vm3"), True, True, 1.0, 0.01)
-    monitor.probe_ended(("web", "vm4"), False, True, 1.5)  # two silent, one answering
+    monitor.probe_ended(("api", "vm4"), False, True, 1.5)  # two silent, one answering
     assert monitor.overloaded(1.5)
-    monitor.forget(("web", "vm4"))  # it went down
+    monitor.forget(("api", "vm4"))  # it went down
     assert monitor.view().silent_backends == 1
+
+
+def test_silence_within_one_vip_is_common_cause_only_with_another_signal():
+    """Two backends of one VIP that die together are silent at once: no evidence of the
+    gateway's trouble unless another signal says so within ``HOLD``."""
+    monitor = LoadMonitor()
+    monitor.probe_ended(("web", "vm1"), False, True, 1.0)
+    monitor.probe_ended(("web", "vm2"), False, True, 1.0)
+    assert not monitor.overloaded(1.0) and monitor.view().silent_backends == 2
+    monitor.loop_lag(0.25, 2.0)
+    monitor.probe_ended(("web", "vm1"), False, True, 2.5)
+    assert monitor.overloaded(2.5) and monitor.view().reasons == ("common_cause", "loop_lag")
+    # Common cause does not keep itself going once the other signal is older than HOLD.
+    monitor.probe_ended(("web", "vm2"), False, True, 2.0 + HOLD + 0.5)
+    assert not monitor.overloaded(2.5 + HOLD + 0.1)
 
 
 # ---- judging silence ------------------------------------------------------------------------

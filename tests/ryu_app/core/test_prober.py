@@ -548,3 +548,33 @@ def test_due_with_ten_thousand_backends_only_looks_at_the_due_ones():
     assert 0 <= len(first) < 20
     assert len(pr.due(10.0)) + len(first) <= 10_000
     assert not any(scan_due(state, 10.0) for state in pr.states.values())
+
+
+def test_a_slow_http_application_is_not_the_gateways_round_trip():
+    """The RTT sample is the time to the SYN-ACK (the network and the gateway's path), not to
+    the status line (that adds the application's own time): an application answering at 70%
+    of the timeout is no evidence of overload when its SYN-ACKs come back at once."""
+    monitor = LoadMonitor()
+    pr = prober(vip(health=HTTP_CHECK), monitor=monitor)
+    for second in range(1, 4):  # 12 answered probes: more than the monitor's minimum sample
+        for backend, syn in start(pr, float(second)).items():
+            pr.on_segment(syn_ack(syn), second + 0.05)
+            _, verdicts = pr.on_segment(data(syn, 0, b"HTTP/1.1 200 OK\r\n"), second + 0.35)
+            assert pr.states[("web", backend)].last_detail == "HTTP 200"
+    view = monitor.view()
+    assert view.probe_rtt_share == pytest.approx(0.1)
+    assert not monitor.overloaded(3.35) and view.reasons == ()
+
+
+def test_a_backend_that_goes_down_leaves_the_monitors_count_at_once():
+    """Its silence was told to the monitor while it was UP; once DOWN it is no longer one of
+    the UP backends whose silence could be a common cause, not even until its next probe."""
+    monitor = LoadMonitor()
+    pr = prober(vip(), monitor=monitor)
+    for second in (1.0, 2.0):
+        for backend, syn in start(pr, second).items():
+            if backend != "vm1":
+                pr.on_segment(syn_ack(syn), second + 0.1)
+        pr.expire(second + 0.6)
+    assert pr.states[("web", "vm1")].state == DOWN
+    assert (monitor.view().silent_backends, monitor.view().answering_backends) == (0, 3)

@@ -45,10 +45,10 @@ from ryu_app.core.model import (
     Gateway,
     HealthCheck,
     Vip,
+    is_power_of_two,
     placement_table_size_problem,
     policy_problem,
     slot_table_size,
-    slot_table_size_problem,
     table_size_problem,
 )
 from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
@@ -101,11 +101,17 @@ MAX_BACKENDS = 2000
     }
 )
 def _table_size(value: Any) -> int | None:
-    """A size either placement may take (which one: ``vip_problems``, with both fields)."""
-    if value is None or slot_table_size_problem(value) is None:
+    """A prime or a power of two: a size one of the placements may take (which one is the
+    placement's rule, ``placement_problems``, which sees both fields)."""
+    if value is None or (is_power_of_two(value) and value <= MAX_TABLE_SIZE):
         return value
     problem = table_size_problem(value)
     if problem:
+        if problem.startswith("must be prime"):
+            problem += (
+                f"; with placement {PLACEMENT_PORT_BITS}, a power of two "
+                f"{1 << MIN_SLOT_BITS}..{1 << MAX_SLOT_BITS}"
+            )
         raise Invalid(problem)
     return value
 

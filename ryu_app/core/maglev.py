@@ -43,7 +43,8 @@ from ryu_app.core.model import (
     MAX_WEIGHT,
     PLACEMENT_HASH,
     PLACEMENT_PORT_BITS,
-    placement_table_size_problem,
+    is_power_of_two,
+    table_size_problem,
 )
 
 # Fixed seeds: part of Lockstep's wire contract.  Changing them changes every table and breaks
@@ -54,11 +55,28 @@ SKIP_SEED = 0x53544550  # "STEP"
 NO_BACKEND = -1
 
 
+# A port-bits table's bound here is what the population needs (a power of two, at most one
+# slot per 16-bit port value); the deployment's rule (``model.slot_table_size_problem``) is
+# narrower, the bench measures outside it.
+MAX_SLOT_TABLE_SIZE = 1 << 16
+
+
 def check_table_size(table_size: int, placement: str = PLACEMENT_HASH) -> int:
-    problem = placement_table_size_problem(table_size, placement)
+    if placement == PLACEMENT_PORT_BITS:
+        problem = _slot_table_problem(table_size)
+    else:
+        problem = table_size_problem(table_size)
     if problem:
         raise ValueError(f"table_size {problem}")
     return table_size
+
+
+def _slot_table_problem(table_size: int) -> str | None:
+    if isinstance(table_size, bool) or not isinstance(table_size, int):
+        return f"must be an integer, got {type(table_size).__name__}"
+    if not (is_power_of_two(table_size) and 2 <= table_size <= MAX_SLOT_TABLE_SIZE):
+        return f"must be a power of two 2..{MAX_SLOT_TABLE_SIZE} for port-bits, got {table_size}"
+    return None
 
 
 def backend_permutation(name: str, table_size: int) -> tuple[int, int]:

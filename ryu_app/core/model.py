@@ -228,7 +228,10 @@ def table_size_problem(table_size: object) -> str | None:
     return None
 
 
-def is_power_of_two(number: int) -> bool:
+def is_power_of_two(number: object) -> bool:
+    """Whether ``number`` is an integer 2**n (n >= 0); False for anything else."""
+    if isinstance(number, bool) or not isinstance(number, int):
+        return False
     return number > 0 and number & (number - 1) == 0
 
 

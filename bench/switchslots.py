@@ -9,18 +9,21 @@ Why a power of two: ``2**k`` slots are exactly the values of ``k`` bits, so ever
 rule.  Maglev's permutation needs ``skip`` coprime with the size: with ``2**k`` that is any odd
 ``skip``.  ``bench/switchmode_balance.py`` measures which bits balance real clients.
 
-Not part of ``ryu_app`` yet: the next session moves what the design keeps into ``ryu_app/core``.
+The design's choice, port bits 1..k into a ``2**k`` Maglev table, lives in ``ryu_app.core``
+(``slots.port_slot``, ``maglev.slot_permutation``); this module keeps the other bit choices the
+bench measures (``SlotBits``: with bit 0, with address bits) and builds its tables with the core.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import mmh3
-
-from ryu_app.core.maglev import OFFSET_SEED, SKIP_SEED, claim_schedule, normalize_backends
+from ryu_app.core.maglev import build_table
+from ryu_app.core.maglev import slot_permutation as pow2_permutation  # noqa: F401 (the bench's name)
+from ryu_app.core.model import PLACEMENT_PORT_BITS
+from ryu_app.core.slots import changed_slots  # noqa: F401 (the bench's name)
 
 MIN_BITS, MAX_BITS = 1, 16
 
@@ -69,50 +72,9 @@ def slot_match(slot: int, bits: SlotBits) -> dict[str, tuple[int, int]]:
     return fields
 
 
-def pow2_permutation(name: str, size: int) -> tuple[int, int]:
-    """(offset, skip) of a backend in a table of ``size = 2**k`` slots: the same seeds as
-    ``ryu_app.core.maglev``; ``skip`` odd, so ``offset + j * skip`` visits every slot once."""
-    key = name.encode("utf-8")
-    offset = mmh3.hash(key, OFFSET_SEED, signed=False) % size
-    skip = (mmh3.hash(key, SKIP_SEED, signed=False) % (size // 2)) * 2 + 1 if size > 1 else 1
-    return offset, skip
-
-
 def build_pow2_table(backends: Iterable[tuple[str, int]], bits: int) -> tuple[str | None, ...]:
-    """The owner of each of the ``2**bits`` slots (None when no backend has a weight > 0).
-
-    The paper's population (Maglev, NSDI 2016, 3.4) with Lockstep's weighted claim schedule:
-    depends only on the set of (name, weight) pairs and ``bits``, like ``maglev.build_table``."""
+    """The owner of each of the ``2**bits`` slots (None when no backend has a weight > 0): the
+    core's ``port-bits`` table (``ryu_app.core.maglev``, one implementation), by name."""
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be {MIN_BITS}..{MAX_BITS}, got {bits}")
-    size = 1 << bits
-    active = [(name, weight) for name, weight in normalize_backends(backends) if weight > 0]
-    if not active:
-        return (None,) * size
-    names = [name for name, _ in active]
-    permutations = [pow2_permutation(name, size) for name in names]
-    owners = _populate(permutations, claim_schedule([weight for _, weight in active]), size)
-    return tuple(names[index] for index in owners)
-
-
-def _populate(permutations: Sequence[tuple[int, int]], schedule: Sequence[int], size: int):
-    owners = [-1] * size
-    cursor = [offset for offset, _ in permutations]
-    left = size
-    while left:
-        for index in schedule:
-            skip = permutations[index][1]
-            slot = cursor[index]
-            while owners[slot] >= 0:
-                slot = (slot + skip) % size
-            owners[slot] = index
-            cursor[index] = (slot + skip) % size
-            left -= 1
-            if not left:
-                break
-    return owners
-
-
-def changed_slots(before: Sequence[str | None], after: Sequence[str | None]) -> list[int]:
-    """The slots whose owner differs: the only slot rules a health change rewrites."""
-    return [slot for slot, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+    return build_table(backends, 1 << bits, PLACEMENT_PORT_BITS).owners()

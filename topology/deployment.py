@@ -23,21 +23,32 @@ import yaml
 
 from ryu_app.core.model import (
     BALANCE_FACTOR,
+    BALANCED_SLOTS_PER_BACKEND,
     CHECK_HTTP,
     CHECK_TYPES,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_TABLE_SIZE,
+    HASH_5TUPLE,
     HASH_MODES,
     MAX_NEW_FLOW_RATE,
+    MAX_SLOT_BITS,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
+    MIN_SLOT_BITS,
+    MIN_SLOTS_PER_BACKEND,
     MIN_TABLE_SIZE,
+    PLACEMENT_PORT_BITS,
+    PLACEMENTS,
     PROTOCOLS,
     Backend,
     FloodGuard,
     Gateway,
     HealthCheck,
     Vip,
+    is_power_of_two,
+    placement_table_size_problem,
     policy_problem,
+    slot_table_size,
     table_size_problem,
 )
 from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
@@ -80,13 +91,27 @@ MAX_BACKENDS = 2000
         "type": "integer",
         "minimum": MIN_TABLE_SIZE,
         "maximum": MAX_TABLE_SIZE,
-        "description": "Maglev lookup table size: a prime, at least the number of backends "
-        f"({BALANCE_FACTOR} x backends or more balances them within ~1%)",
+        "nullable": True,
+        "description": "Maglev lookup table size.  placement hash: a prime, at least the "
+        f"number of backends ({BALANCE_FACTOR} x backends or more balances them within ~1%; "
+        f"default {DEFAULT_TABLE_SIZE}).  placement port-bits: a power of two "
+        f"{1 << MIN_SLOT_BITS}..{1 << MAX_SLOT_BITS}, one slot per value of the source port's "
+        f"bits 1..k (default: {BALANCED_SLOTS_PER_BACKEND} slots per backend or more, "
+        f"clamped to that range)",
     }
 )
-def _table_size(value: Any) -> int:
+def _table_size(value: Any) -> int | None:
+    """A prime or a power of two: a size one of the placements may take (which one is the
+    placement's rule, ``placement_problems``, which sees both fields)."""
+    if value is None or (is_power_of_two(value) and value <= MAX_TABLE_SIZE):
+        return value
     problem = table_size_problem(value)
     if problem:
+        if problem.startswith("must be prime"):
+            problem += (
+                f"; with placement {PLACEMENT_PORT_BITS}, a power of two "
+                f"{1 << MIN_SLOT_BITS}..{1 << MAX_SLOT_BITS}"
+            )
         raise Invalid(problem)
     return value
 
@@ -140,7 +165,7 @@ VIP_FIELDS = Section(
         "port": Field(integer(1, 65535)),
         "protocol": Field(choice(*PROTOCOLS), Vip.protocol),
         "hash": Field(choice(*HASH_MODES), Vip.hash, "flow key: 5-tuple, or src-ip"),
-        "table_size": Field(_table_size, Vip.table_size),
+        "table_size": Field(_table_size, None),
         "idle_timeout": Field(
             optional(integer(1, 4095)),
             None,
@@ -155,6 +180,13 @@ VIP_FIELDS = Section(
             None,
             "new connections/s let through to the controller in a budget of this VIP's own"
             " (default: the gateway's flood_guard, shared)",
+        ),
+        "placement": Field(
+            choice(*PLACEMENTS),
+            Vip.placement,
+            "where new flows go: hash (of the flow key, into a prime table) or port-bits "
+            "(bits 1..k of the TCP source port, into a table of 2**k slots: what a switch can "
+            "place itself, docs/switch-mode.md; tcp, IPv4 and hash 5-tuple only)",
         ),
     }
 )
@@ -322,7 +354,21 @@ def _build_vip(raw: dict) -> Vip:
     idle = raw["idle_timeout"] or DEFAULT_IDLE_TIMEOUT[raw["protocol"]]
     health = HealthCheck(**(raw["health"] or {}))
     backends = tuple(Backend(**b) for b in raw["backends"])
-    return Vip(**{**raw, "idle_timeout": idle, "health": health, "backends": backends})
+    table_size = raw["table_size"]
+    if table_size is None:
+        # port-bits: derived once, from the configured backends, and kept in the VIP (so the
+        # state file and the digest hold it and a restart cannot change it).
+        by_placement = raw["placement"] == PLACEMENT_PORT_BITS
+        table_size = slot_table_size(len(backends)) if by_placement else DEFAULT_TABLE_SIZE
+    return Vip(
+        **{
+            **raw,
+            "idle_timeout": idle,
+            "health": health,
+            "backends": backends,
+            "table_size": table_size,
+        }
+    )
 
 
 def _build_gateway(raw: dict) -> Gateway:
@@ -334,7 +380,7 @@ def _build_gateway(raw: dict) -> Gateway:
 
 
 def vip_problems(vip: Vip, path: str) -> list[Problem]:
-    problems = []
+    problems = placement_problems(vip, path)
     if vip.table_size < len(vip.backends):
         problems.append(
             Problem(
@@ -373,6 +419,43 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
                 )
             )
         seen_tunnel.setdefault(backend.tunnel_ip, backend.name)
+    return problems
+
+
+def placement_problems(vip: Vip, path: str) -> list[Problem]:
+    """The rules of the VIP's placement (docs/switch-mode.md): a table size of its kind, and
+    for port-bits a VIP whose flows have source ports that vary (TCP: a UDP client may keep
+    one fixed port, and every flow of it would share one slot), a 5-tuple key (src-ip has no
+    port to place by), IPv4 (the switch's rules are only built for IPv4 so far), and at least
+    ``MIN_SLOTS_PER_BACKEND`` slots per backend."""
+    size_problem = placement_table_size_problem(vip.table_size, vip.placement)
+    if size_problem:
+        return [Problem(join(path, "table_size"), size_problem)]
+    if vip.placement != PLACEMENT_PORT_BITS:
+        return []
+    where = join(path, "placement")
+    problems = []
+    if vip.protocol != "tcp":
+        problems.append(
+            Problem(where, "port-bits places by TCP source port: it needs protocol tcp")
+        )
+    if vip.hash != HASH_5TUPLE:
+        problems.append(
+            Problem(where, f"port-bits places by source port: it needs hash {HASH_5TUPLE}")
+        )
+    if vip.ip_version != 4:
+        problems.append(Problem(where, "port-bits is IPv4-only in this release"))
+    wanted = MIN_SLOTS_PER_BACKEND * len(vip.backends)
+    if vip.table_size < wanted:
+        problems.append(
+            Problem(
+                join(path, "table_size"),
+                f"{vip.table_size} slots for {len(vip.backends)} backends: port-bits needs "
+                f"{MIN_SLOTS_PER_BACKEND} x backends = {wanted} or more "
+                f"(at most {1 << MAX_SLOT_BITS}, so {(1 << MAX_SLOT_BITS) // MIN_SLOTS_PER_BACKEND}"
+                " backends)",
+            )
+        )
     return problems
 
 
@@ -465,15 +548,22 @@ def deployment_warnings(deployment: Deployment) -> list[Problem]:
     """What is valid but unwise: ``lockstep check`` prints these and still says OK."""
     warnings = []
     for index, vip in enumerate(deployment.vips):
-        wanted = BALANCE_FACTOR * len(vip.backends)
+        factor = (
+            BALANCED_SLOTS_PER_BACKEND if vip.placement == PLACEMENT_PORT_BITS else BALANCE_FACTOR
+        )
+        wanted = factor * len(vip.backends)
         if vip.backends and vip.table_size < wanted:
             warnings.append(
                 Problem(
                     join(join("vips", index), "table_size"),
-                    f"{vip.table_size} is less than {BALANCE_FACTOR} x {len(vip.backends)} "
+                    f"{vip.table_size} is less than {factor} x {len(vip.backends)} "
                     f"backends = {wanted}: backends' shares of new flows may differ by more "
-                    "than ~1% (Maglev's guidance: table_size > 100 x backends; a prime such "
-                    "as 65537 or 655373)",
+                    + (
+                        "than ~3% (port-bits: 32 slots per backend or more)"
+                        if vip.placement == PLACEMENT_PORT_BITS
+                        else "than ~1% (Maglev's guidance: table_size > 100 x backends; a "
+                        "prime such as 65537 or 655373)"
+                    ),
                 )
             )
     return warnings

@@ -112,7 +112,16 @@ SUCCESS = {
             "vip": _STRING,
             "gateway": _STRING,
             "backend": {"type": "string", "nullable": True, "description": "null: none healthy"},
-            "source": {"type": "string", "enum": ["table", "hash"]},
+            "source": {
+                "type": "string",
+                "enum": ["table", "hash", "slot"],
+                "description": "table: the flow's entry; hash or slot: the VIP's placement",
+            },
+            "slot": {**_INTEGER, "minimum": 0, "description": "placement port-bits only"},
+            "slot_bits": {
+                **_STRING,
+                "description": "placement port-bits only: the source-port bits of the slot",
+            },
         },
     },
     "flows": {

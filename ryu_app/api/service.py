@@ -32,7 +32,8 @@ from ryu_app.api import healthview, metricsview, views
 from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore
-from ryu_app.core.model import Backend, Gateway, Vip
+from ryu_app.core.model import PLACEMENT_PORT_BITS, Backend, Gateway, Vip
+from ryu_app.core.slots import port_slot, slot_bits_text
 from topology import deployment as deployment_file
 from topology.network import Deployment
 from topology.schema import ConfigError, Problem
@@ -258,12 +259,17 @@ class GatewayService:
         state = balancer.match(flow)
         if state is None:
             raise NotFound(f"no VIP serves {flow.dst_ip} port {flow.dst_port} {flow.protocol_name}")
-        answer = {"vip": state.vip.name, "gateway": self.gateway.name}
+        vip = state.vip
+        answer = {"vip": vip.name, "gateway": self.gateway.name}
+        if vip.placement == PLACEMENT_PORT_BITS:
+            slot = port_slot(flow.src_port, vip.table_size)
+            answer.update(slot=slot, slot_bits=slot_bits_text(vip.table_size))
         backend_id = balancer.flows.peek(flow_key(flow, state.vip.hash), now)
         held = balancer.held_backend(state, backend_id) if backend_id is not None else None
         if held is not None:
             return {**answer, "backend": held.name, "source": "table"}
-        return {**answer, "backend": balancer.predict(flow), "source": "hash"}
+        source = "slot" if vip.placement == PLACEMENT_PORT_BITS else "hash"
+        return {**answer, "backend": balancer.predict(flow), "source": source}
 
     def flows(self, params, now: float) -> dict:
         """Counts and one page of the flow table.  Pages follow ``next_cursor`` (opaque); an

@@ -52,6 +52,7 @@ def digest(data) -> str:
 NEWER_FIELDS_AT_DEFAULT = {
     ("new_flow_rate",): Vip.new_flow_rate,  # issue 13: a VIP's own flood-guard budget
     ("health", "panic_threshold"): HealthCheck.panic_threshold,  # issue 13
+    ("placement",): Vip.placement,  # issue 14: hash or port-bits
 }
 
 

@@ -2,15 +2,17 @@
 
     lockstep check FILE
     lockstep lookup --backend NAME=TUNNEL_IP[:WEIGHT] ... [--table-size P] [--hash MODE]
+                    [--placement hash|port-bits]
                     [--panic-threshold PERCENT] [--down NAME ...]  < flows.csv
     lockstep lookup --config FILE --vip NAME [--down NAME ...]  < flows.csv
     lockstep status  (--gateway URL ... | --config FILE) [--json]
     lockstep vip list|put|delete|weight|add-backend|remove-backend ...
                      (--gateway URL ... | --config FILE) [--token-file F]
 
-``lookup`` answers offline, from the hash alone, exactly what every gateway whose healthy set is
-(all backends minus ``--down``) picks for a new flow (in panic, when too few are healthy, over
-all backends: ``core.serving``, the gateways' own rule).  Input rows are
+``lookup`` answers offline, from the VIP's placement alone (``core.slots``: the hash, or the
+source port's bits), exactly what every gateway whose healthy set is (all backends minus
+``--down``) picks for a new flow (in panic, when too few are healthy, over all backends:
+``core.serving``, the gateways' own rule).  Input rows are
 ``src_ip,src_port,dst_ip,dst_port,proto``; an optional header row is passed through.
 """
 
@@ -27,16 +29,21 @@ from typing import TextIO
 import yaml
 
 from ryu_app.cli.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
-from ryu_app.core.flowkey import flow_from_fields, flow_hash, hash_key
+from ryu_app.core.flowkey import PROTO_TCP, flow_from_fields
 from ryu_app.core.maglev import MaglevTable, build_table
 from ryu_app.core.model import (
     DEFAULT_TABLE_SIZE,
     HASH_5TUPLE,
     HASH_MODES,
     MAX_WEIGHT,
+    PLACEMENT_HASH,
+    PLACEMENT_PORT_BITS,
+    PLACEMENTS,
     HealthCheck,
+    slot_table_size,
 )
 from ryu_app.core.serving import serving_backends
+from ryu_app.core.slots import placement_index
 from topology import deployment as deployment_file
 from topology.schema import ConfigError, Invalid
 
@@ -92,7 +99,17 @@ def _add_lookup(commands) -> None:
         help="a backend (repeat); weight defaults to 1",
     )
     lookup.add_argument(
-        "--table-size", type=int, default=None, help=f"prime (default {DEFAULT_TABLE_SIZE})"
+        "--table-size",
+        type=int,
+        default=None,
+        help=f"prime (default {DEFAULT_TABLE_SIZE}); with --placement port-bits a power of two "
+        "(default: 32 slots per backend, 256..4096)",
+    )
+    lookup.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default=None,
+        help=f"by the flow key's hash or the source port's bits (default {PLACEMENT_HASH})",
     )
     lookup.add_argument(
         "--hash", choices=HASH_MODES, default=None, help=f"flow key (default {HASH_5TUPLE})"
@@ -208,26 +225,29 @@ def parse_backend_arg(text: str) -> tuple[str, str, int]:
 
 def run_lookup(args: argparse.Namespace) -> int:
     try:
-        table, mode = _lookup_table(args)
+        table, mode, placement = _lookup_table(args)
     except (ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         print(f"lockstep lookup: {message}", file=sys.stderr)
         return EXIT_USAGE
-    bad = annotate(sys.stdin, sys.stdout, sys.stderr, table, mode)
+    bad = annotate(sys.stdin, sys.stdout, sys.stderr, table, mode, placement)
     return EXIT_PROBLEMS if bad else EXIT_OK
 
 
-def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
+def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str, str]:
+    """The table to look flows up in, the hash mode and the placement: the VIP's of
+    ``--config``, or made of the options."""
     if args.config:
         if (
             args.backend
             or args.table_size is not None
             or args.hash
+            or args.placement
             or args.panic_threshold is not None
         ):
             raise ValueError(
-                "--config takes backends, table size, hash and panic threshold from the file; "
-                "drop the others"
+                "--config takes backends, table size, hash, placement and panic threshold from "
+                "the file; drop the others"
             )
         if not args.vip:
             raise ValueError("--config needs --vip NAME")
@@ -239,6 +259,7 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
             ) from None
         pairs = [(b.name, b.weight) for b in vip.backends]
         table_size, mode, threshold = vip.table_size, vip.hash, vip.health.panic_threshold
+        placement = vip.placement
     else:
         if args.vip:
             raise ValueError("--vip needs --config FILE")
@@ -250,7 +271,11 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
         for text in args.backend:
             name, _, weight = parse_backend_arg(text)
             pairs.append((name, weight))
-        table_size = DEFAULT_TABLE_SIZE if args.table_size is None else args.table_size
+        placement = args.placement or PLACEMENT_HASH
+        table_size = args.table_size
+        if table_size is None:
+            by_port = placement == PLACEMENT_PORT_BITS
+            table_size = slot_table_size(len(pairs)) if by_port else DEFAULT_TABLE_SIZE
         mode = args.hash or HASH_5TUPLE
         threshold = args.panic_threshold
         if threshold is None:
@@ -270,7 +295,7 @@ def _lookup_table(args: argparse.Namespace) -> tuple[MaglevTable, str]:
             "new flows go to all of them",
             file=sys.stderr,
         )
-    return build_table(backends, table_size), mode
+    return build_table(backends, table_size, placement), mode, placement
 
 
 # ---- status and vip: talking to running gateways ----------------------------------------------
@@ -425,7 +450,14 @@ def run_vip_remove_backend(args: argparse.Namespace) -> int:
     return _each(_remotes(args), "DELETE", f"/v1/vips/{args.vip}/backends/{args.backend}")
 
 
-def annotate(rows: Iterable[str], out: TextIO, err: TextIO, table: MaglevTable, mode: str) -> int:
+def annotate(
+    rows: Iterable[str],
+    out: TextIO,
+    err: TextIO,
+    table: MaglevTable,
+    mode: str,
+    placement: str = PLACEMENT_HASH,
+) -> int:
     """Append the backend to each CSV row; returns the number of bad rows."""
     bad = 0
     for number, line in enumerate(rows, start=1):
@@ -446,7 +478,12 @@ def annotate(rows: Iterable[str], out: TextIO, err: TextIO, table: MaglevTable, 
             bad += 1
             err.write(f"line {number}: {error}\n")
             continue
-        out.write(f"{row},{table.lookup(flow_hash(hash_key(flow, mode))) or ''}\n")
+        if placement == PLACEMENT_PORT_BITS and flow.proto != PROTO_TCP:
+            bad += 1
+            err.write(f"line {number}: {PLACEMENT_PORT_BITS} places tcp flows only\n")
+            continue
+        index = placement_index(flow, mode, placement, table.table_size)
+        out.write(f"{row},{table.lookup(index) or ''}\n")
     return bad
 
 

@@ -3,8 +3,9 @@
 The pieces, all pure (time comes in as ``now``):
 
 - a Maglev table per VIP over its serving set (``serving.serving``: this gateway's *own*
-  healthy set, or in panic all backends of weight > 0), shared between VIPs whose
-  ``TableSpec`` (table size, backends and weights) is identical (``TableCache``);
+  healthy set, or in panic all backends of weight > 0), indexed as the VIP's placement says
+  (``slots``: the flow key's hash, or ``port-bits``' source-port slot), shared between VIPs whose
+  ``TableSpec`` (table size, backends and weights, placement) is identical (``TableCache``);
 - this gateway's flow table, consulted first so a flow keeps its backend while that backend
   holds its flows (``held_backend``: until the backend is retired, some seconds after it left
   service, see ``serving``; an entry of a retired or removed backend is stale, dropped, and
@@ -28,9 +29,10 @@ from typing import NamedTuple
 
 from ryu_app.core.flowkey import Flow, flow_hash, flow_key, hash_key
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
-from ryu_app.core.maglev import MaglevTable, TableSpec, build_table, table_spec
-from ryu_app.core.model import HASH_5TUPLE, Backend, Vip, service_key
+from ryu_app.core.maglev import MaglevTable, TableSpec, build_spec, table_spec
+from ryu_app.core.model import HASH_5TUPLE, PLACEMENT_PORT_BITS, Backend, Vip, service_key
 from ryu_app.core.serving import serving
+from ryu_app.core.slots import placement_index, port_slot
 
 
 class TableCache:
@@ -45,7 +47,7 @@ class TableCache:
     @staticmethod
     def build(spec: TableSpec) -> MaglevTable:
         """Pure and thread-safe: safe to call from a worker thread."""
-        return build_table(spec.backends, spec.table_size)
+        return build_spec(spec)
 
     def get(self, spec: TableSpec) -> MaglevTable | None:
         table = self._tables.get(spec)
@@ -103,7 +105,7 @@ class VipState:
         """Recompute ``wanted``, ``serving`` and ``panic`` (``serving.serving``: one rule)."""
         backends, self.panic = serving(self.vip, self.healthy)
         self.serving = frozenset(name for name, _ in backends)
-        self.wanted = table_spec(self.vip.table_size, backends)
+        self.wanted = table_spec(self.vip.table_size, backends, self.vip.placement)
 
     def out_of_service(self) -> set[str]:
         """Backends neither healthy nor served in panic: those to retire after a grace."""
@@ -290,8 +292,12 @@ class Balancer:
                 return Decision(vip, backend, backend_id, True, key)
             self.flows.remove(key)
             self.counters.stale_entries += 1
-        hashed = key if vip.hash == HASH_5TUPLE else hash_key(flow, vip.hash)  # same bytes
-        name = state.table.lookup(flow_hash(hashed))
+        if vip.placement == PLACEMENT_PORT_BITS:
+            index = port_slot(flow.src_port, vip.table_size)
+        else:
+            hashed = key if vip.hash == HASH_5TUPLE else hash_key(flow, vip.hash)  # same bytes
+            index = flow_hash(hashed)
+        name = state.table.lookup(index)
         if name is None:
             self.counters.no_backend += 1
             return None
@@ -316,11 +322,13 @@ class Balancer:
         return None
 
     def predict(self, flow: Flow) -> str | None:
-        """What the hash alone says for this flow (no flow table, nothing recorded)."""
+        """What the VIP's placement alone says for this flow (no flow table, nothing
+        recorded)."""
         state = self.match(flow)
         if state is None:
             return None
-        return state.table.lookup(flow_hash(hash_key(flow, state.vip.hash)))
+        vip = state.vip
+        return state.table.lookup(placement_index(flow, vip.hash, vip.placement, vip.table_size))
 
     def backend_of(self, backend_id: int) -> tuple[str, Backend] | None:
         return self._backends.get(backend_id)

@@ -12,6 +12,10 @@ still send the same flow to the same backend:
 - The table size must be prime so that every backend's preference list
   ``(offset + j * skip) mod table_size`` visits every slot exactly once (the rule, with the
   sizes' bounds and the weights', is the domain model's: ``model.table_size_problem``).
+- The ``port-bits`` placement's variant (``core.slots``, docs/switch-mode.md) has ``2**k``
+  slots, one per value of k source-port bits: there every odd ``skip`` is coprime with the
+  size, so ``slot_permutation`` draws an odd one from the same seeds; the population is the
+  same (``_populate``).
 
 Weights follow the same round-robin population as the paper: in every round each backend earns
 ``weight`` credits and claims its next preferred free slot once it holds ``max_weight`` credits.
@@ -34,7 +38,14 @@ from typing import NamedTuple
 
 import mmh3
 
-from ryu_app.core.model import DEFAULT_TABLE_SIZE, MAX_WEIGHT, table_size_problem
+from ryu_app.core.model import (
+    DEFAULT_TABLE_SIZE,
+    MAX_WEIGHT,
+    PLACEMENT_HASH,
+    PLACEMENT_PORT_BITS,
+    is_power_of_two,
+    table_size_problem,
+)
 
 # Fixed seeds: part of Lockstep's wire contract.  Changing them changes every table and breaks
 # every connection across an upgrade of mixed versions, so they never change.
@@ -44,11 +55,28 @@ SKIP_SEED = 0x53544550  # "STEP"
 NO_BACKEND = -1
 
 
-def check_table_size(table_size: int) -> int:
-    problem = table_size_problem(table_size)
+# A port-bits table's bound here is what the population needs (a power of two, at most one
+# slot per 16-bit port value); the deployment's rule (``model.slot_table_size_problem``) is
+# narrower, the bench measures outside it.
+MAX_SLOT_TABLE_SIZE = 1 << 16
+
+
+def check_table_size(table_size: int, placement: str = PLACEMENT_HASH) -> int:
+    if placement == PLACEMENT_PORT_BITS:
+        problem = _slot_table_problem(table_size)
+    else:
+        problem = table_size_problem(table_size)
     if problem:
         raise ValueError(f"table_size {problem}")
     return table_size
+
+
+def _slot_table_problem(table_size: int) -> str | None:
+    if isinstance(table_size, bool) or not isinstance(table_size, int):
+        return f"must be an integer, got {type(table_size).__name__}"
+    if not (is_power_of_two(table_size) and 2 <= table_size <= MAX_SLOT_TABLE_SIZE):
+        return f"must be a power of two 2..{MAX_SLOT_TABLE_SIZE} for port-bits, got {table_size}"
+    return None
 
 
 def backend_permutation(name: str, table_size: int) -> tuple[int, int]:
@@ -57,6 +85,19 @@ def backend_permutation(name: str, table_size: int) -> tuple[int, int]:
     offset = mmh3.hash(key, OFFSET_SEED, signed=False) % table_size
     skip = mmh3.hash(key, SKIP_SEED, signed=False) % (table_size - 1) + 1
     return offset, skip
+
+
+def slot_permutation(name: str, table_size: int) -> tuple[int, int]:
+    """(offset, skip) of a backend in a ``port-bits`` table of ``table_size = 2**k`` slots:
+    the same seeds as ``backend_permutation``, ``skip`` odd so that ``offset + j * skip``
+    visits every slot once.  Part of the cross-gateway contract, like the seeds."""
+    key = name.encode("utf-8")
+    offset = mmh3.hash(key, OFFSET_SEED, signed=False) % table_size
+    skip = (mmh3.hash(key, SKIP_SEED, signed=False) % (table_size // 2)) * 2 + 1
+    return offset, skip
+
+
+PERMUTATIONS = {PLACEMENT_HASH: backend_permutation, PLACEMENT_PORT_BITS: slot_permutation}
 
 
 @dataclass(frozen=True)
@@ -76,6 +117,13 @@ class MaglevTable:
             return None
         return self.names[self.slots[flow_hash % self.table_size]]
 
+    def owners(self) -> tuple[str | None, ...]:
+        """Every slot's backend by name (None: empty), in slot order: comparable across
+        tables, unlike ``slots``' indices."""
+        if not self.names:
+            return (None,) * self.table_size
+        return tuple(self.names[index] for index in self.slots)
+
     def slot_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.names, 0)
         for index in self.slots:
@@ -86,16 +134,25 @@ class MaglevTable:
 
 class TableSpec(NamedTuple):
     """A Maglev table's identity: everything its slots depend on.  Two VIPs with equal specs
-    share one table (``balancer.TableCache``); the table-building process is sent specs."""
+    share one table (``balancer.TableCache``); the table-building process is sent specs.
+    ``placement`` says which Maglev variant fills it (``PERMUTATIONS``)."""
 
     table_size: int
     backends: tuple[tuple[str, int], ...]  # (name, weight), weight > 0, sorted by name
+    placement: str = PLACEMENT_HASH
 
 
-def table_spec(table_size: int, backends: Iterable[tuple[str, int]]) -> TableSpec:
+def table_spec(
+    table_size: int, backends: Iterable[tuple[str, int]], placement: str = PLACEMENT_HASH
+) -> TableSpec:
     """The spec of the table over these (name, weight) backends: weight-0 backends own no
     slots, so they are left out."""
-    return TableSpec(table_size, tuple(sorted((n, w) for n, w in backends if w > 0)))
+    return TableSpec(table_size, tuple(sorted((n, w) for n, w in backends if w > 0)), placement)
+
+
+def build_spec(spec: TableSpec) -> MaglevTable:
+    """The table a spec names (pure: the balancer's cache and the building process call it)."""
+    return build_table(spec.backends, spec.table_size, spec.placement)
 
 
 def normalize_backends(backends: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
@@ -115,15 +172,18 @@ def normalize_backends(backends: Iterable[tuple[str, int]]) -> tuple[tuple[str, 
 
 
 def build_table(
-    backends: Iterable[tuple[str, int]], table_size: int = DEFAULT_TABLE_SIZE
+    backends: Iterable[tuple[str, int]],
+    table_size: int = DEFAULT_TABLE_SIZE,
+    placement: str = PLACEMENT_HASH,
 ) -> MaglevTable:
     """Build the lookup table for a set of (name, weight) backends.
 
-    The result depends only on the set of pairs and ``table_size``.  Backends of weight 0 get
-    no slots.  With no backend of positive weight the table is empty and every lookup answers
-    None; with exactly one, that backend owns every slot.
+    The result depends only on the set of pairs, ``table_size`` and ``placement`` (a prime
+    table for ``hash``, ``2**k`` slots for ``port-bits``).  Backends of weight 0 get no slots.
+    With no backend of positive weight the table is empty and every lookup answers None; with
+    exactly one, that backend owns every slot.
     """
-    check_table_size(table_size)
+    check_table_size(table_size, placement)
     active = table_spec(table_size, normalize_backends(backends)).backends
     names = tuple(name for name, _ in active)
     typecode = "h" if len(names) < 2**15 else "i"
@@ -131,7 +191,8 @@ def build_table(
         return MaglevTable(table_size, names, array(typecode))
     if len(names) == 1:
         return MaglevTable(table_size, names, array(typecode, bytes(table_size * 2)))
-    permutations = [backend_permutation(name, table_size) for name in names]
+    permutation = PERMUTATIONS[placement]
+    permutations = [permutation(name, table_size) for name in names]
     schedule = claim_schedule([weight for _, weight in active])
     owners = _populate(permutations, schedule, table_size)
     return MaglevTable(table_size, names, array(typecode, owners))
@@ -194,7 +255,8 @@ def _fill_tail(owners, permutations, cursor, schedule, position, free_count, siz
     cursor is already taken, so its next claim is the free slot with the smallest ``j`` at or
     after the cursor.  With few free slots left it is cheaper to compute, for every backend, the
     order in which it will meet the free slots (``j = (slot - offset) * skip^-1 mod size``; the
-    inverse exists because ``size`` is prime) than to probe ~``size / free`` taken slots per claim.
+    inverse exists because ``skip`` is coprime with ``size``: ``size`` is prime, or a power of
+    two and ``skip`` odd) than to probe ~``size / free`` taken slots per claim.
     """
     free = [slot for slot, owner in enumerate(owners) if owner < 0]
     preference: dict[int, list[int]] = {}

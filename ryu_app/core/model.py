@@ -27,6 +27,20 @@ HASH_5TUPLE = "5-tuple"
 HASH_SRC_IP = "src-ip"
 HASH_MODES = (HASH_5TUPLE, HASH_SRC_IP)
 
+# Where a VIP's new flows go (``core.slots``): by a hash of the flow key into a prime Maglev
+# table (``hash``, every release's behaviour), or by bits 1..k of the TCP source port into a
+# Maglev table of 2**k slots (``port-bits``): what a switch can match with wildcard rules, so a
+# switch-mode gateway and a controller-mode one place a flow alike (docs/switch-mode.md).
+PLACEMENT_HASH = "hash"
+PLACEMENT_PORT_BITS = "port-bits"
+PLACEMENTS = (PLACEMENT_HASH, PLACEMENT_PORT_BITS)
+# port-bits tables: 2**8..2**12 slots, each two switch rules (docs/switch-mode.md, "Limits").
+MIN_SLOT_BITS, MAX_SLOT_BITS = 8, 12
+# Slots per backend: below 16 a port-bits VIP is refused, below 32 it is warned about (the
+# table's own granularity is within about 3% from 32 on: bench/switchmode_balance.py).
+MIN_SLOTS_PER_BACKEND = 16
+BALANCED_SLOTS_PER_BACKEND = 32
+
 DEFAULT_TABLE_SIZE = 65537
 MIN_TABLE_SIZE = 7
 # The larger of the two table sizes the Maglev paper evaluates.  Built in Python in ~0.3-0.5 s
@@ -91,7 +105,7 @@ class Vip:
     port: int
     protocol: str = "tcp"  # PROTOCOLS
     hash: str = HASH_5TUPLE  # HASH_MODES
-    table_size: int = DEFAULT_TABLE_SIZE
+    table_size: int = DEFAULT_TABLE_SIZE  # prime for hash, 2**k for port-bits
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT["tcp"]
     vni: int = DEFAULT_VNI
     health: HealthCheck = field(default_factory=HealthCheck)
@@ -99,6 +113,7 @@ class Vip:
     # New connections per second of this VIP let through to the controller, in a budget of
     # its own (None: the gateway's ``flood_guard``, shared with every VIP without one).
     new_flow_rate: int | None = None
+    placement: str = PLACEMENT_HASH  # PLACEMENTS
 
     @property
     def ip_version(self) -> int:
@@ -211,6 +226,44 @@ def table_size_problem(table_size: object) -> str | None:
     if not is_prime(table_size):
         return f"must be prime, got {table_size} (e.g. 251, 4099, 65537, 655373)"
     return None
+
+
+def is_power_of_two(number: object) -> bool:
+    """Whether ``number`` is an integer 2**n (n >= 0); False for anything else."""
+    if isinstance(number, bool) or not isinstance(number, int):
+        return False
+    return number > 0 and number & (number - 1) == 0
+
+
+def slot_table_size_problem(table_size: object) -> str | None:
+    """Why ``table_size`` cannot be a port-bits table's size, or None if it can: ``2**k``
+    slots, one per value of k source-port bits, k in MIN_SLOT_BITS..MAX_SLOT_BITS."""
+    if isinstance(table_size, bool) or not isinstance(table_size, int):
+        return f"must be an integer, got {type(table_size).__name__}"
+    if not is_power_of_two(table_size) or not (
+        MIN_SLOT_BITS <= table_size.bit_length() - 1 <= MAX_SLOT_BITS
+    ):
+        return (
+            f"must be a power of two 2**{MIN_SLOT_BITS}..2**{MAX_SLOT_BITS} "
+            f"({1 << MIN_SLOT_BITS}..{1 << MAX_SLOT_BITS}) with placement {PLACEMENT_PORT_BITS}, "
+            f"got {table_size}"
+        )
+    return None
+
+
+def placement_table_size_problem(table_size: object, placement: str) -> str | None:
+    """The table-size rule of ``placement``: prime for hash, a power of two for port-bits."""
+    if placement == PLACEMENT_PORT_BITS:
+        return slot_table_size_problem(table_size)
+    return table_size_problem(table_size)
+
+
+def slot_table_size(backends: int) -> int:
+    """The default size of a port-bits table for this many configured backends: 2**k with
+    k = clamp(ceil(log2(backends)) + 5, 8, 12), i.e. at least 32 slots per backend up to 128
+    backends (docs/switch-mode.md, "The table size rule"), and no more rules than that."""
+    bits = max(backends, 1).bit_length() - (1 if is_power_of_two(max(backends, 1)) else 0)
+    return 1 << min(max(bits + 5, MIN_SLOT_BITS), MAX_SLOT_BITS)
 
 
 def policy_problem(interval, timeout, rise, fall) -> str | None:

@@ -20,7 +20,7 @@ import logging
 import multiprocessing
 import threading
 
-from ryu_app.core.maglev import MaglevTable, TableSpec, build_table
+from ryu_app.core.maglev import MaglevTable, TableSpec, build_spec
 
 LOG = logging.getLogger("lockstep.builder")
 
@@ -58,7 +58,7 @@ class TableBuilder:
                 if error is not None:
                     raise error
                 return table
-        return build_table(spec.backends, spec.table_size)
+        return build_spec(spec)
 
     def _start(self):
         # spawn: a fresh interpreter, not a fork of this threaded process (whose locks a
@@ -94,6 +94,6 @@ def _serve(pipe) -> None:
         except (EOFError, OSError):
             return
         try:
-            pipe.send((build_table(spec.backends, spec.table_size), None))
+            pipe.send((build_spec(spec), None))
         except Exception as error:  # noqa: BLE001 - handed back to the controller
             pipe.send((None, error))

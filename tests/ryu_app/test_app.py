@@ -19,7 +19,7 @@ from webob import Request
 from ryu_app.api import pacing, rest, service
 from ryu_app.core import gateway as gateway_module
 from ryu_app.core import openflow
-from ryu_app.core.maglev import build_table
+from ryu_app.core.maglev import build_spec
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from ryu_app.shell import app as app_module
 from ryu_app.shell import builder as builder_module
@@ -57,8 +57,7 @@ class ControlledBuilder:
         time.sleep(self.delay)
         if failing:
             raise MemoryError("no room for the table (a test's failure)")
-        table_size, backends = key
-        return build_table(backends, table_size)
+        return build_spec(key)
 
 
 @pytest.fixture

@@ -655,7 +655,7 @@ def test_lookup_checks_the_panic_threshold_with_the_deployment_files_rule(monkey
     field = dep.HEALTH_FIELDS.fields["panic_threshold"]
     args = argparse.Namespace(
         config=None, vip=None, backend=["vm1=192.168.100.11"], table_size=251, hash=None,
-        panic_threshold=95, down=[],
+        panic_threshold=95, down=[], placement=None,
     )  # fmt: skip
     cli._lookup_table(args)  # 0..100: accepted
     narrower = dataclasses.replace(field, convert=schema.integer(0, 90))

@@ -73,6 +73,8 @@ NX_EXPERIMENTER = 0x00002320
 NXAST_REG_MOVE = 6
 OXM_BASIC = 0x8000  # OFPXMC_OPENFLOW_BASIC
 OXM_NXM_1 = 0x0001  # Nicira's NXM_NX_ fields
+OXM_EXPERIMENTER = 0xFFFF  # OFPXMC_EXPERIMENTER: the header carries an experimenter id
+ONF_EXPERIMENTER = 0x4F4E4600  # "ONF": OpenFlow 1.3's extension fields (EXT-256: tcp_flags)
 
 
 class Field(NamedTuple):
@@ -82,11 +84,13 @@ class Field(NamedTuple):
     number: int
     size: int
     kind: str  # "int", "mac", "ipv4" or "ipv6"
+    experimenter: int = 0  # an experimenter field's id (its header is 8 bytes), else 0
 
     @property
     def order(self) -> int:
-        """os-ken's sort key for a match's fields (``OFPMatch``: class << 7 | number)."""
-        return self.oxm_class << 7 | self.number
+        """os-ken's sort key for a match's fields (``OFPMatch``: class << 7 | number; an
+        experimenter field's key is its experimenter id, so it sorts after the basic ones)."""
+        return self.experimenter or self.oxm_class << 7 | self.number
 
 
 # The fields Lockstep matches on or sets, in os-ken's names.
@@ -114,13 +118,21 @@ FIELDS = {
     "ipv6_nd_target": Field(OXM_BASIC, 31, 16, "ipv6"),
     "tunnel_id": Field(OXM_BASIC, 38, 8, "int"),
     "tun_ipv4_dst": Field(OXM_NXM_1, 32, 4, "ipv4"),
+    "reg1": Field(OXM_NXM_1, 1, 4, "int"),  # switch mode: the tunnel port a learned pin outputs
+    # OpenFlow 1.3 has no TCP flags field; os-ken's ``tcp_flags`` there is the ONF extension
+    # (OVS: ONFOXM_ET_TCP_FLAGS), which Open vSwitch accepts in 1.3 (switch mode's SYN rules).
+    "tcp_flags": Field(OXM_EXPERIMENTER, 42, 2, "int", ONF_EXPERIMENTER),
 }
 
 
 def oxm_header(name: str, masked: bool = False) -> bytes:
-    """A field's 4-byte OXM header: class, number, has-mask bit, length of what follows."""
+    """A field's OXM header: class, number, has-mask bit, length of what follows (4 bytes);
+    an experimenter field's also carries its experimenter id, counted in the length."""
     field = FIELDS[name]
     length = field.size * (2 if masked else 1)
+    if field.experimenter:
+        head = struct.pack("!HBB", field.oxm_class, field.number << 1 | masked, length + 4)
+        return head + struct.pack("!I", field.experimenter)
     return struct.pack("!HBB", field.oxm_class, field.number << 1 | masked, length)
 
 

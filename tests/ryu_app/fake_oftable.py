@@ -59,6 +59,7 @@ PREREQUISITES = {
     "icmpv6_type": ("ip_proto", {58}),
     "icmpv6_code": ("ip_proto", {58}),
     "ipv6_nd_target": ("icmpv6_type", {135, 136}),
+    "tcp_flags": ("ip_proto", {6}),
 }
 
 
@@ -105,7 +106,7 @@ def packet_fields(in_port: int, frame: bytes) -> dict[str, int]:
         elif isinstance(header, ipv6.ipv6):
             fields.update(ipv6_src=header.src, ipv6_dst=header.dst, ip_proto=header.nxt)
         elif isinstance(header, tcp.tcp):
-            fields.update(tcp_src=header.src_port, tcp_dst=header.dst_port)
+            fields.update(tcp_src=header.src_port, tcp_dst=header.dst_port, tcp_flags=header.bits)
         elif isinstance(header, udp.udp):
             fields.update(udp_src=header.src_port, udp_dst=header.dst_port)
         elif isinstance(header, icmpv6.icmpv6):
@@ -227,6 +228,7 @@ class Forwarding:
     rule: Rule | None
     outputs: list[int]
     fields: dict = field(default_factory=dict)
+    learned: list = field(default_factory=list)  # Rules a ``learn`` action made of the packet
 
     @property
     def to_controller(self) -> bool:
@@ -260,7 +262,7 @@ class PacketOut:
 def run_actions(actions: list, packet: dict[str, int], rule: Rule | None = None) -> Forwarding:
     """Apply ``actions`` (os-ken's objects) to a copy of ``packet``."""
     fields = dict(packet)
-    outputs = []
+    outputs, learned = [], []
     for action in actions:
         if isinstance(action, parser.OFPActionOutput):
             port = action.port
@@ -272,10 +274,36 @@ def run_actions(actions: list, packet: dict[str, int], rule: Rule | None = None)
             bits = fields[action.src_field] >> action.src_ofs & mask
             kept = fields.get(action.dst_field, 0) & ~(mask << action.dst_ofs)
             fields[action.dst_field] = kept | bits << action.dst_ofs
+        elif isinstance(action, parser.NXActionLearn):
+            learned.append(learned_rule(action, fields))
         else:
             raise AssertionError(f"the fake table does not know action {action}")
     readable = {name: as_text(name, value) for name, value in fields.items()}
-    return Forwarding(rule, outputs, readable)
+    return Forwarding(rule, outputs, readable, learned)
+
+
+def _basic(name: str) -> str:
+    """A learn spec's NXM field under the name the table's matches use (``in_port_nxm``)."""
+    return name.removesuffix("_nxm")
+
+
+def learned_rule(action, fields: dict[str, int]) -> Rule:
+    """The rule a ``learn`` action installs for a packet whose fields are ``fields`` (whole
+    fields only, as switch mode's specs: offset 0, the field's full width)."""
+    match, actions = {}, []
+    for spec in action.specs:
+        if isinstance(spec, parser.NXFlowSpecOutput):
+            actions.append(parser.OFPActionOutput(fields[_basic(spec.src[0])]))
+            continue
+        name = _basic(spec.dst[0])
+        assert spec.dst[1] == 0, "the fake table learns whole fields only"
+        value = fields[_basic(spec.src[0])] if isinstance(spec.src, tuple) else spec.src
+        if isinstance(spec, parser.NXFlowSpecMatch):
+            match[name] = value
+        else:
+            actions.append(parser.OFPActionSetField(**{name: as_text(name, value)}))
+    _check_prerequisites(match)
+    return Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
 
 
 class FakeOFTable:
@@ -388,7 +416,12 @@ class FakeOFTable:
         rule = self.lookup(packet)
         if rule is None:
             return Forwarding(None, [], {})
-        return run_actions(rule.actions, packet, rule)
+        forwarding = run_actions(rule.actions, packet, rule)
+        for learned in forwarding.learned:  # replaces a rule of the same priority and match
+            same = (learned.priority, learned.match)
+            self.rules = [r for r in self.rules if (r.priority, r.match) != same]
+            self.rules.append(learned)
+        return forwarding
 
     def expire(self, rule: Rule) -> bytes:
         """The rule's idle timeout: it goes; the FLOW_REMOVED the switch sends (its flag)."""

@@ -136,6 +136,12 @@ PLACES = (
     ),
     Place("tests/integration/test_ryu434.py", "integration", (*OVS_LAB, "ryu434")),
     Place("tests/integration/test_flood_guard_ovs.py", "integration", (*OVS_LAB, "hping3")),
+    # ovs-ofctl ofp-print decodes the switch-mode rules' bytes (no switch started).
+    Place(
+        "tests/ryu_app/core/test_switchrules.py::test_open_vswitch_reads_the_slot_rules_as_the_prototype_writes_them",
+        "integration",
+        ("ovs",),
+    ),
     # lockstep-gateway processes on loopback, no switch.
     Place("tests/integration/test_process_supervision.py", "integration"),
     Place("tests/integration/test_rest_fuzz.py", "integration"),

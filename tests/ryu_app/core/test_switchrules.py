@@ -5,7 +5,6 @@ the bytes against the prototype's (bench/switchmode_proto.py) text."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -47,7 +46,6 @@ def switch(owners=OWNERS) -> FakeOFTable:
     return table
 
 
-@pytest.mark.unit
 def test_every_slot_has_a_syn_rule_and_a_learning_rule():
     table = switch()
     assert len(table.rules_at(sr.PRIORITY_SYN_SLOT)) == len(table.rules_at(sr.PRIORITY_SLOT)) == 16
@@ -57,7 +55,6 @@ def test_every_slot_has_a_syn_rule_and_a_learning_rule():
         )
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("src_port", [1024, 1026, 33333, 40000, 60998, 65535])
 def test_a_syn_goes_to_its_slots_backend_and_learns_nothing(src_port):
     table = switch()
@@ -69,7 +66,6 @@ def test_a_syn_goes_to_its_slots_backend_and_learns_nothing(src_port):
     assert table.rules_at(200) == []
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("src_port", [1024, 1026, 33333, 60998])
 def test_a_non_syn_packet_learns_the_controller_modes_pin(src_port):
     table = switch()
@@ -94,7 +90,6 @@ def test_a_non_syn_packet_learns_the_controller_modes_pin(src_port):
     assert table.rules_at(200) == [] and len(table.rules) == 32
 
 
-@pytest.mark.unit
 def test_a_change_rewrites_only_the_changed_slots():
     after = tuple("vm1" if o == "vm3" else o for o in OWNERS)
     after = (None,) + after[1:]
@@ -116,7 +111,6 @@ def test_a_change_rewrites_only_the_changed_slots():
     assert table.forward(packet(1024, sr.TCP_SYN)).rule is None  # slot 0 empty: falls through
 
 
-@pytest.mark.unit
 def test_ipv6_and_udp_vips_are_refused():
     with pytest.raises(ValueError, match="IPv4-only"):
         sr.slot_fields(Vip("v6", "2001:db8::1", 80, table_size=16, placement="port-bits"), 0, 1)
@@ -131,8 +125,6 @@ PROTOTYPE_LEARN = (
 )
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="needs Open vSwitch's ovs-ofctl")
 def test_open_vswitch_reads_the_slot_rules_as_the_prototype_writes_them():
     """ovs-ofctl decodes the bytes (no switch needed): the SYN rule's match and the learn
     the prototype installs, verbatim (its ``load:`` of reg1 is this ``set_field``)."""

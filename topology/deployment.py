@@ -37,6 +37,8 @@ from ryu_app.core.model import (
     MIN_SLOT_BITS,
     MIN_SLOTS_PER_BACKEND,
     MIN_TABLE_SIZE,
+    MODE_SWITCH,
+    MODES,
     PLACEMENT_PORT_BITS,
     PLACEMENTS,
     PROTOCOLS,
@@ -49,6 +51,7 @@ from ryu_app.core.model import (
     placement_table_size_problem,
     policy_problem,
     slot_table_size,
+    switch_mode_problem,
     table_size_problem,
 )
 from topology.addresses import ip_network, mac_address, unicast_address, unicast_ipv4
@@ -187,6 +190,13 @@ VIP_FIELDS = Section(
             "where new flows go: hash (of the flow key, into a prime table) or port-bits "
             "(bits 1..k of the TCP source port, into a table of 2**k slots: what a switch can "
             "place itself, docs/switch-mode.md; tcp, IPv4 and hash 5-tuple only)",
+        ),
+        "mode": Field(
+            choice(*MODES),
+            Vip.mode,
+            "who places new flows: controller (on a packet-in) or switch (slot rules of the "
+            "VIP's table in the switch, pins learned there; needs placement port-bits, tcp, "
+            "IPv4).  May differ per gateway: left out of the configuration digest",
         ),
     }
 )
@@ -380,7 +390,7 @@ def _build_gateway(raw: dict) -> Gateway:
 
 
 def vip_problems(vip: Vip, path: str) -> list[Problem]:
-    problems = placement_problems(vip, path)
+    problems = placement_problems(vip, path) + mode_problems(vip, path)
     if vip.table_size < len(vip.backends):
         problems.append(
             Problem(
@@ -456,6 +466,28 @@ def placement_problems(vip: Vip, path: str) -> list[Problem]:
                 " backends)",
             )
         )
+    return problems
+
+
+def mode_problems(vip: Vip, path: str) -> list[Problem]:
+    """The rules of switch mode (docs/switch-mode.md): the switch matches source-port bits,
+    so the VIP places by them (on every gateway, so that both modes agree), and its rules
+    match IPv4 TCP (``model.switch_mode_problem``)."""
+    if vip.mode != MODE_SWITCH:
+        return []
+    where = join(path, "mode")
+    problems = []
+    if vip.placement != PLACEMENT_PORT_BITS:
+        problems.append(
+            Problem(
+                where,
+                f"switch mode places by source-port bits: set placement: {PLACEMENT_PORT_BITS}"
+                " on every gateway",
+            )
+        )
+    problem = switch_mode_problem(vip)
+    if problem:
+        problems.append(Problem(where, problem))
     return problems
 
 

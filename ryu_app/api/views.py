@@ -54,11 +54,18 @@ NEWER_FIELDS_AT_DEFAULT = {
     ("health", "panic_threshold"): HealthCheck.panic_threshold,  # issue 13
     ("placement",): Vip.placement,  # issue 14: hash or port-bits
 }
+# Fields a VIP may hold differently on each gateway of a fleet, left out of the digest at any
+# value: a gateway in switch mode and one in controller mode place flows alike (issue 14), and
+# ``lockstep status`` must not flag them as disagreeing.
+PER_GATEWAY_FIELDS = ("mode",)
 
 
 def config_data(vip: Vip) -> dict:
-    """The VIP's configuration as its digest sees it (``NEWER_FIELDS_AT_DEFAULT``)."""
+    """The VIP's configuration as its digest sees it (``NEWER_FIELDS_AT_DEFAULT``,
+    ``PER_GATEWAY_FIELDS``)."""
     data = deployment_file.vip_to_data(vip)
+    for name in PER_GATEWAY_FIELDS:
+        data.pop(name, None)
     for path, default in NEWER_FIELDS_AT_DEFAULT.items():
         *parents, name = path
         holder = data

@@ -22,7 +22,7 @@ from ryu_app.core.floodguard import CONTROLLER, SWITCH, Guard
 from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.health import UP
-from ryu_app.core.model import Gateway, Vip, service_key
+from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, service_key
 from ryu_app.core.overload import LoadMonitor
 from ryu_app.core.packets import (
     mac_bytes,
@@ -32,6 +32,7 @@ from ryu_app.core.packets import (
 )
 from ryu_app.core.prober import Prober, Send, Verdict
 from ryu_app.core.retirement import Retirements
+from ryu_app.core.slotsync import SlotRules
 
 # A per-flow rule installed less than this long ago is taken to be in the switch: repeated
 # packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
@@ -142,6 +143,7 @@ class GatewayCore:
         self.guard = Guard(gateway.flood_guard)
         self._drops_told: int | None = None  # the guard's drop count the monitor last had
         self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
+        self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class GatewayCore:
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
+        self.slot_rules.forget()  # deleted below, with the pins (written again with the ports)
         messages = [pipeline.delete_own_flows(), *self.guard.on_connect()]
         return Effects([*messages, of.port_desc_request()])
 
@@ -224,6 +227,7 @@ class GatewayCore:
         messages = []
         if old is not None:
             messages.append(pipeline.delete_own_flows())
+            self.slot_rules.forget()
             self.prober.abandon()
         if ports is None:
             return messages
@@ -241,7 +245,19 @@ class GatewayCore:
             messages += pipeline.vip_flows(
                 vip, addresses, ports.uplink, guard.meter_of(vip), guard.probe_meter
             )
+            messages += self._follow_slots(vip.name)
         return messages
+
+    def _follow_slots(self, name: str) -> list[bytes]:
+        """The flow-mods that make the switch's slot rules of VIP ``name`` follow its table
+        in use (``slotsync``): after anything that may have swapped the table in."""
+        state = self.balancer.vips.get(name)
+        if state is None or self.ports is None:
+            return []
+        if state.vip.mode != MODE_SWITCH and name not in self.slot_rules:
+            return []  # (a controller-mode VIP's table is not looked at: up to 655k slots)
+        owners = state.table.owners()
+        return self.slot_rules.follow(state.vip, owners, state.backend_ids, self.ports)
 
     def _vips(self) -> list[Vip]:
         return [state.vip for state in self.balancer.vips.values()]
@@ -281,6 +297,7 @@ class GatewayCore:
         messages += pipeline.vip_flows(
             vip, addresses, uplink, guard.meter_of(vip), guard.probe_meter
         )
+        messages += self._follow_slots(vip.name)
         return effects
 
     def remove_vip(self, name: str, now: float) -> Effects:
@@ -296,6 +313,7 @@ class GatewayCore:
             effects.messages += pipeline.remove_vip_flows(state.vip, addresses, uplink)
             ids = state.backend_ids.values()
             effects.messages += [pipeline.delete_backend_flows(i) for i in ids]
+        effects.messages += self.slot_rules.remove(name, self.ports)
         effects.messages += self.guard.sync(self._vips())  # its meter after the rule naming it
         return effects
 
@@ -535,6 +553,7 @@ class GatewayCore:
         state = self.balancer.vips[vip_name]
         before = state.out_of_service(), state.panic
         effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy))
+        effects.messages += self._follow_slots(vip_name)  # the table may have come from cache
         return effects + self._retirements.follow(state, before, now)
 
     def wanted_tables(self, requests: list[TableRequest]) -> list[TableRequest]:
@@ -563,7 +582,10 @@ class GatewayCore:
         if not self.balancer.install_table(request, table):
             return Effects()
         backends = len(request.spec.backends)
-        return Effects(notices=[f"VIP {request.vip}: Maglev table rebuilt ({backends} backends)"])
+        return Effects(
+            self._follow_slots(request.vip),
+            notices=[f"VIP {request.vip}: Maglev table rebuilt ({backends} backends)"],
+        )
 
     def table_build_failed(self, request: TableRequest, error: Exception, now: float) -> Effects:
         """Building a table raised ``error``: it is asked for again (by ``health_tick``) after

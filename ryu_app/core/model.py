@@ -39,6 +39,14 @@ MIN_SLOT_BITS, MAX_SLOT_BITS = 8, 12
 # Slots per backend: below 16 a port-bits VIP is refused, below 32 it is warned about (the
 # table's own granularity is within about 3% from 32 on: bench/switchmode_balance.py).
 MIN_SLOTS_PER_BACKEND = 16
+
+# Who places a VIP's new flows (docs/switch-mode.md): the controller, on a packet-in (every
+# release's behaviour), or the switch itself, by slot rules the controller writes from the
+# VIP's ``port-bits`` table (``core.switchrules``), pinning each flow with a learned rule.
+# Either executor picks the same backend for the same flow, so gateways may differ in mode.
+MODE_CONTROLLER = "controller"
+MODE_SWITCH = "switch"
+MODES = (MODE_CONTROLLER, MODE_SWITCH)
 BALANCED_SLOTS_PER_BACKEND = 32
 
 DEFAULT_TABLE_SIZE = 65537
@@ -114,6 +122,7 @@ class Vip:
     # its own (None: the gateway's ``flood_guard``, shared with every VIP without one).
     new_flow_rate: int | None = None
     placement: str = PLACEMENT_HASH  # PLACEMENTS
+    mode: str = MODE_CONTROLLER  # MODES; may differ per gateway (left out of the digest)
 
     @property
     def ip_version(self) -> int:
@@ -264,6 +273,16 @@ def slot_table_size(backends: int) -> int:
     backends (docs/switch-mode.md, "The table size rule"), and no more rules than that."""
     bits = max(backends, 1).bit_length() - (1 if is_power_of_two(max(backends, 1)) else 0)
     return 1 << min(max(bits + 5, MIN_SLOT_BITS), MAX_SLOT_BITS)
+
+
+def switch_mode_problem(vip: Vip) -> str | None:
+    """Why ``vip``'s flows cannot be placed by its switch, or None: the slot rules match IPv4
+    TCP (``core.switchrules``).  The placement rule (port-bits) is the deployment file's."""
+    if vip.ip_version != 4:
+        return "switch mode is IPv4-only in this release"
+    if vip.protocol != "tcp":
+        return "switch mode places TCP flows only (its slots are TCP source-port bits)"
+    return None
 
 
 def policy_problem(interval, timeout, rise, fall) -> str | None:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from ryu_app.core import oflearn
 from ryu_app.core import openflow as of
 from ryu_app.core.flowkey import ETH_IPV4
-from ryu_app.core.model import PROTO_TCP, Vip, service_key
+from ryu_app.core.model import PROTO_TCP, Vip, service_key, switch_mode_problem
 from ryu_app.core.pipeline import (
     COOKIE_ALL_FLOWS_MASK,
     COOKIE_KIND_SHIFT,
@@ -70,15 +70,6 @@ def targets_of(vip: Vip, backend_ids: Mapping[str, int]) -> dict[str, Target]:
 def slot_cookie(backend_id: int) -> int:
     """A slot rule's cookie: Lockstep's tag, the slot kind, the backend it sends to."""
     return COOKIE_TAG | KIND_SLOT << COOKIE_KIND_SHIFT | backend_id
-
-
-def switch_mode_problem(vip: Vip) -> str | None:
-    """Why ``vip`` cannot be placed by its switch, or None: the rules match IPv4 TCP."""
-    if ipaddress.ip_address(vip.address).version != 4:
-        return "switch mode is IPv4-only in this release"
-    if service_key(vip).protocol != PROTO_TCP:
-        return "switch mode places TCP flows only (its slots are TCP source-port bits)"
-    return None
 
 
 def slot_fields(vip: Vip, slot: int, uplink: int) -> dict:

@@ -85,7 +85,8 @@ class Harness:
         """Build and install the tables the core asked for (the app does it in a worker)."""
         requests, self.tables_wanted = self.tables_wanted, []
         for request in requests:
-            self.core.table_built(request, self.core.balancer.cache.get_or_build(request.spec))
+            table = self.core.balancer.cache.get_or_build(request.spec)
+            self.apply(self.core.table_built(request, table))  # (a switch VIP's slot rules)
 
     def request(self, method: str, path: str, body=None, token: str | None = None, raw=None):
         headers = {}

@@ -1,0 +1,45 @@
+"""A VIP's mode changed live through the REST API (issue 14): validated by the deployment
+file's rules, saved, applied (the switch gets the slot rules, or loses them), and answered by
+``GET /v1/lookup`` as the switch places."""
+
+from __future__ import annotations
+
+from ryu_app.core.switchrules import PRIORITY_SLOT, PRIORITY_SYN_SLOT
+
+SLOTS = 256
+
+
+def web_body(harness, **changes) -> dict:
+    return {**harness.get_json("/v1/vips/web"), **changes}
+
+
+def slot_rules(harness) -> list:
+    return harness.table.rules_at(PRIORITY_SYN_SLOT) + harness.table.rules_at(PRIORITY_SLOT)
+
+
+def test_switch_mode_without_port_bits_is_refused_under_mode(harness):
+    response = harness.request("PUT", "/v1/vips/web", web_body(harness, mode="switch"))
+    assert response.status_int == 400, response.text
+    (problem,) = response.json["problems"]
+    assert problem["path"] == "mode" and "placement: port-bits" in problem["reason"]
+    assert slot_rules(harness) == []
+
+
+def test_mode_changes_live_and_lookup_answers_as_the_switch_places(harness):
+    body = web_body(harness, placement="port-bits", table_size=SLOTS, mode="switch")
+    response = harness.request("PUT", "/v1/vips/web", body)
+    assert response.status_int in (200, 202), response.text
+    assert harness.get_json("/v1/vips/web")["mode"] == "switch"
+    assert harness.saved[-1][0].mode == "switch"  # the state file keeps it
+    assert len(slot_rules(harness)) == 2 * SLOTS
+    tunnels = {b["tunnel_ip"]: b["name"] for b in body["backends"]}
+    for sport in range(40000, 40400, 2):
+        placed = harness.where(harness.syn(sport))
+        assert placed.rule.priority == PRIORITY_SYN_SLOT
+        query = f"src_ip=10.1.0.11&src_port={sport}&dst_ip=10.0.0.100&dst_port=80"
+        answer = harness.get_json(f"/v1/lookup?{query}")
+        assert answer["backend"] == tunnels[placed.tunnel[0]]
+    response = harness.request("PUT", "/v1/vips/web", {**body, "mode": "controller"})
+    assert response.status_int in (200, 202), response.text
+    assert slot_rules(harness) == []
+    assert harness.where(harness.syn(40000)).to_controller

@@ -1,0 +1,72 @@
+"""A VIP's mode (issue 14, docs/switch-mode.md) in the deployment file and a REST body: switch
+mode needs the port-bits placement, TCP and IPv4, with the problems under ``vips[i].mode``."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from topology import deployment as dep
+from topology.schema import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "topology" / "examples" / "default.yaml"
+_EXAMPLE_DATA = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def raw() -> dict:
+    data = copy.deepcopy(_EXAMPLE_DATA)
+    data["vips"][0].update(placement="port-bits", table_size=256, mode="switch")
+    return data
+
+
+def problems_of(data) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        dep.parse(data)
+    return [(p.path, p.reason) for p in caught.value.problems]
+
+
+def test_controller_is_the_default():
+    assert dep.parse(_EXAMPLE_DATA).vips[0].mode == "controller"
+
+
+def test_a_switch_vip_is_accepted_and_round_trips(raw):
+    deployment = dep.parse(raw)
+    vip = deployment.vips[0]
+    assert vip.mode == "switch"
+    assert dep.parse_text(dep.dump(deployment)) == deployment
+    assert dep.parse_vip(dep.vip_to_data(vip)) == vip
+
+
+def test_switch_mode_needs_port_bits(raw):
+    raw["vips"][0].update(placement="hash", table_size=None)
+    assert problems_of(raw) == [
+        (
+            "vips[0].mode",
+            "switch mode places by source-port bits: set placement: port-bits on every gateway",
+        )
+    ]
+
+
+def test_switch_mode_needs_tcp(raw):
+    raw["vips"][0].update(placement="hash", table_size=None, protocol="udp")
+    raw["vips"][0].setdefault("health", {})["port"] = 80
+    mode_problems = [reason for path, reason in problems_of(raw) if path == "vips[0].mode"]
+    assert len(mode_problems) == 2
+    assert "TCP flows only" in mode_problems[1]
+
+
+def test_an_unknown_mode_is_refused(raw):
+    raw["vips"][0]["mode"] = "both"
+    assert [path for path, _ in problems_of(raw)] == ["vips[0].mode"]
+
+
+def test_a_rest_body_goes_through_the_same_rules(raw):
+    body = {**raw["vips"][0], "placement": "hash", "table_size": None}
+    with pytest.raises(ConfigError) as caught:
+        dep.parse_vip(body, "vips[0]")
+    assert [p.path for p in caught.value.problems] == ["vips[0].mode"]
+    assert dep.parse_vip(raw["vips"][0]).mode == "switch"

@@ -27,6 +27,10 @@ The population loop is the hot spot of a rebuild.  Its cost is dominated by the 
 slots: when ``free`` slots are left, a backend probes about ``table_size / free`` taken slots
 before it finds one, so the final few hundred slots cost more probes than the first 90% of the
 table.  ``_populate`` therefore switches strategy near the end (see ``_fill_tail``).
+
+Large tables are filled by ``maglev_vector.populate`` instead (numpy, batches of claims settled
+at once), slot for slot the same: ``vector_pays`` says where it measured faster
+(bench/bench_mapping.py); below that the plain loop wins, and it stays the fallback.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ OFFSET_SEED = 0x4C4F434B  # "LOCK"
 SKIP_SEED = 0x53544550  # "STEP"
 
 NO_BACKEND = -1
+
+# Where the numpy fill beats the plain loop on this project's machines (bench/bench_mapping.py,
+# docs in README "Mapping"): big tables with many slots per backend.  It pays per batch and per
+# backend, so small tables and crowded ones stay in plain Python.
+VECTOR_MIN_SIZE = 1 << 17
+VECTOR_MIN_SLOTS_PER_BACKEND = 256
 
 
 # A port-bits table's bound here is what the population needs (a power of two, at most one
@@ -194,8 +204,25 @@ def build_table(
     permutation = PERMUTATIONS[placement]
     permutations = [permutation(name, table_size) for name in names]
     schedule = claim_schedule([weight for _, weight in active])
+    if vector_pays(len(names), table_size):
+        return MaglevTable(table_size, names, _vector_slots(permutations, schedule, table_size))
     owners = _populate(permutations, schedule, table_size)
     return MaglevTable(table_size, names, array(typecode, owners))
+
+
+def vector_pays(backends: int, table_size: int) -> bool:
+    """Whether ``maglev_vector`` fills this table faster than ``_populate`` (same slots)."""
+    return table_size >= VECTOR_MIN_SIZE and table_size >= VECTOR_MIN_SLOTS_PER_BACKEND * backends
+
+
+def _vector_slots(permutations, schedule, table_size: int) -> array:
+    """The numpy fill's slots as the same ``array`` the plain loop gives: lookups index an
+    ``array`` (a numpy array costs more per Python-level index) and it pickles small."""
+    from ryu_app.core import maglev_vector  # noqa: PLC0415 (numpy loads only for big tables)
+
+    owners = maglev_vector.populate(permutations, schedule, table_size)
+    typecode = "h" if len(permutations) < 2**15 else "i"
+    return array(typecode, owners.astype("int16" if typecode == "h" else "int32").tobytes())
 
 
 def claim_schedule(weights: Sequence[int]) -> list[int]:

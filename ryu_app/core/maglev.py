@@ -28,9 +28,13 @@ slots: when ``free`` slots are left, a backend probes about ``table_size / free`
 before it finds one, so the final few hundred slots cost more probes than the first 90% of the
 table.  ``_populate`` therefore switches strategy near the end (see ``_fill_tail``).
 
-Large tables are filled by ``maglev_vector.populate`` instead (numpy, batches of claims settled
-at once), slot for slot the same: ``vector_pays`` says where it measured faster
-(bench/bench_mapping.py); below that the plain loop wins, and it stays the fallback.
+The same loop compiled by numba (``maglev_numba``) fills 65,537 slots in ~1.5 ms instead of
+~20-40 ms, slot for slot the same.  Loading it costs a process ~0.3 s (numba's import and its
+on-disk cache; ~0.6 s the first time, compiling), more than a one-off table of the default size
+takes in Python, so it is used once a process has loaded it (``warm_up``: the table-building
+process does at start) or a table is big enough to pay for loading it (``COMPILED_MIN_SIZE``).
+``lockstep lookup`` at the default size thus never imports numba.  Without numba (not installed,
+or it fails to compile) the plain loop fills every table, as before.
 """
 
 from __future__ import annotations
@@ -58,11 +62,9 @@ SKIP_SEED = 0x53544550  # "STEP"
 
 NO_BACKEND = -1
 
-# Where the numpy fill beats the plain loop on this project's machines (bench/bench_mapping.py,
-# docs in README "Mapping"): big tables with many slots per backend.  It pays per batch and per
-# backend, so small tables and crowded ones stay in plain Python.
-VECTOR_MIN_SIZE = 1 << 17
-VECTOR_MIN_SLOTS_PER_BACKEND = 256
+# From this size a table's fill in Python (~0.5 s at 655,373 slots) costs as much as loading the
+# compiled loop from nothing (bench/bench_mapping.py), so it loads it on demand.
+COMPILED_MIN_SIZE = 1 << 17
 
 
 # A port-bits table's bound here is what the population needs (a power of two, at most one
@@ -204,25 +206,40 @@ def build_table(
     permutation = PERMUTATIONS[placement]
     permutations = [permutation(name, table_size) for name in names]
     schedule = claim_schedule([weight for _, weight in active])
-    if vector_pays(len(names), table_size):
-        return MaglevTable(table_size, names, _vector_slots(permutations, schedule, table_size))
-    owners = _populate(permutations, schedule, table_size)
-    return MaglevTable(table_size, names, array(typecode, owners))
+    return MaglevTable(table_size, names, _fill(permutations, schedule, table_size, typecode))
 
 
-def vector_pays(backends: int, table_size: int) -> bool:
-    """Whether ``maglev_vector`` fills this table faster than ``_populate`` (same slots)."""
-    return table_size >= VECTOR_MIN_SIZE and table_size >= VECTOR_MIN_SLOTS_PER_BACKEND * backends
+def _fill(permutations, schedule, table_size: int, typecode: str) -> array:
+    """The population, by the compiled loop where it is loaded or pays (see the module's
+    docstring), else by ``_populate``: the same slots either way."""
+    if table_size >= COMPILED_MIN_SIZE:
+        warm_up()
+    if _compiled is not None:
+        return _compiled.populate(permutations, schedule, table_size)
+    return array(typecode, _populate(permutations, schedule, table_size))
 
 
-def _vector_slots(permutations, schedule, table_size: int) -> array:
-    """The numpy fill's slots as the same ``array`` the plain loop gives: lookups index an
-    ``array`` (a numpy array costs more per Python-level index) and it pickles small."""
-    from ryu_app.core import maglev_vector  # noqa: PLC0415 (numpy loads only for big tables)
+_compiled = None  # the ``maglev_numba`` module once ``warm_up`` loaded it
+_not_compiled: str | None = None  # why it could not be loaded, once tried
 
-    owners = maglev_vector.populate(permutations, schedule, table_size)
-    typecode = "h" if len(permutations) < 2**15 else "i"
-    return array(typecode, owners.astype("int16" if typecode == "h" else "int32").tobytes())
+
+def warm_up() -> str:
+    """Load the compiled fill now, once per process (compiling it if numba's cache has no copy),
+    so that no later build waits for it; from then on every table of this process is filled by
+    it.  Returns which fill builds tables here, for the caller's log."""
+    global _compiled, _not_compiled
+    if _compiled is None and _not_compiled is None:
+        try:
+            from ryu_app.core import maglev_numba  # noqa: PLC0415 (numba loads only here)
+
+            maglev_numba.warm_up()
+        except Exception as problem:  # noqa: BLE001 - ImportError, or numba failing to compile
+            _not_compiled = f"{type(problem).__name__}: {problem}"
+        else:
+            _compiled = maglev_numba
+    if _compiled is not None:
+        return f"compiled (numba {_compiled.numba.__version__})"
+    return f"plain Python ({_not_compiled})"
 
 
 def claim_schedule(weights: Sequence[int]) -> list[int]:

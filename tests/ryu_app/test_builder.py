@@ -3,6 +3,7 @@ its error back, and the worker never outlives the controller (closed or killed).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,8 +13,9 @@ import time
 
 import pytest
 
+from ryu_app.core import maglev
 from ryu_app.core.maglev import TableSpec, build_table
-from ryu_app.shell.builder import TableBuilder
+from ryu_app.shell.builder import TableBuilder, _serve
 
 SPEC = TableSpec(251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
 
@@ -102,3 +104,27 @@ def test_the_worker_ends_when_the_controller_is_killed(tmp_path):
         if controller.poll() is None:
             controller.kill()
             controller.wait(5)
+
+
+@pytest.fixture
+def fill_not_loaded(monkeypatch):
+    """This process as if no build had loaded the compiled fill yet (and restored after)."""
+    monkeypatch.setattr(maglev, "_compiled", None)
+    monkeypatch.setattr(maglev, "_not_compiled", None)
+
+
+class ClosedPipe:
+    def recv(self):
+        raise EOFError
+
+
+def test_the_worker_loads_the_compiled_fill_before_its_first_build(fill_not_loaded):
+    _serve(ClosedPipe())
+    assert maglev._compiled is not None
+
+
+def test_building_in_process_loads_the_compiled_fill_at_start(fill_not_loaded, caplog):
+    caplog.set_level(logging.INFO, logger="lockstep.builder")
+    TableBuilder(in_process=True).start()
+    assert maglev._compiled is not None
+    assert "fill: compiled (numba" in caplog.text

@@ -2,17 +2,19 @@
 
 The loop is the paper's: claim ``t`` goes to backend ``schedule[t % period]``, which walks its
 permutation (``offset + j * skip``, from its cursor) past taken slots and takes the first free
-one.  It is sequential, so it cannot be batched without the fixed point of ``maglev_vector``;
-compiled, each probe costs ~1 ns instead of ~35 ns of Python, and the whole fill of 65,537 slots
-takes a few ms.  Everything the table's identity depends on (the mmh3 hashes, offsets, skips, the
+one.  It is sequential (a claim depends on every earlier one), so numpy's whole-array passes fit
+it badly (a numpy fill in batches settled by a fixed point was tried: ~10x slower than this, see
+README); compiled, a probe costs ~2 ns instead of ~35 ns of Python, and the whole fill of 65,537
+slots ~1.8 ms.  Everything the table's identity depends on (the mmh3 hashes, offsets, skips, the
 weighted schedule) is computed in Python by ``maglev`` beforehand, exactly as for the plain loop;
 this module only probes.
 
-numba is imported here only, and ``maglev`` imports this module only when a table is built, so
-``lockstep lookup`` and the core's import pay nothing for it.  The first fill compiles the loop
-(~1 s) or loads it from numba's on-disk cache (``cache=True``: ``__pycache__`` beside this file,
-or numba's per-user cache directory when that is read-only); if no cache can be written it
-compiles in memory.  ``warm_up`` lets a long-lived process pay that once, at start.
+numba is imported here only, and ``maglev`` imports this module only in ``maglev.warm_up`` (a
+long-lived process's start, or the first table of >= 2**17 slots), so importing the core and
+``lockstep lookup`` at the default size pay nothing for it.  ``warm_up`` compiles the loop
+(~0.5 s) or loads it from numba's on-disk cache (``cache=True``: ``__pycache__`` beside this file,
+numba's per-user cache directory when that is read-only, or ``NUMBA_CACHE_DIR``); if no cache can
+be written it compiles in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 
 def _jit(function):
     """``numba.njit`` with the on-disk cache where numba can place one, in memory otherwise
-    (numba refuses ``cache=True`` at decoration when no cache directory is writable)."""
+    (numba refuses ``cache=True`` at decoration when no cache directory is writable).  ``nogil``:
+    a build on a thread of the controller's process leaves the interpreter to the packet path."""
     try:
         return numba.njit(cache=True, nogil=True)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
@@ -76,7 +79,7 @@ def populate(permutations: Sequence[tuple[int, int]], schedule: Sequence[int], s
 
 def warm_up() -> None:
     """Compile (or load from the cache) both table types' loops now, not at the first real
-    build: a few ms with a warm cache, ~1 s without."""
+    build: ~0.25 s with numba's cache (its import included), ~0.55 s without."""
     offsets, skips, schedule = (
         np.array(values, dtype=np.int64) for values in ([0, 1], [1, 2], [0, 1])
     )

@@ -6,8 +6,9 @@ import pytest
 
 from ryu_app.core import openflow, pipeline
 from ryu_app.core.flowkey import TCP_ACK, parse_frame
-from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, RecentInstalls, default_mac
+from ryu_app.core.gateway import default_mac
 from ryu_app.core.model import Vip
+from ryu_app.core.recentinstalls import RECENT_INSTALL_SECONDS, RecentInstalls
 from ryu_app.core.serving import retire_grace
 from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (

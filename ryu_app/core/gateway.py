@@ -62,6 +62,9 @@ class GatewayCore:
         self.ports: pipeline.Ports | None = None
         self.missing_ports: list[str] = []
         self._port_numbers: dict[str, int] | None = None  # the switch's ports, name -> number
+        # The ports the per-flow rules (and pins) in the switch were made for; None: not known
+        # (this run has not seen the switch: an earlier run's rules may be there).
+        self._flow_ports: pipeline.Ports | None = None
         self._recent = RecentInstalls()
         self._retries = BuildRetries()  # tables whose build failed, asked for again later
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
@@ -77,13 +80,16 @@ class GatewayCore:
     # ---- switch life cycle ---------------------------------------------------------------
 
     def on_connect(self, now: float) -> Effects:
-        """A switch connected: forget what it had, ask for its meters (the flood guard) and
-        its ports (the answers come in that order)."""
+        """A switch connected: delete the rules written again once its ports are known, ask
+        for its meters (the flood guard) and its ports (the answers come in that order).
+        Per-flow rules and switch mode's pins stay: they go on sending established flows to
+        their VMs (a pin learned while the controller was away included) and idle out by
+        themselves; those naming a port that moved go with the ports (``_follow_ports``)."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
-        self.slot_rules.forget()  # deleted below, with the pins (written again with the ports)
-        messages = [pipeline.delete_own_flows(), *self.guard.on_connect()]
+        self.slot_rules.forget()  # deleted below (written again with the ports)
+        messages = [*pipeline.delete_rewritten_flows(), *self.guard.on_connect()]
         return Effects([*messages, of.port_desc_request()])
 
     def on_disconnect(self, now: float) -> Effects:
@@ -145,7 +151,20 @@ class GatewayCore:
             self.prober.abandon()
         if ports is None:
             return messages
+        messages += self._stale_flow_deletes(ports)
         return messages + self._pipeline_rules()
+
+    def _stale_flow_deletes(self, ports: pipeline.Ports) -> list[bytes]:
+        """The per-flow rules kept over a reconnection that name a port number the pipeline
+        no longer uses (the uplink or tunnel port renumbered while the controller was away).
+        Known ports: exactly the old numbers, if they differ.  Not known (this run's first
+        sight of the switch): every other port the switch has, so a number now taken by
+        another port is cleared; one now unused is left (its rules drop until they idle)."""
+        known, self._flow_ports = self._flow_ports, ports
+        if known is not None:
+            return pipeline.stale_flow_deletes(ports, [known.uplink], [known.tunnel])
+        present = list((self._port_numbers or {}).values())
+        return pipeline.stale_flow_deletes(ports, present, present)
 
     def _pipeline_rules(self) -> list[bytes]:
         """The gateway's own rules and every VIP's, with the flood guard's meters if the

@@ -306,6 +306,11 @@ def learned_rule(action, fields: dict[str, int]) -> Rule:
     return Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
 
 
+def _outputs(rule: Rule) -> set[int]:
+    """The ports a rule's actions output to (OpenFlow's ``out_port`` filter of a delete)."""
+    return {a.port for a in rule.actions if isinstance(a, parser.OFPActionOutput)}
+
+
 class FakeOFTable:
     """Table 0 of one switch, fed the controller's messages."""
 
@@ -363,11 +368,13 @@ class FakeOFTable:
             self.rules.append(rule)
             return
         assert message.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT), message.command
-        assert (message.out_port, message.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+        assert message.out_group == ofp.OFPG_ANY
         assert message.table_id in (0, ofp.OFPTT_ALL)
         strict = message.command == ofp.OFPFC_DELETE_STRICT
         for rule in list(self.rules):
             if rule.cookie & message.cookie_mask != message.cookie & message.cookie_mask:
+                continue
+            if message.out_port != ofp.OFPP_ANY and message.out_port not in _outputs(rule):
                 continue
             if strict and (rule.priority, rule.match) != (message.priority, match):
                 continue

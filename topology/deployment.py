@@ -31,6 +31,7 @@ from ryu_app.core.model import (
     HASH_5TUPLE,
     HASH_MODES,
     MAX_NEW_FLOW_RATE,
+    MAX_PINS_PER_BACKEND,
     MAX_SLOT_BITS,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
@@ -197,6 +198,13 @@ VIP_FIELDS = Section(
             "who places new flows: controller (on a packet-in) or switch (slot rules of the "
             "VIP's table in the switch, pins learned there; needs placement port-bits, tcp, "
             "IPv4).  May differ per gateway: left out of the configuration digest",
+        ),
+        "max_pins_per_backend": Field(
+            integer(0, MAX_PINS_PER_BACKEND),
+            Vip.max_pins_per_backend,
+            "switch mode: pins the switch learns per backend at most, so that an ACK flood "
+            "cannot fill its flow table (learn's limit, Open vSwitch >= 2.12; 0: no bound, "
+            "for older switches).  May differ per gateway: left out of the digest",
         ),
     }
 )

@@ -45,6 +45,11 @@ MIN_SLOTS_PER_BACKEND = 16
 # VIP's ``port-bits`` table (``core.switchrules``), pinning each flow with a learned rule.
 # Either executor picks the same backend for the same flow, so gateways may differ in mode.
 MODE_CONTROLLER = "controller"
+# A switch-mode VIP's pins per backend, at most (``learn``'s limit, docs/switch-mode.md "Pins"):
+# an ACK flood with spoofed sources learns pins until then, and no further.  ~100 bytes of
+# switch memory per rule and a megaflow per pinned flow: 100k pins is ~10 MB per backend.
+DEFAULT_MAX_PINS_PER_BACKEND = 100_000
+MAX_PINS_PER_BACKEND = 2**32 - 1
 MODE_SWITCH = "switch"
 MODES = (MODE_CONTROLLER, MODE_SWITCH)
 BALANCED_SLOTS_PER_BACKEND = 32
@@ -123,6 +128,9 @@ class Vip:
     new_flow_rate: int | None = None
     placement: str = PLACEMENT_HASH  # PLACEMENTS
     mode: str = MODE_CONTROLLER  # MODES; may differ per gateway (left out of the digest)
+    # Switch mode: pins the switch learns per backend at most (0: no bound).  Open vSwitch
+    # counts a learn's limit over the rules with the learned rule's cookie: the backend's.
+    max_pins_per_backend: int = DEFAULT_MAX_PINS_PER_BACKEND
 
     @property
     def ip_version(self) -> int:

@@ -110,6 +110,7 @@ def pin_learn(vip: Vip, target: Target) -> bytes:
         priority=PRIORITY_FLOW,
         cookie=flow_cookie(target.backend_id),
         fin_idle_timeout=PIN_FIN_IDLE,
+        limit=vip.max_pins_per_backend,
     )
 
 

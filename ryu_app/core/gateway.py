@@ -22,7 +22,7 @@ from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.gatewaycounters import GatewayCounters
 from ryu_app.core.health import UP
-from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, service_key
+from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, gateway_mode, service_key
 from ryu_app.core.overload import LoadMonitor
 from ryu_app.core.ownpackets import neighbour_answer, probe_packets
 from ryu_app.core.packets import mac_bytes, parse_segment
@@ -205,8 +205,10 @@ class GatewayCore:
         return effects
 
     def set_vip(self, vip: Vip, now: float) -> Effects:
-        """Add or replace a VIP.  Backends that stay keep their flows and health; the rules of
-        backends that went (or changed tunnel or MAC) are deleted from the switch."""
+        """Add or replace a VIP (in the gateway's ``vip_mode``, if it has one: ``gateway_mode``).
+        Backends that stay keep their flows and health; the rules of backends that went (or
+        changed tunnel or MAC) are deleted from the switch."""
+        vip = gateway_mode(vip, self.gateway)
         old = self.balancer.vips.get(vip.name)
         old_ids = set(old.backend_ids.values()) if old else set()
         before = (old.out_of_service(), old.panic) if old else (set(), False)

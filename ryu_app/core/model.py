@@ -14,6 +14,7 @@ use (``Vip.check_port``).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -212,6 +213,10 @@ class Gateway:
     state_file: str | None = None
     host: str | None = None  # the machine its controller runs on; None: the one all others share
     flood_guard: FloodGuard = field(default_factory=FloodGuard)
+    # Overrides every VIP's ``mode`` on this gateway (None: each VIP's own), so that one
+    # deployment file describes a mixed fleet.  Wins over a REST body's mode: the CLI sends the
+    # same body to every gateway (``GatewayCore.set_vip``: ``gateway_mode``).
+    vip_mode: str | None = None
 
 
 # ---- rules of one value -------------------------------------------------------------------------
@@ -291,6 +296,20 @@ def switch_mode_problem(vip: Vip) -> str | None:
     if vip.protocol != "tcp":
         return "switch mode places TCP flows only (its slots are TCP source-port bits)"
     return None
+
+
+def gateway_mode(vip: Vip, gateway: Gateway) -> Vip:
+    """``vip`` as ``gateway`` runs it: its ``vip_mode`` over the VIP's own, when set and when
+    the VIP can run in that mode (the deployment file refuses one that cannot: ``lockstep
+    check`` names the gateway's key and the VIP)."""
+    wanted = gateway.vip_mode
+    if wanted is None or wanted == vip.mode:
+        return vip
+    if wanted == MODE_SWITCH and (
+        vip.placement != PLACEMENT_PORT_BITS or switch_mode_problem(vip) is not None
+    ):
+        return vip
+    return dataclasses.replace(vip, mode=wanted)
 
 
 def policy_problem(interval, timeout, rise, fall) -> str | None:

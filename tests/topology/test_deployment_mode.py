@@ -88,3 +88,24 @@ def test_the_pin_limit_is_left_out_of_the_digest_as_mode_is(raw):
         {**dep.vip_to_data(vip), "max_pins_per_backend": 5, "mode": "controller"}
     )
     assert config_data(bounded) == config_data(vip)
+
+
+def test_a_gateways_vip_mode_is_accepted_and_round_trips(raw):
+    raw["gateways"][1]["vip_mode"] = "switch"
+    raw["vips"][0]["mode"] = "controller"
+    deployment = dep.parse(raw)
+    assert [g.vip_mode for g in deployment.gateways[:2]] == [None, "switch"]
+    assert dep.parse_text(dep.dump(deployment)) == deployment
+
+
+def test_a_switch_override_names_the_gateways_key_and_each_vip_that_cannot(raw):
+    raw["gateways"][0]["vip_mode"] = "switch"
+    raw["vips"][0].update(mode="controller", placement="hash", table_size=None)
+    (problem,) = problems_of(raw)
+    assert problem[0] == "gateways[0].vip_mode"
+    assert problem[1].startswith(f"VIP {raw['vips'][0]['name']!r}: switch mode places by")
+
+
+def test_an_unknown_override_is_refused(raw):
+    raw["gateways"][0]["vip_mode"] = "both"
+    assert [path for path, _ in problems_of(raw)] == ["gateways[0].vip_mode"]

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ryu_app.core import ofmeter, pipeline
+from ryu_app.core import ofmeter, pinread, pipeline
 from ryu_app.core import openflow as of
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.effects import Effects
@@ -144,6 +144,7 @@ class GatewayCore:
         self._drops_told: int | None = None  # the guard's drop count the monitor last had
         self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
         self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
+        self.pin_reader = pinread.PinReader()  # switch-mode pins and slot counters, read back
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -438,6 +439,8 @@ class GatewayCore:
             self._guard_ready(effects)
         elif kind == ofmeter.OFPMP_METER:
             self.guard.on_stats(ofmeter.parse_meter_stats(message))
+        elif kind in pinread.REPLY_KINDS:
+            effects.messages += self.pin_reader.on_reply(message)
 
     def _guard_ready(self, effects: Effects) -> None:
         """The guard knows where it runs: say so, and give rules already in the switch their
@@ -511,6 +514,7 @@ class GatewayCore:
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
             effects.messages += self.guard.tick(now)
+            effects.messages += self.pin_reader.due(now, self.balancer.vips)
         dropped = self.guard.counters.dropped_clients
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)

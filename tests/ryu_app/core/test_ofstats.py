@@ -25,14 +25,19 @@ DATAPATH = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
 U64 = st.integers(0, 2**64 - 1)
 
 # A learned pin as Open vSwitch 3.1 writes it in a flow statistics reply (OpenFlow 1.3): the
-# OXM fields in OVS's order (nx_put_raw: in_port, eth_type, ip_proto, addresses, ports).
+# OXM fields in OVS's order (lib/nx-match.c nx_put_raw: the addresses before ip_proto; see
+# ``ovs-ofctl parse-oxm`` below), not os-ken's (field numbers).
+OVS_OXM_TEXT = (
+    "OXM_OF_IN_PORT(00000001), OXM_OF_ETH_TYPE(0800), OXM_OF_IPV4_SRC(0a01000b), "
+    "OXM_OF_IPV4_DST(0a000064), OXM_OF_IP_PROTO(06), OXM_OF_TCP_SRC(9c42), OXM_OF_TCP_DST(0050)"
+)
 PIN_MATCH = bytes.fromhex(
     "0001 0033"  # match: OXM, 51 bytes before padding
     "80000004 00000001"  # in_port 1
     "80000a02 0800"  # eth_type IPv4
-    "80001401 06"  # ip_proto TCP
     "80001604 0a01000b"  # ipv4_src 10.1.0.11
     "80001804 0a000064"  # ipv4_dst 10.0.0.100
+    "80001401 06"  # ip_proto TCP
     "80001a02 9c42"  # tcp_src 40002
     "80001c02 0050"  # tcp_dst 80
     "0000000000"  # padding to a multiple of 8
@@ -99,6 +104,20 @@ def test_a_pin_of_a_golden_reply_reads_as_os_ken_reads_it():
     assert (stats.cookie, stats.priority, stats.packet_count) == (flow_cookie(7), 200, 12)
     assert dict(stats.match.items())["ipv4_src"] == "10.1.0.11"
     assert dict(stats.match.items())["tcp_src"] == 40002
+
+
+@pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="needs Open vSwitch's ovs-ofctl")
+def test_open_vswitch_writes_a_pins_fields_in_the_golden_order():
+    """``ovs-ofctl parse-oxm``: OVS's encoder normalises a match to the order it writes."""
+    shuffled = ", ".join(reversed(OVS_OXM_TEXT.split(", ")))
+    text = subprocess.run(
+        ["ovs-ofctl", "parse-oxm", "OpenFlow13"],
+        input=shuffled,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert text.strip() == OVS_OXM_TEXT
 
 
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="needs Open vSwitch's ovs-ofctl")

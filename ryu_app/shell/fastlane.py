@@ -10,7 +10,8 @@ new flow cost.
 ``FastLaneDatapath`` is the framework's ``Datapath`` with another receive loop: it reads
 whatever the socket has (one ``recv`` for a burst of messages), splits it into OpenFlow
 messages, and hands every PACKET_IN and FLOW_REMOVED (``FAST_TYPES``) of a switch in the main
-phase, as raw bytes and a burst at a time, to ``sink(datapath, messages)`` on the receiving
+phase, and every flow statistics reply part (``FAST_MULTIPART``: switch mode's pins, read back
+in bulk), as raw bytes and a burst at a time, to ``sink(datapath, messages)`` on the receiving
 thread.  Every other message takes the framework's path exactly as before (parser, event to
 the apps, the handshake handlers), so hello, features, port descriptions, echo and errors stay
 os-ken's business.  The order of messages is kept: a pending burst is handed over before any

@@ -183,7 +183,13 @@ SUCCESS = {
                 " budget of new connections/s and what it dropped",
             },
             "switch_errors": {"type": "integer", "description": "messages the switch refused"},
-            "vips": {"type": "object", "additionalProperties": _OBJECT},
+            "vips": {
+                "type": "object",
+                "additionalProperties": _OBJECT,
+                "description": "per VIP: digests, healthy set, table_current; a switch-mode"
+                " VIP's slots (syn_packets, max_mean_syn_share: the fullest slot's SYNs over the"
+                " mean, null while too few to tell) once read back from the switch",
+            },
         },
     },
     "openapi": _OBJECT,

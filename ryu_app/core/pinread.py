@@ -101,6 +101,23 @@ def ovs_pin_key(message: bytes, match_at: int) -> bytes | None:
     return _PIN_KEY_HEAD.pack(PROTO_TCP, sport, dport) + src + dst
 
 
+# The slot rules' SYN counts say how evenly clients' source ports fill the slots (the
+# deployment constraint of ``port-bits``: ports must vary in bits 1..k; a NAT that hands out
+# ports in steps of 2**(k+1) puts all its clients' flows in one slot).  Judged only once there
+# are this many SYNs a slot on average: below that, chance alone makes the fullest slot
+# several times the mean.
+SKEW_MIN_MEAN = 10
+
+
+def slot_skew(syns: Mapping[int, int], slots: int) -> float | None:
+    """The fullest slot's SYNs over the mean over all ``slots`` (1.0: even; ``slots``: all in
+    one), or None while there are too few SYNs to tell (``SKEW_MIN_MEAN``)."""
+    total = sum(syns.values())
+    if slots <= 0 or total < SKEW_MIN_MEAN * slots:
+        return None
+    return max(syns.values()) * slots / total
+
+
 def poll_interval(pins: int) -> float:
     """Seconds from one round's start to the next's, after a round that read ``pins``."""
     return POLL_SECONDS + pins / PINS_PER_EXTRA_SECOND

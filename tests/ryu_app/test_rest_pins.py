@@ -6,6 +6,9 @@ answering in parts, as Open vSwitch does."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from ryu_app.cli.remote import skewed_slots
 from ryu_app.core.flowkey import TCP_ACK
 from ryu_app.core.pinread import PinReader
 from tests.ryu_app.conftest import NEW_VIP
@@ -192,3 +195,25 @@ def test_metrics_count_the_pins_and_slot_packets_per_backend(harness):
     assert value(text, "lockstep_switch_pins_age_seconds") == 0
     assert value(text, "lockstep_switch_pin_reads_total", outcome="sent") == 2
     assert value(text, "lockstep_switch_pin_reads_total", outcome="timeout") == 0
+
+
+def test_status_says_how_evenly_clients_fill_a_switch_mode_vips_slots(harness):
+    switch_web(harness)
+    for sport in range(40000, 40000 + 30 * 512, 512):  # every port in one slot (a bad NAT)
+        connect(harness, sport, acks=0)
+    read_back(harness)
+    slots = harness.get_json("/v1/status")["vips"]["web"]["slots"]
+    assert slots == {"syn_packets": 30, "max_mean_syn_share": None}  # too few to tell
+    syns = dict.fromkeys(range(SLOTS), 0)
+    syns[(40000 >> 1) % SLOTS] = 30 * SLOTS  # the same, for longer
+    snapshot = harness.core.pin_reader.snapshot
+    harness.core.pin_reader.snapshot = dataclasses.replace(snapshot, slot_syns={"web": syns})
+    slots = harness.get_json("/v1/status")["vips"]["web"]["slots"]
+    assert slots == {"syn_packets": 30 * SLOTS, "max_mean_syn_share": float(SLOTS)}
+    statuses = {"http://gw1": harness.get_json("/v1/status")}
+    (warning,) = skewed_slots(statuses)
+    assert warning.startswith("VIP web on http://gw1: slots: max/mean SYN share 256.0x")
+
+
+def test_a_controller_mode_vips_status_has_no_slots(harness):
+    assert "slots" not in harness.get_json("/v1/status")["vips"]["web"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from ryu_app.core import ofstats, pinread
 from ryu_app.core.flowkey import flow_from_fields, flow_key
 from ryu_app.core.pinread import OTHER, PINS, SYN, PinReader, poll_interval
@@ -203,3 +205,14 @@ def test_a_pin_laid_out_as_open_vswitch_writes_it_reads_in_one_unpack():
     (reply,) = rig.table.flow_stats_reply(request)
     (entry,) = ofstats.flow_stats(reply)
     assert pinread.ovs_pin_key(reply, entry.match_at) is None
+
+
+def test_slot_skew_is_the_fullest_slot_over_the_mean_once_there_are_enough_syns():
+    even = {slot: 20 for slot in range(256)}
+    assert pinread.slot_skew(even, 256) == 1.0
+    assert pinread.slot_skew({0: 2560}, 256) == 256.0  # a NAT stepping ports by 2**(k+1)
+    assert pinread.slot_skew({**even, 7: 20 + 5 * 256}, 256) == pytest.approx(
+        (20 + 5 * 256) * 256 / (20 * 256 + 5 * 256)
+    )
+    assert pinread.slot_skew({0: 2559}, 256) is None  # under 10 a slot: chance decides
+    assert pinread.slot_skew({}, 256) is None

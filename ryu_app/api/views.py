@@ -58,7 +58,7 @@ NEWER_FIELDS_AT_DEFAULT = {
 # Fields a VIP may hold differently on each gateway of a fleet, left out of the digest at any
 # value: a gateway in switch mode and one in controller mode place flows alike (issue 14), and
 # ``lockstep status`` must not flag them as disagreeing.
-PER_GATEWAY_FIELDS = ("mode",)
+PER_GATEWAY_FIELDS = ("mode", "max_pins_per_backend")  # (the second: a bound on a switch)
 
 
 def config_data(vip: Vip) -> dict:

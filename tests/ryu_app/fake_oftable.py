@@ -217,6 +217,7 @@ class Rule:
     flow_mod: object  # the decoded message (its OFPMatch serialises the FLOW_REMOVED)
     meter: int = 0  # the meter its packets go through first (0: none)
     packets: int = 0  # packets it took (``forward``), as its flow statistics say
+    learn_limit: int = 0  # a learned rule: the limit of the learn that made it (0: none)
 
     def matches(self, packet: dict[str, int]) -> bool:
         for name, wanted in self.match.items():
@@ -288,10 +289,25 @@ def run_actions(actions: list, packet: dict[str, int], rule: Rule | None = None)
             fields[action.dst_field] = kept | bits << action.dst_ofs
         elif isinstance(action, parser.NXActionLearn):
             learned.append(learned_rule(action, fields))
+        elif getattr(action, "subtype", None) == NXAST_LEARN2:
+            learned.append(learned_rule(*_learn2(action), fields))
         else:
             raise AssertionError(f"the fake table does not know action {action}")
     readable = {name: as_text(name, value) for name, value in fields.items()}
     return Forwarding(rule, outputs, readable, learned)
+
+
+NXAST_LEARN2 = 45  # os-ken does not know it: NXAST_LEARN's body, limit, result_dst_ofs, pad
+
+
+def _learn2(action) -> tuple:
+    """os-ken's ``NXActionLearn`` of an ``NXAST_LEARN2`` (which it reads as unknown: its body
+    after the subtype), and the learn's limit.  No result field (``NX_LEARN_F_WRITE_RESULT``)."""
+    body = bytes(action.data)
+    limit, result_ofs = struct.unpack_from("!IH", body, 22)
+    assert result_ofs == 0 and body[28:30] == b"\0\0", "no result written, zero padding"
+    learn = parser.NXActionLearn.parser(bytearray(body[:22] + body[30:]))
+    return learn, limit
 
 
 def _basic(name: str) -> str:
@@ -299,9 +315,11 @@ def _basic(name: str) -> str:
     return name.removesuffix("_nxm")
 
 
-def learned_rule(action, fields: dict[str, int]) -> Rule:
+def learned_rule(action, limit_or_fields, fields: dict[str, int] | None = None) -> Rule:
     """The rule a ``learn`` action installs for a packet whose fields are ``fields`` (whole
-    fields only, as switch mode's specs: offset 0, the field's full width)."""
+    fields only, as switch mode's specs: offset 0, the field's full width); with a learn's
+    ``limit`` before them (``NXAST_LEARN2``), the rule carries it (``FakeOFTable.forward``)."""
+    limit, fields = (0, limit_or_fields) if fields is None else (limit_or_fields, fields)
     match, actions = {}, []
     for spec in action.specs:
         if isinstance(spec, parser.NXFlowSpecOutput):
@@ -315,7 +333,14 @@ def learned_rule(action, fields: dict[str, int]) -> Rule:
         else:
             actions.append(parser.OFPActionSetField(**{name: as_text(name, value)}))
     _check_prerequisites(match)
-    return Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
+    rule = Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
+    rule.learn_limit = limit
+    return rule
+
+
+def _outputs(rule: Rule) -> set[int]:
+    """The ports a rule's actions output to (OpenFlow's ``out_port`` filter of a delete)."""
+    return {a.port for a in rule.actions if isinstance(a, parser.OFPActionOutput)}
 
 
 class FakeOFTable:
@@ -378,11 +403,13 @@ class FakeOFTable:
             self.rules.append(rule)
             return
         assert message.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT), message.command
-        assert (message.out_port, message.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+        assert message.out_group == ofp.OFPG_ANY
         assert message.table_id in (0, ofp.OFPTT_ALL)
         strict = message.command == ofp.OFPFC_DELETE_STRICT
         for rule in list(self.rules):
             if rule.cookie & message.cookie_mask != message.cookie & message.cookie_mask:
+                continue
+            if message.out_port != ofp.OFPP_ANY and message.out_port not in _outputs(rule):
                 continue
             if strict and (rule.priority, rule.match) != (message.priority, match):
                 continue
@@ -433,6 +460,13 @@ class FakeOFTable:
             return Forwarding(None, [], {})
         rule.packets += 1
         forwarding = run_actions(rule.actions, packet, rule)
+        # As Open vSwitch: no rule is learned while the table holds ``limit`` with its cookie.
+        forwarding.learned = [
+            learned
+            for learned in forwarding.learned
+            if not learned.learn_limit
+            or sum(r.cookie == learned.cookie for r in self.rules) < learned.learn_limit
+        ]
         for learned in forwarding.learned:  # replaces a rule of the same priority and match
             same = (learned.priority, learned.match)
             self.rules = [r for r in self.rules if (r.priority, r.match) != same]

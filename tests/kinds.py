@@ -144,6 +144,18 @@ PLACES = (
         "integration",
         ("ovs",),
     ),
+    # ovs-ofctl parse-oxm / ofp-print: Open vSwitch's order and reading of a pin's flow
+    # statistics (switch mode's pins read back; no switch started).
+    Place(
+        "tests/ryu_app/core/test_ofstats.py::test_open_vswitch_writes_a_pins_fields_in_the_golden_order",
+        "integration",
+        ("ovs",),
+    ),
+    Place(
+        "tests/ryu_app/core/test_ofstats.py::test_open_vswitch_reads_the_golden_reply_as_the_pin_it_is",
+        "integration",
+        ("ovs",),
+    ),
     # lockstep-gateway processes on loopback, no switch.
     Place("tests/integration/test_process_supervision.py", "integration"),
     Place("tests/integration/test_rest_fuzz.py", "integration"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from ryu_app.core import ofmeter, pipeline
+from ryu_app.core import ofmeter, pinread, pipeline
 from ryu_app.core import openflow as of
 from ryu_app.core.balancer import Balancer, TableRequest
 from ryu_app.core.buildretries import BuildRetries
@@ -76,6 +76,7 @@ class GatewayCore:
         self._drops_told: int | None = None  # the guard's drop count the monitor last had
         self._errors = SwitchErrorLog(self.counters.switch_errors)
         self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
+        self.pin_reader = pinread.PinReader()  # switch-mode pins and slot counters, read back
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -371,6 +372,8 @@ class GatewayCore:
             self._guard_ready(effects)
         elif kind == ofmeter.OFPMP_METER:
             self.guard.on_stats(ofmeter.parse_meter_stats(message))
+        elif kind in pinread.REPLY_KINDS:
+            effects.messages += self.pin_reader.on_reply(message)
 
     def _guard_ready(self, effects: Effects) -> None:
         """The guard knows where it runs: say so, and give rules already in the switch their
@@ -421,6 +424,7 @@ class GatewayCore:
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
             effects.messages += self.guard.tick(now)
+            effects.messages += self.pin_reader.due(now, self.balancer.vips)
         dropped = self.guard.counters.dropped_clients
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)

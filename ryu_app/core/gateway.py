@@ -100,6 +100,7 @@ class GatewayCore:
         self._port_numbers = None
         self._recent.clear()
         self.prober.abandon()
+        self.pin_reader.forget()  # a read in flight cannot be answered now
         return Effects(notices=["switch disconnected: probing paused until it is back"])
 
     def on_ports(self, port_numbers: dict[str, int], now: float) -> Effects:

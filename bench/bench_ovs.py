@@ -23,9 +23,12 @@ rules are in).  The flood guard is off (``flood_guard: {rate: 0}``): the capacit
 measured.  Each step starts from no per-flow rules (deleted by cookie, pins included) unless
 ``--keep-rules``; the VIP's idle timeout outlives the run.  Per step: completed handshakes/s,
 the generators' success, packet-ins, OVS's upcalls and megaflow hits, per-flow rules at the end,
-datapath flows, packets the kernel dropped on the uplink's socket before OVS read them
-(``ss -0 -e -m``), CPU in cores of ovs-vswitchd (its main thread, which polls the veths and runs
-every upcall, and in all), the controller, the generators and the machine.  Then the modes side
+the most datapath flows so far (``upcall/show``'s max, since the lab's OVS started), packets
+the kernel dropped on the uplink's socket before OVS read them (``ss -0 -e -m``), CPU in cores
+of ovs-vswitchd (its main thread, which polls the veths and runs every upcall; its
+revalidators; in all), the controller, the generators and the machine, and what one new flow
+cost the gateway (OVS and controller) and OVS's main thread.  ``--nice -10`` puts the
+gateway's main threads first on a machine it shares with its own load.  Then the modes side
 by side with the ratio of their handshakes/s (issue 14's target: switch >= 3x controller).  The
 last line is one JSON object with every figure.
 """

@@ -108,6 +108,7 @@ def step_figures(before: dict, after: dict, load: dict, cpu: dict[str, float]) -
         "upcalls": delta("pmd", "miss with success upcall"),
         "megaflow_hits": delta("pmd", "megaflow hits"),
         "rules_after": after["rules"],  # per-flow rules (installed or learned pins) at the end
+        # upcall/show's "max": the most datapath flows since the lab's OVS started, not per step.
         "datapath_flows_max": after["upcall"].get("max", 0),
         "intake_lost": after["intake_dropped"] - before["intake_dropped"],
         "controller_errors": delta("metrics", "handler_errors_total"),
@@ -145,7 +146,7 @@ COLUMNS = (  # heading, width, how to show a step
     ("pkt-in/s", 8, lambda s: _n(s["packet_ins_per_s"])),
     ("upcalls", 8, lambda s: _n(s["upcalls"])),
     ("rules", 7, lambda s: _n(s["rules_after"])),
-    ("dp max", 7, lambda s: _n(s["datapath_flows_max"])),
+    ("dp peak", 7, lambda s: _n(s["datapath_flows_max"])),
     ("intake lost", 11, lambda s: _n(s["intake_lost"])),
     ("ovs-main", 8, lambda s: _n(s["cpu_ovs_main"], 2)),
     ("(waited)", 8, lambda s: _n(s["cpu_ovs_main_wait"], 2)),

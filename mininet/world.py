@@ -159,18 +159,25 @@ class World:
             if e["src_ip"] in clients and first_port <= (e["src_port"] or 0) < first_port + span
         }
 
-    def wait_pinned(self, gateway, first_port: int, among=None, timeout: float = 5.0) -> set:
-        """The flows (of ``among``, if given) from ``first_port`` + 1000 that ``gateway``
-        holds, polled until some appear or ``timeout`` passes: a switch learns a moved flow's
-        pin from its next packet."""
+    def wait_pinned(self, gateway, first_port: int, among=None, timeout: float = 4.0) -> set:
+        """The flows from ``first_port`` + 1000 that ``gateway`` held (only those of ``among``,
+        if given), polled until it held them all (without ``among``: for a second after the
+        first) or ``timeout`` passes: a switch learns a moved flow's pin from its next packet,
+        and drops it 2 s after the flow's FIN."""
         deadline = time.monotonic() + timeout
-        while True:
-            held = self.pinned(gateway, first_port)
-            if among is not None:
-                held &= set(among)
-            if held or time.monotonic() > deadline:
-                return held
+        held: set = set()
+        first_seen = None
+        while time.monotonic() < deadline:
+            now = self.pinned(gateway, first_port)
+            held |= now & set(among) if among is not None else now
+            if among is not None and held == set(among):
+                break
+            if among is None and held:
+                first_seen = first_seen or time.monotonic()
+                if time.monotonic() - first_seen >= 1.0:
+                    break
             time.sleep(0.2)
+        return held
 
     def flows_from(self, gateway, first_port: int, span: int = 1000) -> int:
         """Entries in a gateway's flow table for client source ports ``first_port`` + ``span``."""

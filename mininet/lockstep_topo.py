@@ -178,7 +178,14 @@ class GatewaySwitch(OVSSwitch):
                 _offload_off(intf.name)
 
     def start_controller(self, timeout: float = 30.0) -> None:
-        """Start this gateway's ``lockstep-gateway`` and wait until it listens."""
+        """Start this gateway's ``lockstep-gateway`` and wait until it listens.  Its port must
+        be free first: another process listening there (another run on this machine) would
+        take this switch, and the demo would judge a stranger's controller."""
+        for host, port in (self.gateway.openflow, self.gateway.rest):
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                if probe.connect_ex((host, port)) == 0:
+                    raise RuntimeError(f"{self.name}: {host}:{port} is taken by another process")
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives with it
         self.controller = subprocess.Popen(
             [

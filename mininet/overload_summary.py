@@ -417,9 +417,9 @@ def _legit_note(during: Share, late: int, rates: Rates, victim: str, by_switch: 
         )
     if by_switch:
         why = (
-            "is a target for the benchmarks (bench/bench_flood.py, bench_ovs.py). Here "
-            f"{victim} places new flows in its switch (switch mode): a legitimate SYN competes "
-            "with the flood's for the uplink's socket only, and nothing tells them apart there."
+            "is a target for the benchmarks (bench/bench_flood.py, bench_ovs.py). In switch "
+            f"mode {victim} places new flows in its switch: a legitimate SYN competes with the "
+            "flood's for the uplink's socket only, and nothing tells them apart there."
         )
     else:
         why = (

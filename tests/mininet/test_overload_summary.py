@@ -194,7 +194,7 @@ def test_in_switch_mode_the_note_says_the_switch_placed_the_syns_without_the_met
     rows = samples_every_half_second(10, steady_gateways)
     verdict = summary.assess(rows, connections(), START, END, "gw1", by_switch=True)
     (note,) = verdict.notes
-    assert "gw1 places new flows in its switch (switch mode)" in note
+    assert "In switch mode gw1 places new flows in its switch" in note
     assert note.endswith("packet socket) and placed them by its slot rules, without the meter.")
     assert "meter budget" not in note
     assert [c["ok"] for c in verdict.checks] == [True, True, True, True, None]  # same judgements

@@ -86,6 +86,7 @@ def demo_report(out: Path, mode: str, only: list[str] | None = None) -> tuple[di
     report_path = out / "report.json"
     assert report_path.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(report_path.read_text())
+    assert not report.get("setup_failed"), result.stderr[-3000:]
     assert report["mode"] == mode
     broken = {
         (mode, s["name"], c["what"]): c["detail"]

@@ -25,7 +25,15 @@ log, REST p99, the controller's packet-ins, where packets were dropped (the upli
 socket in OVS: "intake lost"; meters; OVS's packet-in queues; the datapath's lost upcalls),
 switch disconnects, and the recovery time; next to issue 13's targets.
 
-``--before REV`` runs the same steps against a second build first: REV checked out into a
+``--modes controller,switch`` (the default) runs the steps once per VIP mode of this tree, each
+in a lab of its own built the same way (switch mode: ``placement: port-bits``, ``mode: switch``,
+the flood starting once the controller's slot rules are in the switch), then a table with the
+modes side by side; per step also the datapath flows at the flood's end and the per-flow rules
+(controller mode's, switch mode's learned pins) left by spoofed sources, issue 14's targets
+for switch mode (>= 90% of the legitimate client's connections under the unbounded flood, no
+pins from spoofed SYNs).
+
+``--before REV`` runs the same steps against another build first: REV checked out into a
 throw-away ``git worktree``, its ``ryu_app`` run with ``PYTHONPATH`` pointing at it; then a
 table with both side by side.  Each lab holds ``/tmp/lockstep-ovs.lock`` while it lives.  The
 last line is one JSON object with every figure.
@@ -57,6 +65,7 @@ from bench.floodwatch import Watch  # noqa: E402
 from bench.ovslab import Lab, log_problems, other_ovs  # noqa: E402
 from lab.ovs import sh  # noqa: E402
 
+MODES = ("controller", "switch")
 DEFAULT_CAPACITY = 5000  # new flows/s: bench/bench_ovs.py here, 5.2-5.3k/s on 2026-12-03
 
 
@@ -64,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2x and flood, 4 s each")
     parser.add_argument("--before", metavar="REV", help="also run git revision REV, first")
+    parser.add_argument(
+        "--modes",
+        default="controller,switch",
+        help="this tree's VIP modes to run, in order (default %(default)s; --before REV "
+        "runs in controller mode)",
+    )
     parser.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                         help="the gateway's new flows/s (default %(default)s)")  # fmt: skip
     parser.add_argument("--multiples", help="of the capacity, or 'flood' (default 1,2,4,flood)")
@@ -75,6 +90,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="PKTPS",
         help="put a meter of PKTPS on the VIP's punt rule by hand (for builds without a flood "
         "guard: its effect before the feature lands)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="nice value for ovs-vswitchd's and the controller's main threads (e.g. -10: the "
+        "gateway first when hping3, the VMs and the router it shares the machine with want the "
+        "cores too)",
     )
     parser.add_argument("--log-dir", help="keep the controllers' and OVS's logs here")
     args = parser.parse_args(argv)
@@ -88,9 +111,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     args.duration = args.duration or (4.0 if quick else 8.0)
     args.recovery = args.recovery or (8.0 if quick else 15.0)
+    try:
+        args.modes = parse_modes(args.modes)
+    except ValueError as error:
+        parser.error(f"--modes: {error}")
     if args.capacity <= 0 or args.duration <= 0 or args.recovery <= 0:
         parser.error("--capacity, --duration and --recovery must be positive")
     return args
+
+
+def parse_modes(text: str) -> list[str]:
+    """``controller,switch`` -> ["controller", "switch"]: VIP modes, each once, in order."""
+    modes = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or not modes or len(set(modes)) != len(modes):
+        raise ValueError(f"{text!r}: give controller, switch or both, each once")
+    return modes
 
 
 def preflight() -> list[str]:
@@ -107,10 +143,11 @@ def preflight() -> list[str]:
 # ---- one build: a lab, its steps ----------------------------------------------------------------
 
 
-def run_build(name: str, tree: Path, steps: list[Step], args) -> dict:
-    """Build a lab running ``tree``'s controller, run every step, tear the lab down; the
-    build's figures (``error`` set if it failed part way; the steps run until then kept)."""
-    build = {"name": name, "tree": describe(tree), "steps": [], "error": None}
+def run_build(name: str, tree: Path, steps: list[Step], args, mode: str = "controller") -> dict:
+    """Build a lab running ``tree``'s controller with the VIP in ``mode``, run every step, tear
+    the lab down; the build's figures (``error`` set if it failed part way; the steps run
+    until then kept)."""
+    build = {"name": name, "tree": describe(tree), "mode": mode, "steps": [], "error": None}
     with ovs_lock():
         running = other_ovs()
         if running:
@@ -131,7 +168,11 @@ def run_build(name: str, tree: Path, steps: list[Step], args) -> dict:
 def run_steps(lab: Lab, tree: Path, steps: list[Step], args, build: dict) -> None:
     started = time.monotonic()
     try:
-        fl = floodlab.build(lab, tree)
+        fl = floodlab.build(lab, tree, floodlab.Settings(mode=build["mode"]))
+        if args.nice:
+            for pid in (lab.ovs.pids[-1], fl.gw.controller.pid):
+                os.setpriority(os.PRIO_PROCESS, pid, args.nice)
+            build["nice"] = args.nice
         build["setup_s"] = round(time.monotonic() - started, 1)
         print(f"  gateway up in {build['setup_s']} s (prefix {lab.prefix})", flush=True)
         if args.meter:
@@ -185,15 +226,15 @@ def report(builds: list[dict], steps: list[Step], capacity: int) -> None:
         print(f"\n{build['name']} ({build['tree']}{by_hand}):")
         for line in floodreport.table(build["steps"]):
             print("  " + line)
-        problems = floodreport.target_problems(build["steps"])
+        problems = floodreport.target_problems(build["steps"], build["mode"])
         print("  targets: " + ("all met" if not problems else "missed: " + "; ".join(problems)))
         if build["error"]:
             print(f"  error: {build['error']}")
         left = build.get("leftovers")
         print(f"  clean-up: {'nothing left' if not left else 'LEFT ' + ', '.join(left)}")
-    if len(builds) == 2:
-        print(f"\nside by side ({builds[0]['name']} / {builds[1]['name']}):")
-        for line in floodreport.side_by_side(builds[0]["steps"], builds[1]["steps"]):
+    if len(builds) >= 2:
+        print(f"\nside by side ({' / '.join(build['name'] for build in builds)}):")
+        for line in floodreport.side_by_side(*(build["steps"] for build in builds)):
             print("  " + line)
     print(
         f"\n  (capacity {capacity:,} new flows/s; steps {', '.join(s.label for s in steps)}; "
@@ -226,12 +267,13 @@ def main(argv=None) -> int:
         signal.signal(sig, _stop)
     builds = []
     with ExitStack() as stack:
-        trees = [("this tree", ROOT)]
+        runs = [(f"{mode} mode", ROOT, mode) for mode in args.modes]
         if args.before:
-            trees.insert(0, (f"before {args.before}", stack.enter_context(worktree(args.before))))
-        for name, tree in trees:
+            before = stack.enter_context(worktree(args.before))
+            runs.insert(0, (f"before {args.before}", before, "controller"))
+        for name, tree, mode in runs:
             print(f"{name} ({describe(tree)}):", flush=True)
-            builds.append(run_build(name, tree, steps, args))
+            builds.append(run_build(name, tree, steps, args, mode))
     report(builds, steps, args.capacity)
     summary = {
         "ovs_version": version,

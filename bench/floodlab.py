@@ -20,8 +20,9 @@ builds in turn, each with ``PYTHONPATH`` pointing at its tree.
 
 from __future__ import annotations
 
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,7 +40,8 @@ from bench.ovslab import (
     deployment,
 )
 from lab.ovs import free_port, listening, sh, wait_for
-from ryu_app.core.pipeline import BASE_COOKIE
+from ryu_app.core.pipeline import BASE_COOKIE, COOKIE_ALL_FLOWS_MASK
+from ryu_app.core.switchrules import slot_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 VM_SERVER = ROOT / "mininet" / "vmserver.py"
@@ -49,6 +51,7 @@ ROUTER_UPLINK, ROUTER_UNDERLAY = "10.0.1.254", "10.99.0.254"
 # The default deployment's check (topology/examples/default.yaml), as a TCP connect: a dead VM
 # is seen within interval x fall + timeout = 2.5 s.
 HEALTH = {"type": "tcp", "interval": 1.0, "timeout": 0.5, "rise": 2, "fall": 2}
+SLOTS = 256  # a switch-mode VIP's table size (2**8: what the table size rule gives 3 VMs)
 
 
 @dataclass
@@ -62,20 +65,49 @@ class FloodLab:
     router_ns: str
 
 
-def build(lab: Lab, tree: Path, health: dict | None = None) -> FloodLab:
+@dataclass(frozen=True)
+class Settings:
+    """What differs between the labs the benches build: the VIP's health check, its ``mode``
+    (``switch``: also ``placement: port-bits`` and ``table_size: SLOTS``; ``controller``
+    leaves both at their defaults, so that a build from before switch mode runs too), the
+    gateway's flood guard (None: its default; ``{"rate": 0}``: off) and the VMs' server."""
+
+    health: dict = field(default_factory=lambda: dict(HEALTH))
+    mode: str = "controller"
+    flood_guard: dict | None = None
+    server: Path = VM_SERVER
+
+
+def build(lab: Lab, tree: Path, settings: Settings | None = None) -> FloodLab:
     """The whole lab, in order: OVS, the underlay with serving VMs, the router and clients,
     the controller of ``tree``, then its switch (OVS backs off from a controller not yet
-    listening)."""
+    listening); in switch mode, back once the controller's slot rules are in the switch."""
+    settings = settings or Settings()
     lab.ovs.start()
     vms, vm_links = add_underlay_and_vms(lab)
     router = add_router(lab)
     client_ns, client_if = add_host(lab, "c", CLIENT_ADDRESS, CLIENT_ROUTER)
     flood_ns, flood_if = add_host(lab, "f", FLOOD_ADDRESS, FLOOD_ROUTER)
     for name, ns in vms.items():
-        serve(lab, name, ns)
-    gw = start_controller(lab, tree, client_ns, client_if, vms, vm_links, health or HEALTH)
+        serve(lab, name, ns, settings.server)
+    gw = start_controller(lab, tree, client_ns, client_if, vms, vm_links, settings)
     add_gateway_bridge(lab, gw)
+    if settings.mode == "switch":
+        wait_for_slot_rules(gw, 2 * SLOTS)
     return FloodLab(gw, flood_ns, flood_if, router)
+
+
+def wait_for_slot_rules(gw: Gateway, count: int) -> None:
+    """Until the switch holds ``count`` slot rules (by their cookie kind)."""
+    rules = f"cookie={slot_cookie(0):#x}/{COOKIE_ALL_FLOWS_MASK:#x}"
+
+    def all_in() -> bool:
+        gw.check_controller()
+        text = gw.lab.ovs.ofctl("dump-aggregate", gw.bridge, rules)
+        found = re.search(r"flow_count=(\d+)", text)
+        return bool(found) and int(found[1]) == count
+
+    wait_for(all_in, START_TIMEOUT, f"{count} slot rules in the switch")
 
 
 def add_router(lab: Lab) -> str:
@@ -107,34 +139,44 @@ def add_host(lab: Lab, suffix: str, address: str, router_address: str) -> tuple[
     return ns, interface
 
 
-def serve(lab: Lab, name: str, ns: str) -> None:
+def serve(lab: Lab, name: str, ns: str, server: Path = VM_SERVER) -> None:
     """Make a VM of ``add_underlay_and_vms`` a server: the VIP on its loopback (not answered
-    to ARP), replies through the router, and the demo's HTTP server on the VIP's port."""
+    to ARP), replies through the router, and ``server`` (the demo's HTTP server, or
+    ``bench_ovs``'s accept-and-reset sink) on the VIP's port."""
     for key, value in (("all.arp_ignore", 1), ("all.arp_announce", 2), ("all.rp_filter", 0),
                        ("default.rp_filter", 0)):  # fmt: skip
         sh("sysctl", "-qw", f"net.ipv4.conf.{key}={value}", ns=ns)
     sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=ns)
     sh("ip", "route", "add", "default", "via", ROUTER_UNDERLAY, ns=ns)
-    lab.spawn([sys.executable, str(VM_SERVER), name], ns=ns, log=lab.workdir / f"{name}.log")
+    argv = [sys.executable, str(server)] + ([name] if server == VM_SERVER else [])
+    lab.spawn(argv, ns=ns, log=lab.workdir / f"{name}.log")
 
 
-def config(lab: Lab, openflow_port: int, rest_port: int, health: dict) -> dict:
-    """``ovslab``'s deployment with a real health check, and the gateway's default flood guard
-    (``ovslab`` turns it off to measure capacity; a build from before the guard knows no such
-    key)."""
+def config(lab: Lab, openflow_port: int, rest_port: int, settings: Settings) -> dict:
+    """``ovslab``'s deployment with the settings' health check and mode, and by default the
+    gateway's default flood guard (``ovslab`` turns it off to measure capacity; a build from
+    before the guard knows no such key)."""
     whole = deployment(lab, openflow_port, rest_port)
-    whole["vips"][0]["health"] = dict(health)
-    whole["gateways"][0].pop("flood_guard", None)
+    vip = whole["vips"][0]
+    vip["health"] = dict(settings.health)
+    if settings.mode == "switch":
+        vip.update({"placement": "port-bits", "table_size": SLOTS, "mode": "switch"})
+    if settings.flood_guard is None:
+        whole["gateways"][0].pop("flood_guard", None)
+    else:
+        whole["gateways"][0]["flood_guard"] = dict(settings.flood_guard)
     return whole
 
 
-def start_controller(lab, tree, client_ns, client_if, vms, vm_links, health) -> Gateway:
+def start_controller(lab, tree, client_ns, client_if, vms, vm_links, settings) -> Gateway:
     """``python -m ryu_app`` of ``tree`` (``PYTHONPATH``; ``PYTHONSAFEPATH`` keeps the working
     directory's own ``ryu_app`` out), INFO log (health changes and disconnects are INFO and
     WARNING lines), once it listens for its switch."""
     openflow_port, rest_port = free_port(), free_port()
     path = lab.workdir / "deployment.yaml"
-    path.write_text(yaml.safe_dump(config(lab, openflow_port, rest_port, health), sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(config(lab, openflow_port, rest_port, settings), sort_keys=False)
+    )
     command = [sys.executable, "-m", "ryu_app", "--config", str(path), "--gateway", "gw1",
                "--log-level", "INFO"]  # fmt: skip
     env = {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}

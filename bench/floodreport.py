@@ -8,9 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Pacing hping3 as bench_ovs.py measured it: one process per 5k SYN/s, -i corrected for the
-# ~70 us hping3 sleeps more than asked; FLOOD (0) means --flood.
-from bench.bench_ovs import FLOOD, HPING_OVERHEAD_US, interval_us, lanes_for
+# Pacing hping3 (measured here by the SYN-only bench_ovs of issue 13): one process offers
+# ~LANE_MAX_RATE SYN/s reliably, paced with -i u<N>, and sleeps ~HPING_OVERHEAD_US longer than
+# asked (corrected); FLOOD (0) means --flood.
+FLOOD = 0
+LANE_MAX_RATE = 5000
+HPING_OVERHEAD_US = 70.0
 
 FULL_MULTIPLES: tuple[float, ...] = (1, 2, 4, FLOOD)
 QUICK_MULTIPLES: tuple[float, ...] = (2, FLOOD)
@@ -21,9 +24,23 @@ TARGET_REST_P99_MS = 100.0
 TARGET_LEGIT_PCT = 95.0
 TARGET_LEGIT_AT = 2  # ... at this multiple of the capacity
 TARGET_RECOVERY_S = 3.0
+# Issue 14's, for a switch-mode gateway: under the unbounded flood ...
+TARGET_SWITCH_LEGIT_PCT = 90.0  # ... this share of the legitimate client's connections
+TARGET_SWITCH_SPOOFED_PINS = 0  # ... and no per-flow state from spoofed SYNs
 
 
 # ---- planning -----------------------------------------------------------------------------------
+
+
+def lanes_for(rate: int) -> int:
+    """hping3 processes for a rate: one paced process offers ~LANE_MAX_RATE reliably."""
+    return 1 if rate == FLOOD else max(1, math.ceil(rate / LANE_MAX_RATE))
+
+
+def interval_us(rate: int, lanes: int, overhead_us: float) -> int:
+    """hping3's ``-i u<N>`` for each of ``lanes`` processes to offer ``rate`` together, given
+    how much longer than asked hping3 sleeps."""
+    return max(1, round(lanes * 1e6 / rate - overhead_us))
 
 
 @dataclass(frozen=True)
@@ -150,10 +167,13 @@ def deltas(before: dict, after: dict) -> dict:
 # ---- targets and tables -------------------------------------------------------------------------
 
 
-def target_problems(steps: list[dict]) -> list[str]:
-    """What misses issue 13's targets, in words (empty: all met)."""
+def target_problems(steps: list[dict], mode: str = "controller") -> list[str]:
+    """What misses issue 13's targets (and in switch mode issue 14's), in words (empty: all
+    met)."""
     problems = []
     for s in steps:
+        if mode == "switch":
+            problems += switch_problems(s)
         label = s["step"]
         if s["flaps"] > TARGET_FLAPS or s["down_lines"] > 0:
             problems.append(f"{label}: {s['flaps']} backend changes ({s['down_lines']} DOWN lines)")
@@ -167,6 +187,18 @@ def target_problems(steps: list[dict]) -> list[str]:
         pct = s["legit_ok_pct"]
         if s["multiple"] == TARGET_LEGIT_AT and (pct is None or pct < TARGET_LEGIT_PCT):
             problems.append(f"{label}: legitimate connections {pct}% succeeded")
+    return problems
+
+
+def switch_problems(s: dict) -> list[str]:
+    """Issue 14's targets for one step of a switch-mode gateway: no pins from spoofed SYNs at
+    any rate; the legitimate client's share under the unbounded flood."""
+    problems = []
+    if s.get("spoofed_pins", 0) > TARGET_SWITCH_SPOOFED_PINS:
+        problems.append(f"{s['step']}: {s['spoofed_pins']:,} pins from spoofed sources")
+    pct = s["legit_ok_pct"]
+    if s["multiple"] == FLOOD and (pct is None or pct < TARGET_SWITCH_LEGIT_PCT):
+        problems.append(f"{s['step']}: legitimate connections {pct}% succeeded (switch mode)")
     return problems
 
 
@@ -196,6 +228,8 @@ COLUMNS = (  # heading, width, how to show a step
     ("meter drop", 10, lambda s: _n(s["meter_dropped"]) if s["meters"] else "no meter"),
     ("pin ovfl", 8, lambda s: _n(s["packet_in_overflow"] + s["rconn_overflow"])),
     ("dp lost", 7, lambda s: _n(s["dp_lost"])),
+    ("dp flows", 8, lambda s: _n(s.get("datapath_flows"))),
+    ("spoof pins", 10, lambda s: _n(s.get("spoofed_pins"))),
     ("disc", 4, lambda s: _n(s["disconnects"])),
     ("recovery", 8, lambda s: "never" if s["recovery_s"] is None else f"{s['recovery_s']:.1f}s"),
 )
@@ -207,6 +241,7 @@ TARGET_ROW = {
     "REST p99": f"<{TARGET_REST_P99_MS:g}",
     "disc": "0",
     "recovery": f"<={TARGET_RECOVERY_S:g}s",
+    "spoof pins": "0 (switch)",
 }
 
 
@@ -222,25 +257,29 @@ def table(steps: list[dict]) -> list[str]:
 
 SIDE_BY_SIDE = (  # heading, how to show a step, the target's text
     ("offered/s", lambda s: _n(s["offered_per_s"]), ""),
-    ("legit ok%", lambda s: _n(s["legit_ok_pct"], 0), f">={TARGET_LEGIT_PCT:g} at 2x"),
+    ("legit ok%", lambda s: _n(s["legit_ok_pct"], 0),
+     f">={TARGET_LEGIT_PCT:g} at 2x; switch >={TARGET_SWITCH_LEGIT_PCT:g} in flood"),
     ("conn p99 ms", lambda s: _n(s["connect_p99_ms"], 0), ""),
     ("flaps", lambda s: _n(s["flaps"]), "0"),
     ("xfer done", lambda s: _n(s["transfer_done"]), "yes"),
     ("REST p99 ms", lambda s: _n(s["rest_p99_ms"], 0), f"<{TARGET_REST_P99_MS:g}"),
     ("pkt-in/s", lambda s: _n(s["packet_ins_per_s"]), ""),
+    ("dp flows", lambda s: _n(s.get("datapath_flows")), ""),
+    ("spoofed pins", lambda s: _n(s.get("spoofed_pins")), "0 (switch)"),
     ("recovery s", lambda s: "never" if s["recovery_s"] is None else f"{s['recovery_s']:.1f}",
      f"<={TARGET_RECOVERY_S:g}"),
 )  # fmt: skip
 
 
-def side_by_side(before: list[dict], after: list[dict]) -> list[str]:
-    """Each figure as "before / after", one line per step (matched by label), then targets;
-    each column as wide as its widest cell."""
-    earlier = {s["step"]: s for s in before}
+def side_by_side(*runs: list[dict]) -> list[str]:
+    """Each figure as "first / second [/ ...]" (builds, or modes, in run order), one line per
+    step of the last run (matched by label), then targets; each column as wide as its widest
+    cell."""
+    by_label = [{s["step"]: s for s in run} for run in runs[:-1]]
     rows = [["step", *(head for head, _, _ in SIDE_BY_SIDE)]]
-    for s in after:
-        old = earlier.get(s["step"])
-        cells = [f"{show(old) if old else '-'} / {show(s)}" for _, show, _ in SIDE_BY_SIDE]
+    for s in runs[-1]:
+        matched = [earlier.get(s["step"]) for earlier in by_label] + [s]
+        cells = [" / ".join(show(m) if m else "-" for m in matched) for _, show, _ in SIDE_BY_SIDE]
         rows.append([s["step"], *cells])
     rows.append(["target", *(target for _, _, target in SIDE_BY_SIDE)])
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import floodreport
-from bench.floodlab import ROOT, FloodLab
+from bench.floodlab import CLIENT_ADDRESS, ROOT, FloodLab
 from bench.floodreport import Step
 from bench.floodwatch import Poll, Poller, Watch
 from bench.ovscounters import cpu_cores, cpu_sample
@@ -84,6 +84,7 @@ class StepRun:
                 lab.kill(process)
             polls = poller.stop()
         after = self.watch.snapshot()
+        flood["spoofed_pins"] = self.watch.pins_from_elsewhere((CLIENT_ADDRESS,))
         return self.summarise(flood, after, polls, settled)
 
     def wait_all_up(self) -> bool:
@@ -118,13 +119,14 @@ class StepRun:
             )
             seconds = time.monotonic() - started
             connected = self.watch.connected()  # OVS's view, from ovsdb: answers while flooded
+            datapath_flows = self.watch.datapath_flows()
         finally:
             for process in lanes:
                 lab.kill(process)
         cpu = cpu_cores(cpu_before, cpu_after, seconds, ovs_pid)
         return {"before": before, "start": start, "end": time.time(), "seconds": seconds,
                 "offered_per_s": round(offered / seconds), "cpu": cpu,
-                "connected": connected}  # fmt: skip
+                "connected": connected, "datapath_flows": datapath_flows}  # fmt: skip
 
     def await_recovery(self, poller: Poller, flood_end: float) -> None:
         """Until a connection started after the flood succeeded and every backend is up (then
@@ -165,6 +167,8 @@ class StepRun:
             **events,
             "disconnects": events["disconnects"] + (not flood["connected"]),
             "connected_in_flood": flood["connected"],
+            "datapath_flows": flood["datapath_flows"],
+            "spoofed_pins": flood["spoofed_pins"],
             "rest_p99_ms": round(p99, 1) if (p99 := floodreport.percentile(rest, 0.99)) else p99,
             "rest_failed": sum(1 for p in polls if p.ms is None),
             "packet_ins_per_s": round(counters.get("packet_ins", 0) / flood["seconds"]),

@@ -16,7 +16,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.ovscounters import link_counters, parse_coverage, parse_metrics
+from bench.ovscounters import (
+    FLOW_RULES,
+    link_counters,
+    parse_coverage,
+    parse_metrics,
+    parse_upcall_show,
+)
 from bench.ovslab import Gateway
 from lab.ovs import sh
 
@@ -148,6 +154,14 @@ def parse_socket_drops(text: str, interface: str) -> int:
     return drops
 
 
+def parse_pin_sources(text: str) -> dict[str, int]:
+    """``ovs-ofctl dump-flows`` of the per-flow rules (pins): {client source address: rules}."""
+    sources: dict[str, int] = {}
+    for found in re.finditer(r"\bnw_src=([0-9.]+)", text):
+        sources[found[1]] = sources.get(found[1], 0) + 1
+    return sources
+
+
 @dataclass
 class LogCursor:
     """Reads only what a log gained since the last read."""
@@ -227,6 +241,17 @@ class Watch:
             "up_lines": events["up"],
             "disconnects": events["disconnect"] + ovs_events["disconnect"],
         }
+
+    def datapath_flows(self) -> int:
+        """Datapath flows now (``upcall/show``)."""
+        return parse_upcall_show(self.gw.lab.ovs.appctl("upcall/show")).get("current", 0)
+
+    def pins_from_elsewhere(self, legitimate: tuple[str, ...]) -> int:
+        """Per-flow rules (controller mode's installed ones, switch mode's learned pins: one
+        cookie kind) whose client is none of ``legitimate``: what a spoofed flood left."""
+        dump = self.gw.lab.ovs.ofctl("dump-flows", self.gw.bridge, FLOW_RULES)
+        pins = parse_pin_sources(dump)
+        return sum(count for source, count in pins.items() if source not in legitimate)
 
     def connected(self) -> bool:
         """OVS's view: is the bridge's controller connected?"""

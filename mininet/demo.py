@@ -6,7 +6,12 @@ table and writes ``report.json``, ``summary.txt`` and PNG plots to the output fo
 status 1 if any promise was broken, 2 if the emulation could not be set up.
 
     python mininet/demo.py [--config FILE] [--clients N] [--gateways N] [--vms N] [--out DIR]
-                           [--only SCENARIO ...] [--quick]
+                           [--only SCENARIO ...] [--quick] [--mode controller|switch|mixed]
+
+``--mode`` says who places new flows: ``controller`` (the deployment file as it is), ``switch``
+(every VIP placed by source-port bits and in switch mode on every gateway) or ``mixed`` (the
+same placement everywhere, gateway 1 in controller mode, gateway 2 in switch mode, alternating):
+the same scenarios, judged by the same user-visible outcomes (``lockstep_topo.mode_configs``).
 
 Everything it starts (Open vSwitch daemons, controllers, servers, namespaces) is stopped on
 exit, on Ctrl-C and on failure; nothing is killed by name.
@@ -52,6 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="demo-out", help="output folder (%(default)s)")
     parser.add_argument("--only", action="append", choices=ORDER, help="run only these (repeat)")
     parser.add_argument("--quick", action="store_true", help="smaller counts (the test suite's)")
+    parser.add_argument(
+        "--mode",
+        choices=lockstep_topo.MODES,
+        default="controller",
+        help="who places new flows: each gateway's controller, its switch, or alternating "
+        "(%(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="Mininet's own log too")
     return parser.parse_args(argv)
 
@@ -81,6 +93,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     results = {
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": args.mode,
         "scenarios": [],
     }
     emulation = Emulation(PrivateOVS(work / "ovs"))
@@ -88,6 +101,7 @@ def main(argv=None) -> int:
         spare = bool(scenarios.NEED_A_SPARE_GATEWAY.intersection(selected))
         emulation.start(args, work, active, spare)
         results["topology"] = topology_summary(emulation.world.plan.deployment)
+        results["gateway_modes"] = emulation.world.modes()
         for name in selected:
             results["scenarios"].append(run_scenario(emulation.world, name, counts))
     except KeyboardInterrupt:
@@ -148,12 +162,14 @@ class Emulation:
             gateways=active + 1 if spare else active,
             vms=args.vms,
             log_dir=work,
+            mode=args.mode,
         )
         deployment = topo.plan.deployment
         vm_count = sum(1 for h in topo.plan.hosts.values() if h.role == "vm")
+        modes = ", ".join(f"{g} {m}" for g, m in topo.gateway_modes.items())
         say(
             f"building {len(deployment.clients)} clients, a router, "
-            f"{len(deployment.gateways)} gateways and {vm_count} VMs"
+            f"{len(deployment.gateways)} gateways and {vm_count} VMs; {args.mode} mode ({modes})"
         )
         self.net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
         self.net.build()  # inside the caller's try: a failed build is cleaned up too

@@ -11,6 +11,13 @@ Mininet); the node classes here only apply it:
 - ``PlannedHost``: router, clients and VMs configured from their plan (sysctls, addresses,
   routes, VXLAN device, VIPs on ``lo``); VMs run ``vmserver.py`` and ``iperf3 -s``.
 
+Who places new flows (``mode``, the demo's ``--mode``): ``controller`` runs the deployment file
+as it is; ``switch`` gives every VIP ``placement: port-bits`` and ``mode: switch`` on every
+gateway; ``mixed`` gives every gateway the same port-bits placement (the mapping must be one
+fleet-wide) and alternates the VIPs' mode, gateway 1 ``controller``, gateway 2 ``switch``, ...
+(``gateway_modes``).  A VIP's mode is not in the config digest, so each gateway may start from
+a file of its own that differs from the fleet's only in ``mode`` (``deployment-switch.yaml``).
+
 The class also loads in Mininet's own ``mn``, from the repository root with the virtualenv's
 ``mn`` and Open vSwitch daemons running (``LOCKSTEP_CONFIG`` names the deployment file, default
 the shipped example)::
@@ -26,6 +33,7 @@ Everything started is tracked by PID and stopped with its node; nothing is kille
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -38,6 +46,7 @@ from pathlib import Path
 from mininet.node import Host, OVSBridge, OVSSwitch
 from mininet.topo import Topo
 
+from ryu_app.core.model import MODE_CONTROLLER, MODE_SWITCH, PLACEMENT_PORT_BITS, slot_table_size
 from topology import deployment as deployment_file
 from topology import emulation
 
@@ -48,6 +57,57 @@ except NameError:  # `mn --custom` executes this file's text without a __file__:
 ROOT = HERE.parent
 DEFAULT_CONFIG = ROOT / "topology" / "examples" / "default.yaml"
 BIN = Path(sys.executable).parent
+MIXED = "mixed"
+MODES = (MODE_CONTROLLER, MODE_SWITCH, MIXED)  # the demo's --mode
+
+
+def gateway_modes(names, mode: str) -> dict[str, str]:
+    """Each gateway's VIP mode for the demo's ``mode``: ``mixed`` alternates from gateway 1 in
+    controller mode, so that every pair of neighbours has one gateway of each."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != MIXED:
+        return {name: mode for name in names}
+    return {name: (MODE_CONTROLLER, MODE_SWITCH)[i % 2] for i, name in enumerate(names)}
+
+
+def placed_by_port_bits(deployment, vip_mode: str):
+    """The deployment with every VIP placed by source-port bits and in ``vip_mode``; its table
+    size derived from its backends (``slot_table_size``), as the file's loader derives it, so
+    every gateway builds the same table."""
+    vips = tuple(
+        dataclasses.replace(
+            vip,
+            placement=PLACEMENT_PORT_BITS,
+            mode=vip_mode,
+            table_size=slot_table_size(len(vip.backends)),
+        )
+        for vip in deployment.vips
+    )
+    return dataclasses.replace(deployment, vips=vips)
+
+
+def mode_configs(deployment, mode: str, log_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """Write the deployment file(s) for ``mode``: the fleet's (``deployment.yaml``, what
+    ``lockstep lookup`` and ``status`` read: in ``mixed``, its VIPs in controller mode) and
+    the path each gateway's controller starts with, by gateway name.  Each file is read back,
+    so a rule the change breaks (a table size, switch mode's limits) fails here."""
+    modes = gateway_modes([g.name for g in deployment.gateways], mode)
+    fleet = log_dir / "deployment.yaml"
+    if mode == MODE_CONTROLLER:
+        _write_deployment(fleet, deployment)  # today's demo: the file as it is
+        return fleet, dict.fromkeys(modes, fleet)
+    files = {MODE_CONTROLLER if mode == MIXED else MODE_SWITCH: fleet}
+    if mode == MIXED:
+        files[MODE_SWITCH] = log_dir / "deployment-switch.yaml"
+    for vip_mode, path in files.items():
+        _write_deployment(path, placed_by_port_bits(deployment, vip_mode))
+    return fleet, {gateway: files[vip_mode] for gateway, vip_mode in modes.items()}
+
+
+def _write_deployment(path: Path, deployment) -> None:
+    path.write_text(deployment_file.dump(deployment))
+    deployment_file.load(path)  # raises ConfigError if the file breaks a rule
 
 
 def _quiet(*argv: str) -> None:
@@ -83,7 +143,9 @@ class _Endpoint:
 class GatewaySwitch(OVSSwitch):
     """A gateway bridge with its own controller process."""
 
-    def __init__(self, name, gateway=None, config=None, log_dir=None, **params):
+    def __init__(
+        self, name, gateway=None, config=None, log_dir=None, vip_mode=MODE_CONTROLLER, **params
+    ):
         params.update(
             failMode="secure",
             datapath="user",
@@ -93,7 +155,8 @@ class GatewaySwitch(OVSSwitch):
         )
         super().__init__(name, **params)
         self.gateway = gateway
-        self.config_path = str(config)
+        self.config_path = str(config)  # in a mixed demo, its own (``mode_configs``)
+        self.vip_mode = vip_mode  # its VIPs' mode: who places their new flows
         self.log_dir = Path(log_dir or tempfile.gettempdir())
         self.controller: subprocess.Popen | None = None
 
@@ -115,7 +178,14 @@ class GatewaySwitch(OVSSwitch):
                 _offload_off(intf.name)
 
     def start_controller(self, timeout: float = 30.0) -> None:
-        """Start this gateway's ``lockstep-gateway`` and wait until it listens."""
+        """Start this gateway's ``lockstep-gateway`` and wait until it listens.  Its port must
+        be free first: another process listening there (another run on this machine) would
+        take this switch, and the demo would judge a stranger's controller."""
+        for host, port in (self.gateway.openflow, self.gateway.rest):
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                if probe.connect_ex((host, port)) == 0:
+                    raise RuntimeError(f"{self.name}: {host}:{port} is taken by another process")
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives with it
         self.controller = subprocess.Popen(
             [
@@ -262,16 +332,19 @@ class PlannedHost(Host):
 
 class LockstepTopo(Topo):
     """The emulation of a deployment (``config``, or the shipped example) scaled to the given
-    counts; ``log_dir`` receives controller logs, state files and the deployment file used."""
+    counts, its VIPs in ``mode`` (``MODES``); ``log_dir`` receives controller logs, state
+    files and the deployment files used."""
 
-    def build(self, config=None, clients=None, gateways=None, vms=None, log_dir=None):
+    def build(
+        self, config=None, clients=None, gateways=None, vms=None, log_dir=None, mode=MODE_CONTROLLER
+    ):
         log_dir = Path(log_dir or tempfile.mkdtemp(prefix="lockstep-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         source = deployment_file.load(config or os.environ.get("LOCKSTEP_CONFIG", DEFAULT_CONFIG))
         deployment = emulation.scale(source, clients, gateways, vms)
-        config_path = log_dir / "deployment.yaml"
-        config_path.write_text(deployment_file.dump(deployment))
-        self.plan = emulation.plan(deployment)
+        config_path, gateway_configs = mode_configs(deployment, mode, log_dir)
+        self.mode, self.gateway_modes = mode, gateway_modes(gateway_configs, mode)
+        self.plan = emulation.plan(deployment_file.load(config_path))  # the fleet's placement
         self.config_path, self.log_dir = config_path, log_dir
         interfaces: dict[str, list] = {}
         for link in self.plan.links:
@@ -283,7 +356,8 @@ class LockstepTopo(Topo):
                     switch.name,
                     cls=GatewaySwitch,
                     gateway=switch.gateway,
-                    config=config_path,
+                    config=gateway_configs[switch.name],
+                    vip_mode=self.gateway_modes[switch.name],
                     log_dir=log_dir,
                 )
             elif switch.name == emulation.UNDERLAY:

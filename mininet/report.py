@@ -4,6 +4,7 @@ Everything here reads one plain dict, the results that `demo.py` collects and sa
 
     {
       "started": "2026-11-26T14:20:00Z", "duration_s": 123.4, "passed": true,
+      "mode": "mixed", "gateway_modes": {"gw1": "controller", "gw2": "switch"},  # who places
       "topology": {"clients": 2, "gateways": ["gw1", "gw2"], "vms": ["vm1", "vm2", "vm3", "vm4"],
                    "vip": "10.0.0.100:80", "weights": {"vm1": 1, ...}},
       "scenarios": [{
@@ -114,6 +115,10 @@ def _headline(results: dict) -> str:
             parts.append(f"{len(names)} {label} ({', '.join(names)})")
     if topology.get("vip"):
         parts.append(f"VIP {topology['vip']}")
+    if results.get("mode"):
+        by_gateway = results.get("gateway_modes") or {}
+        shown = ", ".join(f"{g} {m}" for g, m in by_gateway.items())
+        parts.append(f"{results['mode']} mode" + (f" ({shown})" if shown else ""))
     started = results.get("started")
     return (
         "Lockstep demo"

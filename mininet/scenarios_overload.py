@@ -29,6 +29,8 @@ from overload_watch import Watch
 from scenario_result import Counts, Result, finish_downloads
 from world import HERE, PYTHON, World
 
+from ryu_app.core.model import MODE_SWITCH
+
 FLOODER = "flooder"  # the flooding host's name
 FLOOD_LINK = ipaddress.ip_network("198.18.0.0/30")  # RFC 2544's benchmarking range
 DOWNLOADS_FIRST_PORT = 52000  # the downloads' (ECMP, as in the other scenarios)
@@ -51,10 +53,13 @@ def flood(world: World, counts: Counts) -> dict:
     )
     with _flooder(world) as flooder, _pinned(world, victim):
         run = _flood_run(world, counts, result, flooder, victim, legit)
+    by_switch = world.mode_of(victim) == MODE_SWITCH
     assessment = overload_summary.assess(
-        run.samples, run.connections, run.start, run.end, victim.name, result.transfers
+        run.samples, run.connections, run.start, run.end, victim.name, result.transfers, by_switch
     )
     result.checks += assessment.checks
+    if by_switch:
+        _check_no_spoofed_pins(world, victim, result)
     result.figures.update(assessment.figures)
     result.events += assessment.events
     try:
@@ -73,6 +78,19 @@ def flood(world: World, counts: Counts) -> dict:
         "connections": run.connections,
     }
     return summary
+
+
+def _check_no_spoofed_pins(world: World, victim, result: Result) -> None:
+    """Switch mode's promise under a SYN flood: a pin is learned from a flow's first non-SYN
+    packet, so the spoofed SYNs (from any address but the clients') left none."""
+    clients = {world.client_address(c) for c in world.clients}
+    strangers = [e for e in world.flows(victim) if e["src_ip"] not in clients]
+    result.figures["spoofed_pins"] = len(strangers)
+    result.check(
+        f"the spoofed SYNs left no pin in {victim.name}'s switch",
+        not strangers,
+        f"{len(strangers)} pins from other sources than the clients",
+    )
 
 
 class FloodRun(NamedTuple):

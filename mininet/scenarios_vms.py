@@ -1,5 +1,10 @@
 """A VM's service stops, a VM is drained (weight 0), or a VM is cut off from one gateway only
 (the documented limit: the gateways then disagree on the healthy set, measured).
+
+On a switch-mode gateway the switch places new flows by its slot rules, written by the
+controller after each table change: a dead VM must lose its slot rules as well as its flows, a
+drain is waited for until the switch's slot rules leave the VM out too, and what the cut
+gateway does with a moved connection is what its slot rules say.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 from scenario_result import Counts, Result, finish_downloads
 from world import PYTHON, World
 
+from ryu_app.core.model import MODE_SWITCH
 from ryu_app.core.serving import retire_grace
 from topology import emulation
 
@@ -75,7 +81,16 @@ def vm_failure(world: World, counts: Counts) -> dict:
             f"{len(fresh)}/{asked}",
         )
         left = sum(1 for g in world.routed for e in world.flows(g) if e["backend"] == victim)
-        result.check("no gateway keeps a flow on the dead VM", left == 0, f"{left} entries")
+        slots = sum(
+            world.slot_targets(g).get(victim, 0)
+            for g in world.routed
+            if world.mode_of(g) == MODE_SWITCH
+        )
+        result.check(
+            "no gateway keeps a flow on the dead VM",
+            left == 0 and slots == 0,
+            f"{left} entries" + (f", {slots} slot rules" if _any_switch(world) else ""),
+        )
     finally:
         world.start_service(victim)
     world.wait_ready()
@@ -110,6 +125,12 @@ def drain(world: World, counts: Counts) -> dict:
                 10,
                 f"{gateway.name}'s table without {victim}",
             )
+            if world.mode_of(gateway) == MODE_SWITCH:
+                world.wait(
+                    lambda g=gateway: not world.slot_targets(g).get(victim),
+                    10,
+                    f"{gateway.name}'s slot rules without {victim}",
+                )
         asked = max(50, counts.connections // 10)
         records = world.spread(world.clients[-1], 43000, asked)
         ok = [r for r in records if r["ok"]]
@@ -169,16 +190,7 @@ def disagreement(world: World, counts: Counts) -> dict:
         finals: dict[str, dict] = {}
         for downloads in transfers:  # measured, not judged: no finish_downloads here
             finals.update(downloads.wait())
-        src = world.client_address(client)
-        chosen = Counter(
-            world.api(
-                seen_by,
-                "GET",
-                f"/v1/lookup?src_ip={src}&src_port={p}&dst_ip={world.vip.address}"
-                f"&dst_port={world.vip.port}",
-            )[1]["backend"]
-            for p in ports
-        )
+        chosen = Counter(_placed_by(world, seen_by, world.client_address(client), p) for p in ports)
         broken = [f for f in finals.values() if not f["ok"]]
         result.figures.update(
             moved=len(ports),
@@ -199,3 +211,19 @@ def disagreement(world: World, counts: Counts) -> dict:
     world.wait_ready()
     result.event("recovery", "cut removed; all VMs up again")
     return result.as_dict()
+
+
+def _any_switch(world: World) -> bool:
+    return any(world.mode_of(g) == MODE_SWITCH for g in world.routed)
+
+
+def _placed_by(world: World, gateway, src: str, port: int) -> str | None:
+    """The VM ``gateway`` gives a moved connection from ``src``:``port``: its controller's
+    lookup, or in switch mode its switch's slot rules (which place it there)."""
+    if world.mode_of(gateway) == MODE_SWITCH:
+        return world.switch_choice(gateway, port)
+    query = (
+        f"/v1/lookup?src_ip={src}&src_port={port}&dst_ip={world.vip.address}"
+        f"&dst_port={world.vip.port}"
+    )
+    return world.api(gateway, "GET", query)[1]["backend"]

@@ -2,6 +2,12 @@
 REST APIs, the VMs' servers, and the traffic tool (``traffic.py``) run in client hosts; and
 ``Downloads``, which follows one ``traffic.py downloads`` process.  A scenario asks the world
 for traffic and for the gateways' views, and breaks things through it.
+
+Each gateway runs its VIPs in a mode (``mode_of``: the demo's ``--mode``).  A controller-mode
+gateway's flows are its controller's (``/v1/flows``); a switch-mode gateway's are pins its
+switch learned, which its controller does not list: the world reads them from the bridge
+(``ovs-ofctl dump-flows``, ``switch_table.py``) as well, so a scenario asks ``flows`` and gets
+the gateway's flows whoever holds them.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import switch_table
 from scenario_result import Counts, Result
 
 from ryu_app.cli.remote import Remote
+from ryu_app.core.model import MODE_CONTROLLER, MODE_SWITCH
 from topology import emulation
 from topology.schema import endpoint_text
 
@@ -95,22 +103,85 @@ class World:
                 f"{gateway.name}: all VMs up and answering",
             )
 
+    def mode_of(self, gateway) -> str:
+        """Who places this gateway's new flows: its controller or its switch."""
+        return getattr(gateway, "vip_mode", MODE_CONTROLLER)
+
+    def modes(self) -> dict[str, str]:
+        """Each gateway's mode, the spare's too."""
+        spare = [self.spare] if self.spare is not None else []
+        return {g.name: self.mode_of(g) for g in [*self.gateways, *spare]}
+
     def flows(self, gateway) -> list[dict]:
+        """The gateway's flow entries (``src_ip``, ``src_port``, ``backend``): its controller's,
+        and on a switch-mode gateway the pins in its switch too (one entry per flow)."""
         entries, offset = [], 0
         while offset is not None:
             _, page = self.api(gateway, "GET", f"/v1/flows?limit=1000&offset={offset}")
             entries += page["flows"]
             offset = page["next_offset"]
+        if self.mode_of(gateway) == MODE_SWITCH:
+            known = {(e["src_ip"], e["src_port"]) for e in entries}
+            pins = switch_table.pins(self.switch_rules(gateway), self.backend_macs())
+            entries += [p for p in pins if (p["src_ip"], p["src_port"]) not in known]
         return entries
+
+    def switch_rules(self, gateway) -> list[switch_table.Rule]:
+        """The rules in the gateway's bridge (the private OVS's ``ovs-ofctl``: demo.py put its
+        ``OVS_*`` variables in the environment)."""
+        argv = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", gateway.name]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        return switch_table.parse(done.stdout)
+
+    def backend_macs(self) -> dict[str, str]:
+        return {b.mac.lower(): b.name for b in self.vip.backends}
+
+    def syns_placed(self, gateway) -> dict[str, int]:
+        """New connections (SYNs) a switch-mode gateway's slot rules have sent, per VM."""
+        return dict(switch_table.syns_placed(self.switch_rules(gateway), self.backend_macs()))
+
+    def slot_targets(self, gateway) -> dict[str, int]:
+        """A switch-mode gateway's slot rules per VM they send to."""
+        return dict(switch_table.slot_targets(self.switch_rules(gateway), self.backend_macs()))
+
+    def switch_choice(self, gateway, port: int) -> str | None:
+        """The VM a switch-mode gateway's slot rules give a flow from source ``port`` that has
+        no pin there (what a connection moved onto it gets)."""
+        rules = self.switch_rules(gateway)
+        return switch_table.slot_owner(rules, port, self.backend_macs())
+
+    def pinned(self, gateway, first_port: int, span: int = 1000) -> set[tuple[str, int]]:
+        """The clients' flows from source ports ``first_port`` + ``span`` this gateway holds."""
+        clients = {self.client_address(c) for c in self.clients}
+        return {
+            (e["src_ip"], e["src_port"])
+            for e in self.flows(gateway)
+            if e["src_ip"] in clients and first_port <= (e["src_port"] or 0) < first_port + span
+        }
+
+    def wait_pinned(self, gateway, first_port: int, among=None, timeout: float = 4.0) -> set:
+        """The flows from ``first_port`` + 1000 that ``gateway`` held (only those of ``among``,
+        if given), polled until it held them all (without ``among``: for a second after the
+        first) or ``timeout`` passes: a switch learns a moved flow's pin from its next packet,
+        and drops it 2 s after the flow's FIN."""
+        deadline = time.monotonic() + timeout
+        held: set = set()
+        first_seen = None
+        while time.monotonic() < deadline:
+            now = self.pinned(gateway, first_port)
+            held |= now & set(among) if among is not None else now
+            if among is not None and held == set(among):
+                break
+            if among is None and held:
+                first_seen = first_seen or time.monotonic()
+                if time.monotonic() - first_seen >= 1.0:
+                    break
+            time.sleep(0.2)
+        return held
 
     def flows_from(self, gateway, first_port: int, span: int = 1000) -> int:
         """Entries in a gateway's flow table for client source ports ``first_port`` + ``span``."""
-        clients = {self.client_address(c) for c in self.clients}
-        return sum(
-            1
-            for e in self.flows(gateway)
-            if e["src_ip"] in clients and first_port <= (e["src_port"] or 0) < first_port + span
-        )
+        return len(self.pinned(gateway, first_port, span))
 
     def non_syn_misses(self, gateway) -> int:
         """Packets other than a SYN that this gateway placed: connections that moved to it."""

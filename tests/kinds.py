@@ -137,9 +137,22 @@ PLACES = (
     Place("tests/integration/test_ryu434.py", "integration", (*OVS_LAB, "ryu434")),
     Place("tests/integration/test_flood_guard_ovs.py", "integration", (*OVS_LAB, "hping3")),
     Place("tests/integration/test_switch_mode_ovs.py", "integration", OVS_LAB),
+    Place("tests/integration/test_switch_mode_pair_ovs.py", "integration", OVS_LAB),
     # ovs-ofctl ofp-print decodes the switch-mode rules' bytes (no switch started).
     Place(
         "tests/ryu_app/core/test_switchrules.py::test_open_vswitch_reads_the_slot_rules_as_the_prototype_writes_them",
+        "integration",
+        ("ovs",),
+    ),
+    # ovs-ofctl parse-oxm / ofp-print: Open vSwitch's order and reading of a pin's flow
+    # statistics (switch mode's pins read back; no switch started).
+    Place(
+        "tests/ryu_app/core/test_ofstats.py::test_open_vswitch_writes_a_pins_fields_in_the_golden_order",
+        "integration",
+        ("ovs",),
+    ),
+    Place(
+        "tests/ryu_app/core/test_ofstats.py::test_open_vswitch_reads_the_golden_reply_as_the_pin_it_is",
         "integration",
         ("ovs",),
     ),

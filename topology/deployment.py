@@ -31,6 +31,7 @@ from ryu_app.core.model import (
     HASH_5TUPLE,
     HASH_MODES,
     MAX_NEW_FLOW_RATE,
+    MAX_PINS_PER_BACKEND,
     MAX_SLOT_BITS,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
@@ -198,6 +199,13 @@ VIP_FIELDS = Section(
             "VIP's table in the switch, pins learned there; needs placement port-bits, tcp, "
             "IPv4).  May differ per gateway: left out of the configuration digest",
         ),
+        "max_pins_per_backend": Field(
+            integer(0, MAX_PINS_PER_BACKEND),
+            Vip.max_pins_per_backend,
+            "switch mode: pins the switch learns per backend at most, so that an ACK flood "
+            "cannot fill its flow table (learn's limit, Open vSwitch >= 2.12; 0: no bound, "
+            "for older switches).  May differ per gateway: left out of the digest",
+        ),
     }
 )
 
@@ -228,6 +236,12 @@ GATEWAY_FIELDS = Section(
         "state_file": Field(optional(text(4096)), None),
         "host": Field(optional(host_name), None),
         "flood_guard": Field(FLOOD_GUARD_FIELDS, None, "the switch's budget of packet-ins"),
+        "vip_mode": Field(
+            optional(choice(*MODES)),
+            None,
+            "overrides every VIP's mode on this gateway (a mixed fleet in one file); wins over "
+            "a REST body's mode.  Never in the configuration digest",
+        ),
     }
 )
 
@@ -491,6 +505,23 @@ def mode_problems(vip: Vip, path: str) -> list[Problem]:
     return problems
 
 
+def gateway_mode_problems(deployment: Deployment) -> list[Problem]:
+    """A gateway's ``vip_mode: switch`` holds for every VIP: each must be able to run in
+    switch mode (``mode_problems``), named under the gateway's key."""
+    problems = []
+    for gi, gateway in enumerate(deployment.gateways):
+        if gateway.vip_mode != MODE_SWITCH:
+            continue
+        where = join(join("gateways", gi), "vip_mode")
+        for vip in deployment.vips:
+            as_switch = dataclasses.replace(vip, mode=MODE_SWITCH)
+            problems += [
+                Problem(where, f"VIP {vip.name!r}: {p.reason}")
+                for p in mode_problems(as_switch, "")
+            ]
+    return problems
+
+
 def change_problems(current: Deployment, candidate: Deployment) -> list[Problem]:
     """The problems of ``candidate``: ``current`` (a deployment that passed these rules) with
     other VIPs, as a REST write makes it.  Every rule of ``deployment_problems``, but the
@@ -561,6 +592,7 @@ def deployment_problems(
                         "(health probes are sent from one)",
                     )
                 )
+    problems += gateway_mode_problems(deployment)
     # Every node of the model graph needs its own name.
     names = [(f"{w}.name", g.name) for w, g in gateways] + [
         (f"{w}.name", c.name) for w, c in clients

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ryu_app.api import pacing
 from ryu_app.api.guardview import GuardCollector, GuardSnapshot, guard_snapshot
+from ryu_app.api.pinview import PinCollector, PinView, pin_view
 from ryu_app.api.views import BACKEND_UP, RenderCache, VipView, vip_views
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.overload import OverloadView
@@ -40,6 +41,7 @@ class MetricsSnapshot(NamedTuple):
     states: dict[str, VipView]
     guard: GuardSnapshot
     overload: OverloadView
+    pins: PinView | None = None  # switch mode's pins and slot counters (``pinview``)
 
 
 def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
@@ -59,6 +61,7 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
         vip_views(core),
         guard_snapshot(core),
         core.monitor.view(),
+        pin_view(core, owners={}),  # (the metrics name backends by their VIPs' ids)
     )
 
 
@@ -217,6 +220,7 @@ def render_metrics(
     cache: RenderCache | None = None,
     rest_pacing: pacing.PacingStats | None = None,
     server_stats=None,
+    now: float = 0.0,
 ) -> str:
     """Prometheus text of the gateway's counters at ``snapshot``, one registry for all:
     ``rest_pacing``, the REST plane's CPU budget, and ``server_stats``, the REST server's
@@ -225,6 +229,8 @@ def render_metrics(
         GatewayCollector(snapshot, handler_errors, cache or RenderCache()),
         GuardCollector(snapshot.guard),
     ]
+    if snapshot.pins is not None:
+        collectors.append(PinCollector(snapshot.pins, now))
     if rest_pacing is not None:
         collectors.append(PacingCollector(rest_pacing))
     if server_stats is not None:

@@ -122,6 +122,11 @@ SUCCESS = {
                 **_STRING,
                 "description": "placement port-bits only: the source-port bits of the slot",
             },
+            "pinned_to": {
+                **_STRING,
+                "description": "mode switch only: the backend the switch's own pin for this "
+                "flow sends to, as last read back from the switch (absent: no pin read)",
+            },
         },
     },
     "flows": {
@@ -131,11 +136,37 @@ SUCCESS = {
             "count": {**_INTEGER, "minimum": 0},
             "by_backend": {"type": "object", "additionalProperties": _INTEGER},
             "counters": {"type": "object", "additionalProperties": _INTEGER},
-            "flows": {"type": "array", "items": _OBJECT},
+            "flows": {
+                "type": "array",
+                "items": _OBJECT,
+                "description": "the controller's entries, then the switch's pins of switch-mode"
+                ' VIPs (those with "source": "switch", in flow-key order)',
+            },
             "next_cursor": {
                 "type": "string",
                 "nullable": True,
                 "description": "the next page's cursor; null on the last page",
+            },
+            "switch": {
+                "type": "object",
+                "description": "present while a VIP is in switch mode and its pins have been"
+                " read back from the switch (flow statistics, about once a second)",
+                "required": ["count", "kept", "truncated", "age_seconds", "by_backend"],
+                "properties": {
+                    "count": {**_INTEGER, "minimum": 0, "description": "pins in the switch"},
+                    "kept": {**_INTEGER, "minimum": 0, "description": "pins listed"},
+                    "truncated": {
+                        **_INTEGER,
+                        "minimum": 0,
+                        "description": "pins counted but not kept (over the bound): not listed",
+                    },
+                    "age_seconds": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "how long ago the read began",
+                    },
+                    "by_backend": {"type": "object", "additionalProperties": _INTEGER},
+                },
             },
         },
     },
@@ -152,7 +183,13 @@ SUCCESS = {
                 " budget of new connections/s and what it dropped",
             },
             "switch_errors": {"type": "integer", "description": "messages the switch refused"},
-            "vips": {"type": "object", "additionalProperties": _OBJECT},
+            "vips": {
+                "type": "object",
+                "additionalProperties": _OBJECT,
+                "description": "per VIP: digests, healthy set, table_current; a switch-mode"
+                " VIP's slots (syn_packets, max_mean_syn_share: the fullest slot's SYNs over the"
+                " mean, null while too few to tell) once read back from the switch",
+            },
         },
     },
     "openapi": _OBJECT,

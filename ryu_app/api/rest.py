@@ -101,8 +101,9 @@ LOOKUP_QUERY = (
     Param("proto", choice("tcp", "udp", "6", "17")),
 )
 FLOWS_QUERY = (
-    # ``next_cursor`` of the page before: shard-position (views.cursor_text)
-    Param("cursor", text(19, r"[0-9]{1,6}-[0-9]{1,12}")),
+    # ``next_cursor`` of the page before: shard-position (views.cursor_text), or pin-KEY
+    # into the switch's pins (pinview.PIN_CURSOR: a flow key in hex, 13 bytes for IPv4)
+    Param("cursor", text(40, r"[0-9]{1,6}-[0-9]{1,12}|pin-(?:[0-9a-f]{2}){0,16}")),
     Param("limit", query_integer(1, MAX_PAGE)),
     Param("offset", query_integer(0, 2**40)),
 )
@@ -298,7 +299,7 @@ class RestApi:
         return self.run(self.service.status)
 
     def metrics(self, request, body):
-        text = self.run(lambda: self.service.metrics(self.server_stats))
+        text = self.run(lambda: self.service.metrics(self.server_stats, self.clock()))
         return Response(text, content_type="text/plain", charset="utf-8")
 
     def openapi(self, request, body):

@@ -26,13 +26,14 @@ import dataclasses
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from ryu_app.api import healthview, metricsview, views
+from ryu_app.api import healthview, metricsview, pinview, views
 from ryu_app.core.effects import Effects
 from ryu_app.core.flowkey import FieldError, flow_from_fields, flow_key
 from ryu_app.core.gateway import GatewayCore
-from ryu_app.core.model import PLACEMENT_PORT_BITS, Backend, Gateway, Vip
+from ryu_app.core.model import HASH_5TUPLE, MODE_SWITCH, PLACEMENT_PORT_BITS, Backend, Gateway, Vip
 from ryu_app.core.slots import port_slot, slot_bits_text
 from topology import deployment as deployment_file
 from topology.network import Deployment
@@ -268,6 +269,10 @@ class GatewayService:
         held = balancer.held_backend(state, backend_id) if backend_id is not None else None
         if held is not None:
             return {**answer, "backend": held.name, "source": "table"}
+        if vip.mode == MODE_SWITCH:  # the switch's own pin, as last read back (``pinread``)
+            pinned = pinview.pinned_to(self.core, vip.name, flow_key(flow, HASH_5TUPLE))
+            if pinned is not None:
+                answer["pinned_to"] = pinned
         source = "slot" if vip.placement == PLACEMENT_PORT_BITS else "hash"
         return {**answer, "backend": balancer.predict(flow), "source": source}
 
@@ -279,32 +284,53 @@ class GatewayService:
         limit = _int_param(params, "limit", 100, 1, MAX_PAGE)
         offset = _int_param(params, "offset", 0, 0, 2**40)
         cursor = params.get("cursor")
-        position = None
+        position = pin_after = None
         if cursor not in (None, ""):
             position = views.parse_cursor(cursor)
-            if position is None:
+            pin_after = pinview.parse_pin_cursor(cursor)
+            if position is None and pin_after is None:
                 raise BadRequest("cursor", f"{cursor[:40]!r} is not a cursor from next_cursor")
 
         def snapshot():
-            if position is None:
-                return views.flows_snapshot(self.core, offset, limit, now)
-            if offset:  # both: the offset counts from the cursor
-                start = self.core.balancer.flows.offset_of(position) + offset
-                return views.flows_snapshot(self.core, start, limit, now)
-            return views.flows_snapshot(self.core, position, limit, now)
+            table = self.core.balancer.flows
+            if pin_after is not None:  # past the controller's entries: their counts only
+                start = (table.shard_count, 0)
+                flows = views.flows_snapshot(self.core, start, 0, now)
+            elif position is None:
+                flows = views.flows_snapshot(self.core, offset, limit, now)
+            elif offset:  # both: the offset counts from the cursor
+                start = table.offset_of(position) + offset
+                flows = views.flows_snapshot(self.core, start, limit, now)
+            else:
+                flows = views.flows_snapshot(self.core, position, limit, now)
+            return flows, pinview.pin_view(self.core, flows.owners)
 
-        return views.render_flows(self.on_loop(snapshot))
+        flows, pins = self.on_loop(snapshot)
+        answer = views.render_flows(flows)
+        switch = pinview.switch_summary(pins, now)
+        if switch is None:
+            return answer
+        answer["switch"] = switch
+        if flows.following is None:  # the controller's entries are over: the switch's pins
+            room = limit - len(flows.listed)
+            rows, answer["next_cursor"] = pinview.pin_rows(pins, pin_after or b"", room)
+            answer["flows"] += rows
+            if room <= 0 and pin_after is None and switch["kept"]:
+                answer["next_cursor"] = pinview.PIN_CURSOR
+        return answer
 
     def status(self) -> dict:
         """Digests an operator compares across gateways: same config, same healthy sets."""
         snapshot = self.on_loop(lambda: views.status_snapshot(self.core, self.deployment.vips))
         return views.render_status(snapshot, self.gateway.name, self._renders)
 
-    def metrics(self, server_stats=None) -> str:
-        """``/metrics``: the gateway's counters and, if given, the REST server's."""
+    def metrics(self, server_stats=None, now: float | None = None) -> str:
+        """``/metrics``: the gateway's counters and, if given, the REST server's (``now``: the
+        controller's clock, for the age of what was read back from the switch)."""
+        now = time.monotonic() if now is None else now
         snapshot = self.on_loop(lambda: metricsview.metrics_snapshot(self.core))
         return metricsview.render_metrics(
-            snapshot, self.handler_errors(), self._renders, self.rest_pacing(), server_stats
+            snapshot, self.handler_errors(), self._renders, self.rest_pacing(), server_stats, now
         )
 
 

@@ -32,7 +32,8 @@ from ryu_app.api.guardview import GuardSnapshot, guard_snapshot, render_guard
 from ryu_app.core.flowkey import describe_key
 from ryu_app.core.flowtable import Listed, Position
 from ryu_app.core.gateway import GatewayCore
-from ryu_app.core.model import Backend, HealthCheck, Vip
+from ryu_app.core.model import MODE_SWITCH, Backend, HealthCheck, Vip
+from ryu_app.core.pinread import PinSnapshot, slot_skew
 from topology import deployment as deployment_file
 
 # The family of ``/metrics`` (``metricsview``) whose samples ``RenderCache`` keeps: one per
@@ -57,7 +58,7 @@ NEWER_FIELDS_AT_DEFAULT = {
 # Fields a VIP may hold differently on each gateway of a fleet, left out of the digest at any
 # value: a gateway in switch mode and one in controller mode place flows alike (issue 14), and
 # ``lockstep status`` must not flag them as disagreeing.
-PER_GATEWAY_FIELDS = ("mode",)
+PER_GATEWAY_FIELDS = ("mode", "max_pins_per_backend")  # (the second: a bound on a switch)
 
 
 def config_data(vip: Vip) -> dict:
@@ -157,10 +158,27 @@ class StatusSnapshot(NamedTuple):
     states: dict[str, VipView]
     switch_connected: bool
     guard: GuardSnapshot
+    pins: PinSnapshot | None = None  # switch mode's slot counters, as last read back
 
 
 def status_snapshot(core: GatewayCore, vips: tuple[Vip, ...]) -> StatusSnapshot:
-    return StatusSnapshot(vips, vip_views(core), core.ports is not None, guard_snapshot(core))
+    return StatusSnapshot(
+        vips, vip_views(core), core.ports is not None, guard_snapshot(core),
+        core.pin_reader.snapshot,
+    )  # fmt: skip
+
+
+def slots_status(vip: Vip, pins: PinSnapshot | None) -> dict | None:
+    """A switch-mode VIP's slot SYN counts: their total, and the fullest slot's share over the
+    mean (None while too few to tell: ``pinread.slot_skew``)."""
+    if vip.mode != MODE_SWITCH or pins is None or vip.name not in pins.slot_syns:
+        return None
+    syns = pins.slot_syns[vip.name]
+    skew = slot_skew(syns, vip.table_size)
+    return {
+        "syn_packets": sum(syns.values()),
+        "max_mean_syn_share": None if skew is None else round(skew, 2),
+    }
 
 
 def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) -> dict:
@@ -176,6 +194,9 @@ def render_status(snapshot: StatusSnapshot, gateway: str, cache: RenderCache) ->
             "healthy_digest": cache.healthy_digest(vip.name, healthy),
             "table_current": bool(view and view.table_current),
         }
+        slots = slots_status(vip, snapshot.pins)
+        if slots is not None:
+            vips[vip.name]["slots"] = slots
     cache.forget_others(set(vips))
     return {
         "gateway": gateway,

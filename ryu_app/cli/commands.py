@@ -28,7 +28,14 @@ from typing import TextIO
 
 import yaml
 
-from ryu_app.cli.remote import Remote, Unreachable, disagreements, gateway_urls, status_table
+from ryu_app.cli.remote import (
+    Remote,
+    Unreachable,
+    disagreements,
+    gateway_urls,
+    skewed_slots,
+    status_table,
+)
 from ryu_app.core.flowkey import PROTO_TCP, flow_from_fields
 from ryu_app.core.maglev import MaglevTable, build_table
 from ryu_app.core.model import (
@@ -75,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "status",
         help="gateways side by side; flags any disagreement",
         description="Exit 0: all gateways agree (configuration and healthy sets); 1: they "
-        "disagree; 3: a gateway did not answer.",
+        "disagree, or a switch-mode VIP's slots are badly uneven (SKEWED: clients' source "
+        "ports do not vary in bits 1..k); 3: a gateway did not answer.",
     )
     _targets(status, writes=False)
     status.add_argument("--json", action="store_true", help="print the raw answers as JSON")
@@ -347,13 +355,16 @@ def run_status(args: argparse.Namespace) -> int:
     elif statuses:
         print(status_table(statuses))
     problems = disagreements(statuses) if statuses else []
+    skewed = skewed_slots(statuses)
     for line in unreachable:
         print(f"UNREACHABLE {line}", file=sys.stderr)
     for line in problems:
         print(f"DISAGREE {line}", file=sys.stderr)
+    for line in skewed:
+        print(f"SKEWED {line}", file=sys.stderr)
     if unreachable:
         return EXIT_UNREACHABLE
-    if problems:
+    if problems or skewed:
         return EXIT_PROBLEMS
     if not args.json:
         print(f"OK: {len(statuses)} gateway(s) agree")

@@ -86,6 +86,26 @@ def disagreements(statuses: dict[str, dict]) -> list[str]:
     return problems
 
 
+# A switch-mode VIP whose fullest slot has this many times the mean's SYNs (the gateway says
+# once it has seen enough of them) breaks ``port-bits``'s deployment constraint: clients'
+# source ports do not vary in bits 1..k (a NAT handing out ports in steps of 2**(k+1)?).
+SKEW_WARN = 4.0
+
+
+def skewed_slots(statuses: dict[str, dict]) -> list[str]:
+    """Switch-mode VIPs whose slots the clients' source ports fill badly unevenly."""
+    warnings = []
+    for gateway, status in statuses.items():
+        for vip, view in sorted(status["vips"].items()):
+            share = (view.get("slots") or {}).get("max_mean_syn_share")
+            if share is not None and share >= SKEW_WARN:
+                warnings.append(
+                    f"VIP {vip} on {gateway}: slots: max/mean SYN share {share:.1f}x (clients'"
+                    " source ports do not vary in bits 1..k: a NAT? see docs/switch-mode.md)"
+                )
+    return warnings
+
+
 def status_table(statuses: dict[str, dict]) -> str:
     """Gateways side by side, one column each."""
     columns = list(statuses)

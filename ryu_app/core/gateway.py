@@ -11,108 +11,38 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections import Counter
-from dataclasses import dataclass, field
 
-from ryu_app.core import ofmeter, pipeline
+from ryu_app.core import ofmeter, pinread, pipeline
 from ryu_app.core import openflow as of
 from ryu_app.core.balancer import Balancer, TableRequest
+from ryu_app.core.buildretries import BuildRetries
 from ryu_app.core.effects import Effects
 from ryu_app.core.floodguard import CONTROLLER, SWITCH, Guard
 from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
+from ryu_app.core.gatewaycounters import GatewayCounters
 from ryu_app.core.health import UP
-from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, service_key
+from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, gateway_mode, service_key
 from ryu_app.core.overload import LoadMonitor
-from ryu_app.core.packets import (
-    mac_bytes,
-    neighbour_advertisement,
-    parse_segment,
-    parse_solicitation,
-)
+from ryu_app.core.ownpackets import neighbour_answer, probe_packets
+from ryu_app.core.packets import mac_bytes, parse_segment
 from ryu_app.core.prober import Prober, Send, Verdict
+from ryu_app.core.recentinstalls import RecentInstalls
 from ryu_app.core.retirement import Retirements
+from ryu_app.core.serving import panic_line
 from ryu_app.core.slotsync import SlotRules
+from ryu_app.core.switchports import PORT_EVENTS, after_status, change_notice, resolve  # noqa: F401 (PORT_EVENTS: the shell's)
+from ryu_app.core.switchreports import SwitchErrorLog, guard_ready_lines
 
-# A per-flow rule installed less than this long ago is taken to be in the switch: repeated
-# packet-ins of a new connection (2-5 are normal) only get a packet-out.  A packet-in for a
-# known flow after that means the rule is gone (switch reconnected, rule lost): install again.
-RECENT_INSTALL_SECONDS = 2.0
 # Flow-table entries looked at per health tick for those of backends that went down: well
 # under a millisecond here, and a million entries are swept in ~4 s.
 SWEEP_PER_TICK = 5_000
-# A Maglev table whose build failed is asked for again after this long, doubled per failure
-# of the same table, up to the maximum (then every maximum, for as long as the VIP wants it).
-BUILD_RETRY_FIRST = 0.5
-BUILD_RETRY_MAX = 60.0
-PORT_EVENTS = {of.OFPPR_ADD: "added", of.OFPPR_DELETE: "deleted"}  # else: "changed"
-# The switch's errors are counted by (type, code); each kind is logged at most once per this
-# many seconds (a full flow table refuses every flow-mod of a flood), with what was left out.
-ERROR_LOG_EVERY = 10.0
-MAX_ERROR_KINDS = 64  # distinct (type, code) pairs counted; the rest as (-1, -1)
-
-
-def build_retry_delay(attempt: int) -> float:
-    """Seconds before the ``attempt``-th failed build of a table is tried again (from 1)."""
-    return min(BUILD_RETRY_FIRST * 2 ** min(attempt - 1, 32), BUILD_RETRY_MAX)
 
 
 def default_mac(dpid: int) -> str:
     """A locally administered MAC derived from the datapath id."""
     low = dpid & 0xFFFFFFFFFF
     return "02:" + ":".join(f"{(low >> shift) & 0xFF:02x}" for shift in range(32, -1, -8))
-
-
-class RecentInstalls:
-    """Flow keys whose rule was installed less than ``RECENT_INSTALL_SECONDS`` ago.
-
-    Two generations of plain dicts, the older dropped whole when the newer is that old: O(1)
-    per packet, and memory bounded by two windows' worth of new flows.  (A single dict trimmed
-    from its oldest end costs a scan over every slot trimmed before, which grew to ~0.3 ms
-    per new flow at 20k flows/s.)"""
-
-    def __init__(self, window: float = RECENT_INSTALL_SECONDS):
-        self.window = window
-        self._new: dict[bytes, float] = {}
-        self._old: dict[bytes, float] = {}
-        self._started = float("-inf")  # when the newer generation began
-
-    def add(self, key: bytes, now: float) -> None:
-        if now - self._started > self.window:
-            self._old, self._new, self._started = self._new, {}, now
-        self._new[key] = now
-
-    def contains(self, key: bytes, now: float) -> bool:
-        installed = self._new.get(key)
-        if installed is None:
-            installed = self._old.get(key)
-        return installed is not None and now - installed <= self.window
-
-    def discard(self, key: bytes) -> None:
-        self._new.pop(key, None)
-        self._old.pop(key, None)
-
-    def clear(self) -> None:
-        self._new.clear()
-        self._old.clear()
-
-    def __len__(self) -> int:
-        return len(self._new) + len(self._old)
-
-
-@dataclass
-class GatewayCounters:
-    packet_ins: int = 0
-    malformed: Counter = field(default_factory=Counter)  # by FrameError reason
-    foreign_port: int = 0  # VIP-looking traffic that did not come from the uplink
-    flows_installed: int = 0
-    packet_outs: int = 0
-    flows_removed: int = 0
-    reinstalls: int = 0
-    probe_replies: int = 0  # TCP segments addressed to the gateway (answers to probes)
-    neighbour_answers: int = 0
-    table_build_failures: int = 0  # Maglev tables whose build raised (each is retried)
-    switch_errors: Counter = field(default_factory=Counter)  # (type, code) -> errors received
 
 
 class GatewayCore:
@@ -132,9 +62,11 @@ class GatewayCore:
         self.ports: pipeline.Ports | None = None
         self.missing_ports: list[str] = []
         self._port_numbers: dict[str, int] | None = None  # the switch's ports, name -> number
+        # The ports the per-flow rules (and pins) in the switch were made for; None: not known
+        # (this run has not seen the switch: an earlier run's rules may be there).
+        self._flow_ports: pipeline.Ports | None = None
         self._recent = RecentInstalls()
-        self._build_failures: dict[TableRequest, int] = {}  # failed builds so far, per table
-        self._retries: dict[str, tuple[float, TableRequest]] = {}  # VIP -> (when, what)
+        self._retries = BuildRetries()  # tables whose build failed, asked for again later
         own = [ipaddress.ip_address(a).packed for a in gateway.addresses]
         self._own = frozenset(own)
         self.monitor = LoadMonitor()  # the gateway's own evidence of overload (``overload``)
@@ -142,19 +74,23 @@ class GatewayCore:
         self._retirements = Retirements()  # backends out of service, until their grace ends
         self.guard = Guard(gateway.flood_guard)
         self._drops_told: int | None = None  # the guard's drop count the monitor last had
-        self._errors_logged: dict[tuple[int, int], tuple[float, int]] = {}  # at, left out
+        self._errors = SwitchErrorLog(self.counters.switch_errors)
         self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
+        self.pin_reader = pinread.PinReader()  # switch-mode pins and slot counters, read back
 
     # ---- switch life cycle ---------------------------------------------------------------
 
     def on_connect(self, now: float) -> Effects:
-        """A switch connected: forget what it had, ask for its meters (the flood guard) and
-        its ports (the answers come in that order)."""
+        """A switch connected: delete the rules written again once its ports are known, ask
+        for its meters (the flood guard) and its ports (the answers come in that order).
+        Per-flow rules and switch mode's pins stay: they go on sending established flows to
+        their VMs (a pin learned while the controller was away included) and idle out by
+        themselves; those naming a port that moved go with the ports (``_follow_ports``)."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
-        self.slot_rules.forget()  # deleted below, with the pins (written again with the ports)
-        messages = [pipeline.delete_own_flows(), *self.guard.on_connect()]
+        self.slot_rules.forget()  # deleted below (written again with the ports)
+        messages = [*pipeline.delete_rewritten_flows(), *self.guard.on_connect()]
         return Effects([*messages, of.port_desc_request()])
 
     def on_disconnect(self, now: float) -> Effects:
@@ -164,6 +100,7 @@ class GatewayCore:
         self._port_numbers = None
         self._recent.clear()
         self.prober.abandon()
+        self.pin_reader.forget()  # a read in flight cannot be answered now
         return Effects(notices=["switch disconnected: probing paused until it is back"])
 
     def on_ports(self, port_numbers: dict[str, int], now: float) -> Effects:
@@ -186,25 +123,12 @@ class GatewayCore:
         pipeline (``_follow_ports``).  Other ports change nothing."""
         if self._port_numbers is None:
             return Effects()  # the port description has not come yet: it will say
-        numbers = {n: p for n, p in self._port_numbers.items() if p != number and n != name}
-        if reason != of.OFPPR_DELETE:
-            numbers[name] = number
-        self._port_numbers = numbers
+        self._port_numbers = after_status(self._port_numbers, reason, name, number)
         before = self.ports
         effects = Effects(self._follow_ports())
         if self.ports != before:
-            event = f"port {name} ({number}) {PORT_EVENTS.get(reason, 'changed')}"
-            if self.ports is None:
-                missing = ", ".join(self.missing_ports)
-                effects.notices.append(
-                    f"{event}: the switch lacks {missing}: pipeline removed, probing paused"
-                )
-            else:
-                again = "re" if before else ""
-                effects.notices.append(
-                    f"{event}: pipeline {again}installed "
-                    f"(uplink {self.ports.uplink}, tunnel {self.ports.tunnel})"
-                )
+            notice = change_notice(reason, name, number, before, self.ports, self.missing_ports)
+            effects.notices.append(notice)
         return effects
 
     def _follow_ports(self) -> list[bytes]:
@@ -216,10 +140,8 @@ class GatewayCore:
         ports).  With a port missing nothing is left in the switch: a gateway that cannot
         forward also stops answering ARP, so the router stops sending to it.  Probes in
         flight are forgotten (they went out the old way); probing waits for the ports."""
-        wanted = (self.gateway.uplink_port, self.gateway.tunnel_port)
-        numbers = self._port_numbers or {}
-        self.missing_ports = [name for name in wanted if name not in numbers]
-        ports = None if self.missing_ports else pipeline.Ports(*(numbers[n] for n in wanted))
+        names = self.gateway.uplink_port, self.gateway.tunnel_port
+        ports, self.missing_ports = resolve(self._port_numbers or {}, *names)
         if ports == self.ports:
             return []
         old, self.ports = self.ports, ports
@@ -231,7 +153,20 @@ class GatewayCore:
             self.prober.abandon()
         if ports is None:
             return messages
+        messages += self._stale_flow_deletes(ports)
         return messages + self._pipeline_rules()
+
+    def _stale_flow_deletes(self, ports: pipeline.Ports) -> list[bytes]:
+        """The per-flow rules kept over a reconnection that name a port number the pipeline
+        no longer uses (the uplink or tunnel port renumbered while the controller was away).
+        Known ports: exactly the old numbers, if they differ.  Not known (this run's first
+        sight of the switch): every other port the switch has, so a number now taken by
+        another port is cleared; one now unused is left (its rules drop until they idle)."""
+        known, self._flow_ports = self._flow_ports, ports
+        if known is not None:
+            return pipeline.stale_flow_deletes(ports, [known.uplink], [known.tunnel])
+        present = list((self._port_numbers or {}).values())
+        return pipeline.stale_flow_deletes(ports, present, present)
 
     def _pipeline_rules(self) -> list[bytes]:
         """The gateway's own rules and every VIP's, with the flood guard's meters if the
@@ -272,15 +207,17 @@ class GatewayCore:
         return effects
 
     def set_vip(self, vip: Vip, now: float) -> Effects:
-        """Add or replace a VIP.  Backends that stay keep their flows and health; the rules of
-        backends that went (or changed tunnel or MAC) are deleted from the switch."""
+        """Add or replace a VIP (in the gateway's ``vip_mode``, if it has one: ``gateway_mode``).
+        Backends that stay keep their flows and health; the rules of backends that went (or
+        changed tunnel or MAC) are deleted from the switch."""
+        vip = gateway_mode(vip, self.gateway)
         old = self.balancer.vips.get(vip.name)
         old_ids = set(old.backend_ids.values()) if old else set()
         before = (old.out_of_service(), old.panic) if old else (set(), False)
         effects = Effects(tables=self.balancer.set_vip(vip))
         state = self.balancer.vips[vip.name]
         self.prober.set_vip(vip, state.healthy, now)
-        effects += self._retirements.follow(state, before, now)
+        effects += self._serving_changed(state, before, now)
         effects.notices.append(
             f"VIP {vip.name} {'replaced' if old else 'added'}: {vip.protocol} "
             f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
@@ -409,13 +346,11 @@ class GatewayCore:
 
     def _neighbour_answer(self, in_port: int, data: bytes, effects: Effects) -> bool:
         """Answer a neighbour solicitation for one of the gateway's addresses (True)."""
-        solicitation = parse_solicitation(data)
-        if solicitation is None or solicitation.target not in self._own:
-            return False
-        self.counters.neighbour_answers += 1
-        frame = neighbour_advertisement(solicitation, mac_bytes(self.mac))
-        effects.messages.append(of.controller_packet_out(of.output(in_port), frame))
-        return True
+        answer = neighbour_answer(in_port, data, self._own, self.mac)
+        if answer is not None:
+            self.counters.neighbour_answers += 1
+            effects.messages.append(answer)
+        return answer is not None
 
     def _probe_answer(self, data: bytes, now: float, effects: Effects) -> None:
         try:
@@ -438,37 +373,23 @@ class GatewayCore:
             self._guard_ready(effects)
         elif kind == ofmeter.OFPMP_METER:
             self.guard.on_stats(ofmeter.parse_meter_stats(message))
+        elif kind in pinread.REPLY_KINDS:
+            effects.messages += self.pin_reader.on_reply(message)
 
     def _guard_ready(self, effects: Effects) -> None:
         """The guard knows where it runs: say so, and give rules already in the switch their
         meters."""
-        guard, config = self.guard, self.guard.config
-        if guard.mode == SWITCH:
-            effects.notices.append(
-                f"flood guard in the switch: {config.rate} new connections/s to the controller"
-                f" (burst {config.burst}), probe answers in a budget of their own"
-            )
-            if self.ports is not None:
-                effects.messages += self._pipeline_rules()
-        elif guard.mode == CONTROLLER:
-            effects.errors.append(
-                "the switch has no meters that drop by packet rate: the flood guard runs in the"
-                f" controller only ({config.rate} new connections/s); a flood still reaches"
-                " the controller: set the switch's controller rate limit (Open vSwitch:"
-                " ovs-vsctl set controller BRIDGE controller_rate_limit=RATE)"
-            )
+        notices, errors = guard_ready_lines(self.guard)
+        effects.notices += notices
+        effects.errors += errors
+        if self.guard.mode == SWITCH and self.ports is not None:
+            effects.messages += self._pipeline_rules()
 
     def _switch_error(self, error: ofmeter.SwitchError, now: float, effects: Effects) -> None:
         """The switch refused a message: counted by (type, code), logged at a bounded rate.
         A refused meter features request means a switch without meters; a refused meter, one
         whose meters cannot be trusted: either way the guard falls back to the controller."""
-        kind = (error.type, error.code)
-        if (
-            kind not in self.counters.switch_errors
-            and len(self.counters.switch_errors) >= MAX_ERROR_KINDS
-        ):
-            kind = (-1, -1)
-        self.counters.switch_errors[kind] += 1
+        kind = self._errors.count(error)
         if ofmeter.refused_multipart_kind(error) == ofmeter.OFPMP_METER_FEATURES:
             if self.guard.features is None:
                 self.guard.no_features()
@@ -482,16 +403,9 @@ class GatewayCore:
             self._guard_ready(effects)
             if self.ports is not None:  # the rules again, naming no meter
                 effects.messages += self._pipeline_rules()
-        logged_at, left_out = self._errors_logged.get(kind, (None, 0))
-        if logged_at is not None and now - logged_at < ERROR_LOG_EVERY:
-            self._errors_logged[kind] = (logged_at, left_out + 1)
-            return
-        self._errors_logged[kind] = (now, 0)
-        more = f"; {left_out} more like it in the last {ERROR_LOG_EVERY:g} s" if left_out else ""
-        effects.errors.append(
-            f"the switch refused a message (type {error.refused_type}): error type"
-            f" {error.type} code {error.code}{more}"
-        )
+        line = self._errors.line(kind, error, now)
+        if line is not None:
+            effects.errors.append(line)
 
     # ---- health --------------------------------------------------------------------------
 
@@ -505,12 +419,13 @@ class GatewayCore:
         self.monitor.packet_ins(0, now)
         effects = Effects()
         if self._retries:
-            self._retries_due(now, effects)
+            effects += self._retries.due(now, self.balancer.wants)
         self._take_verdicts(self.prober.expire(now), now, effects)
         self._retire_due(now, effects)
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
             effects.messages += self.guard.tick(now)
+            effects.messages += self.pin_reader.due(now, self.balancer.vips)
         dropped = self.guard.counters.dropped_clients
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)
@@ -523,16 +438,9 @@ class GatewayCore:
         return effects
 
     def _probe_packets(self, sends: list[Send]) -> list[bytes]:
-        messages = []
-        for send in sends:
-            state = self.balancer.vips.get(send.vip)
-            backend = state.vip.backend(send.backend) if state else None
-            if backend is None or self.ports is None:
-                continue
-            vni, tunnel = state.vip.vni, self.ports.tunnel
-            actions = pipeline.backend_actions(backend.mac, backend.tunnel_ip, vni, tunnel)
-            messages.append(of.controller_packet_out(actions, send.frame))
-        return messages
+        if self.ports is None:
+            return []
+        return probe_packets(sends, self.balancer.vips, self.ports.tunnel)
 
     def _take_verdicts(self, verdicts: list[Verdict], now: float, effects: Effects) -> None:
         """Apply a burst of verdicts.  Each asks for its VIP's table; the entry points keep
@@ -554,7 +462,17 @@ class GatewayCore:
         before = state.out_of_service(), state.panic
         effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy))
         effects.messages += self._follow_slots(vip_name)  # the table may have come from cache
-        return effects + self._retirements.follow(state, before, now)
+        return effects + self._serving_changed(state, before, now)
+
+    def _serving_changed(self, state, before: tuple[set[str], bool], now: float) -> Effects:
+        """After a change of a VIP's serving set (``before``: its out-of-service backends and
+        panic until then): the graces of backends that left or came back (``retirement``),
+        and a WARNING when the VIP enters or leaves panic."""
+        out_before, panic_before = before
+        effects = self._retirements.follow(state, out_before, now)
+        if state.panic != panic_before:
+            effects.warnings.append(panic_line(state.vip, state.healthy, state.panic))
+        return effects
 
     def wanted_tables(self, requests: list[TableRequest]) -> list[TableRequest]:
         """Of ``requests``, the last of each VIP, if the VIP still wants it: what is worth
@@ -578,7 +496,7 @@ class GatewayCore:
     def table_built(self, request: TableRequest, table) -> Effects:
         """A table asked for in an ``Effects`` was built: swap it in (unless the VIP changed
         meanwhile: then it waits for the table asked for by that change)."""
-        self._build_failures.pop(request, None)
+        self._retries.built(request)
         if not self.balancer.install_table(request, table):
             return Effects()
         backends = len(request.spec.backends)
@@ -589,25 +507,7 @@ class GatewayCore:
 
     def table_build_failed(self, request: TableRequest, error: Exception, now: float) -> Effects:
         """Building a table raised ``error``: it is asked for again (by ``health_tick``) after
-        a delay that doubles with each failure of the same table (``build_retry_delay``),
+        a delay that doubles with each failure of the same table (``buildretries``),
         unless the VIP no longer wants it by then."""
         self.counters.table_build_failures += 1
-        failures = self._build_failures[request] = self._build_failures.get(request, 0) + 1
-        delay = build_retry_delay(failures)
-        self._retries[request.vip] = (now + delay, request)  # one per VIP: the latest
-        return Effects(
-            errors=[
-                f"building the Maglev table of VIP {request.vip} failed ({failures} time(s)): "
-                f"{error!r}; asking again in {delay:g} s if the VIP still wants it"
-            ]
-        )
-
-    def _retries_due(self, now: float, effects: Effects) -> None:
-        due = [request for at, request in self._retries.values() if at <= now]
-        for request in due:
-            del self._retries[request.vip]
-            if self.balancer.wants(request):
-                effects.tables.append(request)
-            else:  # the VIP changed (its new table was asked for then), is gone, or has it
-                self._build_failures.pop(request, None)
-                effects.notices.append(f"VIP {request.vip}: retry of a failed build dropped")
+        return self._retries.failed(request, error, now)

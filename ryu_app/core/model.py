@@ -14,6 +14,7 @@ use (``Vip.check_port``).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ MIN_SLOTS_PER_BACKEND = 16
 # VIP's ``port-bits`` table (``core.switchrules``), pinning each flow with a learned rule.
 # Either executor picks the same backend for the same flow, so gateways may differ in mode.
 MODE_CONTROLLER = "controller"
+# A switch-mode VIP's pins per backend, at most (``learn``'s limit, docs/switch-mode.md "Pins"):
+# an ACK flood with spoofed sources learns pins until then, and no further.  ~100 bytes of
+# switch memory per rule and a megaflow per pinned flow: 100k pins is ~10 MB per backend.
+DEFAULT_MAX_PINS_PER_BACKEND = 100_000
+MAX_PINS_PER_BACKEND = 2**32 - 1
 MODE_SWITCH = "switch"
 MODES = (MODE_CONTROLLER, MODE_SWITCH)
 BALANCED_SLOTS_PER_BACKEND = 32
@@ -123,6 +129,9 @@ class Vip:
     new_flow_rate: int | None = None
     placement: str = PLACEMENT_HASH  # PLACEMENTS
     mode: str = MODE_CONTROLLER  # MODES; may differ per gateway (left out of the digest)
+    # Switch mode: pins the switch learns per backend at most (0: no bound).  Open vSwitch
+    # counts a learn's limit over the rules with the learned rule's cookie: the backend's.
+    max_pins_per_backend: int = DEFAULT_MAX_PINS_PER_BACKEND
 
     @property
     def ip_version(self) -> int:
@@ -204,6 +213,10 @@ class Gateway:
     state_file: str | None = None
     host: str | None = None  # the machine its controller runs on; None: the one all others share
     flood_guard: FloodGuard = field(default_factory=FloodGuard)
+    # Overrides every VIP's ``mode`` on this gateway (None: each VIP's own), so that one
+    # deployment file describes a mixed fleet.  Wins over a REST body's mode: the CLI sends the
+    # same body to every gateway (``GatewayCore.set_vip``: ``gateway_mode``).
+    vip_mode: str | None = None
 
 
 # ---- rules of one value -------------------------------------------------------------------------
@@ -283,6 +296,20 @@ def switch_mode_problem(vip: Vip) -> str | None:
     if vip.protocol != "tcp":
         return "switch mode places TCP flows only (its slots are TCP source-port bits)"
     return None
+
+
+def gateway_mode(vip: Vip, gateway: Gateway) -> Vip:
+    """``vip`` as ``gateway`` runs it: its ``vip_mode`` over the VIP's own, when set and when
+    the VIP can run in that mode (the deployment file refuses one that cannot: ``lockstep
+    check`` names the gateway's key and the VIP)."""
+    wanted = gateway.vip_mode
+    if wanted is None or wanted == vip.mode:
+        return vip
+    if wanted == MODE_SWITCH and (
+        vip.placement != PLACEMENT_PORT_BITS or switch_mode_problem(vip) is not None
+    ):
+        return vip
+    return dataclasses.replace(vip, mode=wanted)
 
 
 def policy_problem(interval, timeout, rise, fall) -> str | None:

@@ -28,6 +28,8 @@ import struct
 from ryu_app.core.openflow import NX_EXPERIMENTER, OFP_DEFAULT_PRIORITY, OFPAT_EXPERIMENTER
 
 NXAST_LEARN = 16
+NXAST_LEARN2 = 45  # NXAST_LEARN, then limit (u32), result_dst_ofs (u16), 2 pad (OVS >= 2.12)
+MAX_LEARN_LIMIT = 2**32 - 1
 # flags of the learn action (not of the learned rule's flow-mod)
 NX_LEARN_F_SEND_FLOW_REM = 1
 NX_LEARN_F_DELETE_LEARNED = 2
@@ -60,6 +62,7 @@ LEARN_FIELDS = {
 # idle, hard, priority, cookie, flags, table, 1 pad, fin idle, fin hard
 _LEARN = struct.Struct("!HHHQHBxHH")
 _EXPERIMENTER_HEAD = struct.Struct("!HHIH")  # type, length, experimenter, subtype
+_LEARN2 = struct.Struct("!IHxx")  # limit, result_dst_ofs (0: no NX_LEARN_F_WRITE_RESULT), pad
 
 
 def field_bits(name: str) -> int:
@@ -120,14 +123,26 @@ def learn(
     flags: int = 0,
     fin_idle_timeout: int = 0,
     fin_hard_timeout: int = 0,
+    limit: int = 0,
 ) -> bytes:
     """The learn action (os-ken's ``NXActionLearn`` defaults): the experimenter header, its
-    parameters, the concatenated ``specs``, zero-padded to a multiple of 8 bytes."""
+    parameters, the concatenated ``specs``, zero-padded to a multiple of 8 bytes.
+
+    ``limit`` > 0: Open vSwitch's ``NXAST_LEARN2`` (``struct nx_action_learn2``, OVS >= 2.12,
+    lib/ofp-actions.c), which learns no rule while the table holds ``limit`` rules with the
+    learned rule's cookie (``ofproto_flow_mod_learn``: counted by cookie, not per action);
+    the packet's other actions still run.  No result written (``NX_LEARN_F_WRITE_RESULT``)."""
+    if not 0 <= limit <= MAX_LEARN_LIMIT:
+        raise ValueError(f"learn limit {limit} is not in 0..{MAX_LEARN_LIMIT}")
     body = _LEARN.pack(
         idle_timeout, hard_timeout, priority, cookie, flags, table_id,
         fin_idle_timeout, fin_hard_timeout,
-    ) + b"".join(specs)  # fmt: skip
+    )  # fmt: skip
+    if limit:
+        body += _LEARN2.pack(limit, 0)
+    body += b"".join(specs)
+    subtype = NXAST_LEARN2 if limit else NXAST_LEARN
     length = -(-(_EXPERIMENTER_HEAD.size + len(body)) // 8) * 8
-    head = _EXPERIMENTER_HEAD.pack(OFPAT_EXPERIMENTER, length, NX_EXPERIMENTER, NXAST_LEARN)
+    head = _EXPERIMENTER_HEAD.pack(OFPAT_EXPERIMENTER, length, NX_EXPERIMENTER, subtype)
     action = head + body
     return action + bytes(length - len(action))

@@ -17,9 +17,12 @@ a gateway bridge:
 The meters are the flood guard's (``floodguard``); on a switch without meters the same rules
 carry none.
 
-Every rule carries a cookie in Lockstep's space (top 16 bits ``0x4C53``, "LS") so that a
-restarted controller deletes exactly its own rules; per-flow rules also carry the backend id, so
-all flows of one backend are deleted with one message.
+Every rule carries a cookie in Lockstep's space (top 16 bits ``0x4C53``, "LS"), then a kind
+(bits 40..47), so that a restarted controller deletes exactly its own rules of the kinds it
+writes again (``delete_rewritten_flows``); per-flow rules (the FLOW kind: controller mode's and
+switch mode's learned pins) also carry the backend id, so all flows of one backend are deleted
+with one message.  Per-flow rules are kept over a reconnection: they send their flows on to the
+same VM and idle out by themselves (``stale_flow_deletes`` for when the ports moved meanwhile).
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 COOKIE_TAG = 0x4C53 << 48
 COOKIE_TAG_MASK = 0xFFFF << 48
 COOKIE_KIND_SHIFT = 40
-KIND_BASE = 1
-KIND_FLOW = 2
+KIND_BASE = 1  # the gateway's and VIPs' own rules (this module)
+KIND_FLOW = 2  # one flow's rule: controller mode's installed rules, switch mode's pins
+KIND_SLOT = 3  # switch mode's slot rules (``switchrules``)
+# What a (re)connected controller deletes and writes again; FLOW-kind rules are kept.
+REWRITTEN_KINDS = (KIND_BASE, KIND_SLOT)
 COOKIE_ALL_FLOWS_MASK = COOKIE_TAG_MASK | 0xFF << COOKIE_KIND_SHIFT
 COOKIE_BACKEND_MASK = COOKIE_ALL_FLOWS_MASK | 0xFFFFFFFF
 BASE_COOKIE = COOKIE_TAG | KIND_BASE << COOKIE_KIND_SHIFT
@@ -55,6 +61,12 @@ PRIORITY_MISS = 0
 
 SEND_FLOW_REM = of.OFPFF_SEND_FLOW_REM
 PROBE_PORTS = (0xC000, 0xC000)  # tcp_dst value/mask: 49152-65535, the prober's source ports
+
+
+def kind_cookie(kind: int) -> int:
+    """The cookie of a rule kind with no backend: with ``COOKIE_ALL_FLOWS_MASK``, every rule
+    of that kind."""
+    return COOKIE_TAG | kind << COOKIE_KIND_SHIFT
 
 
 def flow_cookie(backend_id: int) -> int:
@@ -81,14 +93,16 @@ def _rule(match: bytes, actions: bytes, priority: int, meter_id: int = 0) -> byt
     return of.flow_mod(match, actions, priority=priority, cookie=BASE_COOKIE, meter_id=meter_id)
 
 
-def _delete(cookie: int, cookie_mask: int) -> bytes:
+def _delete(
+    cookie: int, cookie_mask: int, match: bytes | None = None, out_port: int = of.OFPP_ANY
+) -> bytes:
     return of.flow_mod(
-        of.match(),
+        of.match() if match is None else match,
         cookie=cookie,
         cookie_mask=cookie_mask,
         command=of.OFPFC_DELETE,
         table_id=of.OFPTT_ALL,
-        out_port=of.OFPP_ANY,
+        out_port=out_port,
         out_group=of.OFPG_ANY,
     )
 
@@ -96,6 +110,25 @@ def _delete(cookie: int, cookie_mask: int) -> bytes:
 def delete_own_flows() -> bytes:
     """Delete every rule an earlier run of a Lockstep controller installed (all its cookies)."""
     return _delete(COOKIE_TAG, COOKIE_TAG_MASK)
+
+
+def delete_rewritten_flows() -> list[bytes]:
+    """Delete the rules of every kind a (re)connected controller writes again, one message per
+    kind (``REWRITTEN_KINDS``); per-flow rules and pins stay and go on forwarding."""
+    return [_delete(kind_cookie(kind), COOKIE_ALL_FLOWS_MASK) for kind in REWRITTEN_KINDS]
+
+
+def stale_flow_deletes(ports: Ports, stale_uplinks, stale_tunnels) -> list[bytes]:
+    """Delete the per-flow rules (and pins) that name a port number the pipeline no longer
+    uses: those matching a stale uplink (``in_port``) or sending to a stale tunnel port
+    (OpenFlow's ``out_port`` filter).  The current ports are never in either set."""
+    flow_kind = kind_cookie(KIND_FLOW)
+    uplinks = sorted(set(stale_uplinks) - {ports.uplink})
+    tunnels = sorted(set(stale_tunnels) - {ports.tunnel})
+    return [
+        *(_delete(flow_kind, COOKIE_ALL_FLOWS_MASK, of.match(in_port=p)) for p in uplinks),
+        *(_delete(flow_kind, COOKIE_ALL_FLOWS_MASK, out_port=p) for p in tunnels),
+    ]
 
 
 def delete_backend_flows(backend_id: int) -> bytes:

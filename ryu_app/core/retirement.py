@@ -14,7 +14,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from ryu_app.core.effects import Effects
-from ryu_app.core.serving import panic_line, retire_grace
+from ryu_app.core.serving import retire_grace
 
 if TYPE_CHECKING:
     from ryu_app.core.balancer import Balancer, VipState
@@ -31,12 +31,11 @@ class Retirements:
         self._heap: list[tuple[float, int, tuple[str, str]]] = []
         self._tie = itertools.count()
 
-    def follow(self, state: VipState, before: tuple[set[str], bool], now: float) -> Effects:
-        """After a change of ``state``'s VIP (``before``: its ``out_of_service()`` and
-        ``panic`` until then): plan the grace of the backends that left service, cancel that
-        of those back in it, and warn of a change of panic."""
+    def follow(self, state: VipState, out_before: set[str], now: float) -> Effects:
+        """After a change of ``state``'s VIP (``out_before``: its ``out_of_service()`` until
+        then): plan the grace of the backends that left service, cancel that of those back in
+        it.  (A change of panic is the gateway's to tell, where the serving set changes.)"""
         effects = Effects()
-        out_before, panic_before = before
         out_now = state.out_of_service()
         name, grace = state.vip.name, retire_grace(state.vip.health)
         for backend in out_now - out_before:
@@ -54,8 +53,6 @@ class Retirements:
                     f"backend {backend} of VIP {name} is back within its {grace:g} s grace: "
                     "its flows kept their rules"
                 )
-        if state.panic != panic_before:
-            effects.warnings.append(panic_line(state.vip, state.healthy, state.panic))
         return effects
 
     def _plan(self, vip: str, backend: str, at: float, backend_id: int) -> None:

@@ -5,10 +5,10 @@ it follow each VIP's table (docs/switch-mode.md, "Health changes, drain and rest
 table in (a built table, a health verdict whose table was cached, a changed VIP): the first
 time the whole table is written (``switchrules.vip_slot_rules``), after that only the slots
 whose owner, or owner's target (its id, MAC or tunnel endpoint), changed.  A VIP whose rules'
-shape changed (address, port, table size, VNI, idle timeout) loses its old rules first.  A VIP
-that left switch mode, or went, loses them all (``remove``); its packets fall back to its punt.
-Pins are never touched here: a down backend's go with ``pipeline.delete_backend_flows`` at the
-end of its grace, a draining one's stay.
+shape changed (address, port, table size, VNI, idle timeout, pin limit) loses its old rules
+first.  A VIP that left switch mode, or went, loses them all (``remove``); its packets fall
+back to its punt.  Pins are never touched here: a down backend's go with
+``pipeline.delete_backend_flows`` at the end of its grace, a draining one's stay.
 
 Pure: it keeps only what it wrote, and is told to forget it when the switch forgets
 (``forget``: a reconnection or a pipeline replaced by ``delete_own_flows``).
@@ -41,7 +41,8 @@ class Written(NamedTuple):
 
 def rules_shape(vip: Vip) -> tuple:
     """What every slot rule of a VIP depends on besides its owner: a change rewrites all."""
-    return vip.address, vip.port, vip.protocol, vip.table_size, vip.vni, vip.idle_timeout
+    limit = vip.max_pins_per_backend
+    return vip.address, vip.port, vip.protocol, vip.table_size, vip.vni, vip.idle_timeout, limit
 
 
 def moved_slots(before: Written, owners: Sequence[str | None], targets: Mapping) -> list[int]:

@@ -34,6 +34,7 @@ from ryu_app.core.pipeline import (
     COOKIE_ALL_FLOWS_MASK,
     COOKIE_KIND_SHIFT,
     COOKIE_TAG,
+    KIND_SLOT,
     PRIORITY_FLOW,
     Ports,
     backend_actions,
@@ -41,7 +42,6 @@ from ryu_app.core.pipeline import (
 )
 from ryu_app.core.slots import changed_slots, slot_match
 
-KIND_SLOT = 3
 PRIORITY_SYN_SLOT = 210
 PRIORITY_SLOT = 190
 TCP_SYN, TCP_ACK = 0x002, 0x010
@@ -110,6 +110,7 @@ def pin_learn(vip: Vip, target: Target) -> bytes:
         priority=PRIORITY_FLOW,
         cookie=flow_cookie(target.backend_id),
         fin_idle_timeout=PIN_FIN_IDLE,
+        limit=vip.max_pins_per_backend,
     )
 
 

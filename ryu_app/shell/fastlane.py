@@ -10,7 +10,8 @@ new flow cost.
 ``FastLaneDatapath`` is the framework's ``Datapath`` with another receive loop: it reads
 whatever the socket has (one ``recv`` for a burst of messages), splits it into OpenFlow
 messages, and hands every PACKET_IN and FLOW_REMOVED (``FAST_TYPES``) of a switch in the main
-phase, as raw bytes and a burst at a time, to ``sink(datapath, messages)`` on the receiving
+phase, and every flow statistics reply part (``FAST_MULTIPART``: switch mode's pins, read back
+in bulk), as raw bytes and a burst at a time, to ``sink(datapath, messages)`` on the receiving
 thread.  Every other message takes the framework's path exactly as before (parser, event to
 the apps, the handshake handlers), so hello, features, port descriptions, echo and errors stay
 os-ken's business.  The order of messages is kept: a pending burst is handed over before any
@@ -48,6 +49,11 @@ LOG = logging.getLogger("lockstep.fastlane")
 OFP_VERSION = compat.ofproto_v1_3.OFP_VERSION
 # The messages a gateway gets once per flow: the new flow's packet-in, the flow-removed at its end.
 FAST_TYPES = frozenset({compat.ofproto_v1_3.OFPT_PACKET_IN, compat.ofproto_v1_3.OFPT_FLOW_REMOVED})
+# Flow statistics replies (switch mode's pins read back, ``core.pinread``): up to tens of
+# megabytes a second, parsed lazily by the core; the framework's parser would build an object
+# per rule.  Other multipart replies (port descriptions, meters) keep the framework's path.
+MULTIPART_REPLY = compat.ofproto_v1_3.OFPT_MULTIPART_REPLY
+FAST_MULTIPART = frozenset({compat.ofproto_v1_3.OFPMP_FLOW})
 HEADER = struct.Struct("!BBHI")  # version, type, length, xid
 RECV_SIZE = 256 * 1024  # one read takes what the switch has sent (up to this much)
 
@@ -121,7 +127,7 @@ class FastLaneDatapath(controller.Datapath):
             message = bytes(buffer[offset : offset + length])
             offset += length
             if (
-                msg_type in FAST_TYPES
+                (msg_type in FAST_TYPES or _fast_multipart(msg_type, message))
                 and version == OFP_VERSION
                 and sink is not None
                 and self.state == handler.MAIN_DISPATCHER
@@ -147,6 +153,13 @@ class FastLaneDatapath(controller.Datapath):
         for brick_handler in self.ofp_brick.get_handlers(event):
             if self.state in brick_handler.callers[event.__class__].dispatchers:
                 brick_handler(event)
+
+
+def _fast_multipart(msg_type: int, message: bytes) -> bool:
+    return msg_type == MULTIPART_REPLY and message[8:10] in _FAST_MULTIPART_KINDS
+
+
+_FAST_MULTIPART_KINDS = frozenset(kind.to_bytes(2, "big") for kind in FAST_MULTIPART)
 
 
 def new_lock():

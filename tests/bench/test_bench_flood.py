@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_flood, floodbuilds, floodclient, floodreport, floodwatch
+from bench import bench_flood, floodbuilds, floodclient, floodlab, floodreport, floodwatch
 from bench.floodreport import FLOOD
+from bench.ovslab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,6 +131,7 @@ def step(label="2x", multiple=2, **changes) -> dict:
         "polls": 17, "down_lines": 0, "rest_p99_ms": 12.0, "packet_ins_per_s": 5000,
         "intake_lost": 0, "meters": 0, "meter_dropped": 0, "packet_in_overflow": 0,
         "rconn_overflow": 0, "dp_lost": 0, "disconnects": 0, "recovery_s": 0.4,
+        "datapath_flows": 300, "spoofed_pins": 0,
     }  # fmt: skip
     return {**figures, **changes}
 
@@ -151,6 +153,27 @@ def test_targets_met_say_nothing_and_each_miss_is_named():
     ]
 
 
+def test_switch_mode_adds_issue_14s_targets_no_spoofed_pins_and_90_percent_in_the_flood():
+    flood = step("flood", FLOOD, legit_ok_pct=92.0)
+    assert floodreport.target_problems([step(), flood], "switch") == []
+    # Controller mode is not held to them: the flood's rules and legit share are reported.
+    missed = [step(spoofed_pins=12), step("flood", FLOOD, legit_ok_pct=70.7, spoofed_pins=3)]
+    assert floodreport.target_problems(missed) == []
+    assert floodreport.target_problems(missed, "switch") == [
+        "2x: 12 pins from spoofed sources",
+        "flood: 3 pins from spoofed sources",
+        "flood: legitimate connections 70.7% succeeded (switch mode)",
+    ]
+
+
+def test_modes_parse_in_order_each_once():
+    assert bench_flood.parse_modes("switch, controller") == ["switch", "controller"]
+    assert bench_flood.parse_args([]).modes == ["controller", "switch"]
+    for bad in ("", "switch,switch", "turbo"):
+        with pytest.raises(ValueError):
+            bench_flood.parse_modes(bad)
+
+
 def test_the_table_has_a_line_per_step_aligned_with_its_heading_and_targets():
     lines = floodreport.table([step("1x", 1), step(meters=1, meter_dropped=5996, flaps=2)])
     assert len(lines) == 4
@@ -158,6 +181,12 @@ def test_the_table_has_a_line_per_step_aligned_with_its_heading_and_targets():
     assert lines[0].split()[:2] == ["step", "offered/s"]
     assert "no meter" in lines[1] and "5,996" in lines[2]
     assert lines[3].startswith("target") and ">=95@2x" in lines[3] and "<100" in lines[3]
+
+
+def test_side_by_side_takes_any_number_of_runs_in_order():
+    runs = [[step(legit_ok_pct=10.0)], [step(legit_ok_pct=50.0)], [step(spoofed_pins=7)]]
+    lines = floodreport.side_by_side(*runs)
+    assert "10 / 50 / 97" in lines[1] and "0 / 0 / 7" in lines[1]
 
 
 def test_side_by_side_pairs_steps_by_label():
@@ -218,6 +247,18 @@ def test_socket_drops_are_summed_for_the_named_interface_only():
     assert floodwatch.parse_socket_drops(SS_PACKET, "o1234gu") == 1991 + 9
     assert floodwatch.parse_socket_drops(SS_PACKET, "o1234gu2") == 50
     assert floodwatch.parse_socket_drops(SS_PACKET, "o9999gu") == 0
+
+
+PINS_DUMP = """\
+ cookie=0x4c53010000000001, duration=1.2s, table=0, n_packets=3, n_bytes=180, idle_timeout=3600, priority=200,tcp,in_port=1,nw_src=10.1.0.11,nw_dst=10.0.0.100,tp_src=40000,tp_dst=80 actions=set_field:02:00:00:00:01:01->eth_dst,output:2
+ cookie=0x4c53010000000002, duration=1.1s, table=0, n_packets=1, n_bytes=60, idle_timeout=3600, priority=200,tcp,in_port=1,nw_src=77.3.9.1,nw_dst=10.0.0.100,tp_src=1234,tp_dst=80 actions=output:2
+ cookie=0x4c53010000000003, duration=1.0s, table=0, n_packets=1, n_bytes=60, idle_timeout=3600, priority=200,tcp,in_port=1,nw_src=10.1.0.11,nw_dst=10.0.0.100,tp_src=40002,tp_dst=80 actions=output:2
+"""  # noqa: E501 - as ovs-ofctl prints it
+
+
+def test_pins_are_counted_by_their_client_address():
+    assert floodwatch.parse_pin_sources(PINS_DUMP) == {"10.1.0.11": 2, "77.3.9.1": 1}
+    assert floodwatch.parse_pin_sources("NXST_FLOW reply (xid=0x4):\n") == {}
 
 
 def test_port_rx_and_health_states_and_log_events():
@@ -305,3 +346,17 @@ def test_a_before_build_is_a_worktree_that_is_gone_afterwards():
     assert str(tree) not in floodbuilds.git("worktree", "list")
     with pytest.raises(RuntimeError), floodbuilds.worktree("no-such-revision-here"):
         pass
+
+
+def test_the_labs_deployment_follows_the_mode_and_the_flood_guard_setting(tmp_path):
+    lab = Lab(tmp_path)
+    plain = floodlab.config(lab, 6653, 8080, floodlab.Settings())
+    vip, gateway = plain["vips"][0], plain["gateways"][0]
+    # Controller mode leaves the new keys out (a build from before them runs too).
+    assert not {"mode", "placement", "table_size"} & vip.keys()
+    assert "flood_guard" not in gateway and vip["health"] == floodlab.HEALTH
+    settings = floodlab.Settings(mode="switch", flood_guard={"rate": 0})
+    switch = floodlab.config(lab, 6653, 8080, settings)
+    vip = switch["vips"][0]
+    assert (vip["mode"], vip["placement"], vip["table_size"]) == ("switch", "port-bits", 256)
+    assert switch["gateways"][0]["flood_guard"] == {"rate": 0}

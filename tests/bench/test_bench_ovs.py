@@ -1,5 +1,6 @@
-"""The Open vSwitch new-flow benchmark: its parsers and verdict on canned input, and one
-``--quick`` run end to end on a private OVS (root, Open vSwitch and hping3 needed)."""
+"""The Open vSwitch new-flow benchmark: its parsers, step figures and tables on canned input,
+its generator and sink on loopback, and one ``--quick`` run of both modes end to end on a
+private OVS (root and Open vSwitch needed)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_ovs, ovscounters, ovslab, ovsverdict
-from bench.bench_ovs import FLOOD
+from bench import acceptsink, bench_ovs, connload, ovscounters, ovslab, ovsreport
+from bench.ovsreport import MAX
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,246 +113,226 @@ def test_controller_queue_counts_unread_bytes_of_the_listening_port():
                 assert ovscounters.controller_queue_bytes(port) == 0
 
 
-# ---- offering a rate ------------------------------------------------------------------------
+# ---- planning the steps -----------------------------------------------------------------------
 
 
-def test_rates_parse_with_k_suffix_and_flood():
-    assert bench_ovs.parse_rates("1000, 2k,1.5k,flood") == [1000, 2000, 1500, FLOOD]
+def test_rates_parse_with_k_suffix_and_max():
+    assert ovsreport.parse_rates("2000, 5k,1.5k,max") == [2000, 5000, 1500, MAX]
     for bad in ("0", "-5", "fast", ""):
         with pytest.raises(ValueError):
-            bench_ovs.parse_rates(bad)
+            ovsreport.parse_rates(bad)
 
 
-def test_lanes_share_a_rate_and_the_flood_is_one_process():
-    assert bench_ovs.lanes_for(1000) == 1
-    assert bench_ovs.lanes_for(bench_ovs.LANE_MAX_RATE) == 1
-    assert bench_ovs.lanes_for(20_000) == 4
-    assert bench_ovs.lanes_for(FLOOD) == 1
+def test_modes_are_controller_switch_or_both_each_once():
+    assert ovsreport.parse_modes("controller,switch") == ["controller", "switch"]
+    assert ovsreport.parse_modes(" switch ") == ["switch"]
+    for bad in ("", "switch,switch", "hybrid", "controller,hash"):
+        with pytest.raises(ValueError):
+            ovsreport.parse_modes(bad)
 
 
-def test_interval_leaves_room_for_hping3s_own_overhead():
-    # 2 lanes for 10k/s: 200 us apart each, of which hping3 adds 70 itself.
-    assert bench_ovs.interval_us(10_000, 2, 70.0) == 130
-    assert bench_ovs.interval_us(1_000_000, 1, 70.0) == 1  # never below 1 us
+def test_generators_share_a_rate_and_max_runs_two_unpaced():
+    assert ovsreport.lanes_for(2000) == 1
+    assert ovsreport.lanes_for(ovsreport.LANE_MAX_RATE) == 1
+    assert ovsreport.lanes_for(20_000) == 3
+    assert ovsreport.lanes_for(MAX) == ovsreport.MAX_LANES == 2
+    paced = bench_ovs.generator(20_000, 3, 5.0)
+    assert paced[paced.index("--rate") + 1] == f"{20_000 / 3:g}"
+    unpaced = bench_ovs.generator(MAX, 2, 5.0)
+    assert unpaced[unpaced.index("--rate") + 1] == "0"
+    assert ovsreport.step_label(MAX) == "max" and ovsreport.step_label(2500) == "2.5k/s"
 
 
-def test_a_warm_up_corrects_the_overhead_it_measured():
-    # Asked for 130 us, got 8,000/s from 2 lanes: each lane slept 250 us, 120 more than asked.
-    overhead = bench_ovs.measured_overhead(8000.0, 2, 130)
-    assert overhead == pytest.approx(120.0)
-    assert bench_ovs.interval_us(10_000, 2, overhead) == 80
-    assert bench_ovs.measured_overhead(1e9, 1, 130) == 0.0  # clamped, never negative
+def test_quick_and_default_runs_pick_their_own_steps_and_both_modes():
+    quick = bench_ovs.parse_args(["--quick"])
+    assert (quick.rates, quick.duration, quick.modes) == (
+        [5000, MAX],
+        3.0,
+        ["controller", "switch"],
+    )
+    full = bench_ovs.parse_args(["--modes", "switch"])
+    assert (full.rates, full.duration, full.modes) == (list(ovsreport.FULL_RATES), 5.0, ["switch"])
+    with pytest.raises(SystemExit):
+        bench_ovs.parse_args(["--modes", "both"])
 
 
-# ---- one step's figures and its verdict -----------------------------------------------------
+# ---- a step's figures and the tables ----------------------------------------------------------
+
+SNMP_TEXT = """\
+Ip: Forwarding DefaultTTL InReceives
+Ip: 2 64 1234
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets
+Tcp: 1 200 120000 -1 3 4711 0 2
+Udp: InDatagrams NoPorts
+Udp: 0 0
+"""
 
 
-def snapshot(offered, vm, pmd_received, packet_ins, packet_outs, rules, **coverage):
+def test_passive_opens_are_read_by_column_name():
+    assert ovsreport.parse_passive_opens(SNMP_TEXT) == 4711
+    with pytest.raises(ValueError):
+        ovsreport.parse_passive_opens("Ip: Forwarding\nIp: 2\n")
+
+
+def lane(started, established, timed_out=0, p99=2.0, seconds=5.0, cpu_s=1.0):
+    return {"started": started, "established": established, "failed": 0,
+            "timed_out": timed_out, "behind": 0, "seconds": seconds, "cpu_s": cpu_s,
+            "connect_p50_ms": 0.5, "connect_p99_ms": p99}  # fmt: skip
+
+
+def test_lanes_add_up_and_keep_the_worst_p99_and_the_longest_run():
+    total = ovsreport.combine_lanes([lane(100, 90, 10, 3.0, 5.0), lane(50, 50, 0, 9.0, 5.2)])
+    assert (total["started"], total["established"], total["timed_out"]) == (150, 140, 10)
+    assert (total["connect_p99_ms"], total["seconds"], total["cpu_s"]) == (9.0, 5.2, 2.0)
+
+
+def counters(passive_opens, packet_ins, upcalls, rules, dropped=0):
     return {
-        "offered": offered,
-        "veth_dropped": 0,
-        "vm": {"vm1": vm // 2, "vm2": vm - vm // 2},
-        "metrics": {
-            "packet_ins_total": packet_ins,
-            "flows_installed_total": packet_outs,
-            "packet_outs_total": packet_outs,
-        },
-        "coverage": coverage,
-        "pmd": {"packets received": pmd_received, "miss with success upcall": pmd_received},
-        "upcall": {"current": 3, "max": 100, "limit": 200000, "dump_ms": 1},
+        "passive_opens": passive_opens,
+        "metrics": {"packet_ins_total": packet_ins, "flows_installed_total": packet_ins},
+        "pmd": {"miss with success upcall": upcalls, "megaflow hits": 0},
+        "upcall": {"max": 900},
         "rules": rules,
-        "rule_packets": 0,
-        "all_rules": rules + 10,
+        "intake_dropped": dropped,
     }
 
 
-CPU = {
-    "ovs_main": 0.5,
-    "ovs_revalidators": 0.1,
-    "ovs": 0.7,
-    "controller": 0.4,
-    "controller_wait": 0.0,
-    "ovs_main_wait": 0.0,
-    "bench": 0.02,
-    "machine": 1.5,
-    "softirq": 0.05,
-    "steal": 0.0,
-    "hping3": 0.2,
-    "other": 0.1,
-}
+STEP_CPU = {"ovs_main": 0.5, "ovs_main_wait": 0.1, "ovs_revalidators": 0.2, "ovs": 0.8,
+            "controller": 0.2, "controller_wait": 0.0, "bench": 0.0, "machine": 1.9,
+            "softirq": 0.1, "steal": 0.0}  # fmt: skip
 
 
-def test_figures_are_deltas_and_losses_are_split_by_stage():
-    before = snapshot(100, 50, 100, 100, 100, 100, rconn_overflow=5)
-    # 10,000 offered; OVS read 9,000; 8,000 packet-ins (700 of the lost dropped in the queue to
-    # the controller); 7,900 packet-outs; 7,800 reached the VMs.
-    after = snapshot(10_100, 7_850, 9_100, 8_100, 8_000, 8_000, rconn_overflow=705)
-    window = ovsverdict.Window(2.0, 7_000, 0.4, 4096, CPU)
-    figures = ovsverdict.step_figures(5000, 1, 130, before, after, window)
-    assert figures["offered"] == 10_000
-    assert figures["offered_per_s"] == 5000
-    assert figures["delivered"] == 7_800
-    assert figures["conn_per_s"] == 3_500
-    assert figures["loss_pct"] == pytest.approx(22.0)
-    assert (
-        figures["lost_intake"],
-        figures["lost_to_controller"],
-        figures["lost_at_controller"],
-        figures["lost_delivery"],
-    ) == (1_000, 1_000, 100, 100)
-    assert figures["ovs_rconn_overflow"] == 700
-    assert figures["ovs_packet_in_overflow"] == 0  # never hit: not listed by OVS
-    assert figures["rules_added"] == 7_900
-    assert figures["per_vm"] == {"vm1": 3_900, "vm2": 3_900}
-    assert figures["cpu_controller"] == 0.4
-    assert figures["bottleneck"] in ovsverdict.LABELS
+def test_new_flows_are_the_handshakes_the_vms_completed_not_the_syns_sent():
+    before, after = counters(1000, 10, 0, 0, 5), counters(21_000, 20_010, 40_000, 20_000, 105)
+    figures = ovsreport.step_figures(before, after, lane(25_000, 20_500, 4_500), STEP_CPU)
+    assert figures["handshakes"] == 20_000 and figures["handshakes_per_s"] == 4_000
+    assert figures["started_per_s"] == 5_000 and figures["established_per_s"] == 4_100
+    assert figures["success_pct"] == 82.0
+    assert figures["packet_ins_per_s"] == 4_000 and figures["upcalls"] == 40_000
+    assert figures["intake_lost"] == 100
+    # One core of the gateway (OVS 0.8, controller 0.2) for 4,000 flows/s: 250 us a flow.
+    assert figures["gateway_us_per_flow"] == 250 and figures["main_us_per_flow"] == 125
+    assert figures["cpu_load"] == 0.2 and figures["cpu_rest"] == 0.7  # 1.9 - 0.8 - 0.2 - 0.2
 
 
-def test_a_probe_counted_at_a_vm_does_not_make_the_loss_negative():
-    before = snapshot(100, 50, 100, 100, 100, 100)
-    after = snapshot(1_100, 1_051, 1_100, 1_100, 1_100, 1_100)
-    window = ovsverdict.Window(1.0, 1_001, 0.0, 0, CPU)
-    assert ovsverdict.step_figures(1000, 1, 930, before, after, window)["loss_pct"] == 0.0
+def test_a_step_with_no_handshakes_has_no_cost_per_flow():
+    figures = ovsreport.step_figures(counters(5, 0, 0, 0), counters(5, 0, 0, 0),
+                                     lane(0, 0), STEP_CPU)  # fmt: skip
+    assert figures["success_pct"] is None and figures["gateway_us_per_flow"] is None
 
 
-def step(**changes) -> dict:
-    """A step that kept up at its 5,000/s target; ``changes`` make it not."""
-    figures = {
-        "target_per_s": 5000,
-        "offered": 10_000,
-        "offered_per_s": 5000,
-        "conn_per_s": 5000,
-        "loss_pct": 0.0,
-        "drain_s": 0.1,
-        "queue_max_bytes": 0,
-        "lost_intake": 0,
-        "lost_to_controller": 0,
-        "lost_at_controller": 0,
-        "lost_delivery": 0,
-        "upcalls_failed": 0,
-        "ovs_rconn_overflow": 0,
-        "ovs_packet_in_overflow": 0,
-        "ovs_upcall_flow_limit_hit": 0,
-        "ovs_packets_per_receive": 2.0,
-        **{f"cpu_{role}": value for role, value in CPU.items()},
-    }
+def made_step(label, handshakes_per_s, **changes):
+    rate = handshakes_per_s
+    figures = {"step": label, "started_per_s": rate, "handshakes_per_s": rate,
+               "success_pct": 100.0, "timed_out": 0, "connect_p99_ms": 1.0,
+               "packet_ins_per_s": 0, "upcalls": 0, "rules_after": 0, "datapath_flows_max": 0,
+               "intake_lost": 0, "cpu_load": 0.2, "cpu_rest": 0.3, "gateway_us_per_flow": 100,
+               "main_us_per_flow": 50,
+               **{f"cpu_{role}": value for role, value in STEP_CPU.items()}}  # fmt: skip
     return {**figures, **changes}
 
 
-def test_a_step_that_kept_up_has_no_bottleneck():
-    assert ovsverdict.verdict(step(), 2)[0] == "none"
+def test_the_side_by_side_table_pairs_steps_and_gives_each_ratio_and_the_peaks():
+    controller = [made_step("2k/s", 2000), made_step("max", 5000)]
+    switch = [made_step("2k/s", 2000), made_step("max", 16_000), made_step("40k/s", 9000)]
+    lines = ovsreport.side_by_side(controller, switch)
+    assert len(lines) == 1 + 3 + 2  # heading, 3 steps, peak, target
+    assert "2,000 / 2,000" in lines[1] and lines[1].endswith("1.00x")
+    assert "5,000 / 16,000" in lines[2] and lines[2].endswith("3.20x")
+    assert "- / 9,000" in lines[3] and lines[3].endswith("-")
+    assert lines[4].split()[0] == "peak" and lines[4].endswith("3.20x")
+    assert lines[5].endswith(">=3x")
+    assert "meets" in ovsreport.ratio_verdict(controller, switch)
+    assert "MISSES" in ovsreport.ratio_verdict(controller, switch[:1])
+    assert "not measured" in ovsreport.ratio_verdict([], switch)
 
 
-def test_a_rate_hping3_could_not_offer_is_the_generators():
-    name, line = ovsverdict.verdict(step(offered_per_s=3000, conn_per_s=3000, cpu_hping3=1.0), 2)
-    assert name == "generator"
-    assert "3,000 of 5,000/s" in line
+def test_a_modes_table_has_a_line_per_step_under_its_heading():
+    lines = ovsreport.table([made_step("5k/s", 4900), made_step("max", 6000)])
+    assert len(lines) == 3 and "hs/s" in lines[0]
+    assert "4,900" in lines[1] and lines[2].split()[0] == "max"
+    assert len({len(line) for line in lines}) == 1  # columns aligned
 
 
-def test_a_backlog_that_drained_still_names_a_bottleneck():
-    # Nothing lost in the end, but only half arrived while offered: a queue built up.
-    lagging = step(conn_per_s=2500, drain_s=3.0, cpu_controller=0.98, queue_max_bytes=1 << 20)
-    name, line = ovsverdict.verdict(lagging, 2)
-    assert name == "controller"
-    assert "whole core (98% on a CPU)" in line and "1,024 KiB unread" in line
+# ---- the generator and the sink, on loopback --------------------------------------------------
 
 
-def test_packet_ins_dropped_for_a_slow_controller_name_the_controller():
-    lost = step(loss_pct=30.0, conn_per_s=3500, lost_to_controller=3000, ovs_rconn_overflow=3000)
-    name, line = ovsverdict.verdict(lost, 2)
-    assert name == "controller"
-    assert "3,000 packet-ins dropped in OVS's queue to it" in line
+def test_pacing_wants_what_the_rate_owes_and_unpaced_wants_all_it_can():
+    assert connload.due(1000, 0.5, 0) == 500
+    assert connload.due(1000, 0.5, 480) == 20
+    assert connload.due(1000, 0.5, 600) == 0
+    assert connload.due(0, 0.5, 10**6) > 10**9
 
 
-def test_syns_ovs_never_read_name_ovs():
-    lost = step(loss_pct=40.0, conn_per_s=3000, lost_intake=4000, cpu_ovs_main=0.95)
-    name, line = ovsverdict.verdict(lost, 2)
-    assert name == "ovs"
-    assert "4,000 SYNs never read from the uplink" in line and "(95% on a CPU)" in line
+def test_the_generator_completes_handshakes_with_the_sink_and_counts_a_refusal():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = subprocess.Popen([sys.executable, acceptsink.__file__, "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and ovslab_listening(port) is False:
+            time.sleep(0.05)
+        args = ["--vip", "127.0.0.1", "--port", str(port), "--rate", "500", "--seconds", "0.4"]
+        out = subprocess.run([sys.executable, connload.__file__, *args], capture_output=True,
+                             text=True, timeout=30, check=True).stdout  # fmt: skip
+    finally:
+        sink.terminate()
+        sink.wait(timeout=5)
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert 150 <= figures["started"] <= 210 and figures["established"] == figures["started"]
+    assert figures["failed"] == figures["timed_out"] == 0
+    # The sink is gone: every connection is refused now.
+    args = ["--vip", "127.0.0.1", "--port", str(port), "--rate", "100", "--seconds", "0.2"]
+    out = subprocess.run([sys.executable, connload.__file__, *args], capture_output=True,
+                         text=True, timeout=30, check=True).stdout  # fmt: skip
+    refused = json.loads(out.strip().splitlines()[-1])
+    assert refused["started"] > 0 and refused["established"] == 0
+    assert refused["failed"] == refused["started"]
 
 
-def test_full_receive_batches_say_the_main_loop_set_the_intake():
-    lost = step(loss_pct=40.0, conn_per_s=3000, lost_intake=4000, ovs_packets_per_receive=31.5)
-    assert "it read 31.5 packets per pass of its loop" in ovsverdict.verdict(lost, 2)[1]
+def ovslab_listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_a_thread_kept_off_the_cpu_by_others_still_counts_as_saturated():
-    starved = step(loss_pct=40.0, conn_per_s=3000, cpu_ovs_main=0.5, cpu_ovs_main_wait=0.45)
-    name, line = ovsverdict.verdict(starved, 2)
-    assert name == "ovs"
-    assert "whole core (50% on a CPU, 45% waiting for one)" in line
-    calm = {**starved, "cpu_ovs_main_wait": 0.1, "cpu_machine": 1.95}
-    assert ovsverdict.verdict(calm, 2)[0] == "machine"
-
-
-def test_with_signs_on_both_sides_the_bigger_loss_wins():
-    both = step(loss_pct=40.0, conn_per_s=3000, cpu_controller=0.95, cpu_ovs_main=0.95)
-    controller_lost = ovsverdict.verdict({**both, "lost_at_controller": 3000}, 2)
-    ovs_lost = ovsverdict.verdict({**both, "lost_intake": 3000, "lost_at_controller": 100}, 2)
-    assert (controller_lost[0], ovs_lost[0]) == ("controller", "ovs")
-
-
-def test_losses_without_a_saturated_component_blame_a_busy_machine_or_nothing():
-    lost = step(loss_pct=10.0, conn_per_s=4500, lost_delivery=1000)
-    assert ovsverdict.verdict({**lost, "cpu_machine": 1.95}, 2)[0] == "machine"
-    assert ovsverdict.verdict({**lost, "cpu_machine": 1.0}, 2)[0] == "unclear"
-
-
-def test_other_load_and_a_short_generator_are_mentioned_beside_the_bottleneck():
-    lost = step(loss_pct=40.0, conn_per_s=2000, offered_per_s=4000, lost_intake=4000)
-    _, line = ovsverdict.verdict({**lost, "cpu_other": 0.8}, 2)
-    assert "hping3 offered 4,000 of 5,000/s" in line
-    assert "other processes used 0.80 cores" in line
-
-
-# ---- end to end -----------------------------------------------------------------------------
+# ---- end to end -------------------------------------------------------------------------------
 
 
 def test_quick_run_through_a_real_ovs_reaches_the_vms_and_leaves_nothing_behind():
+    """Both modes, quick: handshakes completed at the VMs in both, packet-ins only in
+    controller mode (switch mode's switch places and pins by itself), nothing left behind."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_ovs.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        cwd=ROOT,
-    )
+        [sys.executable, str(ROOT / "bench" / "bench_ovs.py"), "--quick", "--rates", "2k",
+         "--duration", "2"],
+        capture_output=True, text=True, timeout=240, check=False, cwd=ROOT,
+    )  # fmt: skip
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["error"] is None
-    assert summary["leftovers"] == []
-    assert summary["controller_log_errors"] == 0
-    assert took < 60, f"--quick took {took:.0f} s"
-    steps = summary["steps"]
-    assert [s["target_per_s"] for s in steps] == list(bench_ovs.QUICK_RATES)
+    assert took < 120, f"took {took:.0f} s"
+    by_mode = {m["mode"]: m for m in summary["modes"]}
+    assert list(by_mode) == ["controller", "switch"]
     cores = os.cpu_count()
-    for s in steps:
-        assert s["offered"] > 0.5 * s["target_per_s"] * s["seconds"], s
-        # SYNs reached every VM, each one a flow of its own (no repeats in the flow table).  A
-        # health probe (at most one per VM in a step: the interval is an hour, the first probe
-        # at a random point of it) may reach a VM too.
-        probes = len(s["per_vm"])
-        assert 0 < s["delivered"] <= s["offered"] + probes
-        assert all(count > 0 for count in s["per_vm"].values()), s["per_vm"]
-        assert s["flow_table_hits"] == 0
-        # What reached the VMs went by packet-out or by a rule (or was a probe).
-        assert s["delivered"] <= s["packet_outs"] + s["rule_packets"] + probes
-        assert s["packet_outs"] == s["flows_installed"] <= s["packet_ins"]
-        assert s["rules_added"] == s["flows_installed"]
-        assert s["upcalls"] > 0 and s["ovs_received"] >= s["packet_ins"]
-        assert 0 <= s["loss_pct"] < 100
-        for role in ("ovs_main", "ovs", "controller", "hping3", "machine"):
+    for mode, run in by_mode.items():
+        assert run["error"] is None and run["leftovers"] == [], run
+        assert run["controller_log_errors"] == 0
+        (s,) = run["steps"]
+        # Handshakes reached the VMs (a loose bound: the machine is shared) ...
+        assert s["started"] > 0.5 * 2000 * s["seconds"], s
+        assert 0 < s["handshakes"] <= s["started"] + 3, s  # (+ a probe per VM at most)
+        assert s["established"] > 0.5 * s["started"], s
+        for role in ("ovs_main", "ovs", "controller", "machine"):
             assert 0 <= s[f"cpu_{role}"] <= cores + 0.5, (role, s[f"cpu_{role}"])
-        assert s["cpu_ovs"] > 0 and s["cpu_controller"] > 0
-        assert s["bottleneck"] in ovsverdict.LABELS and s["verdict"]
-    # The first, slow step reaches the VMs almost whole (a loose bound: the machine is shared).
-    assert steps[0]["loss_pct"] < 20, steps[0]
-    # Nothing of the run is left: namespaces, links, processes.
-    prefix = summary["prefix"]
-    namespaces = subprocess.check_output(["ip", "netns", "list"], text=True)
-    assert prefix not in namespaces
-    assert not [link for link in os.listdir("/sys/class/net") if link.startswith(prefix)]
-    assert {name for _, name in summary["pids"]} >= {"ovs-vswitchd", "ovsdb-server", "hping3"}
-    assert not [pid for pid, name in summary["pids"] if ovslab.alive(pid, name)]
+        # ... placed by the controller, or by the switch alone.
+        if mode == "controller":
+            assert s["packet_ins"] >= s["handshakes"] and s["flows_installed"] > 0
+        else:
+            assert s["packet_ins"] == 0 and s["flows_installed"] == 0
+            assert s["upcalls"] > 0  # each flow's first ACK, learning its pin
+        prefix = run["prefix"]
+        assert prefix not in subprocess.check_output(["ip", "netns", "list"], text=True)
+        assert not [link for link in os.listdir("/sys/class/net") if link.startswith(prefix)]
+        assert not [pid for pid, name in run["pids"] if ovslab.alive(pid, name)]
+    assert "side by side" in result.stdout and "ratio" in result.stdout

@@ -5,9 +5,11 @@ real connections go through it without a packet-in each, leaving learned pins be
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import socket
+import sys
 import time
 
 import pytest
@@ -161,3 +163,84 @@ def test_connections_go_through_the_switch_without_the_controller_and_leave_pins
     assert held, pins
     length, _digest = download.communicate(timeout=60)[0].split()
     assert int(length) == 2_000_000
+
+
+# Connections held open from known source ports (the handshake's last ACK learns each pin),
+# closed when the test kills the client.
+HOLDING_CLIENT = """
+import socket, sys, time
+first, count, port = (int(sys.argv[i]) for i in (1, 2, 5))
+src, vip = sys.argv[3:5]
+held = []
+for sport in range(first, first + count):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(3.0)
+    s.connect((vip, port))
+    held.append(s)
+print("open", flush=True)
+time.sleep(60)
+"""
+
+
+def switch_pins(lab) -> dict[int, str]:
+    """The switch's pins of the client's flows, as ``ovs-ofctl dump-flows`` prints them:
+    source port -> the tunnel endpoint the pin sends to."""
+    pins = {}
+    for line in rules_at(lab, PIN_PRIORITY):
+        port = re.search(r"tp_src=(\d+)", line)
+        tunnel = re.search(r"set_field:([\d.]+)->tun_dst", line)
+        loaded = re.search(r"load:(0x[0-9a-f]+)->NXM_NX_TUN_IPV4_DST\[\]", line)
+        if port and (tunnel or loaded) and f"nw_src={CLIENT}" in line:
+            address = tunnel.group(1) if tunnel else str(ipaddress.ip_address(int(loaded[1], 16)))
+            pins[int(port.group(1))] = address
+    return pins
+
+
+def test_rest_and_metrics_report_the_switchs_pins(lab):
+    """Issue 14 item 2: the pins live in the switch; the controller reads them back (flow
+    statistics, about once a second) and ``GET /v1/flows``, ``GET /v1/lookup`` and
+    ``/metrics`` say what ``ovs-ofctl dump-flows`` says."""
+    gateway, count, first = lab.gateways[0], 40, 43000
+    name_of = {vm.tunnel_ip: vm.name for vm in lab.vms}
+    argv = [sys.executable, "-c", HOLDING_CLIENT, str(first), str(count), CLIENT, VIP]
+    client = lab.lab.spawn_capture(["ip", "netns", "exec", lab.client_ns, *argv, str(VIP_PORT)])
+    try:
+        assert client.stdout.readline().strip() == "open", client.stderr.read()
+        topology.wait_for(
+            lambda: set(range(first, first + count)) <= set(switch_pins(lab)), 10, "the pins"
+        )
+        in_switch = {port: name_of[tunnel] for port, tunnel in switch_pins(lab).items()}
+
+        def listed() -> dict[int, str]:
+            code, body = lab.api(gateway, "GET", "/v1/flows?limit=1000")
+            assert code == 200, body
+            rows = [row for row in body["flows"] if row.get("source") == "switch"]
+            return {row["src_port"]: row["backend"] for row in rows if row["src_ip"] == CLIENT}
+
+        started = time.monotonic()
+        topology.wait_for(
+            lambda: set(range(first, first + count)) <= set(listed()), 10, "pins in /v1/flows"
+        )
+        print(f"pins listed {time.monotonic() - started:.1f} s after they were in the switch")
+        rows = listed()
+        for port in range(first, first + count):
+            assert rows[port] == in_switch[port], (port, rows[port], in_switch[port])
+            answer = lookup(lab, port)
+            assert answer["pinned_to"] == in_switch[port] == answer["backend"], answer
+            assert answer["source"] == "slot"
+        code, body = lab.api(gateway, "GET", "/v1/flows?limit=1")
+        assert body["switch"]["count"] >= count and body["switch"]["truncated"] == 0
+        assert body["switch"]["age_seconds"] < 3
+        code, text = lab.api(gateway, "GET", "/metrics")
+        assert code == 200, text
+        pins = dict(re.findall(r'^lockstep_switch_pins\{.*backend="(\w+)".*\} (\S+)$', text, re.M))
+        assert set(pins) == set(name_of.values())
+        assert sum(float(v) for v in pins.values()) >= count
+        syns = re.findall(r'^lockstep_slot_packets_total\{.*kind="syn".*\} (\S+)$', text, re.M)
+        assert sum(float(v) for v in syns) >= count
+        assert metric(lab, "lockstep_switch_pins_truncated") == 0
+    finally:
+        lab.lab.kill(client)
+        client.communicate()

@@ -107,10 +107,11 @@ class Topology:
         """One request from the client to the VIP; the whole response as text."""
         return sh(*self._http_client(path, source_port))
 
-    def start_download(self, size: int, pause: float, chunk: int):
+    def start_download(self, size: int, pause: float, chunk: int, source_port: int = 0):
         """A slow download of ``size`` bytes in the background, read ``chunk`` bytes at a time
-        with ``pause`` seconds between reads; ``communicate()`` gives 'LENGTH SHA256'."""
-        argv = self._http_client(f"/bytes/{size}", 0, pause, chunk, 20.0, "digest")
+        with ``pause`` seconds between reads (from ``source_port``, or one the kernel picks, so
+        a test can place it on a VM of its choice); ``communicate()`` gives 'LENGTH SHA256'."""
+        argv = self._http_client(f"/bytes/{size}", source_port, pause, chunk, 20.0, "digest")
         return self.lab.spawn_capture(argv)
 
     def connect_many(

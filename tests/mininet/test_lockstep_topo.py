@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import lockstep_topo  # mininet/ is on sys.path (conftest.py)
@@ -80,7 +81,55 @@ def test_gateway_switches(topo, scaled, tmp_path):
             "gateway": gateway,
             "config": tmp_path / "deployment.yaml",
             "log_dir": tmp_path,
+            "vip_mode": "controller",
         }
+
+
+# ---- who places new flows (the demo's --mode) ----------------------------------------------------
+
+
+def test_gateway_modes_alternate_in_mixed_from_a_controller_gateway():
+    names = ["gw1", "gw2", "gw3", "gw4"]
+    assert lockstep_topo.gateway_modes(names, "mixed") == {
+        "gw1": "controller", "gw2": "switch", "gw3": "controller", "gw4": "switch",
+    }  # fmt: skip
+    assert set(lockstep_topo.gateway_modes(names, "switch").values()) == {"switch"}
+    assert set(lockstep_topo.gateway_modes(names, "controller").values()) == {"controller"}
+    with pytest.raises(ValueError, match="mode must be one of"):
+        lockstep_topo.gateway_modes(names, "hybrid")
+
+
+def test_controller_mode_keeps_the_deployment_file_as_it_is(topo, scaled, tmp_path):
+    assert dep.load(tmp_path / "deployment.yaml") == scaled
+    assert not (tmp_path / "deployment-switch.yaml").exists()
+
+
+def test_switch_mode_places_every_vip_by_port_bits_in_switch_mode_everywhere(tmp_path, scaled):
+    topo = LockstepTopo(config=EXAMPLE, gateways=3, vms=5, log_dir=tmp_path, mode="switch")
+    written = dep.load(tmp_path / "deployment.yaml")
+    for vip in written.vips:
+        assert (vip.placement, vip.mode) == ("port-bits", "switch")
+        assert vip.table_size == 256  # derived from 5 backends: 2**clamp(3 + 5, 8, 12)
+    assert written.gateways == scaled.gateways
+    for gateway in scaled.gateways:
+        assert params(topo, gateway.name)["config"] == tmp_path / "deployment.yaml"
+        assert params(topo, gateway.name)["vip_mode"] == "switch"
+    assert topo.plan.deployment.vips == written.vips
+
+
+def test_mixed_mode_shares_the_placement_and_differs_only_in_mode(tmp_path):
+    topo = LockstepTopo(config=EXAMPLE, gateways=3, vms=5, log_dir=tmp_path, mode="mixed")
+    fleet = dep.load(tmp_path / "deployment.yaml")
+    switch = dep.load(tmp_path / "deployment-switch.yaml")
+    assert {v.mode for v in fleet.vips} == {"controller"}
+    assert {v.mode for v in switch.vips} == {"switch"}
+    assert [replace(v, mode="controller") for v in switch.vips] == list(fleet.vips)
+    assert {v.placement for v in fleet.vips} == {"port-bits"}
+    configs = {g: params(topo, g)["config"].name for g in ("gw1", "gw2", "gw3")}
+    assert configs == {
+        "gw1": "deployment.yaml", "gw2": "deployment-switch.yaml", "gw3": "deployment.yaml",
+    }  # fmt: skip
+    assert topo.gateway_modes == {"gw1": "controller", "gw2": "switch", "gw3": "controller"}
 
 
 def test_bridges(topo, expected_plan):

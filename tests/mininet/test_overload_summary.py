@@ -190,6 +190,16 @@ def test_a_calm_flood_passes_and_reports_the_legitimate_client_without_judging_i
     assert "download_stall_max_s" not in verdict.figures  # no transfers given
 
 
+def test_in_switch_mode_the_note_says_the_switch_placed_the_syns_without_the_meter():
+    rows = samples_every_half_second(10, steady_gateways)
+    verdict = summary.assess(rows, connections(), START, END, "gw1", by_switch=True)
+    (note,) = verdict.notes
+    assert "In switch mode gw1 places new flows in its switch" in note
+    assert note.endswith("packet socket) and placed them by its slot rules, without the meter.")
+    assert "meter budget" not in note
+    assert [c["ok"] for c in verdict.checks] == [True, True, True, True, None]  # same judgements
+
+
 def test_a_long_download_stall_is_reported_and_not_judged():
     rows = samples_every_half_second(10, steady_gateways)
     for row in rows:

@@ -118,6 +118,13 @@ def test_table_has_a_row_per_scenario_and_the_failed_checks(results):
     assert "VIP 10.0.0.100:80" in table
 
 
+def test_headline_names_the_mode_and_each_gateways(results):
+    assert "mode" not in report.summary_table(results).split("\n\n")[0]  # a report before it
+    results |= {"mode": "mixed", "gateway_modes": {"gw1": "controller", "gw2": "switch"}}
+    headline = report.summary_table(results).split("\n\n")[0]
+    assert "mixed mode (gw1 controller, gw2 switch)" in " ".join(headline.split())
+
+
 def test_table_is_ascii_and_fits_the_readme(results):
     results["scenarios"][0]["figures"] |= {f"figure_{n}": n * 1.5 for n in range(30)}
     results["scenarios"][1]["checks"][0]["detail"] = "19/20 \u2014 download 7 \u2192 reset"

@@ -34,6 +34,7 @@ from ryu_app.shell.compat import ofproto_v1_3_parser as parser
 _HEADER = struct.Struct("!BBHI")
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")
 _PACKET_OUT = struct.Struct("!IIH6x")
+_FLOW_STATS_REQUEST = struct.Struct("!B3xII4xQQ")
 MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
 ADDRESS_FIELDS = frozenset(
     {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_dst"}
@@ -127,7 +128,7 @@ def decode(message: bytes):
     """A flow-mod, packet-out or port description request as os-ken's message object; raises
     AssertionError unless os-ken serialises that object back to exactly ``message``."""
     buf = bytearray(message)
-    version, kind, length, _ = _HEADER.unpack_from(buf)
+    version, kind, length, xid = _HEADER.unpack_from(buf)
     assert (version, length) == (ofp.OFP_VERSION, len(buf)), (version, length, len(buf))
     if kind == ofp.OFPT_FLOW_MOD:
         decoded = _flow_mod(buf)
@@ -142,13 +143,15 @@ def decode(message: bytes):
         elif stats_type == ofp.OFPMP_METER:
             (meter_id,) = struct.unpack_from("!I", buf, _HEADER.size + 8)
             decoded = parser.OFPMeterStatsRequest(None, flags, meter_id)
+        elif stats_type == ofp.OFPMP_FLOW:
+            decoded = _flow_stats_request(buf, flags)
         else:
             assert stats_type == ofp.OFPMP_PORT_DESC, stats_type
             decoded = parser.OFPPortDescStatsRequest(None, flags)
     else:
         raise AssertionError(f"unexpected message type {kind}")
     decoded.datapath = FakeDatapath()
-    decoded.set_xid(0)
+    decoded.set_xid(xid)  # 0 but for flow statistics requests (switch mode's pin reader)
     decoded.serialize()
     assert bytes(decoded.buf) == message, "not what os-ken writes for the same message"
     return decoded
@@ -166,6 +169,14 @@ def _flow_mod(buf: bytearray):
         instructions.append(instruction)
         offset += instruction.len
     return parser.OFPFlowMod(None, *fields, match, instructions)
+
+
+def _flow_stats_request(buf: bytearray, flags: int):
+    table_id, out_port, out_group, cookie, cookie_mask = _FLOW_STATS_REQUEST.unpack_from(buf, 16)
+    match = parser.OFPMatch.parser(buf, 16 + _FLOW_STATS_REQUEST.size)
+    return parser.OFPFlowStatsRequest(
+        None, flags, table_id, out_port, out_group, cookie, cookie_mask, match
+    )
 
 
 def _meter_mod(buf: bytearray):
@@ -205,6 +216,8 @@ class Rule:
     flags: int
     flow_mod: object  # the decoded message (its OFPMatch serialises the FLOW_REMOVED)
     meter: int = 0  # the meter its packets go through first (0: none)
+    packets: int = 0  # packets it took (``forward``), as its flow statistics say
+    learn_limit: int = 0  # a learned rule: the limit of the learn that made it (0: none)
 
     def matches(self, packet: dict[str, int]) -> bool:
         for name, wanted in self.match.items():
@@ -276,10 +289,25 @@ def run_actions(actions: list, packet: dict[str, int], rule: Rule | None = None)
             fields[action.dst_field] = kept | bits << action.dst_ofs
         elif isinstance(action, parser.NXActionLearn):
             learned.append(learned_rule(action, fields))
+        elif getattr(action, "subtype", None) == NXAST_LEARN2:
+            learned.append(learned_rule(*_learn2(action), fields))
         else:
             raise AssertionError(f"the fake table does not know action {action}")
     readable = {name: as_text(name, value) for name, value in fields.items()}
     return Forwarding(rule, outputs, readable, learned)
+
+
+NXAST_LEARN2 = 45  # os-ken does not know it: NXAST_LEARN's body, limit, result_dst_ofs, pad
+
+
+def _learn2(action) -> tuple:
+    """os-ken's ``NXActionLearn`` of an ``NXAST_LEARN2`` (which it reads as unknown: its body
+    after the subtype), and the learn's limit.  No result field (``NX_LEARN_F_WRITE_RESULT``)."""
+    body = bytes(action.data)
+    limit, result_ofs = struct.unpack_from("!IH", body, 22)
+    assert result_ofs == 0 and body[28:30] == b"\0\0", "no result written, zero padding"
+    learn = parser.NXActionLearn.parser(bytearray(body[:22] + body[30:]))
+    return learn, limit
 
 
 def _basic(name: str) -> str:
@@ -287,9 +315,11 @@ def _basic(name: str) -> str:
     return name.removesuffix("_nxm")
 
 
-def learned_rule(action, fields: dict[str, int]) -> Rule:
+def learned_rule(action, limit_or_fields, fields: dict[str, int] | None = None) -> Rule:
     """The rule a ``learn`` action installs for a packet whose fields are ``fields`` (whole
-    fields only, as switch mode's specs: offset 0, the field's full width)."""
+    fields only, as switch mode's specs: offset 0, the field's full width); with a learn's
+    ``limit`` before them (``NXAST_LEARN2``), the rule carries it (``FakeOFTable.forward``)."""
+    limit, fields = (0, limit_or_fields) if fields is None else (limit_or_fields, fields)
     match, actions = {}, []
     for spec in action.specs:
         if isinstance(spec, parser.NXFlowSpecOutput):
@@ -303,7 +333,14 @@ def learned_rule(action, fields: dict[str, int]) -> Rule:
         else:
             actions.append(parser.OFPActionSetField(**{name: as_text(name, value)}))
     _check_prerequisites(match)
-    return Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
+    rule = Rule(action.priority, action.cookie, match, actions, action.idle_timeout, 0, None)
+    rule.learn_limit = limit
+    return rule
+
+
+def _outputs(rule: Rule) -> set[int]:
+    """The ports a rule's actions output to (OpenFlow's ``out_port`` filter of a delete)."""
+    return {a.port for a in rule.actions if isinstance(a, parser.OFPActionOutput)}
 
 
 class FakeOFTable:
@@ -316,6 +353,7 @@ class FakeOFTable:
         self.flow_removed: list[bytes] = []  # what the switch told the controller, in order
         self.meters: dict[int, tuple[int, int]] = {}  # meter id -> (rate, burst), packets/s
         self.meter_requests: list[int] = []  # OFPMP_METER_FEATURES or OFPMP_METER, in order
+        self.flow_stats_requests: list = []  # decoded, not yet answered (``flow_stats_reply``)
 
     # ---- the controller's messages -------------------------------------------------------
 
@@ -335,6 +373,8 @@ class FakeOFTable:
                 self._meter_mod(decoded)
             elif isinstance(decoded, parser.OFPPortDescStatsRequest):
                 self.port_desc_requests += 1
+            elif isinstance(decoded, parser.OFPFlowStatsRequest):
+                self.flow_stats_requests.append(decoded)
             else:
                 self.meter_requests.append(decoded.type)
         self.packet_outs += outs
@@ -363,11 +403,13 @@ class FakeOFTable:
             self.rules.append(rule)
             return
         assert message.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT), message.command
-        assert (message.out_port, message.out_group) == (ofp.OFPP_ANY, ofp.OFPG_ANY)
+        assert message.out_group == ofp.OFPG_ANY
         assert message.table_id in (0, ofp.OFPTT_ALL)
         strict = message.command == ofp.OFPFC_DELETE_STRICT
         for rule in list(self.rules):
             if rule.cookie & message.cookie_mask != message.cookie & message.cookie_mask:
+                continue
+            if message.out_port != ofp.OFPP_ANY and message.out_port not in _outputs(rule):
                 continue
             if strict and (rule.priority, rule.match) != (message.priority, match):
                 continue
@@ -416,7 +458,15 @@ class FakeOFTable:
         rule = self.lookup(packet)
         if rule is None:
             return Forwarding(None, [], {})
+        rule.packets += 1
         forwarding = run_actions(rule.actions, packet, rule)
+        # As Open vSwitch: no rule is learned while the table holds ``limit`` with its cookie.
+        forwarding.learned = [
+            learned
+            for learned in forwarding.learned
+            if not learned.learn_limit
+            or sum(r.cookie == learned.cookie for r in self.rules) < learned.learn_limit
+        ]
         for learned in forwarding.learned:  # replaces a rule of the same priority and match
             same = (learned.priority, learned.match)
             self.rules = [r for r in self.rules if (r.priority, r.match) != same]
@@ -431,6 +481,23 @@ class FakeOFTable:
 
     def rules_at(self, priority: int) -> list[Rule]:
         return [r for r in self.rules if r.priority == priority]
+
+    def flow_stats_reply(self, request, per_part: int = 100) -> list[bytes]:
+        """The reply to a flow statistics request (``flow_stats_requests``): the rules whose
+        cookie matches under its mask and whose match holds every field of its match, in
+        parts of ``per_part`` rules (``OFPMPF_REPLY_MORE`` on all but the last)."""
+        wanted = {name: _match_value(name, value) for name, value in request.match.items()}
+        rules = [
+            rule
+            for rule in self.rules
+            if rule.cookie & request.cookie_mask == request.cookie & request.cookie_mask
+            and all(rule.match.get(name) == value for name, value in wanted.items())
+        ]
+        parts = [rules[at : at + per_part] for at in range(0, len(rules), per_part)] or [[]]
+        return [
+            raw_flow_stats(part, request.xid, more=number < len(parts) - 1)
+            for number, part in enumerate(parts)
+        ]
 
 
 def _match_value(name: str, value):
@@ -485,8 +552,44 @@ def raw_meter_stats(dropped: dict[int, int]) -> bytes:
     return _multipart_reply(ofp.OFPMP_METER, body)
 
 
-def _multipart_reply(kind: int, body: bytes) -> bytes:
-    head = struct.pack("!BBHIHH4x", 4, ofp.OFPT_MULTIPART_REPLY, 16 + len(body), 0, kind, 0)
+def raw_flow_stats(rules: list[Rule], xid: int = 0, more: bool = False) -> bytes:
+    """One part of a flow statistics reply (section 7.3.5.2): per rule its fixed fields, its
+    match (os-ken's serialiser: the OXM order a switch may use) and its apply-actions."""
+    body = b""
+    for rule in rules:
+        fields = {
+            name: tuple(as_text(name, v) for v in value)
+            if isinstance(value, tuple)
+            else as_text(name, value)
+            for name, value in rule.match.items()
+        }
+        match = bytearray()
+        parser.OFPMatch(**fields).serialize(match, 0)
+        instructions = bytearray()
+        if rule.actions:
+            apply = parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, rule.actions)
+            apply.serialize(instructions, 0)
+        length = 48 + len(match) + len(instructions)
+        body += struct.pack(
+            "!HBxIIHHHH4xQQQ",
+            length,
+            0,  # table
+            7,  # duration, s
+            500,  # duration, ns
+            rule.priority,
+            rule.idle_timeout,
+            0,  # hard timeout
+            rule.flags,
+            rule.cookie,
+            rule.packets,
+            rule.packets * 60,  # bytes
+        )
+        body += bytes(match) + bytes(instructions)
+    return _multipart_reply(ofp.OFPMP_FLOW, body, xid, ofp.OFPMPF_REPLY_MORE if more else 0)
+
+
+def _multipart_reply(kind: int, body: bytes, xid: int = 0, flags: int = 0) -> bytes:
+    head = struct.pack("!BBHIHH4x", 4, ofp.OFPT_MULTIPART_REPLY, 16 + len(body), xid, kind, flags)
     return head + body
 
 

@@ -17,8 +17,7 @@ import pytest
 from webob import Request
 
 from ryu_app.api import pacing, rest, service
-from ryu_app.core import gateway as gateway_module
-from ryu_app.core import openflow
+from ryu_app.core import buildretries, openflow, pipeline
 from ryu_app.core.maglev import build_spec
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from ryu_app.shell import app as app_module
@@ -86,8 +85,12 @@ def running(request, monkeypatch, tmp_path):
         sys.setswitchinterval(switch_interval)
 
 
-# At a connection: delete our old rules, ask for the meter features, then for the ports.
-CONNECT = [openflow.OFPT_FLOW_MOD, openflow.OFPT_MULTIPART_REQUEST, openflow.OFPT_MULTIPART_REQUEST]
+# At a connection: delete our old rules of each kind written again (per-flow rules stay), ask
+# for the meter features, then for the ports.
+CONNECT = [openflow.OFPT_FLOW_MOD] * len(pipeline.REWRITTEN_KINDS) + [
+    openflow.OFPT_MULTIPART_REQUEST,
+    openflow.OFPT_MULTIPART_REQUEST,
+]
 
 
 def wait_until(condition, seconds: float = 10.0) -> None:
@@ -132,7 +135,7 @@ def test_a_slow_table_is_accepted_with_202_never_ok_before_it_is_in(running, mon
 
 def test_a_failing_build_is_retried_with_backoff_and_counted(running, monkeypatch, caplog):
     app, tables = running
-    monkeypatch.setattr(gateway_module, "BUILD_RETRY_FIRST", 0.05)
+    monkeypatch.setattr(buildretries, "BUILD_RETRY_FIRST", 0.05)
     tables.failures = 3
     caplog.set_level(logging.INFO, logger="lockstep.gateway")
     started = time.monotonic()
@@ -149,7 +152,7 @@ def test_a_failing_build_is_retried_with_backoff_and_counted(running, monkeypatc
 
 def test_a_retry_is_dropped_once_a_newer_change_got_its_table(running, monkeypatch):
     app, tables = running
-    monkeypatch.setattr(gateway_module, "BUILD_RETRY_FIRST", 0.5)
+    monkeypatch.setattr(buildretries, "BUILD_RETRY_FIRST", 0.5)
     monkeypatch.setattr(service, "TABLE_WAIT_SECONDS", 0.2)
     tables.failures = 1
     first = app.service.update_backend("web", "vm2", {"weight": 3}, app.clock(), merge=True)
@@ -194,7 +197,10 @@ def test_a_burst_of_packet_ins_is_answered_in_one_write(running):
         app.apply(app.core.on_ports(ports, app.clock()))
     assert [message_types(w) for w in switch.writes] == [
         CONNECT,
-        [openflow.OFPT_FLOW_MOD] * 7,  # base rules, the VIP's punt and its probes' answers
+        # per-flow rules of an earlier run naming port 2 as the uplink or 1 as the tunnel
+        # (this run's first sight of the switch), then base rules, the VIP's punt and its
+        # probes' answers
+        [openflow.OFPT_FLOW_MOD] * (2 + 7),
     ]
     switch.writes.clear()
     syns = [tcp_syn(40000 + n) for n in range(20)]

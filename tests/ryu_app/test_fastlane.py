@@ -109,6 +109,24 @@ def test_flow_removeds_take_the_fast_lane_too():
     assert datapath.timeline == [("sink", [packet_in(1), removed, packet_in(2)])]
 
 
+def test_flow_statistics_replies_take_the_fast_lane_other_multipart_replies_do_not():
+    """Switch mode reads its pins back as flow statistics (``core.pinread``): raw to the core,
+    never through the framework's parser (an object per rule); port descriptions and meter
+    replies keep the framework's path, where their handlers are."""
+    datapath = Recorder.__new__(Recorder)
+    datapath.timeline, datapath.state = [], MAIN
+    flows = message(ofp.OFPT_MULTIPART_REPLY, struct.pack("!HH4x", ofp.OFPMP_FLOW, 1) + b"f" * 8)
+    ports = message(ofp.OFPT_MULTIPART_REPLY, struct.pack("!HH4x", ofp.OFPMP_PORT_DESC, 0))
+    meters = message(ofp.OFPT_MULTIPART_REPLY, struct.pack("!HH4x", ofp.OFPMP_METER, 0))
+    datapath._dispatch(bytearray(flows + ports + packet_in(1) + flows + meters))
+    assert datapath.timeline == [
+        ("sink", [flows]),
+        ("framework", ports),
+        ("sink", [packet_in(1), flows]),
+        ("framework", meters),
+    ]
+
+
 def test_other_messages_keep_their_place_between_packet_ins():
     datapath = Recorder.__new__(Recorder)
     datapath.timeline, datapath.state = [], MAIN

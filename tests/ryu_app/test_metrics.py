@@ -96,6 +96,36 @@ FAMILIES = {
         "1 while too few of the VIP's backends are healthy: new flows go to all of them.",
         ("vip",),
     ),
+    # Issue 14: switch mode's pins and slot counters read back from the switch (no VIP of
+    # this test is in switch mode: no labels seen).
+    "lockstep_switch_pins": (
+        "gauge",
+        "Pins (learned per-flow rules) in the switch, per backend of a switch-mode VIP, "
+        "as of the last read (all of them, kept or not).",
+        (),
+    ),
+    "lockstep_slot_packets": (
+        "counter",
+        "Packets the switch's slot rules sent to a backend: syn (new connections) or other "
+        "(first packets of flows without a pin yet); a rule rewritten starts again at 0.",
+        (),
+    ),
+    "lockstep_switch_pins_age_seconds": (
+        "gauge",
+        "Age of the last read of the switch's pins (-1: none yet, or no switch-mode VIP).",
+        (),
+    ),
+    "lockstep_switch_pins_truncated": (
+        "gauge",
+        "Pins the last read counted but did not keep (over its bound): not listed, not"
+        " found by lookups.",
+        (),
+    ),
+    "lockstep_switch_pin_reads": (
+        "counter",
+        "Flow statistics requests for the switch's pins and slot rules, by outcome.",
+        ("outcome",),
+    ),
 }
 
 

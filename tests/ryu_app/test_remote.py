@@ -1,6 +1,6 @@
 """lockstep status's comparison and table, from /v1/status answers."""
 
-from ryu_app.cli.remote import disagreements, gateway_urls, status_table
+from ryu_app.cli.remote import disagreements, gateway_urls, skewed_slots, status_table
 
 
 def status(gateway="gw1", config="c1", healthy=("vm1", "vm2"), connected=True, vips=None):
@@ -50,3 +50,14 @@ def test_table_has_one_column_per_gateway():
 def test_urls_from_a_deployment_file_and_flags():
     urls = gateway_urls("topology/examples/default.yaml", ["10.0.0.9:8081"])
     assert urls == ["http://10.0.0.9:8081", "http://127.0.0.1:8081", "http://127.0.0.1:8082"]
+
+
+def test_a_switch_mode_vips_uneven_slots_are_flagged_from_the_warning_share():
+    skewed = status()
+    skewed["vips"]["web"]["slots"] = {"syn_packets": 9000, "max_mean_syn_share": 5.2}
+    (warning,) = skewed_slots({"a": skewed, "b": status("gw2")})
+    assert warning.startswith("VIP web on a: slots: max/mean SYN share 5.2x")
+    skewed["vips"]["web"]["slots"]["max_mean_syn_share"] = 3.9  # under SKEW_WARN
+    assert skewed_slots({"a": skewed}) == []
+    skewed["vips"]["web"]["slots"]["max_mean_syn_share"] = None  # too few SYNs to tell
+    assert skewed_slots({"a": skewed}) == []

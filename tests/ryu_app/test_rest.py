@@ -519,7 +519,8 @@ def test_status_digests_agree_across_gateways_until_one_differs(make_harness):
     assert one["vips"]["web"]["table_current"] and one["switch_connected"]
     assert one["vips"]["web"]["healthy"] == ["vm1", "vm2", "vm3", "vm4"]
     # A health change on one gateway: same config, different healthy set.
-    gw2.core.set_health("web", "vm3", False, gw2.now)
+    gw2.apply(gw2.core.set_health("web", "vm3", False, gw2.now))
+    gw2.settle()  # the new table built and swapped in, as the app's builder does
     two = gw2.get_json("/v1/status")
     assert two["config_digest"] == one["config_digest"]
     assert two["vips"]["web"]["config_digest"] == one["vips"]["web"]["config_digest"]

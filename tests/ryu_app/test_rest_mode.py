@@ -43,3 +43,14 @@ def test_mode_changes_live_and_lookup_answers_as_the_switch_places(harness):
     assert response.status_int in (200, 202), response.text
     assert slot_rules(harness) == []
     assert harness.where(harness.syn(40000)).to_controller
+
+
+def test_a_pin_limit_out_of_range_is_refused_under_its_key(harness):
+    body = web_body(harness, placement="port-bits", table_size=SLOTS, mode="switch")
+    response = harness.request("PUT", "/v1/vips/web", {**body, "max_pins_per_backend": -1})
+    assert response.status_int == 400, response.text
+    (problem,) = response.json["problems"]
+    assert problem["path"] == "max_pins_per_backend"
+    response = harness.request("PUT", "/v1/vips/web", {**body, "max_pins_per_backend": 10})
+    assert response.status_int == 200, response.text
+    assert harness.get_json("/v1/vips/web")["max_pins_per_backend"] == 10

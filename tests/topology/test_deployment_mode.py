@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ryu_app.api.views import config_data
 from topology import deployment as dep
 from topology.schema import ConfigError
 
@@ -70,3 +71,41 @@ def test_a_rest_body_goes_through_the_same_rules(raw):
         dep.parse_vip(body, "vips[0]")
     assert [p.path for p in caught.value.problems] == ["vips[0].mode"]
     assert dep.parse_vip(raw["vips"][0]).mode == "switch"
+
+
+def test_the_pin_limit_defaults_per_backend_and_is_refused_out_of_range_under_its_key(raw):
+    assert dep.parse(raw).vips[0].max_pins_per_backend == 100_000
+    raw["vips"][0]["max_pins_per_backend"] = 0  # no bound: plain learn, OVS before 2.12
+    assert dep.parse(raw).vips[0].max_pins_per_backend == 0
+    for wrong in (-1, 2**32, "many"):
+        raw["vips"][0]["max_pins_per_backend"] = wrong
+        assert [path for path, _ in problems_of(raw)] == ["vips[0].max_pins_per_backend"]
+
+
+def test_the_pin_limit_is_left_out_of_the_digest_as_mode_is(raw):
+    vip = dep.parse(raw).vips[0]
+    bounded = dep.parse_vip(
+        {**dep.vip_to_data(vip), "max_pins_per_backend": 5, "mode": "controller"}
+    )
+    assert config_data(bounded) == config_data(vip)
+
+
+def test_a_gateways_vip_mode_is_accepted_and_round_trips(raw):
+    raw["gateways"][1]["vip_mode"] = "switch"
+    raw["vips"][0]["mode"] = "controller"
+    deployment = dep.parse(raw)
+    assert [g.vip_mode for g in deployment.gateways[:2]] == [None, "switch"]
+    assert dep.parse_text(dep.dump(deployment)) == deployment
+
+
+def test_a_switch_override_names_the_gateways_key_and_each_vip_that_cannot(raw):
+    raw["gateways"][0]["vip_mode"] = "switch"
+    raw["vips"][0].update(mode="controller", placement="hash", table_size=None)
+    (problem,) = problems_of(raw)
+    assert problem[0] == "gateways[0].vip_mode"
+    assert problem[1].startswith(f"VIP {raw['vips'][0]['name']!r}: switch mode places by")
+
+
+def test_an_unknown_override_is_refused(raw):
+    raw["gateways"][0]["vip_mode"] = "both"
+    assert [path for path, _ in problems_of(raw)] == ["gateways[0].vip_mode"]

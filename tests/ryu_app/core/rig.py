@@ -159,8 +159,16 @@ class GatewayRig:
         """The switch connects, answers the meter features request (as Open vSwitch does;
         ``meters`` False: as a switch without meters, with an error) and describes its ports."""
         effects = self.run(self.core.on_connect(now))
-        request = next((m for m in effects.messages if m[1] == ofp.OFPT_MULTIPART_REQUEST), None)
-        if request is not None and len(effects.messages) > 2:  # the features request
+        features = struct.pack("!H", ofp.OFPMP_METER_FEATURES)
+        request = next(
+            (
+                m
+                for m in effects.messages
+                if m[1] == ofp.OFPT_MULTIPART_REQUEST and m[8:10] == features
+            ),
+            None,
+        )
+        if request is not None:  # the features request
             answer = (
                 raw_meter_features()
                 if meters

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from ryu_app.core.gateway import BUILD_RETRY_FIRST, BUILD_RETRY_MAX, build_retry_delay
+from ryu_app.core.buildretries import BUILD_RETRY_FIRST, BUILD_RETRY_MAX, build_retry_delay
 from ryu_app.core.model import HealthCheck
 from tests.ryu_app.core.rig import PROBED_VIP, GatewayRig
 

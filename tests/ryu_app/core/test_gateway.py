@@ -6,8 +6,9 @@ import pytest
 
 from ryu_app.core import openflow, pipeline
 from ryu_app.core.flowkey import TCP_ACK, parse_frame
-from ryu_app.core.gateway import RECENT_INSTALL_SECONDS, RecentInstalls, default_mac
+from ryu_app.core.gateway import default_mac
 from ryu_app.core.model import Vip
+from ryu_app.core.recentinstalls import RECENT_INSTALL_SECONDS, RecentInstalls
 from ryu_app.core.serving import retire_grace
 from ryu_app.shell.compat import ofproto_v1_3 as ofp
 from tests.ryu_app.core.rig import (
@@ -46,13 +47,15 @@ def tunnel_of(name: str) -> tuple:
 # ---- the pipeline ------------------------------------------------------------------------------
 
 
-def test_connect_deletes_only_lockstep_rules_and_asks_for_ports():
+def test_connect_deletes_only_lockstep_rules_it_writes_again_and_asks_for_ports():
     rig = GatewayRig(connect=False)
     foreign = openflow.flow_mod(openflow.match(in_port=7), openflow.output(8), 5, 0x1234)
-    stale = openflow.flow_mod(openflow.match(in_port=9), b"", 5, pipeline.flow_cookie(4))
-    rig.table.apply([foreign, stale])
+    base = openflow.flow_mod(openflow.match(in_port=9), b"", 5, pipeline.BASE_COOKIE)
+    kept = openflow.flow_mod(openflow.match(in_port=9), b"", 6, pipeline.flow_cookie(4))
+    rig.table.apply([foreign, base, kept])
     rig.run(rig.core.on_connect(0.0))
-    assert [r.cookie for r in rig.table.rules] == [0x1234]  # an earlier run's rule is gone
+    # an earlier run's own rule is gone; its per-flow rule stays (it idles out by itself)
+    assert [r.cookie for r in rig.table.rules] == [0x1234, pipeline.flow_cookie(4)]
     assert rig.table.port_desc_requests == 1
 
 
@@ -229,15 +232,26 @@ def _match_of(rule) -> bytes:
     return bytes(buf)
 
 
+def test_a_reconnection_keeps_the_flows_rules_and_they_carry_the_flow_on():
+    rig = GatewayRig()
+    first = rig.send(UPLINK, frame(), 1.0)
+    rig.connect(2.0)  # a reconnection keeps per-flow rules: nothing ends, nothing to redo
+    assert rig.table.flow_removed == [] and len(rig.core.balancer.flows) == 1
+    packet_ins = rig.core.counters.packet_ins
+    again = rig.send(UPLINK, frame(flags=TCP_ACK), 3.0)
+    assert again.rule.priority == pipeline.PRIORITY_FLOW and again.tunnel == first.tunnel
+    assert rig.core.counters.packet_ins == packet_ins and rig.core.counters.reinstalls == 0
+
+
 def test_rules_we_deleted_ourselves_do_not_end_the_flow():
     rig = GatewayRig()
     first = rig.send(UPLINK, frame(), 1.0)
-    rig.connect(2.0)  # a reconnection deletes every rule of ours, and the switch says so ...
-    (removed,) = rig.table.flow_removed
+    rig.run(rig.core.on_port_status(ofp.OFPPR_ADD, "vx0", 7, 2.0))  # the tunnel moved
+    (removed,) = rig.table.flow_removed  # its rule went with the old pipeline, and said so ...
     rig.run(rig.core.on_messages([removed], 2.0))
     assert len(rig.core.balancer.flows) == 1  # ... but the flow keeps its backend here
     again = rig.send(UPLINK, frame(flags=TCP_ACK), 3.0)
-    assert again.rule is None and again.tunnel == first.tunnel  # placed as before
+    assert again.rule is None and again.tunnel[:3] == first.tunnel[:3]  # placed as before
     assert rig.flow_rule(frame()) is not None and rig.core.counters.reinstalls == 1
 
 

@@ -13,7 +13,7 @@ from ryu_app.core.pipeline import PRIORITY_FLOW, flow_cookie
 from ryu_app.core.serving import retire_grace
 from ryu_app.core.slots import changed_slots
 from ryu_app.core.switchrules import PRIORITY_SLOT, PRIORITY_SYN_SLOT, slot_cookie
-from tests.ryu_app.core.rig import BACKENDS, BY_TUNNEL, UPLINK, VIP, GatewayRig, frame
+from tests.ryu_app.core.rig import BACKENDS, BY_TUNNEL, GATEWAY, UPLINK, VIP, GatewayRig, frame
 from tests.ryu_app.fake_oftable import packet_fields
 
 TCP_ACK = 0x10
@@ -177,3 +177,18 @@ def test_a_controller_mode_and_a_switch_mode_gateway_agree_on_1000_flows():
         assert backend_at(in_controller.send(UPLINK, data, 1.0)) == backend_at(by_switch)
     assert in_switch.core.counters.packet_ins == 0
     assert in_controller.core.counters.packet_ins == 1000
+
+
+def test_a_gateways_vip_mode_overrides_the_vips_own_even_on_a_change():
+    switch_gateway = dataclasses.replace(GATEWAY, vip_mode="switch")
+    rig = GatewayRig(gateway=switch_gateway, vips=(PORT_BITS_VIP,))  # the VIP says controller
+    assert rig.core.balancer.vips["web"].vip.mode == "switch"
+    assert len(slot_rules(rig)) == 2 * SLOTS
+    rig.run(rig.core.set_vip(dataclasses.replace(PORT_BITS_VIP, idle_timeout=30), 1.0))
+    assert len(slot_rules(rig)) == 2 * SLOTS  # a fleet-wide body's mode does not flatten it
+    hashed = dataclasses.replace(VIP, name="other", address="10.0.0.101")
+    rig.run(rig.core.set_vip(hashed, 1.0))  # cannot run in switch mode: keeps its own
+    assert rig.core.balancer.vips["other"].vip.mode == "controller"
+    controller_gateway = dataclasses.replace(GATEWAY, vip_mode="controller")
+    rig = GatewayRig(gateway=controller_gateway, vips=(SWITCH_VIP,))
+    assert rig.core.balancer.vips["web"].vip.mode == "controller" and slot_rules(rig) == []

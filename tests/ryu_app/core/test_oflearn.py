@@ -4,6 +4,7 @@ may not); and Open vSwitch reads a switch-mode pin's learn as the prototype writ
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -88,3 +89,25 @@ def test_the_defaults_are_os_kens():
         specs=[parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32)],
     )
     assert oflearn.learn([spec]) == serialised(theirs)
+
+
+def test_a_limit_makes_it_learn2_the_same_learn_with_the_limit_after_its_parameters():
+    """``NXAST_LEARN2`` (OVS lib/ofp-actions.c, ``struct nx_action_learn2``): the 32 bytes of
+    ``nx_action_learn`` with subtype 45, then limit (u32), result_dst_ofs (u16, 0: no result
+    field), 2 bytes of zero padding, then the same flow specs, padded to 8 bytes."""
+    specs = [oflearn.match_field("ipv4_src_nxm"), oflearn.output_field("reg1")]
+    plain = oflearn.learn(specs, idle_timeout=60, priority=200, cookie=7)
+    limited = oflearn.learn(specs, idle_timeout=60, priority=200, cookie=7, limit=100_000)
+    assert plain[8:10] == b"\x00\x10" and limited[8:10] == b"\x00\x2d"  # subtype 16, 45
+    assert limited[:2] == b"\xff\xff" and limited[4:8] == b"\x00\x00\x23\x20"  # Nicira
+    assert limited[10:32] == plain[10:32]  # timeouts, priority, cookie, flags, table
+    assert limited[32:36] == (100_000).to_bytes(4, "big")  # limit
+    assert limited[36:40] == bytes(4)  # result_dst_ofs 0, pad
+    spec_bytes = b"".join(specs)
+    assert limited[40 : 40 + len(spec_bytes)] == spec_bytes == plain[32 : 32 + len(spec_bytes)]
+    length = int.from_bytes(limited[2:4], "big")
+    assert length == len(limited) and length % 8 == 0 and length >= 40 + len(spec_bytes)
+    assert not any(limited[40 + len(spec_bytes) :])
+    assert oflearn.learn(specs, limit=0) == oflearn.learn(specs)
+    with pytest.raises(ValueError, match="limit"):
+        oflearn.learn(specs, limit=2**32)

@@ -5,6 +5,7 @@ the bytes against the prototype's (bench/switchmode_proto.py) text."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import pytest
@@ -12,7 +13,7 @@ from fake_oftable import FakeOFTable
 
 from ryu_app.core import switchrules as sr
 from ryu_app.core.flowkey import Flow
-from ryu_app.core.model import Backend, Vip
+from ryu_app.core.model import DEFAULT_MAX_PINS_PER_BACKEND, Backend, Vip
 from ryu_app.core.pipeline import (
     Ports,
     backend_actions,
@@ -125,18 +126,44 @@ PROTOTYPE_LEARN = (
 )
 
 
+def ofp_print(message: bytes) -> str:
+    return subprocess.run(
+        ["ovs-ofctl", "ofp-print", message.hex()], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_open_vswitch_reads_the_slot_rules_as_the_prototype_writes_them():
     """ovs-ofctl decodes the bytes (no switch needed): the SYN rule's match and the learn
-    the prototype installs, verbatim (its ``load:`` of reg1 is this ``set_field``)."""
-    syn, learning = sr.slot_rules(VIP, 5, TARGETS["vm1"], PORTS)
-    text = [
-        subprocess.run(
-            ["ovs-ofctl", "ofp-print", m.hex()], capture_output=True, text=True, check=True
-        ).stdout
-        for m in (syn, learning)
-    ]
+    the prototype installs, verbatim (its ``load:`` of reg1 is this ``set_field``), with no
+    pin limit (plain ``NXAST_LEARN``, for switches before OVS 2.12)."""
+    unbounded = dataclasses.replace(VIP, max_pins_per_backend=0)
+    text = [ofp_print(m) for m in sr.slot_rules(unbounded, 5, TARGETS["vm1"], PORTS)]
     match = "tcp,in_port=1,nw_dst=10.0.0.100,tp_src=0xa/0x1e,tp_dst=80"
     assert f"priority=210,{match},tcp_flags=+syn-ack cookie:0x4c53030000000001" in text[0]
     assert f"priority=190,{match} cookie:0x4c53030000000001" in text[1]
     assert "actions=set_field:0x2->reg1," + PROTOTYPE_LEARN.format(idle=VIP.idle_timeout) in text[1]
     assert text[1].rstrip().endswith("set_field:0x64->tun_id,output:2")
+
+
+def test_open_vswitch_reads_the_pin_limit_as_learns_limit():
+    """A VIP's ``max_pins_per_backend`` is the learn's ``limit=`` (``NXAST_LEARN2``): the same
+    learn as the prototype's, ``limit`` after the cookie as ovs-ofctl writes it."""
+    bounded = dataclasses.replace(VIP, max_pins_per_backend=1234)
+    _, learning = sr.slot_rules(bounded, 5, TARGETS["vm1"], PORTS)
+    limited = PROTOTYPE_LEARN.replace(",NXM_OF_IN_PORT[]", ",limit=1234,NXM_OF_IN_PORT[]")
+    assert "set_field:0x2->reg1," + limited.format(idle=VIP.idle_timeout) in ofp_print(learning)
+    assert f"limit={DEFAULT_MAX_PINS_PER_BACKEND}," in ofp_print(
+        sr.slot_rules(VIP, 5, TARGETS["vm1"], PORTS)[1]
+    )
+
+
+def test_a_slot_learns_no_pin_once_its_backend_has_the_limit_and_still_forwards():
+    """Open vSwitch counts the limit over every rule with the learned cookie (the backend's,
+    across all its slots): the fake switch does the same."""
+    bounded = dataclasses.replace(VIP, max_pins_per_backend=3)
+    table = FakeOFTable()
+    table.apply(sr.vip_slot_rules(bounded, ("vm1",) * 16, TARGETS, PORTS))
+    forwarded = [table.forward(packet(40000 + 2 * n, sr.TCP_ACK)) for n in range(5)]
+    assert [len(f.learned) for f in forwarded] == [1, 1, 1, 0, 0]
+    assert len(table.rules_at(200)) == 3
+    assert all(f.outputs == [PORTS.tunnel] for f in forwarded)  # sent on all the same

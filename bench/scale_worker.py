@@ -114,11 +114,11 @@ def rebuild(vips: int, backends: int) -> dict:
     installs: queue.Queue = queue.Queue()
     failed_at = time.perf_counter()
     requests = []
+    for index in range(vips):  # one verdict at a time, as probe answers come
+        with lock:
+            effects = core.set_health(f"vip{index + 1}", setup.DEAD, False, time.monotonic())
+        requests += effects.tables
     with lock:
-        for index in range(vips):
-            requests += core.set_health(
-                f"vip{index + 1}", setup.DEAD, False, time.monotonic()
-            ).tables
         requests = core.wanted_tables(requests)
     verdicts_s = time.perf_counter() - failed_at
     builds = threading.Thread(

@@ -32,6 +32,7 @@ import time
 
 from ryu_app.api import pacing, rest, statefile
 from ryu_app.api.service import GatewayService
+from ryu_app.core import maglev
 from ryu_app.core.effects import Effects
 from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
 from ryu_app.shell import builder, compat, fastlane, settings, supervision
@@ -111,7 +112,10 @@ class LockstepApp(compat.app_base_class()):
         self.clock = time.monotonic
         self.core = GatewayCore(self.gateway)
         started = self.core.set_vips(list(self.deployment.vips), self.clock())
-        self.core.balancer.rebuild_now(started.tables)  # before any switch: here, at once
+        # Before any switch: here, at once, through the compiled fill (~1.5 ms a table at
+        # 65,537 slots, against ~20-40 ms for the plain loop: 1,000 VIPs in ~2 s, not ~30 s).
+        LOG.info("start-up tables: %d to build, fill: %s", len(started.tables), maglev.warm_up())
+        self.core.balancer.rebuild_now(started.tables)
         _log(started)
         self.datapath = None
         # Under classic Ryu the process is monkey-patched by eventlet (compat.py), and a pipe
@@ -243,24 +247,43 @@ class LockstepApp(compat.app_base_class()):
                 hub.spawn(self._build_tables, requests)
 
     def _build_tables(self, requests) -> None:
-        """Worker: build each table (pure, slow: tens of ms) and have the event loop install it
+        """Worker: build each table (pure, ~1.5 ms compiled) and have the event loop install it
         as soon as it is built (a reference swap), so that a health change touching many VIPs
-        brings each its table without waiting for all the others.  A build that raises is
-        handed back as its error: the core asks for it again later."""
-        for number, request in enumerate(requests, 1):
-            table = error = None
-            try:
-                table = _off_the_hub(self.builder.build, request.spec)
-            except Exception as problem:  # noqa: BLE001 - a worker must report, not vanish
-                error = problem
-            install = functools.partial(
-                self._install_table, request, table, error, number == len(requests)
-            )
+        brings each its table without waiting for all the others.  Under the native hub on
+        every core (``TableBuilder.build_many``), newest request first (``wanted_tables`` keeps
+        each VIP's latest; the latest changes are the ones clients now hit), a request the VIP
+        no longer wants when its turn comes skipped.  A build that raises is handed back as
+        its error: the core asks for it again later."""
+        remaining = [len(requests)]
+        count = threading.Lock()
+
+        def deliver(request, table, error) -> None:
+            with count:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            install = functools.partial(self._install_table, request, table, error, last)
             self.send_event(self.name, EventCall(install))
+
+        if GREEN_HUB:  # green threads: one build at a time off the hub, as before
+            for request in requests:
+                try:
+                    table, error = _off_the_hub(self.builder.build, request.spec), None
+                except Exception as problem:  # noqa: BLE001 - a worker must report, not vanish
+                    table, error = None, problem
+                deliver(request, table, error)
+            return
+        wanted = self.core.balancer.wants  # two dict reads: a stale answer only costs a build
+
+        def skip(request) -> None:
+            deliver(request, None, None)
+
+        self.builder.build_many(list(reversed(requests)), deliver, wanted, skipped=skip)
 
     def _install_table(self, request, table, error, last: bool) -> None:
         if error is not None:
             effects = self.core.table_build_failed(request, error, self.clock())
+        elif table is None:
+            effects = Effects()  # superseded before its turn: not built
         else:
             effects = self.core.table_built(request, table)
         if last:

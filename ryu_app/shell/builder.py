@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 
 from ryu_app.core import maglev
@@ -27,8 +28,12 @@ LOG = logging.getLogger("lockstep.builder")
 
 
 class TableBuilder:
-    def __init__(self, in_process: bool = False):
+    """One worker process (``build``), plus ``workers - 1`` more for ``build_many``."""
+
+    def __init__(self, in_process: bool = False, workers: int | None = None):
         self.in_process = in_process  # True: never start a worker process
+        self.workers = 1 if in_process else max(1, workers or os.cpu_count() or 1)
+        self._helpers: list[TableBuilder] = []  # the other workers' builders
         self._lock = threading.Lock()  # one question on the pipe at a time
         self._pipe = None
         self._process = None
@@ -43,6 +48,7 @@ class TableBuilder:
             try:
                 with self._lock:
                     self._pipe or self._start()
+                self._start_helpers()
             except OSError as problem:
                 LOG.warning("no table-building process (%r): building in this one", problem)
                 self.in_process = True
@@ -64,6 +70,47 @@ class TableBuilder:
                 return table
         return build_spec(spec)
 
+    def build_many(
+        self, requests: list, deliver, still_wanted=lambda request: True, skipped=None
+    ) -> None:
+        """Build ``requests`` (each with a ``spec``) on every worker at once, in the order given
+        (the caller puts the newest first), calling ``deliver(request, table, error)`` from a
+        thread per worker as each is built.  A request no longer ``still_wanted`` when its turn
+        comes is skipped (superseded: a newer one is queued or the VIP went), and handed to
+        ``skipped`` if given, so that the caller can count every request as done.  Blocks until all
+        are done.  ~1.5 ms a table with the compiled fill, so 1,000 tables take about a second
+        over two cores (bench_scale)."""
+        self._start_helpers()
+        pending = list(reversed(requests))  # pop() takes from the end: the first given first
+        taking = threading.Lock()
+
+        def drain(builder: TableBuilder) -> None:
+            while True:
+                with taking:
+                    if not pending:
+                        return
+                    request = pending.pop()
+                if not still_wanted(request):
+                    if skipped is not None:
+                        skipped(request)
+                    continue
+                try:
+                    deliver(request, builder.build(request.spec), None)
+                except Exception as error:  # noqa: BLE001 - handed to the caller
+                    deliver(request, None, error)
+
+        threads = [threading.Thread(target=drain, args=(b,)) for b in [self, *self._helpers]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _start_helpers(self) -> None:
+        if not self._helpers and self.workers > 1 and not self.in_process:
+            self._helpers = [TableBuilder(workers=1) for _ in range(self.workers - 1)]
+            for helper in self._helpers:
+                helper.start()
+
     def _start(self):
         # spawn: a fresh interpreter, not a fork of this threaded process (whose locks a
         # forked child could inherit held); it imports only what ``_serve`` needs.
@@ -78,7 +125,10 @@ class TableBuilder:
         return ours
 
     def close(self) -> None:
-        """End the worker (it exits when its pipe closes)."""
+        """End the worker(s) (each exits when its pipe closes)."""
+        for helper in self._helpers:
+            helper.close()
+        self._helpers = []
         if self._pipe is not None:
             self._pipe.close()
             self._pipe = None

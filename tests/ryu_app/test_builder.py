@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -128,3 +130,41 @@ def test_building_in_process_loads_the_compiled_fill_at_start(fill_not_loaded, c
     TableBuilder(in_process=True).start()
     assert maglev._compiled is not None
     assert "fill: compiled (numba" in caplog.text
+
+
+def test_build_many_builds_on_every_worker_in_the_order_given_and_skips_the_superseded():
+    builder = TableBuilder(workers=2)
+    specs = [TableSpec(251, (("vm1", 1), ("vm2", weight))) for weight in range(1, 9)]
+    requests = [SimpleNamespace(spec=spec, number=n) for n, spec in enumerate(specs)]
+    built, skipped, lock = {}, [], threading.Lock()
+
+    def deliver(request, table, error):
+        with lock:
+            built[request.number] = (table, error)
+
+    try:
+        builder.start()
+        builder.build_many(
+            requests, deliver, lambda r: r.number != 3, skipped=lambda r: skipped.append(r.number)
+        )
+        assert len(builder._helpers) == 1 and builder._helpers[0]._process.is_alive()
+    finally:
+        builder.close()
+    assert skipped == [3]
+    assert sorted(built) == [0, 1, 2, 4, 5, 6, 7]
+    for number, (table, error) in built.items():
+        assert error is None and table == build_table(specs[number].backends, 251)
+    assert builder._helpers == []
+
+
+def test_build_many_hands_each_error_back():
+    builder = TableBuilder(workers=2)
+    outcomes = []
+    try:
+        builder.build_many(
+            [SimpleNamespace(spec=TableSpec(10, (("vm1", 1),))), SimpleNamespace(spec=SPEC)],
+            lambda request, table, error: outcomes.append((table is None, type(error).__name__)),
+        )
+    finally:
+        builder.close()
+    assert sorted(outcomes) == [(False, "NoneType"), (True, "ValueError")]

@@ -187,7 +187,9 @@ def statefile(vips: int, backends: int) -> dict:
             state_file.write(path, list(deployment.vips))
             times.append(time.perf_counter() - started)
         size = path.stat().st_size
-    return {"write_s": min(times), "bytes": size}
+    # The first write of these Vip objects, then rewrites of the same ones (what a REST change
+    # of one VIP costs where the writer keeps what it wrote).
+    return {"write_s": times[0], "rewrite_s": min(times[1:]), "bytes": size}
 
 
 PARTS = {"rebuild": rebuild, "probes": probes, "statefile": statefile}

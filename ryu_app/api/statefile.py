@@ -23,14 +23,39 @@ def default_path(gateway_name: str) -> Path:
     return Path("/var/lib/lockstep") / f"{gateway_name}.json"
 
 
+# Each VIP's JSON as last written, by the Vip object (immutable: a change makes a new one), so
+# that a change rewrites one VIP's text and joins the others': at 1,000 VIPs x 100 backends the
+# whole file took ~0.9 s of the REST thread (0.5 s of ``vip_to_data``, 0.4 s of an indented
+# dump, which only the pure-Python encoder does), a rewrite now ~0.1 s (bench_scale).
+_fragments: dict[int, tuple[object, str]] = {}
+
+
+def vip_text(vip) -> str:
+    """One VIP as one line of JSON (keys sorted), from the cache when this Vip was written."""
+    cached = _fragments.get(id(vip))
+    if cached is not None and cached[0] is vip:
+        return cached[1]
+    text = json.dumps(deployment_file.vip_to_data(vip), sort_keys=True)
+    _fragments[id(vip)] = (vip, text)
+    return text
+
+
+def file_text(vips) -> str:
+    """The file: a version and the VIPs, one per line (readable, and a diff shows which
+    changed).  The cache keeps only the VIPs written now."""
+    lines = [vip_text(vip) for vip in vips]
+    alive = {id(vip) for vip in vips}
+    for key in [key for key in _fragments if key not in alive]:
+        del _fragments[key]
+    body = ",\n".join(lines)
+    return f'{{"version": {FORMAT_VERSION}, "vips": [\n{body}\n]}}'
+
+
 def write(path: str | Path, vips) -> None:
     """Save ``vips`` (Vip objects); raises OSError if the file cannot be written."""
     path = Path(path)
-    text = json.dumps(
-        {"version": FORMAT_VERSION, "vips": [deployment_file.vip_to_data(v) for v in vips]},
-        indent=2,
-        sort_keys=True,
-    )
+    vips = list(vips)
+    text = file_text(vips)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(_temporary_name(path, os.getpid()))
     try:

@@ -102,7 +102,19 @@ def build_all(table_builder, requests, deliver) -> None:
             deliver(request, None, error)
 
 
+def switch_interval() -> float:
+    """The interpreter's switch interval the revision's app sets under os-ken's native hub
+    (``app.SWITCH_INTERVAL``: a thread waits this long at most for another to let go), else
+    Python's default."""
+    try:
+        from ryu_app.shell import app  # noqa: PLC0415 - imports os-ken: only here
+    except ImportError:
+        return sys.getswitchinterval()
+    return getattr(app, "SWITCH_INTERVAL", sys.getswitchinterval())
+
+
 def rebuild(vips: int, backends: int) -> dict:
+    sys.setswitchinterval(switch_interval())
     core = new_core(parsed(vips, backends))
     lock = threading.Lock()
     table_builder = builder.TableBuilder()
@@ -157,6 +169,7 @@ def rebuild(vips: int, backends: int) -> dict:
         "p99_ms_before": setup.percentile(before, 0.99),
         "packets_during": len(during),
         "builder_processes": getattr(table_builder, "workers", 1),
+        "switch_interval_ms": 1e3 * sys.getswitchinterval(),
     }
 
 

@@ -6,7 +6,8 @@ working tree's ``scale_setup``: the same deployment on both sides.
 
 - ``rebuild``: a GatewayCore with every VIP's table in; a steady load of new flows through its
   packet path (``balancer.pick`` under the core's lock, open loop, on a thread of its own as the
-  switch's receiving thread is); then ``DEAD`` fails in every VIP (``set_health``, the health
+  switch's receiving thread is, at the interpreter switch interval the revision's app sets);
+  then ``DEAD`` fails in every VIP (``set_health``, the health
   check's verdict) and the tables asked for are built the way the revision's app builds them
   (its ``TableBuilder``: one spawned process, one table at a time; or ``build_many`` where the
   revision has it) and installed on another thread (the event loop's: ``table_built`` under the
@@ -15,7 +16,8 @@ working tree's ``scale_setup``: the same deployment on both sides.
   the switch (flows follow it at their next packet-in), so there are no flow-mods to count.
 - ``probes``: the revision's Prober over ``vips`` x ``backends``, due() every 20 ms (the app's
   health tick) for one interval after start-up: probes sent per tick.
-- ``statefile``: the revision's ``statefile.write`` of every VIP: time and size.
+- ``statefile``: the revision's ``statefile.write`` of every VIP: time and size, first and
+  again (the same Vip objects: what one REST change costs where the writer keeps its work).
 """
 
 from __future__ import annotations

@@ -3,12 +3,8 @@ the arithmetic of its figures (quantiles, per-unit slopes, probe ticks, series c
 
 from __future__ import annotations
 
-import pytest
-
 from bench import bench_scale, scale_setup
 from topology import deployment as deployment_file
-
-pytestmark = pytest.mark.unit
 
 
 def test_vip_addresses_skip_network_and_broadcast():

@@ -7,8 +7,6 @@ import pytest
 
 from tests.ryu_app.test_rest import API_VIP
 
-pytestmark = pytest.mark.unit
-
 
 def add_vips(harness, count: int) -> None:
     for number in range(count):

@@ -39,6 +39,7 @@ or it fails to compile) the plain loop fills every table, as before.
 
 from __future__ import annotations
 
+import functools
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ def _slot_table_problem(table_size: int) -> str | None:
     return None
 
 
+# Remembered per (name, size): a burst of rebuilds (one shared VM down in 1,000 VIPs) hashes
+# the same backends' names for every table (~0.06 ms of a ~1.7 ms build at 100 backends).
+@functools.lru_cache(maxsize=1 << 14)
 def backend_permutation(name: str, table_size: int) -> tuple[int, int]:
     """(offset, skip) of a backend's preference list, identical on every machine."""
     key = name.encode("utf-8")
@@ -99,6 +103,7 @@ def backend_permutation(name: str, table_size: int) -> tuple[int, int]:
     return offset, skip
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def slot_permutation(name: str, table_size: int) -> tuple[int, int]:
     """(offset, skip) of a backend in a ``port-bits`` table of ``table_size = 2**k`` slots:
     the same seeds as ``backend_permutation``, ``skip`` odd so that ``offset + j * skip``

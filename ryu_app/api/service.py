@@ -108,6 +108,7 @@ class GatewayService:
         self.tables_ready = tables_ready
         self._writes = lock or threading.Lock()  # the app's suits its hub (green or not)
         self._renders = views.RenderCache()
+        self._renders.warm(deployment.vips)  # the first status's digests, before serving
         self.handler_errors = lambda: 0  # the shell replaces this with its counter
         self.rest_pacing = lambda: None  # ... and this with its REST server's ``PacingStats``
 

@@ -127,6 +127,14 @@ class RenderCache:
             cached = self._config[vip.name] = (vip, text_digest(text), text)
         return cached
 
+    def warm(self, vips: tuple[Vip, ...]) -> None:
+        """Every VIP's configuration digest and the digest of all, made now: at start-up, off
+        the REST plane's CPU budget (at 1,000 x 100 the first GET /v1/status spent ~0.2 s
+        of CPU on them, ~2 s of wall time at its share of a core)."""
+        for vip in vips:
+            self._config_entry(vip)
+        self.all_configs_digest(vips)
+
     def healthy_digest(self, name: str, healthy: frozenset[str]) -> str:
         cached = self._healthy.get(name)
         if cached is None or cached[0] != healthy:

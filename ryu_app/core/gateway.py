@@ -77,6 +77,7 @@ class GatewayCore:
         self._errors = SwitchErrorLog(self.counters.switch_errors)
         self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
         self.pin_reader = pinread.PinReader()  # switch-mode pins and slot counters, read back
+        self._rounds_told = 0  # the pin reader's rounds whose SYN delta the monitor had
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -430,6 +431,10 @@ class GatewayCore:
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)
             self._drops_told = dropped
+        if self.pin_reader.counters.rounds != self._rounds_told:  # switch mode's SYN rate
+            self._rounds_told = self.pin_reader.counters.rounds
+            if self.pin_reader.syn_delta is not None:
+                self.monitor.switch_syns(*self.pin_reader.syn_delta, now)
         notices, warnings = self.monitor.tick(now)
         effects.notices += notices
         effects.warnings += warnings

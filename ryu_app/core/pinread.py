@@ -12,6 +12,10 @@ flow statistics requests (``ofstats``) reads, per switch-mode VIP:
 - its slot rules (``switchrules.KIND_SLOT``): packets per backend, SYN (priority 210) and
   other (190), and the SYNs of each slot (how evenly clients' source ports fill the slots).
 
+Between two whole rounds, ``syn_delta`` is how many SYNs the slot rules placed and over how
+long: the switch's analogue of controller mode's packet-in rate, which the gateway gives its
+``overload.LoadMonitor`` (in switch mode a flood never reaches the controller).
+
 Bounded everywhere: one request in flight (its reply may come in many parts, each handled as
 it comes: nothing holds a whole reply); one forgotten after ``REPLY_TIMEOUT`` without its last
 part; at most ``MAX_PINS`` pins kept per round, the rest only counted (by backend) as
@@ -210,6 +214,9 @@ class PinReader:
         self._round: _Round | None = None
         self._in_flight: tuple[Request, int, float] | None = None  # request, xid, sent at
         self._next_round = float("-inf")
+        # SYNs the slot rules placed between the last two whole rounds, and the seconds
+        # between them (``syn_delta``); None until there are two rounds to compare.
+        self.syn_delta: tuple[int, float] | None = None
         self._xid = 0
         self._now = 0.0  # the last tick's time: when a request sent from ``on_reply`` left
 
@@ -227,7 +234,7 @@ class PinReader:
                 return []
             vips = [state.vip for state in states.values() if state.vip.mode == MODE_SWITCH]
             if not vips:
-                self.snapshot = None  # nothing in switch mode: nothing of it to report
+                self.snapshot = self.syn_delta = None  # nothing in switch mode to report
                 self._next_round = now + POLL_SECONDS
                 return []
             requests = [_request(vip, what) for vip in vips for what in (PINS, SLOTS)]
@@ -274,7 +281,8 @@ class PinReader:
         if self._round.left:
             return self._send_next(self._now)
         finished, self._round = self._round, None
-        self.snapshot = finished.snapshot()
+        previous, self.snapshot = self.snapshot, finished.snapshot()
+        self.syn_delta = syn_delta(previous, self.snapshot)
         self.counters.rounds += 1
         self.counters.unreadable_pins += finished.unreadable
         self._next_round = finished.started + poll_interval(sum(finished.counts.values()))
@@ -285,6 +293,26 @@ class PinReader:
         snapshot stays (its age says how old it is)."""
         self._round = self._in_flight = None
         self._next_round = float("-inf")
+
+
+def syn_delta(previous: PinSnapshot | None, current: PinSnapshot) -> tuple[int, float] | None:
+    """(SYNs the slot rules placed from ``previous``'s round to ``current``'s, the seconds
+    between them), or None without a baseline.  Counted per VIP and slot, both rounds having
+    read it, so that no delta is negative or huge: a slot rule written again (a health change,
+    a reconnect) starts its count over, and then only its new count counts (the SYNs since it
+    was written, at most); a VIP or slot the previous round did not read is its baseline."""
+    if previous is None or current.taken_at <= previous.taken_at:
+        return None
+    placed = 0
+    for vip, syns in current.slot_syns.items():
+        before = previous.slot_syns.get(vip)
+        if before is None:
+            continue
+        for slot, count in syns.items():
+            old = before.get(slot)
+            if old is not None:
+                placed += count - old if count >= old else count
+    return placed, current.taken_at - previous.taken_at
 
 
 def _request(vip: Vip, what: str) -> Request:

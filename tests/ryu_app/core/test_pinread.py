@@ -216,3 +216,40 @@ def test_slot_skew_is_the_fullest_slot_over_the_mean_once_there_are_enough_syns(
     )
     assert pinread.slot_skew({0: 2559}, 256) is None  # under 10 a slot: chance decides
     assert pinread.slot_skew({}, 256) is None
+
+
+# ---- SYNs placed between rounds (the overload monitor's switch-mode signal) -----------------
+
+
+def syn_snapshot(at: float, syns: dict[str, dict[int, int]]) -> pinread.PinSnapshot:
+    return pinread.PinSnapshot(at, frozenset(syns), {}, {}, 0, {}, syns)
+
+
+def test_syns_placed_between_two_rounds_are_counted_per_slot():
+    before = syn_snapshot(1.0, {"web": {0: 100, 1: 200}, "api": {0: 5}})
+    after = syn_snapshot(2.5, {"web": {0: 130, 1: 260}, "api": {0: 5}})
+    assert pinread.syn_delta(before, after) == (90, 1.5)
+    assert pinread.syn_delta(None, after) is None  # no baseline
+    assert pinread.syn_delta(after, after) is None  # no time between them
+
+
+def test_a_counter_that_starts_over_never_gives_a_negative_or_huge_delta():
+    """A slot rule written again (a health change moved the slot, or the switch reconnected
+    and every rule was written again) starts its count at 0: its new count is what it placed
+    since, at most; a VIP or slot the last round did not read is only a baseline."""
+    before = syn_snapshot(1.0, {"web": {0: 1_000_000, 1: 50}})
+    after = syn_snapshot(2.0, {"web": {0: 7, 1: 60, 2: 9_999_999}, "new": {0: 5_000_000}})
+    assert pinread.syn_delta(before, after) == (7 + 10, 1.0)
+
+
+def test_the_reader_gives_the_syns_its_last_two_rounds_saw():
+    rig = GatewayRig(vips=(SWITCH_VIP,))
+    reader = rig.core.pin_reader
+    rig.tick(2.0)
+    answer(rig, 2.0)
+    assert reader.syn_delta is None  # the first round is the baseline
+    for sport in range(41000, 41060, 2):
+        connect(rig, sport, acks=0)  # SYNs only, as a flood's
+    rig.tick(3.0)
+    answer(rig, 3.0)
+    assert reader.syn_delta == (30, 1.0)

@@ -421,7 +421,10 @@ class GatewayCore:
         effects = Effects()
         if self._retries:
             effects += self._retries.due(now, self.balancer.wants)
+        unanswered = self.monitor.unanswered
         self._take_verdicts(self.prober.expire(now), now, effects)
+        if self.monitor.unanswered != unanswered:  # switch mode: is a flood why? (``hurry``)
+            self.pin_reader.hurry(now)
         self._retire_due(now, effects)
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))

@@ -110,6 +110,7 @@ class LoadMonitor:
         self.switch_syn_limit = switch_syn_rate
         self.episodes = 0
         self.inconclusive = 0
+        self.unanswered = 0  # probes of UP backends that went unanswered (evidence is wanted)
         self._since: float | None = None
         self._last_evidence: float | None = None
         self._last_by_signal: dict[str, float] = {}
@@ -178,6 +179,7 @@ class LoadMonitor:
             if rtt_share is not None:
                 self._probe_rtt(rtt_share, now)
             return
+        self.unanswered += 1
         self._answering.discard(key)
         self._silent.add(key)
         silent = len(self._silent)

@@ -14,7 +14,10 @@ flow statistics requests (``ofstats``) reads, per switch-mode VIP:
 
 Between two whole rounds, ``syn_delta`` is how many SYNs the slot rules placed and over how
 long: the switch's analogue of controller mode's packet-in rate, which the gateway gives its
-``overload.LoadMonitor`` (in switch mode a flood never reaches the controller).
+``overload.LoadMonitor`` (in switch mode a flood never reaches the controller).  When a probe
+goes unanswered the gateway asks for the next round at once (``hurry``): a round a second
+apart, plus the switch's own lag in updating rule counters (its revalidators, ~0.5 s), let a
+flood's evidence come after a second silent probe had taken a VM down (bench_flood).
 
 Bounded everywhere: one request in flight (its reply may come in many parts, each handled as
 it comes: nothing holds a whole reply); one forgotten after ``REPLY_TIMEOUT`` without its last
@@ -53,6 +56,9 @@ from ryu_app.core.switchrules import KIND_SLOT, PRIORITY_SLOT, PRIORITY_SYN_SLOT
 
 POLL_SECONDS = 1.0  # between the starts of two rounds, with few pins
 PINS_PER_EXTRA_SECOND = 25_000  # ... plus a second per this many pins the last round read
+# A round asked for early (``hurry``) starts at least this long after the last one started
+# (plus the time with many pins, as ``poll_interval``): so a delta spans no tiny interval.
+HURRY_GAP = 0.25
 REPLY_TIMEOUT = 3.0  # a request whose reply has not ended by then is forgotten
 MAX_PINS = 100_000  # pins kept per snapshot; the rest are counted only
 MAX_COUNTED_IDS = 4096  # distinct backend ids counted per round (a sane switch sends ours)
@@ -214,6 +220,7 @@ class PinReader:
         self._round: _Round | None = None
         self._in_flight: tuple[Request, int, float] | None = None  # request, xid, sent at
         self._next_round = float("-inf")
+        self._last_start = float("-inf")  # when the last round started
         # SYNs the slot rules placed between the last two whole rounds, and the seconds
         # between them (``syn_delta``); None until there are two rounds to compare.
         self.syn_delta: tuple[int, float] | None = None
@@ -239,6 +246,7 @@ class PinReader:
                 return []
             requests = [_request(vip, what) for vip in vips for what in (PINS, SLOTS)]
             self._round = _Round(now, requests, self.max_pins)
+            self._last_start = now
         return self._send_next(now)
 
     def _send_next(self, now: float) -> list[bytes]:
@@ -287,6 +295,16 @@ class PinReader:
         self.counters.unreadable_pins += finished.unreadable
         self._next_round = finished.started + poll_interval(sum(finished.counts.values()))
         return []
+
+    def hurry(self, now: float) -> None:
+        """Start the next round as soon as ``HURRY_GAP`` (and the time for the last round's
+        pins) after the last one started, not up to a second later: a probe went unanswered,
+        and if a flood is why, the slot rules' SYN counters say so before the next probe is
+        judged.  A round in flight is not hurried (its end schedules the next)."""
+        if self._round is None:
+            pins = sum(self.snapshot.counts.values()) if self.snapshot else 0
+            earliest = self._last_start + poll_interval(pins) - POLL_SECONDS + HURRY_GAP
+            self._next_round = min(self._next_round, max(now, earliest))
 
     def forget(self) -> None:
         """The switch went or came back: a request in flight has no reply coming; the last

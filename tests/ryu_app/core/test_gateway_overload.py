@@ -425,3 +425,21 @@ def test_a_switch_mode_syn_rate_below_the_threshold_excuses_nothing():
     scenario.run(DETECTION + 1.0, dict.fromkeys(ALL, "silent"), flood=500)
     assert set(scenario.down_at) == ALL
     assert scenario.rig.core.monitor.view().episodes == 0
+
+
+def test_an_unanswered_probe_asks_the_switch_for_its_syn_counters_at_once():
+    """The switch updates rule counters late (its revalidators, ~0.5 s) and rounds come a
+    second apart: bench_flood saw the evidence 20 ms after a second silent probe took a VM
+    down.  So the first silent probe asks for a round in the same tick."""
+    scenario = SwitchScenario(SWITCH_PROBED)
+    scenario.run(2.0)
+    monitor, table = scenario.rig.core.monitor, scenario.rig.table
+    silent = dict.fromkeys(ALL, "silent")
+    asked = []
+    while monitor.unanswered == 0:
+        Scenario.run(scenario, TICK, silent)  # one tick; the switch does not answer yet
+        asked.append(bool(table.flow_stats_requests))
+        while table.flow_stats_requests:
+            reply = table.flow_stats_reply(table.flow_stats_requests.pop(0))
+            scenario.rig.run(scenario.rig.core.on_messages(reply, scenario.now))
+    assert asked[-1] and not any(asked[-5:-1])  # in the tick the first probe went silent

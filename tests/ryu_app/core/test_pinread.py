@@ -10,6 +10,7 @@ import pytest
 
 from ryu_app.core import ofstats, pinread
 from ryu_app.core.flowkey import flow_from_fields, flow_key
+from ryu_app.core.model import HealthCheck
 from ryu_app.core.pinread import OTHER, PINS, SYN, PinReader, poll_interval
 from ryu_app.core.pipeline import PRIORITY_FLOW
 from tests.ryu_app.core.rig import UPLINK, VIP, GatewayRig, frame
@@ -253,3 +254,23 @@ def test_the_reader_gives_the_syns_its_last_two_rounds_saw():
     rig.tick(3.0)
     answer(rig, 3.0)
     assert reader.syn_delta == (30, 1.0)
+
+
+def test_a_hurried_round_starts_at_once_but_not_on_the_heels_of_the_last():
+    """A probe went unanswered: the next round (and so the SYN delta) comes now, not up to a
+    second later; never sooner than ``HURRY_GAP`` after the last round started.  (A VIP not
+    probed: its own probes, unanswered here, would hurry the reader too.)"""
+    unprobed = dataclasses.replace(SWITCH_VIP, health=HealthCheck(type="none"))
+    rig = GatewayRig(vips=(unprobed,))
+    reader = rig.core.pin_reader
+    rig.tick(2.0)
+    answer(rig, 2.0)
+    reader.hurry(2.1)
+    rig.tick(2.1)
+    assert rig.table.flow_stats_requests == []
+    rig.tick(2.0 + pinread.HURRY_GAP)
+    assert len(rig.table.flow_stats_requests) == 1  # not at 3.0
+    reader.hurry(2.3)  # a round in flight: its end schedules the next, as before
+    answer(rig, 2.3)
+    rig.tick(2.0 + pinread.HURRY_GAP + pinread.POLL_SECONDS - 0.02)
+    assert rig.table.flow_stats_requests == []

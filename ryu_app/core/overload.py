@@ -54,6 +54,10 @@ RATE_WINDOW = 1.0  # seconds the packet-in rate is counted over
 # lost, probe answers among them.  Twice the most real connections it completes (bench_ovs:
 # ~10k handshakes/s, a SYN each) stays clear of legitimate load at capacity.
 SWITCH_SYN_RATE_OVERLOADED = 20_000.0
+# The switch adds to its rules' counters in batches (its revalidators, about every 0.5 s), so a
+# delta over a shorter time (a round hurried by a silent probe) may hold a whole batch: it is
+# divided by this at least, not to read a legitimate rate as twice what it is.
+SWITCH_RATE_MIN_SECONDS = 0.5
 # An answered probe that took half its timeout or more: the ones a little later were lost as
 # "no answer".  The median of the last ``RTT_SAMPLES`` answers (at least ``RTT_MIN_SAMPLES``)
 # is compared, so one slow VM among several does not count as the gateway's trouble.
@@ -161,7 +165,7 @@ class LoadMonitor:
         reads of their counters, ``pinread.syn_delta``: never negative)."""
         if seconds <= 0 or syns < 0:
             return
-        self._switch_syn_rate = syns / seconds
+        self._switch_syn_rate = syns / max(seconds, SWITCH_RATE_MIN_SECONDS)
         if self._switch_syn_rate >= self.switch_syn_limit:
             self._evidence("switch_syn_rate", now)
 

@@ -257,6 +257,16 @@ def test_the_switch_syn_rate_is_evidence_of_a_flood_the_controller_never_sees():
     assert not monitor.overloaded(3.0 + HOLD + 0.01)  # the flood ended
 
 
+def test_a_switch_syn_delta_over_a_short_time_is_not_read_as_a_higher_rate():
+    """A hurried read 0.25 s after the last may hold a whole batch of the switch's counter
+    updates (~0.5 s of SYNs): divided by half a second, legitimate load stays legitimate."""
+    monitor = LoadMonitor()
+    monitor.switch_syns(5_400, 0.25, 1.0)  # 0.5 s of ~10.8k SYN/s, in a 0.25 s window
+    assert not monitor.overloaded(1.0) and monitor.view().switch_syn_rate == 10_800
+    monitor.switch_syns(25_000, 0.25, 2.0)  # a quarter second of a 100k/s flood
+    assert monitor.overloaded(2.0) and monitor.view().switch_syn_rate == 50_000
+
+
 def test_the_switch_syn_rate_corroborates_common_cause():
     monitor = LoadMonitor()
     monitor.switch_syns(50_000, 1.0, 1.0)

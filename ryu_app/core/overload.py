@@ -49,11 +49,11 @@ RATE_WINDOW = 1.0  # seconds the packet-in rate is counted over
 # SYNs per second placed by a switch's slot rules that are evidence (switch mode).  The switch
 # places a SYN for no upcall and no packet-in, so its limit is not the controller's but its
 # intake's: this datapath reads the uplink in ovs-vswitchd's main thread.  bench_flood, switch
-# mode, this 2-core machine, reads of these counters: ~10k/s at 2x and at most 20.7k/s at 4x
-# (0-2% lost on the uplink's socket, every probe answered), 44k-78k/s in the first read of an
-# unbounded flood and 50k-350k/s after (~100k/s read, 75% lost, probe answers among them).  In
-# between, with a margin both ways; three times the most real connections the switch
-# completes (bench_ovs: ~10k handshakes/s, a SYN each).
+# mode, this 2-core machine, reads of these counters: ~10k/s at 2x and at most 21.6k/s at 4x
+# (0-2% lost on the uplink's socket, every probe answered), 31k-78k/s in the first read that
+# saw an unbounded flood (more reads follow at each silent probe) and 50k-350k/s after (~100k/s
+# read, 75% lost, probe answers among them).  In between; three times the most real
+# connections the switch completes (bench_ovs: ~10k handshakes/s, a SYN each).
 SWITCH_SYN_RATE_OVERLOADED = 30_000.0
 # The switch adds to its rules' counters in batches (its revalidators, about every 0.5 s), so a
 # delta over a shorter time (a round hurried by a silent probe) may hold a whole batch: it is

@@ -80,6 +80,7 @@ class GatewayCore:
         # Whether the cookies of the per-flow rules a switch holds name this run's backends
         # (ids restored from the state file, or a connection seen already).
         self._flow_cookies_known = False
+        self._rounds_told = 0  # the pin reader's rounds whose SYN delta the monitor had
 
     # ---- switch life cycle ---------------------------------------------------------------
 
@@ -437,7 +438,10 @@ class GatewayCore:
         effects = Effects()
         if self._retries:
             effects += self._retries.due(now, self.balancer.wants)
+        unanswered = self.monitor.unanswered
         self._take_verdicts(self.prober.expire(now), now, effects)
+        if self.monitor.unanswered != unanswered:  # switch mode: is a flood why? (``hurry``)
+            self.pin_reader.hurry(now)
         self._retire_due(now, effects)
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
@@ -447,6 +451,10 @@ class GatewayCore:
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)
             self._drops_told = dropped
+        if self.pin_reader.counters.rounds != self._rounds_told:  # switch mode's SYN rate
+            self._rounds_told = self.pin_reader.counters.rounds
+            if self.pin_reader.syn_delta is not None:
+                self.monitor.switch_syns(*self.pin_reader.syn_delta, now)
         notices, warnings = self.monitor.tick(now)
         effects.notices += notices
         effects.warnings += warnings

@@ -130,9 +130,12 @@ def test_a_killed_and_restarted_controller_keeps_an_established_download(lab):
     size = 16_000_000  # ~10 s in flight: longer than the switch's reconnect back-off
     lab.route_vip(gateway)
     try:
-        download = lab.start_download(size, pause=0.01, chunk=16384)
-        topology.wait_for(lambda: installed_targets(lab, gateway), 5, "the download's rule")
-        ((sport, tunnel),) = installed_targets(lab, gateway).items()
+        sport = 47011  # a port no other test uses: rules of earlier tests may still be there
+        download = lab.start_download(size, pause=0.01, chunk=16384, source_port=sport)
+        topology.wait_for(
+            lambda: sport in installed_targets(lab, gateway), 5, "the download's rule"
+        )
+        tunnel = installed_targets(lab, gateway)[sport]
         time.sleep(0.3)
         lab.lab.kill(gateway.process, signal.SIGKILL)
         killed = time.monotonic()

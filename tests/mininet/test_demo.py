@@ -44,12 +44,16 @@ OURS = (
 
 def own_processes(out: Path) -> set[str]:
     """Processes of the kinds the demo starts; not those of another test's folder (a test
-    elsewhere on a shared machine may run its own Open vSwitch meanwhile)."""
+    elsewhere on a shared machine may run its own Open vSwitch meanwhile), nor zombies (an
+    exited daemon not yet reaped by its parent, which holds nothing but its pid: seen once,
+    gone by the next test)."""
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     return {
         line
         for line in listing.stdout.splitlines()
-        if any(name in line for name in OURS) and ("/pytest-of-" not in line or str(out) in line)
+        if any(name in line for name in OURS)
+        and ("/pytest-of-" not in line or str(out) in line)
+        and not line.endswith("<defunct>")
     }
 
 

@@ -150,16 +150,25 @@ class World:
         rules = self.switch_rules(gateway)
         return switch_table.slot_owner(rules, port, self.backend_macs())
 
-    def pinned(self, gateway, first_port: int, span: int = 1000) -> set[tuple[str, int]]:
-        """The clients' flows from source ports ``first_port`` + ``span`` this gateway holds."""
+    def pinned(
+        self, gateway, first_port: int, span: int = 1000, in_switch: bool = False
+    ) -> set[tuple[str, int]]:
+        """The clients' flows from source ports ``first_port`` + ``span`` this gateway holds
+        (``in_switch``: only those with a per-flow rule in its switch, whoever installed it)."""
         clients = {self.client_address(c) for c in self.clients}
+        if in_switch:
+            entries = switch_table.pins(self.switch_rules(gateway), self.backend_macs())
+        else:
+            entries = self.flows(gateway)
         return {
             (e["src_ip"], e["src_port"])
-            for e in self.flows(gateway)
+            for e in entries
             if e["src_ip"] in clients and first_port <= (e["src_port"] or 0) < first_port + span
         }
 
-    def wait_pinned(self, gateway, first_port: int, among=None, timeout: float = 4.0) -> set:
+    def wait_pinned(
+        self, gateway, first_port: int, among=None, timeout: float = 4.0, in_switch: bool = False
+    ) -> set:
         """The flows from ``first_port`` + 1000 that ``gateway`` held (only those of ``among``,
         if given), polled until it held them all (without ``among``: for a second after the
         first) or ``timeout`` passes: a switch learns a moved flow's pin from its next packet,
@@ -168,7 +177,7 @@ class World:
         held: set = set()
         first_seen = None
         while time.monotonic() < deadline:
-            now = self.pinned(gateway, first_port)
+            now = self.pinned(gateway, first_port, in_switch=in_switch)
             held |= now & set(among) if among is not None else now
             if among is not None and held == set(among):
                 break

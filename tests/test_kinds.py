@@ -173,7 +173,14 @@ def test_markers_select_each_kind():
         result = pytest_run("--collect-only", "-m", kind, "tests/mininet", env=environment(CI=None))
         assert result.returncode == 0, result.stdout + result.stderr
         collected[kind] = {line for line in result.stdout.splitlines() if "::" in line}
-    assert collected["e2e"] == {"tests/mininet/test_demo.py::test_every_scenario_keeps_its_promise"}
+    assert collected["e2e"] == {
+        f"tests/mininet/test_demo.py::{name}"
+        for name in (
+            "test_every_scenario_keeps_its_promise",
+            "test_every_scenario_keeps_its_promise_in_switch_mode",
+            "test_gateways_of_both_modes_take_over_each_others_connections",
+        )
+    }
     assert collected["integration"] == {
         place.where for place in kinds.PLACES if place.where.startswith("tests/mininet/")
     } - {"tests/mininet/test_demo.py"}

@@ -63,6 +63,7 @@ def _overload_view(load: OverloadView, now: float, wall: float) -> dict:
         "probe_rtt_share_of_timeout": None if rtt is None else round(rtt, 3),
         "loop_lag": round(load.loop_lag, 4),
         "guard_drops": load.guard_drops,
+        "switch_syn_rate": round(load.switch_syn_rate, 1),
         "silent_backends": load.silent_backends,
         "answering_backends": load.answering_backends,
         "inconclusive_probes": load.inconclusive,

@@ -1,4 +1,10 @@
-"""The state file: the VIPs as changed through the REST API, so they survive a restart.
+"""The state file: the VIPs as changed through the REST API, so they survive a restart, and
+the backends' ids (``balancer.SavedIds``), so that a restarted controller names the per-flow
+rules its switch kept as the run that wrote them did.
+
+Version 2: ``vips`` (absent when no REST change was made: the deployment file's VIPs hold),
+``backend_ids`` (VIP -> backend -> its id, tunnel address and MAC) and ``next_backend_id``.
+Version 1 files (VIPs only) are still read: they restore no ids.
 
 Written atomically (write a temporary file in the same folder, fsync it, rename it over the old
 one, fsync the folder): after a crash the file is the old version or the new one, never half.
@@ -11,12 +17,22 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from ryu_app.core.balancer import SavedId, SavedIds
+from ryu_app.core.flowtable import MAX_BACKEND_ID
 from topology import deployment as deployment_file
 from topology.schema import ConfigError, Problem
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True)
+class SavedState:
+    vips: list | None  # None: no REST change saved (the deployment file's VIPs hold)
+    ids: SavedIds | None  # None: a version 1 file, or one written before any id was saved
 
 
 def default_path(gateway_name: str) -> Path:
@@ -40,22 +56,34 @@ def vip_text(vip) -> str:
     return text
 
 
-def file_text(vips) -> str:
-    """The file: a version and the VIPs, one per line (readable, and a diff shows which
-    changed).  The cache keeps only the VIPs written now."""
-    lines = [vip_text(vip) for vip in vips]
-    alive = {id(vip) for vip in vips}
+def file_text(vips, ids: SavedIds | None = None) -> str:
+    """The file: its version, the VIPs one per line (readable, and a diff shows which
+    changed; absent when ``vips`` is None), then the backend ids.  The cache keeps only the
+    VIPs written now."""
+    text = f'{{"version": {FORMAT_VERSION}'
+    alive: set[int] = set()
+    if vips is not None:
+        vips = list(vips)
+        alive = {id(vip) for vip in vips}
+        body = ",\n".join(vip_text(vip) for vip in vips)
+        text += f', "vips": [\n{body}\n]' if vips else ', "vips": []'
     for key in [key for key in _fragments if key not in alive]:
         del _fragments[key]
-    body = ",\n".join(lines)
-    return f'{{"version": {FORMAT_VERSION}, "vips": [\n{body}\n]}}'
+    if ids is not None:
+        backend_ids = {
+            vip: {name: saved._asdict() for name, saved in backends.items()}
+            for vip, backends in ids.backends.items()
+        }
+        text += f',\n"backend_ids": {json.dumps(backend_ids, sort_keys=True)}'
+        text += f',\n"next_backend_id": {ids.next_id}'
+    return text + "}"
 
 
-def write(path: str | Path, vips) -> None:
-    """Save ``vips`` (Vip objects); raises OSError if the file cannot be written."""
+def write(path: str | Path, vips, ids: SavedIds | None = None) -> None:
+    """Save ``vips`` (Vip objects; None: none changed through REST) and ``ids``; raises
+    OSError if the file cannot be written."""
     path = Path(path)
-    vips = list(vips)
-    text = file_text(vips)
+    text = file_text(vips, ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(_temporary_name(path, os.getpid()))
     try:
@@ -105,7 +133,14 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
 
 
 def read(path: str | Path) -> list | None:
-    """The VIPs saved in ``path``, or None if there is no such file; ConfigError if it is bad."""
+    """The VIPs saved in ``path``, or None if there is no such file or it holds no REST
+    change; ConfigError if it is bad."""
+    state = read_state(path)
+    return None if state is None else state.vips
+
+
+def read_state(path: str | Path) -> SavedState | None:
+    """What ``path`` holds, or None if there is no such file; ConfigError if it is bad."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -117,11 +152,16 @@ def read(path: str | Path) -> list | None:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError([Problem("", f"state file {path} is not JSON: {error}")]) from None
-    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
-        raise ConfigError(
-            [Problem("version", f"state file {path}: expected version {FORMAT_VERSION}")]
-        )
-    raw_vips = data.get("vips")
+    if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
+        expected = " or ".join(map(str, READABLE_VERSIONS))
+        raise ConfigError([Problem("version", f"state file {path}: expected version {expected}")])
+    has_vips = data["version"] == 1 or "vips" in data  # (version 2 without: none saved)
+    vips = _vips(data.get("vips"), path) if has_vips else None
+    ids = _ids(data, path) if "backend_ids" in data else None
+    return SavedState(vips, ids)
+
+
+def _vips(raw_vips, path: Path) -> list:
     if not isinstance(raw_vips, list):
         raise ConfigError([Problem("vips", f"state file {path}: must be a list")])
     vips, problems = [], []
@@ -133,3 +173,36 @@ def read(path: str | Path) -> list | None:
     if problems:
         raise ConfigError(problems)
     return vips
+
+
+def _ids(data: dict, path: Path) -> SavedIds:
+    """The saved ids; ConfigError naming the key if one is not an id in range, is given
+    twice, or lacks its tunnel address or MAC (a controller that restored such ids would
+    attribute the switch's rules wrongly)."""
+    raw, next_id = data["backend_ids"], data.get("next_backend_id")
+
+    def bad(key: str, reason: str) -> ConfigError:
+        return ConfigError([Problem(key, f"state file {path}: {reason}")])
+
+    if not _is_id(next_id):
+        raise bad("next_backend_id", f"must be an integer 1..{MAX_BACKEND_ID}")
+    if not isinstance(raw, dict) or not all(isinstance(b, dict) for b in raw.values()):
+        raise bad("backend_ids", "must map VIP names to {backend name: id}")
+    backends, seen = {}, set()
+    for vip, entries in raw.items():
+        backends[vip] = {}
+        for name, entry in entries.items():
+            key = f"backend_ids.{vip}.{name}"
+            try:
+                saved = SavedId(entry["id"], str(entry["tunnel_ip"]), str(entry["mac"]))
+            except (TypeError, KeyError):
+                raise bad(key, "must be {id, tunnel_ip, mac}") from None
+            if not _is_id(saved.id) or saved.id in seen:
+                raise bad(key, f"id must be 1..{MAX_BACKEND_ID} and given once")
+            seen.add(saved.id)
+            backends[vip][name] = saved
+    return SavedIds(backends, next_id)
+
+
+def _is_id(value) -> bool:
+    return type(value) is int and 1 <= value <= MAX_BACKEND_ID

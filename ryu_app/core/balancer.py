@@ -17,6 +17,12 @@ them wherever it likes (``TableCache.build`` is a pure function) and hands each 
 ``install_table``, a single reference swap.  Until then the previous table answers; if it names
 a backend that has just gone down, the packet is dropped rather than sent to a dead VM (the
 client's SYN retransmission arrives after the swap).
+
+Backend ids name a backend's rules in the switch (``pipeline.flow_cookie``), which outlive the
+controller: ``saved_ids`` is what the state file keeps, ``restore_ids`` hands it to the next
+run before its first ``set_vip``, so that a restarted controller gives each backend the id its
+kept rules carry.  ``ids_version`` goes up whenever an id is given or taken (a REST change, a
+retirement), for the shell to save them again.
 """
 
 from __future__ import annotations
@@ -69,6 +75,24 @@ class TableCache:
             self.builds += 1
             self.store(spec, table)
         return table
+
+
+class SavedId(NamedTuple):
+    """A backend's id as saved, with what it was given for (an id names rules that send to
+    this tunnel address and MAC: a backend that changed either gets a new one)."""
+
+    id: int
+    tunnel_ip: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class SavedIds:
+    """Every VIP's backend ids (VIP name -> backend name -> ``SavedId``) and the next id to
+    give: what a restarted controller needs to name the rules it finds in the switch."""
+
+    backends: dict[str, dict[str, SavedId]]
+    next_id: int
 
 
 @dataclass(frozen=True)
@@ -142,6 +166,11 @@ class Balancer:
         self._services: dict[tuple[bytes, int, int], VipState] = {}
         self._backends: dict[int, tuple[str, Backend]] = {}  # id -> (vip name, backend)
         self._next_id = 1
+        # Ids a restored run has not given out yet (``restore_ids``), by VIP; and all of them,
+        # so that no new backend gets one until the rules it names are dealt with.
+        self._restored: dict[str, dict[str, SavedId]] = {}
+        self._reserved: set[int] = set()
+        self.ids_version = 0  # goes up whenever a backend's id is given or taken
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -150,6 +179,7 @@ class Balancer:
         and health; new backends start healthy (see health.py for why), and so do all the
         backends of a VIP whose health checks are off (``probed``: static backends)."""
         old = self.vips.get(vip.name)
+        restored = self._claim_restored(vip.name)
         ids: dict[str, int] = {}
         healthy: set[str] = set()
         static = not vip.probed
@@ -159,12 +189,17 @@ class Balancer:
                 backend.tunnel_ip,
                 backend.mac,
             )
-            ids[backend.name] = old.backend_ids[backend.name] if same else self._new_id()
+            if same:
+                ids[backend.name] = old.backend_ids[backend.name]
+            else:
+                ids[backend.name] = self._restored_id(restored.get(backend.name), backend)
             self._backends[ids[backend.name]] = (vip.name, backend)
             if static or not same or backend.name in old.healthy:
                 healthy.add(backend.name)
         if old:
             self._forget(old, keep=set(ids.values()))
+        if not old or ids != old.backend_ids:
+            self.ids_version += 1
         # Keep answering with the old table until the new one is in (_request_if_needed).
         if old:
             state = VipState(vip, ids, healthy, old.table_spec, old.table)
@@ -179,6 +214,7 @@ class Balancer:
         if state is None:
             return False
         self._forget(state, keep=set())
+        self.ids_version += 1
         return True
 
     def _forget(self, state: VipState, keep: set[int]) -> None:
@@ -188,12 +224,66 @@ class Balancer:
                 self._backends.pop(backend_id, None)
 
     def _new_id(self) -> int:
-        """The next id that neither a backend nor a flow-table entry still uses (ids wrap)."""
+        """The next id that neither a backend, a flow-table entry nor a restored id not yet
+        dealt with still uses (ids wrap)."""
         while True:
             backend_id = self._next_id
             self._next_id = self._next_id + 1 if self._next_id < MAX_BACKEND_ID else 1
-            if backend_id not in self._backends and not self.flows.holds(backend_id):
+            if backend_id in self._reserved or backend_id in self._backends:
+                continue
+            if not self.flows.holds(backend_id):
                 return backend_id
+
+    # ---- ids that outlive the process ------------------------------------------------------
+
+    def restore_ids(self, saved: SavedIds) -> None:
+        """Take an earlier run's ids (the state file's), before the first ``set_vip``: each
+        backend that ``set_vip`` finds there under its VIP, with the same tunnel address and
+        MAC, gets its saved id back; other backends get new ids, from the saved next id on."""
+        self._restored = {vip: dict(backends) for vip, backends in saved.backends.items()}
+        self._reserved = {s.id for backends in saved.backends.values() for s in backends.values()}
+        self._next_id = saved.next_id if 1 <= saved.next_id <= MAX_BACKEND_ID else 1
+
+    def _claim_restored(self, vip_name: str) -> dict[str, SavedId]:
+        """The restored ids of a VIP set for the first time since the start (at most once)."""
+        if vip_name in self.vips:
+            return {}
+        return self._restored.pop(vip_name, {})
+
+    def _restored_id(self, saved: SavedId | None, backend: Backend) -> int:
+        """The backend's saved id if it was saved for the same tunnel address and MAC (and is
+        not taken: a file that gives one id twice), else a new one."""
+        same = saved is not None and (saved.tunnel_ip, saved.mac) == (
+            backend.tunnel_ip,
+            backend.mac,
+        )
+        if same and saved.id in self._reserved and saved.id not in self._backends:
+            self._reserved.discard(saved.id)
+            return saved.id
+        return self._new_id()
+
+    def release_unclaimed_ids(self) -> list[int]:
+        """The restored ids no backend took back (its VIP or itself went, or its tunnel
+        address or MAC changed, while no controller ran): the rules in the switch that carry
+        them are nobody's now.  Called once the VIPs are set (at the first connection); from
+        then on the ids may be given again."""
+        unclaimed = sorted(self._reserved)
+        self._restored, self._reserved = {}, set()
+        return unclaimed
+
+    def saved_ids(self) -> SavedIds:
+        """Every VIP's backend ids, for the state file.  (Restored ids no backend took back
+        are not in it: the next id, saved too, keeps them from being given again soon.)"""
+        backends = {
+            name: {
+                backend.name: SavedId(
+                    state.backend_ids[backend.name], backend.tunnel_ip, backend.mac
+                )
+                for backend in state.vip.backends
+            }
+            for name, state in self.vips.items()
+        }
+        return SavedIds(backends, self._next_id)
 
     # ---- health and tables -----------------------------------------------------------------
 
@@ -232,6 +322,7 @@ class Balancer:
         new_id = self._new_id()
         state.backend_ids[backend_name] = new_id
         self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
+        self.ids_version += 1
 
     def _request_if_needed(self, state: VipState) -> list[TableRequest]:
         state.follow()

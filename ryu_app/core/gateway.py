@@ -14,7 +14,7 @@ import random
 
 from ryu_app.core import ofmeter, pinread, pipeline
 from ryu_app.core import openflow as of
-from ryu_app.core.balancer import Balancer, TableRequest
+from ryu_app.core.balancer import Balancer, SavedIds, TableRequest
 from ryu_app.core.buildretries import BuildRetries
 from ryu_app.core.effects import Effects
 from ryu_app.core.floodguard import CONTROLLER, SWITCH, Guard
@@ -77,20 +77,38 @@ class GatewayCore:
         self._errors = SwitchErrorLog(self.counters.switch_errors)
         self.slot_rules = SlotRules()  # switch-mode VIPs' slot rules in the switch
         self.pin_reader = pinread.PinReader()  # switch-mode pins and slot counters, read back
+        # Whether the cookies of the per-flow rules a switch holds name this run's backends
+        # (ids restored from the state file, or a connection seen already).
+        self._flow_cookies_known = False
+        self._rounds_told = 0  # the pin reader's rounds whose SYN delta the monitor had
 
     # ---- switch life cycle ---------------------------------------------------------------
+
+    def restore_ids(self, saved: SavedIds) -> None:
+        """An earlier run's backend ids (the state file's), before ``set_vips``: the per-flow
+        rules the switch kept carry them, so they are kept at the first connection too."""
+        self.balancer.restore_ids(saved)
+        self._flow_cookies_known = True
 
     def on_connect(self, now: float) -> Effects:
         """A switch connected: delete the rules written again once its ports are known, ask
         for its meters (the flood guard) and its ports (the answers come in that order).
         Per-flow rules and switch mode's pins stay: they go on sending established flows to
         their VMs (a pin learned while the controller was away included) and idle out by
-        themselves; those naming a port that moved go with the ports (``_follow_ports``)."""
+        themselves; those naming a port that moved go with the ports (``_follow_ports``),
+        those of restored ids no backend took back go now.  A run started without saved ids
+        deletes all at its first connection: their ids may name other backends now."""
         self.ports = None
         self._port_numbers = None
         self._recent.clear()
         self.slot_rules.forget()  # deleted below (written again with the ports)
-        messages = [*pipeline.delete_rewritten_flows(), *self.guard.on_connect()]
+        if self._flow_cookies_known:
+            messages = pipeline.delete_rewritten_flows()
+            messages += map(pipeline.delete_backend_flows, self.balancer.release_unclaimed_ids())
+        else:
+            messages = [pipeline.delete_own_flows()]
+            self._flow_cookies_known = True
+        messages += self.guard.on_connect()
         return Effects([*messages, of.port_desc_request()])
 
     def on_disconnect(self, now: float) -> Effects:
@@ -420,7 +438,10 @@ class GatewayCore:
         effects = Effects()
         if self._retries:
             effects += self._retries.due(now, self.balancer.wants)
+        unanswered = self.monitor.unanswered
         self._take_verdicts(self.prober.expire(now), now, effects)
+        if self.monitor.unanswered != unanswered:  # switch mode: is a flood why? (``hurry``)
+            self.pin_reader.hurry(now)
         self._retire_due(now, effects)
         if self.ports is not None:  # probes travel through the switch; meters guard rules
             effects.messages += self._probe_packets(self.prober.due(now))
@@ -430,6 +451,10 @@ class GatewayCore:
         if dropped != self._drops_told:  # (the first tick's count is the monitor's baseline)
             self.monitor.guard_drops(dropped, now)
             self._drops_told = dropped
+        if self.pin_reader.counters.rounds != self._rounds_told:  # switch mode's SYN rate
+            self._rounds_told = self.pin_reader.counters.rounds
+            if self.pin_reader.syn_delta is not None:
+                self.monitor.switch_syns(*self.pin_reader.syn_delta, now)
         notices, warnings = self.monitor.tick(now)
         effects.notices += notices
         effects.warnings += warnings

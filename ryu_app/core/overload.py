@@ -12,13 +12,18 @@ or is given, each a *signal* that, when over its threshold, is *evidence* of ove
 - ``loop_lag``: how late the shell's health tick ran (it should run every 20 ms);
 - ``guard_drops``: client packet-ins the switch's flood guard (a meter) dropped, its cumulative
   count polled by the shell: a rising count is a flood in progress;
+- ``switch_syn_rate``: SYNs per second the switch placed by itself for switch-mode VIPs (their
+  slot rules' SYN counters, read about once a second by ``pinread``): in switch mode a flood
+  reaches neither the controller nor the meter, yet the switch's intake drops the probes'
+  answers with it (``SWITCH_SYN_RATE_OVERLOADED`` says why at that rate);
 - ``common_cause``: most of the gateway's UP backends (over all its VIPs) had their latest
   probe go unanswered: one VM dying is one backend, the gateway's own trouble is all of them.
   It is evidence only when *corroborated*: another signal gave evidence within ``HOLD``, or the
   silent backends belong to more than one VIP.  Its evidence comes from the very probes it
   then excuses, so alone, within one VIP, it would excuse backends that really die together
   (a 2-backend VIP, or a VIP's VMs on one host) for ``forgive_bound``; a real flood brings a
-  packet-in rate or guard drops with it, and the gateway's own trouble silences every VIP.
+  packet-in rate, guard drops or the switch's SYN rate with it, and the gateway's own trouble
+  silences every VIP.
 
 The gateway is *overloaded* from the first evidence until ``HOLD`` seconds after the last one
 (an *episode*).  While it is, a probe that got no answer in time is *inconclusive* (``silence``:
@@ -41,6 +46,19 @@ from ryu_app.core.health import HealthPolicy
 # Where a flood guard meters client packet-ins, its rate may be set instead (``rate_limit``).
 PACKET_IN_RATE_OVERLOADED = 5_000.0
 RATE_WINDOW = 1.0  # seconds the packet-in rate is counted over
+# SYNs per second placed by a switch's slot rules that are evidence (switch mode).  The switch
+# places a SYN for no upcall and no packet-in, so its limit is not the controller's but its
+# intake's: this datapath reads the uplink in ovs-vswitchd's main thread.  bench_flood, switch
+# mode, this 2-core machine, reads of these counters: ~10k/s at 2x and at most 21.6k/s at 4x
+# (0-2% lost on the uplink's socket, every probe answered), 31k-78k/s in the first read that
+# saw an unbounded flood (more reads follow at each silent probe) and 50k-350k/s after (~100k/s
+# read, 75% lost, probe answers among them).  In between; three times the most real
+# connections the switch completes (bench_ovs: ~10k handshakes/s, a SYN each).
+SWITCH_SYN_RATE_OVERLOADED = 30_000.0
+# The switch adds to its rules' counters in batches (its revalidators, about every 0.5 s), so a
+# delta over a shorter time (a round hurried by a silent probe) may hold a whole batch: it is
+# divided by this at least, not to read a legitimate rate as twice what it is.
+SWITCH_RATE_MIN_SECONDS = 0.5
 # An answered probe that took half its timeout or more: the ones a little later were lost as
 # "no answer".  The median of the last ``RTT_SAMPLES`` answers (at least ``RTT_MIN_SAMPLES``)
 # is compared, so one slow VM among several does not count as the gateway's trouble.
@@ -81,16 +99,23 @@ class OverloadView(NamedTuple):
     probe_rtt_share: float | None  # median answered probe's time / its timeout
     loop_lag: float  # of the last tick
     guard_drops: int  # client packet-ins the flood guard dropped since the first poll
+    switch_syn_rate: float  # SYNs/s switch-mode slot rules placed, between the last two reads
     silent_backends: int  # UP backends whose latest probe went unanswered
     answering_backends: int  # UP backends whose latest probe was answered
     inconclusive: int  # probes judged inconclusive
 
 
 class LoadMonitor:
-    def __init__(self, packet_in_rate: float = PACKET_IN_RATE_OVERLOADED):
+    def __init__(
+        self,
+        packet_in_rate: float = PACKET_IN_RATE_OVERLOADED,
+        switch_syn_rate: float = SWITCH_SYN_RATE_OVERLOADED,
+    ):
         self.rate_limit = packet_in_rate
+        self.switch_syn_limit = switch_syn_rate
         self.episodes = 0
         self.inconclusive = 0
+        self.unanswered = 0  # probes of UP backends that went unanswered (evidence is wanted)
         self._since: float | None = None
         self._last_evidence: float | None = None
         self._last_by_signal: dict[str, float] = {}
@@ -103,6 +128,7 @@ class LoadMonitor:
         self._lag = 0.0
         self._guard_total: int | None = None
         self._guard_dropped = 0
+        self._switch_syn_rate = 0.0
         self._silent: set = set()
         self._answering: set = set()
 
@@ -135,6 +161,15 @@ class LoadMonitor:
             self._guard_dropped += total - previous
             self._evidence("guard_drops", now)
 
+    def switch_syns(self, syns: int, seconds: float, now: float) -> None:
+        """The switch's slot rules placed ``syns`` SYNs in the last ``seconds`` (between two
+        reads of their counters, ``pinread.syn_delta``: never negative)."""
+        if seconds <= 0 or syns < 0:
+            return
+        self._switch_syn_rate = syns / max(seconds, SWITCH_RATE_MIN_SECONDS)
+        if self._switch_syn_rate >= self.switch_syn_limit:
+            self._evidence("switch_syn_rate", now)
+
     def probe_ended(
         self, key, answered: bool, up: bool, now: float, rtt_share: float | None = None
     ) -> None:
@@ -149,6 +184,7 @@ class LoadMonitor:
             if rtt_share is not None:
                 self._probe_rtt(rtt_share, now)
             return
+        self.unanswered += 1
         self._answering.discard(key)
         self._silent.add(key)
         silent = len(self._silent)
@@ -237,6 +273,7 @@ class LoadMonitor:
             statistics.median(self._rtt) if self._rtt else None,
             self._lag,
             self._guard_dropped,
+            self._switch_syn_rate,
             len(self._silent),
             len(self._answering),
             self.inconclusive,

@@ -12,6 +12,13 @@ flow statistics requests (``ofstats``) reads, per switch-mode VIP:
 - its slot rules (``switchrules.KIND_SLOT``): packets per backend, SYN (priority 210) and
   other (190), and the SYNs of each slot (how evenly clients' source ports fill the slots).
 
+Between two whole rounds, ``syn_delta`` is how many SYNs the slot rules placed and over how
+long: the switch's analogue of controller mode's packet-in rate, which the gateway gives its
+``overload.LoadMonitor`` (in switch mode a flood never reaches the controller).  When a probe
+goes unanswered the gateway asks for the next round at once (``hurry``): a round a second
+apart, plus the switch's own lag in updating rule counters (its revalidators, ~0.5 s), let a
+flood's evidence come after a second silent probe had taken a VM down (bench_flood).
+
 Bounded everywhere: one request in flight (its reply may come in many parts, each handled as
 it comes: nothing holds a whole reply); one forgotten after ``REPLY_TIMEOUT`` without its last
 part; at most ``MAX_PINS`` pins kept per round, the rest only counted (by backend) as
@@ -49,6 +56,9 @@ from ryu_app.core.switchrules import KIND_SLOT, PRIORITY_SLOT, PRIORITY_SYN_SLOT
 
 POLL_SECONDS = 1.0  # between the starts of two rounds, with few pins
 PINS_PER_EXTRA_SECOND = 25_000  # ... plus a second per this many pins the last round read
+# A round asked for early (``hurry``) starts at least this long after the last one started
+# (plus the time with many pins, as ``poll_interval``): so a delta spans no tiny interval.
+HURRY_GAP = 0.25
 REPLY_TIMEOUT = 3.0  # a request whose reply has not ended by then is forgotten
 MAX_PINS = 100_000  # pins kept per snapshot; the rest are counted only
 MAX_COUNTED_IDS = 4096  # distinct backend ids counted per round (a sane switch sends ours)
@@ -210,6 +220,10 @@ class PinReader:
         self._round: _Round | None = None
         self._in_flight: tuple[Request, int, float] | None = None  # request, xid, sent at
         self._next_round = float("-inf")
+        self._last_start = float("-inf")  # when the last round started
+        # SYNs the slot rules placed between the last two whole rounds, and the seconds
+        # between them (``syn_delta``); None until there are two rounds to compare.
+        self.syn_delta: tuple[int, float] | None = None
         self._xid = 0
         self._now = 0.0  # the last tick's time: when a request sent from ``on_reply`` left
 
@@ -227,11 +241,12 @@ class PinReader:
                 return []
             vips = [state.vip for state in states.values() if state.vip.mode == MODE_SWITCH]
             if not vips:
-                self.snapshot = None  # nothing in switch mode: nothing of it to report
+                self.snapshot = self.syn_delta = None  # nothing in switch mode to report
                 self._next_round = now + POLL_SECONDS
                 return []
             requests = [_request(vip, what) for vip in vips for what in (PINS, SLOTS)]
             self._round = _Round(now, requests, self.max_pins)
+            self._last_start = now
         return self._send_next(now)
 
     def _send_next(self, now: float) -> list[bytes]:
@@ -274,17 +289,48 @@ class PinReader:
         if self._round.left:
             return self._send_next(self._now)
         finished, self._round = self._round, None
-        self.snapshot = finished.snapshot()
+        previous, self.snapshot = self.snapshot, finished.snapshot()
+        self.syn_delta = syn_delta(previous, self.snapshot)
         self.counters.rounds += 1
         self.counters.unreadable_pins += finished.unreadable
         self._next_round = finished.started + poll_interval(sum(finished.counts.values()))
         return []
+
+    def hurry(self, now: float) -> None:
+        """Start the next round as soon as ``HURRY_GAP`` (and the time for the last round's
+        pins) after the last one started, not up to a second later: a probe went unanswered,
+        and if a flood is why, the slot rules' SYN counters say so before the next probe is
+        judged.  A round in flight is not hurried (its end schedules the next)."""
+        if self._round is None:
+            pins = sum(self.snapshot.counts.values()) if self.snapshot else 0
+            earliest = self._last_start + poll_interval(pins) - POLL_SECONDS + HURRY_GAP
+            self._next_round = min(self._next_round, max(now, earliest))
 
     def forget(self) -> None:
         """The switch went or came back: a request in flight has no reply coming; the last
         snapshot stays (its age says how old it is)."""
         self._round = self._in_flight = None
         self._next_round = float("-inf")
+
+
+def syn_delta(previous: PinSnapshot | None, current: PinSnapshot) -> tuple[int, float] | None:
+    """(SYNs the slot rules placed from ``previous``'s round to ``current``'s, the seconds
+    between them), or None without a baseline.  Counted per VIP and slot, both rounds having
+    read it, so that no delta is negative or huge: a slot rule written again (a health change,
+    a reconnect) starts its count over, and then only its new count counts (the SYNs since it
+    was written, at most); a VIP or slot the previous round did not read is its baseline."""
+    if previous is None or current.taken_at <= previous.taken_at:
+        return None
+    placed = 0
+    for vip, syns in current.slot_syns.items():
+        before = previous.slot_syns.get(vip)
+        if before is None:
+            continue
+        for slot, count in syns.items():
+            old = before.get(slot)
+            if old is not None:
+                placed += count - old if count >= old else count
+    return placed, current.taken_at - previous.taken_at
 
 
 def _request(vip: Vip, what: str) -> Request:

@@ -54,6 +54,20 @@ def moved_slots(before: Written, owners: Sequence[str | None], targets: Mapping)
     ]
 
 
+def _known_owners(
+    owners: tuple[str | None, ...], targets: dict[str, Target], before: Written | None
+) -> tuple[str | None, ...]:
+    """``owners`` as they can be written.  The table in use may still name a backend the VIP
+    no longer has (it is kept until the new one is built): its slots keep the rules they have
+    (its last target is kept in ``targets``), or, when none were written, get none yet (the
+    VIP's punt takes their packets until the new table comes)."""
+    known = before.targets if before is not None else {}
+    for owner in set(owners) - set(targets) - {None}:
+        if owner in known:
+            targets[owner] = known[owner]
+    return tuple(owner if owner in targets else None for owner in owners)
+
+
 class SlotRules:
     """The slot rules written to one switch, per VIP name."""
 
@@ -85,6 +99,7 @@ class SlotRules:
         if before is not None and rules_shape(before.vip) != rules_shape(vip):
             messages += self.remove(vip.name, ports)
             before = None
+        owners = _known_owners(owners, targets, before)
         if before is None:
             messages += vip_slot_rules(vip, owners, targets, ports)
         else:

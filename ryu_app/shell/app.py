@@ -30,12 +30,12 @@ import sys
 import threading
 import time
 
-from ryu_app.api import pacing, rest, statefile
+from ryu_app.api import pacing, rest
 from ryu_app.api.service import GatewayService
 from ryu_app.core import maglev
 from ryu_app.core.effects import Effects
 from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
-from ryu_app.shell import builder, compat, fastlane, settings, supervision
+from ryu_app.shell import builder, compat, fastlane, settings, statesaver, supervision
 
 ofp_event = compat.load("controller.ofp_event")
 handler = compat.load("controller.handler")
@@ -111,6 +111,8 @@ class LockstepApp(compat.app_base_class()):
         self.deployment, self.gateway = current.deployment, current.gateway
         self.clock = time.monotonic
         self.core = GatewayCore(self.gateway)
+        if current.saved_ids is not None:
+            self.core.restore_ids(current.saved_ids)
         # Under classic Ryu the process is monkey-patched by eventlet (compat.py), and a pipe
         # read from a thread of its thread pool would be a green read off its hub: build here.
         self.builder = builder.TableBuilder(in_process=compat.FRAMEWORK == "ryu")
@@ -124,12 +126,19 @@ class LockstepApp(compat.app_base_class()):
         self._tick_due = 0.0  # when the queued health tick should have run (its lag: load)
         self._tables_wanted: list = []  # TableRequests not handed to a build worker yet
         self._building = False
+        self.saver = statesaver.StateSaver(
+            current.state_file,
+            self.deployment.vips if current.vips_saved else None,
+            current.saved_ids,
+            lock=fastlane.new_lock(),
+            offload=_off_the_hub,
+        )
         self.service = GatewayService(
             self.core,
             self.deployment,
             self.gateway,
             apply=self.apply,
-            save=lambda vips: statefile.write(current.state_file, vips),
+            save=self.saver.save_vips,
             on_loop=self.call_on_loop,
             tables_ready=self.tables_ready,
             lock=fastlane.new_lock(),
@@ -336,6 +345,9 @@ class LockstepApp(compat.app_base_class()):
         self._tick_queued = False
         now = self.clock()
         self.apply(self.core.health_tick(now, lag=max(0.0, now - self._tick_due)))
+        ids = self.saver.due(self.core.balancer, now)  # backend ids changed: saved off the loop
+        if ids is not None:
+            hub.spawn(self.saver.write_ids, *ids)
 
     @handler.set_ev_cls(EventCall)
     @_guarded

@@ -71,19 +71,23 @@ def resolve(args: argparse.Namespace) -> Settings:
     gateway = dataclasses.replace(gateway, **overrides)
     state_file = Path(gateway.state_file or statefile.default_path(gateway.name))
     saved = _read_state(state_file, deployment)
-    if saved is not None:
-        deployment = saved
-    return Settings(deployment, gateway, state_file, _token(args))
+    if saved is None:
+        return Settings(deployment, gateway, state_file, _token(args))
+    if saved.vips is not None:
+        deployment = dataclasses.replace(deployment, vips=tuple(saved.vips))
+    return Settings(
+        deployment, gateway, state_file, _token(args), saved.ids, saved.vips is not None
+    )
 
 
-def _read_state(path: Path, deployment):
-    """The deployment with the VIPs of the state file, if there is one (it wins: it holds the
-    changes made through the REST API since the file was written)."""
+def _read_state(path: Path, deployment) -> statefile.SavedState | None:
+    """What the state file holds, if there is one.  Its VIPs, if it has them, win over the
+    deployment file's: they hold the changes made through the REST API since it was written."""
     try:
-        vips = statefile.read(path)
-        if vips is None:
-            return None
-        changed = dataclasses.replace(deployment, vips=tuple(vips))
+        saved = statefile.read_state(path)
+        if saved is None or saved.vips is None:
+            return saved
+        changed = dataclasses.replace(deployment, vips=tuple(saved.vips))
         problems = deployment_file.change_problems(deployment, changed)
         if problems:
             raise ConfigError(problems)
@@ -91,7 +95,7 @@ def _read_state(path: Path, deployment):
         raise ConfigError(
             [Problem(f"state file {path}: {p.path}".rstrip(": "), p.reason) for p in error.problems]
         ) from None
-    return changed
+    return saved
 
 
 def _token(args: argparse.Namespace) -> str | None:

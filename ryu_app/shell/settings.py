@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ryu_app.core.balancer import SavedIds
 from ryu_app.core.model import Gateway
 from topology.network import Deployment
 
@@ -19,6 +20,8 @@ class Settings:
     gateway: Gateway
     state_file: Path
     token: str | None = None  # bearer token REST writes must carry (None: writes are open)
+    saved_ids: SavedIds | None = None  # the state file's backend ids (None: none saved)
+    vips_saved: bool = False  # the VIPs came from the state file (REST changes were saved)
 
 
 _current: Settings | None = None

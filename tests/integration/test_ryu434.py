@@ -177,6 +177,7 @@ def gateway(tmp_path):
             "openflow_port": openflow_port,
             "rest_port": rest_port,
             "uplink": uplink,
+            "state_file": tmp_path / "state.json",
         }
         assert process.poll() is None, "the controller died"
     finally:
@@ -269,6 +270,10 @@ def test_switch_connects_pipeline_installs_and_a_syn_gets_its_rule(gateway):
     with urllib.request.urlopen(drain, timeout=10) as response:
         assert response.status == 200
     assert f"set_field:{BACKENDS['vm1'][0]}->tun_dst" in syn_rules(40124)[0]  # vm2 drained
+    # The state file: the drain, and the backend ids (saved off the hub, through its tpool).
+    saved = json.loads(gateway["state_file"].read_text())
+    assert saved["version"] == 2 and saved["vips"][0]["backends"][1]["weight"] == 0
+    assert sorted(saved["backend_ids"]["web"]) == sorted(BACKENDS), saved
 
     text = log.read_text()
     # Ryu's own app manager loaded the app and its OpenFlow handler: it really ran under Ryu.

@@ -16,13 +16,13 @@ from types import SimpleNamespace
 import pytest
 from webob import Request
 
-from ryu_app.api import pacing, rest, service
-from ryu_app.core import buildretries, openflow, pipeline
+from ryu_app.api import pacing, rest, service, statefile
+from ryu_app.core import buildretries, openflow
 from ryu_app.core.maglev import build_spec
 from ryu_app.core.packets import TCP_SYN, tcp_frame
 from ryu_app.shell import app as app_module
 from ryu_app.shell import builder as builder_module
-from ryu_app.shell import compat, fastlane, settings
+from ryu_app.shell import compat, fastlane, settings, statesaver
 from tests.ryu_app.conftest import DEPLOYMENT
 from tests.ryu_app.fake_oftable import raw_packet_in
 from tests.ryu_app.promtext import value
@@ -101,12 +101,10 @@ def running(request, monkeypatch, tmp_path):
         sys.setswitchinterval(switch_interval)
 
 
-# At a connection: delete our old rules of each kind written again (per-flow rules stay), ask
-# for the meter features, then for the ports.
-CONNECT = [openflow.OFPT_FLOW_MOD] * len(pipeline.REWRITTEN_KINDS) + [
-    openflow.OFPT_MULTIPART_REQUEST,
-    openflow.OFPT_MULTIPART_REQUEST,
-]
+# At the first connection of a run with no saved backend ids: delete every old rule of ours
+# (per-flow rules too: their cookies may name other backends now), ask for the meter features,
+# then for the ports.
+CONNECT = [openflow.OFPT_FLOW_MOD] + [openflow.OFPT_MULTIPART_REQUEST] * 2
 
 
 def wait_until(condition, seconds: float = 10.0) -> None:
@@ -316,3 +314,68 @@ def test_the_switch_is_known_by_its_features_reply_not_by_the_frameworks_datapat
     other = RecordingSwitch()
     app.switch_features(SimpleNamespace(msg=SimpleNamespace(datapath=other, datapath_id=99)))
     assert app.datapath is switch and other.writes == []
+
+
+def retire(app, *names: str) -> None:
+    """Backends go down and are retired (new ids, no REST call), on the loop's lock."""
+    with app.core_lock:
+        balancer = app.core.balancer
+        for name in names:
+            balancer.rebuild_now(balancer.set_health("web", name, False))
+            assert balancer.retire("web", name, balancer.vips["web"].backend_ids[name])
+
+
+def test_backend_ids_are_saved_when_they_change_coalesced_off_the_loop(running, monkeypatch):
+    """A retirement changes ids with no REST call: the app writes the state file with them at
+    most once per interval (the clock here is the test's), in a worker that could take the
+    core's lock (it does not write under it, on the loop, where packet-ins wait for it)."""
+    app, _ = running
+    wait_until(lambda: app.saver.saves == 1)  # at start: this run's ids, no VIPs
+    saved = statefile.read_state(settings.current().state_file)
+    assert saved == statefile.SavedState(None, app.core.balancer.saved_ids())
+    writes = []
+
+    def write(path, vips, ids):
+        free = app.core_lock.acquire(timeout=2)  # held by the writer itself: times out
+        if free:
+            app.core_lock.release()
+        writes.append((free, vips, ids))
+
+    monkeypatch.setattr(statefile, "write", write)
+    clock = [time.monotonic() + 5]  # past the interval of the start's write, then frozen
+    app.clock = lambda: clock[0]
+    retire(app, "vm2")
+    wanted = app.core.balancer.saved_ids()
+    wait_until(lambda: writes)
+    assert writes == [(True, None, wanted)]
+    assert wanted.backends["web"]["vm2"] != saved.ids.backends["web"]["vm2"]
+    retire(app, "vm3")
+    time.sleep(0.3)  # ticks, but within the interval of the last write
+    assert len(writes) == 1
+    clock[0] += statesaver.SAVE_INTERVAL
+    wait_until(lambda: len(writes) == 2)
+    assert writes[1] == (True, None, app.core.balancer.saved_ids())
+    time.sleep(0.2)
+    assert len(writes) == 2 and app.saver.failures == 0
+
+
+def test_a_failed_id_save_is_counted_and_tried_again(running, monkeypatch):
+    app, _ = running
+    wait_until(lambda: app.saver.saves == 1)
+    attempts = []
+
+    def write(path, vips, ids):
+        attempts.append(ids)
+        if len(attempts) == 1:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(statefile, "write", write)
+    clock = [time.monotonic() + 5]
+    app.clock = lambda: clock[0]
+    retire(app, "vm2")
+    wait_until(lambda: app.saver.failures == 1)
+    time.sleep(0.2)
+    assert len(attempts) == 1  # not before the interval
+    clock[0] += statesaver.SAVE_INTERVAL
+    wait_until(lambda: app.saver.saves == 2)
+    assert len(attempts) == 2 and app.saver.failures == 1

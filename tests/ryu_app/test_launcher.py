@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ryu_app.api import statefile
+from ryu_app.core.balancer import SavedId, SavedIds
 from ryu_app.core.model import Backend, Vip
 from ryu_app.shell import launcher
 from topology import deployment as deployment_file
@@ -53,6 +54,20 @@ def test_state_file_vips_replace_the_config_files(tmp_path):
     settings = resolve("--gateway", "gw1", "--state-file", str(state))
     assert settings.deployment.vips == (API,)
     assert settings.deployment.gateways == CONFIG.gateways  # only the VIPs come from it
+
+
+def test_saved_backend_ids_reach_the_app_with_or_without_saved_vips(tmp_path):
+    state = tmp_path / "gw1.json"
+    ids = SavedIds({"api": {"vm1": SavedId(4, "192.168.100.11", "02:00:00:00:01:01")}}, 5)
+    statefile.write(state, None, ids)  # no REST change: the config file's VIPs hold
+    settings = resolve("--gateway", "gw1", "--state-file", str(state))
+    assert settings.deployment == CONFIG and settings.saved_ids == ids
+    assert not settings.vips_saved
+    statefile.write(state, [API], ids)
+    settings = resolve("--gateway", "gw1", "--state-file", str(state))
+    assert settings.deployment.vips == (API,) and settings.saved_ids == ids
+    assert settings.vips_saved
+    assert resolve("--gateway", "gw1", "--state-file", str(tmp_path / "none")).saved_ids is None
 
 
 def test_an_empty_state_file_means_no_vips(tmp_path):
@@ -144,7 +159,7 @@ def test_unknown_gateway_is_a_config_error(tmp_path):
 
 def test_main_reports_config_problems_and_exits_2(tmp_path, capsys):
     state = tmp_path / "gw1.json"
-    state.write_text(json.dumps({"version": 2}))
+    state.write_text(json.dumps({"version": 3}))
     code = launcher.main(["--config", str(EXAMPLE), "--gateway", "gw1", "--state-file", str(state)])
     assert code == launcher.EXIT_CONFIG
     err = capsys.readouterr().err

@@ -581,6 +581,16 @@ def test_health_view_shows_each_backend_and_its_last_probe(harness):
     assert (load["silent_backends"], load["inconclusive_probes"]) == (4, 4)
 
 
+def test_health_view_names_the_switch_syn_rate_as_evidence(harness):
+    """Switch mode's signal (the slot rules' SYNs placed per second) shows as the others do."""
+    assert harness.get_json("/v1/health")["overload"]["switch_syn_rate"] == 0.0
+    harness.core.monitor.switch_syns(60_000, 1.0, harness.now)
+    harness.core.health_tick(harness.now)
+    load = harness.get_json("/v1/health")["overload"]
+    assert load["overloaded"] and load["reasons"] == ["switch_syn_rate"]
+    assert load["switch_syn_rate"] == 60_000.0
+
+
 def test_metrics_are_prometheus_text_with_help_and_type(harness):
     """What the metrics say is tested in test_metrics.py; here, the route: prometheus_client's
     parser reads the answer whole, every family has its help text and a counter or gauge type,

@@ -5,6 +5,7 @@ file's rules, saved, applied (the switch gets the slot rules, or loses them), an
 from __future__ import annotations
 
 from ryu_app.core.switchrules import PRIORITY_SLOT, PRIORITY_SYN_SLOT
+from tests.ryu_app.fake_oftable import run_actions
 
 SLOTS = 256
 
@@ -54,3 +55,18 @@ def test_a_pin_limit_out_of_range_is_refused_under_its_key(harness):
     response = harness.request("PUT", "/v1/vips/web", {**body, "max_pins_per_backend": 10})
     assert response.status_int == 200, response.text
     assert harness.get_json("/v1/vips/web")["max_pins_per_backend"] == 10
+
+
+def test_a_backend_removed_from_a_switch_vip_leaves_its_slots_for_the_others(harness):
+    """REST removes a backend from a switch-mode VIP: accepted, and once the new table is in
+    no slot rule sends to it; until then its slots keep their rules (no error)."""
+    body = web_body(harness, placement="port-bits", table_size=SLOTS, mode="switch")
+    assert harness.request("PUT", "/v1/vips/web", body).status_int in (200, 202)
+    gone = body["backends"][0]
+    response = harness.request("PUT", "/v1/vips/web", {**body, "backends": body["backends"][1:]})
+    assert response.status_int in (200, 202), response.text
+    rules = slot_rules(harness)
+    assert len(rules) == 2 * SLOTS
+    syn_rules = harness.table.rules_at(PRIORITY_SYN_SLOT)  # (the others learn: same targets)
+    sent_to = {run_actions(rule.actions, {}).tunnel[0] for rule in syn_rules}
+    assert gone["tunnel_ip"] not in sent_to and sent_to

@@ -10,7 +10,9 @@ import os
 import pytest
 
 from ryu_app.api import statefile
+from ryu_app.core.balancer import SavedId, SavedIds
 from ryu_app.core.model import Backend, HealthCheck, Vip
+from topology import deployment as deployment_file
 from topology.deployment import vip_to_data
 from topology.schema import ConfigError
 
@@ -114,9 +116,9 @@ def test_reading_a_missing_file_is_none(tmp_path):
     [
         ("{not json", "", "is not JSON"),
         ("", "", "is not JSON"),
-        ('{"version": 2, "vips": []}', "version", "expected version 1"),
-        ('{"vips": []}', "version", "expected version 1"),
-        ("[]", "version", "expected version 1"),
+        ('{"version": 3, "vips": []}', "version", "expected version 1 or 2"),
+        ('{"vips": []}', "version", "expected version 1 or 2"),
+        ("[]", "version", "expected version 1 or 2"),
         ('{"version": 1}', "vips", "must be a list"),
         ('{"version": 1, "vips": {}}', "vips", "must be a list"),
     ],
@@ -197,3 +199,70 @@ def test_the_file_is_the_json_of_the_vips_one_per_line_rewritten_from_the_cache(
     assert {id(v) for v, _ in statefile._fragments.values()} == {id(changed)} | {
         id(v) for v in VIPS[1:]
     }
+
+
+IDS = SavedIds(
+    {
+        "web": {
+            "vm1": SavedId(3, "192.168.100.11", "02:00:00:00:01:01"),
+            "vm2": SavedId(9, "192.168.100.12", "02:00:00:00:01:02"),
+        },
+        "dns6": {"vm3": SavedId(2, "192.168.100.13", "02:00:00:00:01:03")},
+    },
+    next_id=10,
+)
+
+
+def test_version_2_keeps_vips_and_backend_ids_exactly(tmp_path):
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS, IDS)
+    assert statefile.read_state(path) == statefile.SavedState(list(VIPS), IDS)
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["next_backend_id"] == 10
+    assert data["backend_ids"]["web"]["vm2"] == {
+        "id": 9,
+        "tunnel_ip": "192.168.100.12",
+        "mac": "02:00:00:00:01:02",
+    }
+
+
+def test_ids_without_rest_changes_leave_the_deployment_files_vips_in_force(tmp_path):
+    path = tmp_path / "gw1.json"
+    statefile.write(path, None, IDS)
+    assert "vips" not in json.loads(path.read_text())
+    assert statefile.read_state(path) == statefile.SavedState(None, IDS)
+    assert statefile.read(path) is None  # no VIPs saved: the deployment file's hold
+    statefile.write(path, (), IDS)  # every VIP removed through REST is not "none saved"
+    assert statefile.read_state(path).vips == []
+
+
+def test_a_version_1_file_is_read_with_no_ids(tmp_path):
+    path = tmp_path / "gw1.json"
+    vips = [deployment_file.vip_to_data(v) for v in VIPS]
+    path.write_text(json.dumps({"version": 1, "vips": vips}))
+    assert statefile.read_state(path) == statefile.SavedState(list(VIPS), None)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d.update(next_backend_id=0), "next_backend_id"),
+        (lambda d: d.pop("next_backend_id"), "next_backend_id"),
+        (lambda d: d.update(backend_ids=[]), "backend_ids"),
+        (lambda d: d["backend_ids"]["web"]["vm2"].update(id=3), "backend_ids.web.vm2"),
+        (lambda d: d["backend_ids"]["web"]["vm1"].update(id=True), "backend_ids.web.vm1"),
+        (lambda d: d["backend_ids"]["web"]["vm1"].update(id=1 << 20), "backend_ids.web.vm1"),
+        (lambda d: d["backend_ids"]["web"]["vm1"].pop("mac"), "backend_ids.web.vm1"),
+        (lambda d: d["backend_ids"]["web"].update(vm1=3), "backend_ids.web.vm1"),
+    ],
+)
+def test_bad_ids_are_a_config_error_naming_the_key(tmp_path, change, key):
+    """A controller that took such ids would attribute the switch's rules wrongly."""
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS, IDS)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as caught:
+        statefile.read_state(path)
+    assert [where for where, _ in problems(caught)] == [key]

@@ -124,8 +124,11 @@ class GatewayRig:
         connect: bool = True,
         build_tables: bool = True,
         seed: int = 5,
+        saved_ids=None,
     ):
         self.core = GatewayCore(gateway, rng=random.Random(seed))
+        if saved_ids is not None:  # an earlier run's (the state file's): a restarted controller
+            self.core.restore_ids(saved_ids)
         self.table = FakeOFTable()
         self.notices: list[str] = []
         self.warnings: list[str] = []

@@ -5,6 +5,7 @@ discovery: test_gateway_probes.py; VIP changes: test_gateway_vips.py."""
 import pytest
 
 from ryu_app.core import openflow, pipeline
+from ryu_app.core.balancer import SavedIds
 from ryu_app.core.flowkey import TCP_ACK, parse_frame
 from ryu_app.core.gateway import default_mac
 from ryu_app.core.model import Vip
@@ -48,7 +49,7 @@ def tunnel_of(name: str) -> tuple:
 
 
 def test_connect_deletes_only_lockstep_rules_it_writes_again_and_asks_for_ports():
-    rig = GatewayRig(connect=False)
+    rig = GatewayRig(connect=False, saved_ids=SavedIds({}, 10))  # a restart with saved ids
     foreign = openflow.flow_mod(openflow.match(in_port=7), openflow.output(8), 5, 0x1234)
     base = openflow.flow_mod(openflow.match(in_port=9), b"", 5, pipeline.BASE_COOKIE)
     kept = openflow.flow_mod(openflow.match(in_port=9), b"", 6, pipeline.flow_cookie(4))

@@ -369,3 +369,77 @@ def test_backends_that_go_down_in_one_tick_ask_for_one_table():
         tables.append([request.spec.backends for request in effects.tables])
     assert downs == [0, 0, 3]
     assert tables[2] == [()]  # the table of no backend, asked for once
+
+
+# ---- switch mode: the flood never reaches the controller -------------------------------------
+
+SWITCH_PROBED = dataclasses.replace(
+    PROBED_VIP, placement="port-bits", table_size=256, mode="switch"
+)
+
+
+class SwitchScenario(Scenario):
+    """Switch mode: the flood's SYNs go through the (fake) switch, whose slot rules place them
+    (no packet-in, no meter), and the switch answers the pin reader's requests as they come."""
+
+    def run(self, seconds: float, behaviour: dict[str, str] | None = None, flood: int = 0):
+        for _ in range(round(seconds / TICK)):
+            super().run(TICK, behaviour, flood)
+            table = self.rig.table
+            while table.flow_stats_requests:
+                reply = table.flow_stats_reply(table.flow_stats_requests.pop(0))
+                self.rig.run(self.rig.core.on_messages(reply, self.now))
+
+    def _flood(self, count: int) -> None:
+        for _ in range(count):
+            src = str(ipaddress.IPv4Address(self.rng.getrandbits(32) | 0x01000000))
+            self.rig.send(UPLINK, frame(src=src, sport=self.rng.randrange(1, 65535)), self.now)
+
+
+def test_a_switch_mode_flood_is_seen_in_the_slot_rules_syn_counters():
+    """bench_flood, switch mode, unbounded flood: every VM marked DOWN, no overload episode
+    (the flood reached neither the controller nor the meter).  The SYN counters of the slot
+    rules are the evidence now.  (The threshold is lowered to 1,000 SYN/s to keep the test
+    quick: the fake switch is Python.)"""
+    scenario = SwitchScenario(SWITCH_PROBED)
+    monitor = scenario.rig.core.monitor
+    monitor.switch_syn_limit = 1_000
+    scenario.run(2.0)
+    silent = dict.fromkeys(ALL, "silent")
+    scenario.run(6.0, silent, flood=1_500)
+    assert scenario.rig.core.counters.packet_ins < 10  # the flood did not reach the controller
+    assert scenario.healthy == ALL and scenario.down_at == {}
+    load = monitor.view()
+    assert load.overloaded and load.inconclusive >= 3 * 4
+    assert "switch_syn_rate" in load.reasons and 1_200 <= load.switch_syn_rate <= 1_800
+    scenario.run(5.0)
+    assert not monitor.view().overloaded and scenario.healthy == ALL
+
+
+def test_a_switch_mode_syn_rate_below_the_threshold_excuses_nothing():
+    """The same silence with SYNs below the threshold: the VMs are taken down, as they must
+    be when they really stop answering."""
+    scenario = SwitchScenario(SWITCH_PROBED)
+    scenario.rig.core.monitor.switch_syn_limit = 1_000
+    scenario.run(2.0)
+    scenario.run(DETECTION + 1.0, dict.fromkeys(ALL, "silent"), flood=500)
+    assert set(scenario.down_at) == ALL
+    assert scenario.rig.core.monitor.view().episodes == 0
+
+
+def test_an_unanswered_probe_asks_the_switch_for_its_syn_counters_at_once():
+    """The switch updates rule counters late (its revalidators, ~0.5 s) and rounds come a
+    second apart: bench_flood saw the evidence 20 ms after a second silent probe took a VM
+    down.  So the first silent probe asks for a round in the same tick."""
+    scenario = SwitchScenario(SWITCH_PROBED)
+    scenario.run(2.0)
+    monitor, table = scenario.rig.core.monitor, scenario.rig.table
+    silent = dict.fromkeys(ALL, "silent")
+    asked = []
+    while monitor.unanswered == 0:
+        Scenario.run(scenario, TICK, silent)  # one tick; the switch does not answer yet
+        asked.append(bool(table.flow_stats_requests))
+        while table.flow_stats_requests:
+            reply = table.flow_stats_reply(table.flow_stats_requests.pop(0))
+            scenario.rig.run(scenario.rig.core.on_messages(reply, scenario.now))
+    assert asked[-1] and not any(asked[-5:-1])  # in the tick the first probe went silent

@@ -233,3 +233,45 @@ def test_inconclusive_probes_keep_the_failure_streak():
     (verdict,) = prober.expire(5.5)
     assert verdict.transition.state == DOWN and prober.results[False] == 2
     assert prober.states[("web", "vm1")].state == DOWN
+
+
+def test_the_switch_syn_rate_is_evidence_of_a_flood_the_controller_never_sees():
+    """Switch mode: the slot rules' SYN counters, read about once a second, are the only sign
+    of a flood.  A flood-sized delta (bench_flood's unbounded flood: ~100k SYN/s read) makes
+    the gateway overloaded and a silent probe inconclusive; a legitimate load at the switch's
+    capacity (~10k connections/s, a SYN each) does not, nor 4x's ~21k SYN/s, which it reads
+    with every probe answered."""
+    monitor = LoadMonitor()
+    monitor.switch_syns(10_000, 1.0, 0.5)
+    monitor.switch_syns(20_700, 1.0, 1.0)
+    monitor.switch_syns(0, 0.0, 1.5)  # no time between the reads: ignored
+    assert not monitor.overloaded(1.5) and monitor.view().switch_syn_rate == 20_700
+    assert monitor.silence(POLICY, 1.0, 1.5, "no answer") == (False, "no answer")
+    monitor.switch_syns(104_000, 1.04, 3.0)
+    assert monitor.overloaded(3.0) and monitor.view().switch_syn_rate == 100_000
+    assert monitor.view().reasons == ("switch_syn_rate",)
+    assert monitor.silence(POLICY, 2.8, 3.3, "no answer") == (
+        True,
+        "no answer; inconclusive: the gateway is overloaded (switch_syn_rate)",
+    )
+    assert monitor.tick(3.0)[1][0].startswith("gateway overloaded (switch_syn_rate)")
+    monitor.switch_syns(overload.SWITCH_SYN_RATE_OVERLOADED - 1, 1.0, 4.0)
+    assert not monitor.overloaded(3.0 + HOLD + 0.01)  # the flood ended
+
+
+def test_a_switch_syn_delta_over_a_short_time_is_not_read_as_a_higher_rate():
+    """A hurried read 0.25 s after the last may hold a whole batch of the switch's counter
+    updates (~0.5 s of SYNs): divided by half a second, legitimate load stays legitimate."""
+    monitor = LoadMonitor()
+    monitor.switch_syns(5_400, 0.25, 1.0)  # 0.5 s of ~10.8k SYN/s, in a 0.25 s window
+    assert not monitor.overloaded(1.0) and monitor.view().switch_syn_rate == 10_800
+    monitor.switch_syns(25_000, 0.25, 2.0)  # a quarter second of a 100k/s flood
+    assert monitor.overloaded(2.0) and monitor.view().switch_syn_rate == 50_000
+
+
+def test_the_switch_syn_rate_corroborates_common_cause():
+    monitor = LoadMonitor()
+    monitor.switch_syns(50_000, 1.0, 1.0)
+    monitor.probe_ended(("web", "vm1"), False, True, 1.2)
+    monitor.probe_ended(("web", "vm2"), False, True, 1.3)
+    assert monitor.view().reasons == ("common_cause", "switch_syn_rate")

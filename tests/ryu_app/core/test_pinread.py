@@ -10,6 +10,7 @@ import pytest
 
 from ryu_app.core import ofstats, pinread
 from ryu_app.core.flowkey import flow_from_fields, flow_key
+from ryu_app.core.model import HealthCheck
 from ryu_app.core.pinread import OTHER, PINS, SYN, PinReader, poll_interval
 from ryu_app.core.pipeline import PRIORITY_FLOW
 from tests.ryu_app.core.rig import UPLINK, VIP, GatewayRig, frame
@@ -216,3 +217,60 @@ def test_slot_skew_is_the_fullest_slot_over_the_mean_once_there_are_enough_syns(
     )
     assert pinread.slot_skew({0: 2559}, 256) is None  # under 10 a slot: chance decides
     assert pinread.slot_skew({}, 256) is None
+
+
+# ---- SYNs placed between rounds (the overload monitor's switch-mode signal) -----------------
+
+
+def syn_snapshot(at: float, syns: dict[str, dict[int, int]]) -> pinread.PinSnapshot:
+    return pinread.PinSnapshot(at, frozenset(syns), {}, {}, 0, {}, syns)
+
+
+def test_syns_placed_between_two_rounds_are_counted_per_slot():
+    before = syn_snapshot(1.0, {"web": {0: 100, 1: 200}, "api": {0: 5}})
+    after = syn_snapshot(2.5, {"web": {0: 130, 1: 260}, "api": {0: 5}})
+    assert pinread.syn_delta(before, after) == (90, 1.5)
+    assert pinread.syn_delta(None, after) is None  # no baseline
+    assert pinread.syn_delta(after, after) is None  # no time between them
+
+
+def test_a_counter_that_starts_over_never_gives_a_negative_or_huge_delta():
+    """A slot rule written again (a health change moved the slot, or the switch reconnected
+    and every rule was written again) starts its count at 0: its new count is what it placed
+    since, at most; a VIP or slot the last round did not read is only a baseline."""
+    before = syn_snapshot(1.0, {"web": {0: 1_000_000, 1: 50}})
+    after = syn_snapshot(2.0, {"web": {0: 7, 1: 60, 2: 9_999_999}, "new": {0: 5_000_000}})
+    assert pinread.syn_delta(before, after) == (7 + 10, 1.0)
+
+
+def test_the_reader_gives_the_syns_its_last_two_rounds_saw():
+    rig = GatewayRig(vips=(SWITCH_VIP,))
+    reader = rig.core.pin_reader
+    rig.tick(2.0)
+    answer(rig, 2.0)
+    assert reader.syn_delta is None  # the first round is the baseline
+    for sport in range(41000, 41060, 2):
+        connect(rig, sport, acks=0)  # SYNs only, as a flood's
+    rig.tick(3.0)
+    answer(rig, 3.0)
+    assert reader.syn_delta == (30, 1.0)
+
+
+def test_a_hurried_round_starts_at_once_but_not_on_the_heels_of_the_last():
+    """A probe went unanswered: the next round (and so the SYN delta) comes now, not up to a
+    second later; never sooner than ``HURRY_GAP`` after the last round started.  (A VIP not
+    probed: its own probes, unanswered here, would hurry the reader too.)"""
+    unprobed = dataclasses.replace(SWITCH_VIP, health=HealthCheck(type="none"))
+    rig = GatewayRig(vips=(unprobed,))
+    reader = rig.core.pin_reader
+    rig.tick(2.0)
+    answer(rig, 2.0)
+    reader.hurry(2.1)
+    rig.tick(2.1)
+    assert rig.table.flow_stats_requests == []
+    rig.tick(2.0 + pinread.HURRY_GAP)
+    assert len(rig.table.flow_stats_requests) == 1  # not at 3.0
+    reader.hurry(2.3)  # a round in flight: its end schedules the next, as before
+    answer(rig, 2.3)
+    rig.tick(2.0 + pinread.HURRY_GAP + pinread.POLL_SECONDS - 0.02)
+    assert rig.table.flow_stats_requests == []

@@ -57,3 +57,23 @@ def test_a_table_of_another_size_is_waited_out_and_controller_mode_removes_all()
     table.apply(rules.follow(controller, OWNERS, IDS, PORTS))
     assert table.rules == [] and "web" not in rules
     assert rules.follow(controller, OWNERS, IDS, PORTS) == []
+
+
+def test_a_removed_backend_keeps_its_slots_until_the_new_table_comes():
+    """A backend taken out of the VIP while its table is being rebuilt: the table in use
+    still names it, so its slots keep their rules (nothing rewritten, no error) until the new
+    table moves them; written afresh (after a reconnect), its slots get no rule yet."""
+    rules, table = SlotRules(), FakeOFTable()
+    table.apply(rules.follow(SWITCH_VIP, OWNERS, IDS, PORTS))
+    without = dataclasses.replace(SWITCH_VIP, backends=BACKENDS[1:])
+    ids = {"vm2": 2, "vm3": 3}
+    assert rules.follow(without, OWNERS, ids, PORTS) == []
+    new_owners = build_table([(b.name, 1) for b in BACKENDS[1:]], SLOTS, "port-bits").owners()
+    moved = sum(1 for old, new in zip(OWNERS, new_owners, strict=True) if old != new)
+    messages = rules.follow(without, new_owners, ids, PORTS)
+    assert len(messages) == 2 * moved and moved >= OWNERS.count("vm1")
+    table.apply(messages)
+    assert len(table.rules) == 2 * SLOTS
+    assert not [rule for rule in table.rules if rule.cookie & 0xFFFFFFFF == IDS["vm1"]]
+    fresh = SlotRules()
+    assert len(fresh.follow(without, OWNERS, ids, PORTS)) == 2 * (SLOTS - OWNERS.count("vm1"))

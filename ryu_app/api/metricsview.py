@@ -26,6 +26,10 @@ from ryu_app.api.views import BACKEND_UP, RenderCache, VipView, vip_views
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.overload import OverloadView
 
+# lockstep_backend_up's samples (one per backend of each VIP) shown in full up to this many;
+# above it only those of backends down (``MetricsCollector._backend_up``).
+BACKEND_SERIES_LIMIT = 10_000
+
 
 class MetricsSnapshot(NamedTuple):
     packet_ins: int
@@ -115,7 +119,7 @@ class GatewayCollector:
         probes.add_metric(("fail",), snapshot.probe_results[False])
         probes.add_metric(("inconclusive",), snapshot.overload.inconclusive)
         yield probes
-        yield self._backend_up()
+        yield from self._backend_up()
         yield from self._overload()
         yield _counter(
             "lockstep_table_rebuilds",
@@ -153,20 +157,54 @@ class GatewayCollector:
             panic.add_metric((name,), int(view.panic))
         yield panic
 
-    def _backend_up(self) -> GaugeMetricFamily:
-        """One sample per configured backend of each VIP (10,000 at 100 x 100), remembered
-        per VIP."""
+    def _backend_up(self) -> Iterator[Metric]:
+        """Per VIP, its configured and healthy backends (two samples each); per backend of each
+        VIP, up or down, while there are at most ``BACKEND_SERIES_LIMIT`` of them (10,000 at
+        100 x 100; 100,000 at 1,000 x 100 was ~10 MB a scrape).  Above it only the backends
+        that are down keep their sample (at most the limit): ``lockstep_backend_up == 0``
+        still names each one, and the omitted samples are counted."""
+        states = self.snapshot.states
+        configured = GaugeMetricFamily(
+            "lockstep_vip_backends", "Backends configured in the VIP.", labels=("vip",)
+        )
+        healthy = GaugeMetricFamily(
+            "lockstep_vip_backends_healthy",
+            "Backends of the VIP this gateway considers healthy.",
+            labels=("vip",),
+        )
+        for name, view in sorted(states.items()):
+            configured.add_metric((name,), len(view.vip.backends))
+            healthy.add_metric((name,), len(view.healthy))
+        yield configured
+        yield healthy
         family = GaugeMetricFamily(
             BACKEND_UP,
             "1 if this gateway considers the backend healthy.",
             labels=("vip", "backend"),
         )
-        states = self.snapshot.states
+        pairs = sum(len(view.vip.backends) for view in states.values())
+        only_down = pairs > BACKEND_SERIES_LIMIT
         for _, view in sorted(states.items()):
             pacing.checkpoint()  # thousands of samples: the REST plane's budget applies
-            family.samples += self.cache.backend_up(view)
+            if only_down:  # a sample per backend down only: ~0.3 s less for the first scrape
+                room = BACKEND_SERIES_LIMIT - len(family.samples)
+                down = [b.name for b in view.vip.backends if b.name not in view.healthy]
+                for backend in down[: max(room, 0)]:
+                    family.add_metric((view.vip.name, backend), 0)
+            else:
+                family.samples += self.cache.backend_up(view)
         self.cache.forget_others(set(states))
-        return family
+        yield family
+        yield GaugeMetricFamily(
+            "lockstep_backend_series_limit",
+            "Per-backend samples of lockstep_backend_up shown in full up to this many.",
+            BACKEND_SERIES_LIMIT,
+        )
+        yield GaugeMetricFamily(
+            "lockstep_backend_series_omitted",
+            "Samples of lockstep_backend_up left out (above the limit: the backends up).",
+            pairs - len(family.samples),
+        )
 
 
 def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:

@@ -108,6 +108,14 @@ FLOWS_QUERY = (
     Param("offset", query_integer(0, 2**40)),
 )
 
+# GET /v1/vips: without ``limit`` or ``cursor`` every VIP (as before); with either, a page of at
+# most ``limit`` (default 100) in name order after ``cursor`` (the page before's ``next_cursor``:
+# the last name it showed), so a client never holds 1,000 VIPs x 100 backends (~10 MB) at once.
+VIPS_QUERY = (
+    Param("cursor", text(63, NAME_PATTERN)),
+    Param("limit", query_integer(1, MAX_PAGE)),
+)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -127,7 +135,13 @@ class Route:
 
 
 ROUTES = (
-    Route("GET", "/v1/vips", "list_vips", "List the VIPs"),
+    Route(
+        "GET",
+        "/v1/vips",
+        "list_vips",
+        "List the VIPs (all, or a page by name with limit and cursor)",
+        query=VIPS_QUERY,
+    ),
     Route("POST", "/v1/vips", "create_vip", "Create a VIP", body="Vip", success=201),
     Route("GET", "/v1/vips/{vip}", "get_vip", "One VIP"),
     Route("PUT", "/v1/vips/{vip}", "replace_vip", "Create or replace a VIP", body="Vip"),
@@ -251,7 +265,10 @@ class RestApi:
     # ---- operations (each runs its service call on the controller's loop) -------------------
 
     def list_vips(self, request, body):
-        return {"vips": self.run(self.service.vips)}
+        params = request.checked_query
+        if not params:
+            return {"vips": self.run(self.service.vips)}
+        return self.run(lambda: self.service.vips_page(params))
 
     def get_vip(self, request, body, vip):
         return vip_to_data(self.run(lambda: self.service.vip(vip)))

@@ -41,6 +41,7 @@ from topology.schema import ConfigError, Problem
 
 LOG = logging.getLogger("lockstep.service")
 MAX_PAGE = 1000
+DEFAULT_PAGE = 100
 # How long a change that needs new Maglev tables (tens of ms each) waits for them before it
 # answers 202 instead: well inside the 5 s a ``lockstep vip`` command waits for an answer.
 TABLE_WAIT_SECONDS = 3.0
@@ -107,6 +108,7 @@ class GatewayService:
         self.tables_ready = tables_ready
         self._writes = lock or threading.Lock()  # the app's suits its hub (green or not)
         self._renders = views.RenderCache()
+        self._renders.warm(deployment.vips)  # the first status's digests, before serving
         self.handler_errors = lambda: 0  # the shell replaces this with its counter
         self.rest_pacing = lambda: None  # ... and this with its REST server's ``PacingStats``
 
@@ -114,6 +116,21 @@ class GatewayService:
 
     def vips(self) -> list[dict]:
         return [deployment_file.vip_to_data(v) for v in self.deployment.vips]
+
+    def vips_page(self, params: dict[str, str]) -> dict:
+        """At most ``limit`` (100 by default) VIPs in name order, those named after ``cursor``;
+        ``next_cursor`` names the last one shown while more follow (else None).  Only the page
+        is rendered."""
+        limit = _int_param(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        after = params.get("cursor")
+        names = sorted(v.name for v in self.deployment.vips if after is None or v.name > after)
+        shown = set(names[:limit])
+        page = sorted((v for v in self.deployment.vips if v.name in shown), key=lambda v: v.name)
+        more = len(names) > limit
+        return {
+            "vips": [deployment_file.vip_to_data(v) for v in page],
+            "next_cursor": page[-1].name if more else None,
+        }
 
     def vip(self, name: str) -> Vip:
         for vip in self.deployment.vips:

@@ -39,11 +39,51 @@ def default_path(gateway_name: str) -> Path:
     return Path("/var/lib/lockstep") / f"{gateway_name}.json"
 
 
+# Each VIP's JSON as last written, by the Vip object (immutable: a change makes a new one), so
+# that a change rewrites one VIP's text and joins the others': at 1,000 VIPs x 100 backends the
+# whole file took ~0.9 s of the REST thread (0.5 s of ``vip_to_data``, 0.4 s of an indented
+# dump, which only the pure-Python encoder does), a rewrite now ~0.1 s (bench_scale).
+_fragments: dict[int, tuple[object, str]] = {}
+
+
+def vip_text(vip) -> str:
+    """One VIP as one line of JSON (keys sorted), from the cache when this Vip was written."""
+    cached = _fragments.get(id(vip))
+    if cached is not None and cached[0] is vip:
+        return cached[1]
+    text = json.dumps(deployment_file.vip_to_data(vip), sort_keys=True)
+    _fragments[id(vip)] = (vip, text)
+    return text
+
+
+def file_text(vips, ids: SavedIds | None = None) -> str:
+    """The file: its version, the VIPs one per line (readable, and a diff shows which
+    changed; absent when ``vips`` is None), then the backend ids.  The cache keeps only the
+    VIPs written now."""
+    text = f'{{"version": {FORMAT_VERSION}'
+    alive: set[int] = set()
+    if vips is not None:
+        vips = list(vips)
+        alive = {id(vip) for vip in vips}
+        body = ",\n".join(vip_text(vip) for vip in vips)
+        text += f', "vips": [\n{body}\n]' if vips else ', "vips": []'
+    for key in [key for key in _fragments if key not in alive]:
+        del _fragments[key]
+    if ids is not None:
+        backend_ids = {
+            vip: {name: saved._asdict() for name, saved in backends.items()}
+            for vip, backends in ids.backends.items()
+        }
+        text += f',\n"backend_ids": {json.dumps(backend_ids, sort_keys=True)}'
+        text += f',\n"next_backend_id": {ids.next_id}'
+    return text + "}"
+
+
 def write(path: str | Path, vips, ids: SavedIds | None = None) -> None:
     """Save ``vips`` (Vip objects; None: none changed through REST) and ``ids``; raises
     OSError if the file cannot be written."""
     path = Path(path)
-    text = json.dumps(_to_data(vips, ids), indent=2, sort_keys=True)
+    text = file_text(vips, ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(_temporary_name(path, os.getpid()))
     try:
@@ -65,19 +105,6 @@ def write(path: str | Path, vips, ids: SavedIds | None = None) -> None:
             os.close(folder)
     except OSError:
         pass
-
-
-def _to_data(vips, ids: SavedIds | None) -> dict:
-    data: dict = {"version": FORMAT_VERSION}
-    if vips is not None:
-        data["vips"] = [deployment_file.vip_to_data(v) for v in vips]
-    if ids is not None:
-        data["backend_ids"] = {
-            vip: {name: saved._asdict() for name, saved in backends.items()}
-            for vip, backends in ids.backends.items()
-        }
-        data["next_backend_id"] = ids.next_id
-    return data
 
 
 def _temporary_name(path: Path, pid: int) -> str:

@@ -42,7 +42,15 @@ BACKEND_UP = "lockstep_backend_up"
 
 
 def digest(data) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return text_digest(canonical_text(data))
+
+
+def canonical_text(data) -> str:
+    """What a digest is taken of: compact JSON, keys sorted (a list's is its items' joined)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,16 +110,30 @@ class RenderCache:
     computation of the same value."""
 
     def __init__(self):
-        self._config: dict[str, tuple[Vip, str]] = {}
+        self._config: dict[str, tuple[Vip, str, str]] = {}  # (vip, digest, canonical text)
         self._healthy: dict[str, tuple[frozenset, str]] = {}
         self._all: tuple[tuple[Vip, ...] | None, str] = (None, "")
         self._backend_up: dict[str, tuple[Vip, frozenset, list[Sample]]] = {}
 
     def config_digest(self, vip: Vip) -> str:
+        return self._config_entry(vip)[1]
+
+    def _config_entry(self, vip: Vip) -> tuple[Vip, str, str]:
+        """The VIP's digest and the text it is taken of, made once per Vip object (the digest
+        of all VIPs joins the texts: at 1,000 x 100 each VIP's data took ~1 ms to make)."""
         cached = self._config.get(vip.name)
         if cached is None or cached[0] is not vip:
-            cached = self._config[vip.name] = (vip, digest(config_data(vip)))
-        return cached[1]
+            text = canonical_text(config_data(vip))
+            cached = self._config[vip.name] = (vip, text_digest(text), text)
+        return cached
+
+    def warm(self, vips: tuple[Vip, ...]) -> None:
+        """Every VIP's configuration digest and the digest of all, made now: at start-up, off
+        the REST plane's CPU budget (at 1,000 x 100 the first GET /v1/status spent ~0.2 s
+        of CPU on them, ~2 s of wall time at its share of a core)."""
+        for vip in vips:
+            self._config_entry(vip)
+        self.all_configs_digest(vips)
 
     def healthy_digest(self, name: str, healthy: frozenset[str]) -> str:
         cached = self._healthy.get(name)
@@ -123,8 +145,10 @@ class RenderCache:
         """The digest of every VIP's configuration: the same value whatever their order."""
         cached_vips, value = self._all
         if cached_vips is not vips:
-            data = sorted((config_data(v) for v in vips), key=lambda v: v["name"])
-            value = digest(data)
+            # digest(sorted config_data by name), from each VIP's text: a list's canonical
+            # text is its items' joined by commas.
+            texts = [self._config_entry(v)[2] for v in sorted(vips, key=lambda v: v.name)]
+            value = text_digest("[" + ",".join(texts) + "]")
             self._all = (vips, value)
         return value
 

@@ -15,9 +15,10 @@ def test_a_small_run_counts_one_backend_series_per_configured_backend(capsys):
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # 12 lockstep_backend_up series, 3 probe results, 3 lockstep_vip_panic series, 14 other
     # unlabelled series; the flood guard's 7 (3 modes, its rate, 2 places of drop, probe
-    # answers dropped); the switch's pins read back: 6 (its age, pins left out, 4 read
-    # outcomes; no switch-mode VIP here, so no per-backend pin series).
-    assert figures["series"] == 3 * 4 + 3 + 3 + 14 + 7 + 6
+    # answers dropped); per VIP its configured and healthy backends (issue 15), the limit
+    # of per-backend series and how many were omitted; switch mode's pin reads (issue 14: their
+    # age, truncated, 4 outcomes).
+    assert figures["series"] == 3 * 4 + 3 + 3 + 14 + 7 + 2 * 3 + 2 + 6
     assert figures["flow_entries"] == 10
     for name in ("snapshot_ms", "render_first_ms", "render_ms", "request_ms"):
         assert figures[name] > 0, name

@@ -36,7 +36,11 @@ class ControlledBuilder:
     """Stands in for ``builder.TableBuilder``: each build waits ``delay`` seconds, and the
     first ``failures`` builds raise."""
 
+    in_process = False  # as a TableBuilder with one worker process
+    workers = 1
+
     def __init__(self):
+        self.at_start = 0  # builds while the app started (every VIP's first table)
         self.delay = 0.0
         self.failures = 0
         self.calls = 0
@@ -58,6 +62,17 @@ class ControlledBuilder:
             raise MemoryError("no room for the table (a test's failure)")
         return build_spec(key)
 
+    def build_many(self, requests, deliver, still_wanted=lambda r: True, skipped=None):
+        """``TableBuilder.build_many`` with one worker: in order, superseded ones skipped."""
+        for request in requests:
+            if not still_wanted(request):
+                skipped and skipped(request)
+                continue
+            try:
+                deliver(request, self.build(request.spec), None)
+            except Exception as error:  # noqa: BLE001 - as TableBuilder hands it back
+                deliver(request, None, error)
+
 
 @pytest.fixture
 def running(request, monkeypatch, tmp_path):
@@ -74,6 +89,7 @@ def running(request, monkeypatch, tmp_path):
     )
     switch_interval = sys.getswitchinterval()  # the app sets the process's own
     app = app_module.LockstepApp()
+    tables.at_start, tables.calls = tables.calls, 0  # the tests count builds after start-up
     app_manager.register_app(app)
     try:
         app.threads.append(hub.spawn(app._event_loop))  # the base class's start()
@@ -100,6 +116,13 @@ def wait_until(condition, seconds: float = 10.0) -> None:
 
 def table_current(app, vip: str = "web") -> bool:
     return app.service.status()["vips"][vip]["table_current"]
+
+
+def test_start_up_builds_every_vips_first_table_through_the_builder(running):
+    app, tables = running
+    distinct = {state.table_spec for state in app.core.balancer.vips.values()}
+    assert tables.at_start == len(distinct) >= 1
+    assert all(state.table_current for state in app.core.balancer.vips.values())
 
 
 def test_a_change_answers_once_its_table_is_in(running):

@@ -3,17 +3,21 @@ its error back, and the worker never outlives the controller (closed or killed).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from ryu_app.core import maglev
 from ryu_app.core.maglev import TableSpec, build_table
-from ryu_app.shell.builder import TableBuilder
+from ryu_app.shell.builder import TableBuilder, _serve
 
 SPEC = TableSpec(251, (("vm1", 1), ("vm2", 2), ("vm3", 1)))
 
@@ -102,3 +106,65 @@ def test_the_worker_ends_when_the_controller_is_killed(tmp_path):
         if controller.poll() is None:
             controller.kill()
             controller.wait(5)
+
+
+@pytest.fixture
+def fill_not_loaded(monkeypatch):
+    """This process as if no build had loaded the compiled fill yet (and restored after)."""
+    monkeypatch.setattr(maglev, "_compiled", None)
+    monkeypatch.setattr(maglev, "_not_compiled", None)
+
+
+class ClosedPipe:
+    def recv(self):
+        raise EOFError
+
+
+def test_the_worker_loads_the_compiled_fill_before_its_first_build(fill_not_loaded):
+    _serve(ClosedPipe())
+    assert maglev._compiled is not None
+
+
+def test_building_in_process_loads_the_compiled_fill_at_start(fill_not_loaded, caplog):
+    caplog.set_level(logging.INFO, logger="lockstep.builder")
+    TableBuilder(in_process=True).start()
+    assert maglev._compiled is not None
+    assert "fill: compiled (numba" in caplog.text
+
+
+def test_build_many_builds_on_every_worker_in_the_order_given_and_skips_the_superseded():
+    builder = TableBuilder(workers=2)
+    specs = [TableSpec(251, (("vm1", 1), ("vm2", weight))) for weight in range(1, 9)]
+    requests = [SimpleNamespace(spec=spec, number=n) for n, spec in enumerate(specs)]
+    built, skipped, lock = {}, [], threading.Lock()
+
+    def deliver(request, table, error):
+        with lock:
+            built[request.number] = (table, error)
+
+    try:
+        builder.start()
+        builder.build_many(
+            requests, deliver, lambda r: r.number != 3, skipped=lambda r: skipped.append(r.number)
+        )
+        assert len(builder._helpers) == 1 and builder._helpers[0]._process.is_alive()
+    finally:
+        builder.close()
+    assert skipped == [3]
+    assert sorted(built) == [0, 1, 2, 4, 5, 6, 7]
+    for number, (table, error) in built.items():
+        assert error is None and table == build_table(specs[number].backends, 251)
+    assert builder._helpers == []
+
+
+def test_build_many_hands_each_error_back():
+    builder = TableBuilder(workers=2)
+    outcomes = []
+    try:
+        builder.build_many(
+            [SimpleNamespace(spec=TableSpec(10, (("vm1", 1),))), SimpleNamespace(spec=SPEC)],
+            lambda request, table, error: outcomes.append((table is None, type(error).__name__)),
+        )
+    finally:
+        builder.close()
+    assert sorted(outcomes) == [(False, "NoneType"), (True, "ValueError")]

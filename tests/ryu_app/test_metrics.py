@@ -91,6 +91,23 @@ FAMILIES = {
         (),
     ),
     "lockstep_overload_episodes": ("counter", "Overload episodes this gateway saw.", ()),
+    # Issue 15: bounded per-backend series; per-VIP counts that hold at any size.
+    "lockstep_vip_backends": ("gauge", "Backends configured in the VIP.", ("vip",)),
+    "lockstep_vip_backends_healthy": (
+        "gauge",
+        "Backends of the VIP this gateway considers healthy.",
+        ("vip",),
+    ),
+    "lockstep_backend_series_limit": (
+        "gauge",
+        "Per-backend samples of lockstep_backend_up shown in full up to this many.",
+        (),
+    ),
+    "lockstep_backend_series_omitted": (
+        "gauge",
+        "Samples of lockstep_backend_up left out (above the limit: the backends up).",
+        (),
+    ),
     "lockstep_vip_panic": (
         "gauge",
         "1 while too few of the VIP's backends are healthy: new flows go to all of them.",
@@ -249,3 +266,21 @@ def test_overload_inconclusive_probes_and_panic_are_exported(harness):
     assert value(text, "lockstep_vip_panic", vip="web") == 1
     core.set_health("web", "vm1", True, now + 4.0)
     assert value(harness.service.metrics(), "lockstep_vip_panic", vip="web") == 0
+
+
+def test_above_the_limit_only_backends_down_keep_a_sample_and_the_rest_are_counted(
+    harness, monkeypatch
+):
+    traffic(harness)  # vm1 of "web" is down, its other backends up
+    text = harness.service.metrics()
+    assert value(text, "lockstep_backend_series_omitted") == 0
+    configured = value(text, "lockstep_vip_backends", vip="web")
+    healthy = value(text, "lockstep_vip_backends_healthy", vip="web")
+    assert configured == 4 and healthy == 3
+    monkeypatch.setattr(metricsview, "BACKEND_SERIES_LIMIT", 2)
+    text = harness.service.metrics()
+    shown = [key for key in samples(text) if key[0] == "lockstep_backend_up"]
+    assert shown == [("lockstep_backend_up", frozenset({("vip", "web"), ("backend", "vm1")}))]
+    assert value(text, "lockstep_backend_up", vip="web", backend="vm1") == 0
+    assert value(text, "lockstep_backend_series_omitted") == 3
+    assert value(text, "lockstep_vip_backends_healthy", vip="web") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ from ryu_app.api import statefile
 from ryu_app.core.balancer import SavedId, SavedIds
 from ryu_app.core.model import Backend, HealthCheck, Vip
 from topology import deployment as deployment_file
+from topology.deployment import vip_to_data
 from topology.schema import ConfigError
 
 VIPS = (
@@ -181,6 +183,22 @@ def test_stale_temporaries_of_the_state_file_are_removed_and_nothing_else(tmp_pa
 
 def test_no_folder_means_nothing_to_remove(tmp_path):
     assert statefile.remove_stale_temporaries(tmp_path / "missing" / "gw1.json") == []
+
+
+def test_the_file_is_the_json_of_the_vips_one_per_line_rewritten_from_the_cache(tmp_path):
+    path = tmp_path / "state.json"
+    statefile.write(path, VIPS)
+    lines = path.read_text().splitlines()
+    assert len(lines) == len(VIPS) + 2  # the opening, one line per VIP, the closing
+    expected = {"version": statefile.FORMAT_VERSION, "vips": [vip_to_data(v) for v in VIPS]}
+    assert json.loads(path.read_text()) == expected
+    changed = dataclasses.replace(VIPS[0], port=VIPS[0].port + 1)
+    statefile.write(path, (changed, *VIPS[1:]))
+    assert json.loads(path.read_text())["vips"][0]["port"] == VIPS[0].port + 1
+    assert statefile.read(path)[0] == changed
+    assert {id(v) for v, _ in statefile._fragments.values()} == {id(changed)} | {
+        id(v) for v in VIPS[1:]
+    }
 
 
 IDS = SavedIds(

@@ -3,12 +3,12 @@
 Backend ids change without a REST call (a backend retired after a DOWN verdict gets a new one),
 and a restarted controller must find the ids its switch's rules carry (``balancer.SavedIds``).
 So the app looks at the balancer's ``ids_version`` on each health tick (on the event loop: a
-counter compared, nothing more while nothing changed) and, when it moved, takes the ids there
-and has them written by a worker, never on the loop or the packet path: a write fsyncs (ms, or
-much more on a busy disk) while the loop holds the core's lock, which the switch's receiving
-thread needs for every packet-in.  At most one write per ``SAVE_INTERVAL``: a burst of
-retirements is one write.  A write that fails is counted, logged (once per failing streak, and
-its end) and tried again an interval later.
+counter compared, nothing more while nothing changed) and, when it moved, copies the ids there
+and has them made into ``SavedIds`` and written by a worker, never on the loop or the packet
+path: a write fsyncs (ms, or much more on a busy disk) while the loop holds the core's lock,
+which the switch's receiving thread needs for every packet-in.  At most one write per
+``SAVE_INTERVAL``: a burst of retirements is one write.  A write that fails is counted, logged
+(once per failing streak, and its end) and tried again an interval later.
 
 Both kinds of write go through one lock and write the whole file (the VIPs REST saved last, if
 any, and the ids taken last), so neither undoes the other whichever comes second.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ryu_app.api import statefile
-from ryu_app.core.balancer import Balancer, SavedIds
+from ryu_app.core.balancer import Balancer, IdsSnapshot, SavedIds
 
 LOG = logging.getLogger("lockstep.gateway")
 SAVE_INTERVAL = 1.0  # seconds between two writes of changed ids (and between tries)
@@ -69,19 +69,21 @@ class StateSaver:
             self._write(self.path, vips, self._ids)
             self._vips = tuple(vips)
 
-    def due(self, balancer: Balancer, now: float) -> tuple[int, SavedIds] | None:
-        """On the loop: the ids to write now (with their version), if they changed since the
-        last write and no write ran in the last interval nor runs now; else None."""
+    def due(self, balancer: Balancer, now: float) -> tuple[int, IdsSnapshot] | None:
+        """On the loop: the ids to write now (with their version; a snapshot, made into
+        ``SavedIds`` by the worker), if they changed since the last write and no write ran in
+        the last interval nor runs now; else None."""
         version = balancer.ids_version
         if version == self._version_saved or self._writing or now < self._next_try:
             return None
         self._writing = True
         self._next_try = now + SAVE_INTERVAL
-        return version, balancer.saved_ids()
+        return version, balancer.ids_snapshot()
 
-    def write_ids(self, version: int, ids: SavedIds) -> None:
+    def write_ids(self, version: int, snapshot: IdsSnapshot) -> None:
         """In a worker: write what ``due`` handed out; never raises."""
         try:
+            ids = snapshot.saved()
             with self._lock:
                 self._offload(self._write, self.path, self._vips, ids)
                 self._ids = ids

@@ -123,10 +123,11 @@ class GatewayService:
         is rendered."""
         limit = _int_param(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         after = params.get("cursor")
-        names = sorted(v.name for v in self.deployment.vips if after is None or v.name > after)
-        shown = set(names[:limit])
-        page = sorted((v for v in self.deployment.vips if v.name in shown), key=lambda v: v.name)
-        more = len(names) > limit
+        rest = sorted(
+            (v for v in self.deployment.vips if after is None or v.name > after),
+            key=lambda v: v.name,
+        )
+        page, more = rest[:limit], len(rest) > limit
         return {
             "vips": [deployment_file.vip_to_data(v) for v in page],
             "next_cursor": page[-1].name if more else None,

@@ -31,7 +31,7 @@ from ryu_app.core.recentinstalls import RecentInstalls
 from ryu_app.core.retirement import Retirements
 from ryu_app.core.serving import panic_line
 from ryu_app.core.slotsync import SlotRules
-from ryu_app.core.switchports import PORT_EVENTS, after_status, change_notice, resolve  # noqa: F401 (PORT_EVENTS: the shell's)
+from ryu_app.core.switchports import after_status, change_notice, resolve
 from ryu_app.core.switchreports import SwitchErrorLog, guard_ready_lines
 
 # Flow-table entries looked at per health tick for those of backends that went down: well

@@ -35,8 +35,8 @@ OFPMBT_DROP = 1
 OFPM_ALL = 0xFFFFFFFF  # every meter (a delete, a statistics request)
 OFPM_MAX = 0xFFFF0000  # the last meter id a controller may use
 
-_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
-_MULTIPART_HEAD = struct.Struct("!HH4x")  # type, flags, pad
+HEADER = struct.Struct("!BBHI")  # version, type, length, xid
+MULTIPART_HEAD = struct.Struct("!HH4x")  # type, flags, pad
 _METER_MOD = struct.Struct("!HHI")  # command, flags, meter id
 _DROP_BAND = struct.Struct("!HHII4x")  # type, length, rate, burst size, pad
 _METER_FEATURES = struct.Struct("!IIIBB2x")  # max_meter, band_types, capabilities, bands, colors
@@ -46,17 +46,18 @@ _ERROR = struct.Struct("!HH")  # type, code
 
 
 def meter_features_request() -> bytes:
-    return _multipart_request(OFPMP_METER_FEATURES, b"")
+    return multipart_request(OFPMP_METER_FEATURES, b"")
 
 
 def meter_stats_request(meter_id: int = OFPM_ALL) -> bytes:
-    return _multipart_request(OFPMP_METER, struct.pack("!I4x", meter_id))
+    return multipart_request(OFPMP_METER, struct.pack("!I4x", meter_id))
 
 
-def _multipart_request(kind: int, body: bytes) -> bytes:
+def multipart_request(kind: int, body: bytes, xid: int = 0) -> bytes:
+    """An OpenFlow 1.3 multipart request of ``kind`` (``OFPMP_*``) with ``body``."""
     length = 16 + len(body)
-    head = _HEADER.pack(OFP_VERSION, OFPT_MULTIPART_REQUEST, length, 0)
-    return head + _MULTIPART_HEAD.pack(kind, 0) + body
+    head = HEADER.pack(OFP_VERSION, OFPT_MULTIPART_REQUEST, length, xid)
+    return head + MULTIPART_HEAD.pack(kind, 0) + body
 
 
 def meter_mod(
@@ -68,7 +69,7 @@ def meter_mod(
     flags = OFPMF_PKTPS | (OFPMF_STATS if stats else 0) | (OFPMF_BURST if burst else 0)
     band = b"" if command == OFPMC_DELETE else _DROP_BAND.pack(OFPMBT_DROP, 16, rate, burst)
     body = _METER_MOD.pack(command, flags, meter_id) + band
-    return _HEADER.pack(OFP_VERSION, OFPT_METER_MOD, 8 + len(body), 0) + body
+    return HEADER.pack(OFP_VERSION, OFPT_METER_MOD, 8 + len(body), 0) + body
 
 
 class MeterFeatures(NamedTuple):
@@ -92,7 +93,7 @@ def multipart_kind(message: bytes) -> int:
     """The statistics type of a MULTIPART_REPLY (``OFPMP_*``)."""
     if len(message) < 16:
         raise WireError("bad-multipart", f"{len(message)} bytes is too short")
-    return _MULTIPART_HEAD.unpack_from(message, 8)[0]
+    return MULTIPART_HEAD.unpack_from(message, 8)[0]
 
 
 def refused_multipart_kind(error: SwitchError) -> int | None:

@@ -19,15 +19,12 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from ryu_app.core import openflow as of
-from ryu_app.core.openflow import OFP_VERSION, OFPT_MULTIPART_REQUEST, WireError
+from ryu_app.core.ofmeter import HEADER, MULTIPART_HEAD, OFPT_MULTIPART_REPLY, multipart_request
+from ryu_app.core.openflow import WireError
 
-OFPT_MULTIPART_REPLY = 19
 OFPMP_FLOW = 1
-OFPMP_AGGREGATE = 2
 OFPMPF_REPLY_MORE = 1
 
-_HEADER = struct.Struct("!BBHI")  # version, type, length, xid
-_MULTIPART_HEAD = struct.Struct("!HH4x")  # type, flags, pad
 # table_id, pad, out_port, out_group, pad, cookie, cookie_mask; then the match
 _FLOW_STATS_REQUEST = struct.Struct("!B3xII4xQQ")
 # length, table_id, pad, duration (s, ns), priority, idle and hard timeouts, flags, pad,
@@ -46,9 +43,7 @@ def flow_stats_request(
     (``openflow.match``; none: every rule).  ``xid`` tells its reply from others'."""
     body = _FLOW_STATS_REQUEST.pack(of.OFPTT_ALL, of.OFPP_ANY, of.OFPG_ANY, cookie, cookie_mask)
     body += of.match() if match is None else match
-    length = MULTIPART_HEAD_SIZE + len(body)
-    head = _HEADER.pack(OFP_VERSION, OFPT_MULTIPART_REQUEST, length, xid)
-    return head + _MULTIPART_HEAD.pack(OFPMP_FLOW, 0) + body
+    return multipart_request(OFPMP_FLOW, body, xid)
 
 
 class ReplyPart(NamedTuple):
@@ -62,10 +57,10 @@ class ReplyPart(NamedTuple):
 def reply_part(message: bytes) -> ReplyPart:
     if len(message) < MULTIPART_HEAD_SIZE:
         raise WireError("bad-multipart", f"{len(message)} bytes is too short")
-    _, msg_type, length, xid = _HEADER.unpack_from(message)
+    _, msg_type, length, xid = HEADER.unpack_from(message)
     if msg_type != OFPT_MULTIPART_REPLY or length != len(message):
         raise WireError("bad-multipart", f"type {msg_type}, length {length} of {len(message)}")
-    kind, flags = _MULTIPART_HEAD.unpack_from(message, 8)
+    kind, flags = MULTIPART_HEAD.unpack_from(message, 8)
     return ReplyPart(xid, kind, bool(flags & OFPMPF_REPLY_MORE))
 
 

@@ -46,10 +46,9 @@ from ryu_app.core.flowkey import ETH_IPV4, Flow, flow_key
 from ryu_app.core.model import HASH_5TUPLE, MODE_SWITCH, PROTO_TCP, Vip
 from ryu_app.core.pipeline import (
     COOKIE_ALL_FLOWS_MASK,
-    COOKIE_KIND_SHIFT,
-    COOKIE_TAG,
     KIND_FLOW,
     PRIORITY_FLOW,
+    kind_cookie,
 )
 from ryu_app.core.slots import PORT_SHIFT
 from ryu_app.core.switchrules import KIND_SLOT, PRIORITY_SLOT, PRIORITY_SYN_SLOT
@@ -70,10 +69,7 @@ PINS, SLOTS = "pins", "slots"
 SYN, OTHER = "syn", "other"
 _SLOT_KIND = {PRIORITY_SYN_SLOT: SYN, PRIORITY_SLOT: OTHER}
 _ID_MASK = 0xFFFFFFFF
-_COOKIES = {
-    PINS: COOKIE_TAG | KIND_FLOW << COOKIE_KIND_SHIFT,
-    SLOTS: COOKIE_TAG | KIND_SLOT << COOKIE_KIND_SHIFT,
-}
+_COOKIES = {PINS: kind_cookie(KIND_FLOW), SLOTS: kind_cookie(KIND_SLOT)}
 # OXM field numbers (OpenFlow basic class) a pin's and a slot rule's match name.
 _IPV4_SRC, _IPV4_DST, _TCP_SRC, _TCP_DST = (of.FIELDS[n].number for n in (
     "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"))  # fmt: skip

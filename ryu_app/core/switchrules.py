@@ -32,13 +32,12 @@ from ryu_app.core.flowkey import ETH_IPV4
 from ryu_app.core.model import PROTO_TCP, Vip, service_key, switch_mode_problem
 from ryu_app.core.pipeline import (
     COOKIE_ALL_FLOWS_MASK,
-    COOKIE_KIND_SHIFT,
-    COOKIE_TAG,
     KIND_SLOT,
     PRIORITY_FLOW,
     Ports,
     backend_actions,
     flow_cookie,
+    kind_cookie,
 )
 from ryu_app.core.slots import changed_slots, slot_match
 
@@ -69,7 +68,7 @@ def targets_of(vip: Vip, backend_ids: Mapping[str, int]) -> dict[str, Target]:
 
 def slot_cookie(backend_id: int) -> int:
     """A slot rule's cookie: Lockstep's tag, the slot kind, the backend it sends to."""
-    return COOKIE_TAG | KIND_SLOT << COOKIE_KIND_SHIFT | backend_id
+    return kind_cookie(KIND_SLOT) | backend_id
 
 
 def slot_fields(vip: Vip, slot: int, uplink: int) -> dict:

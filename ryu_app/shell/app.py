@@ -34,7 +34,8 @@ from ryu_app.api import pacing, rest
 from ryu_app.api.service import GatewayService
 from ryu_app.core import maglev
 from ryu_app.core.effects import Effects
-from ryu_app.core.gateway import PORT_EVENTS, GatewayCore
+from ryu_app.core.gateway import GatewayCore
+from ryu_app.core.switchports import PORT_EVENTS
 from ryu_app.shell import builder, compat, fastlane, settings, statesaver, supervision
 
 ofp_event = compat.load("controller.ofp_event")

@@ -36,6 +36,7 @@ import struct
 import threading
 from collections.abc import Callable
 
+from ryu_app.core import pinread
 from ryu_app.shell import compat
 
 compat.load("base.app_manager")  # first: controller.controller cannot be imported before it
@@ -53,7 +54,7 @@ FAST_TYPES = frozenset({compat.ofproto_v1_3.OFPT_PACKET_IN, compat.ofproto_v1_3.
 # megabytes a second, parsed lazily by the core; the framework's parser would build an object
 # per rule.  Other multipart replies (port descriptions, meters) keep the framework's path.
 MULTIPART_REPLY = compat.ofproto_v1_3.OFPT_MULTIPART_REPLY
-FAST_MULTIPART = frozenset({compat.ofproto_v1_3.OFPMP_FLOW})
+FAST_MULTIPART = pinread.REPLY_KINDS
 HEADER = struct.Struct("!BBHI")  # version, type, length, xid
 RECV_SIZE = 256 * 1024  # one read takes what the switch has sent (up to this much)
 

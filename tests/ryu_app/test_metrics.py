@@ -127,6 +127,12 @@ FAMILIES = {
         "(first packets of flows without a pin yet); a rule rewritten starts again at 0.",
         (),
     ),
+    "lockstep_switch_pin_series_omitted": (
+        "gauge",
+        "Backends of switch-mode VIPs given no pin or slot series (beyond the first"
+        " 10,000 in VIP-name order: /metrics stays bounded).",
+        (),
+    ),
     "lockstep_switch_pins_age_seconds": (
         "gauge",
         "Age of the last read of the switch's pins (-1: none yet, or no switch-mode VIP).",

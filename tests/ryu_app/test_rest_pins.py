@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ryu_app.api import pinview
 from ryu_app.cli.remote import skewed_slots
 from ryu_app.core.flowkey import TCP_ACK
 from ryu_app.core.pinread import PinReader
@@ -195,6 +196,19 @@ def test_metrics_count_the_pins_and_slot_packets_per_backend(harness):
     assert value(text, "lockstep_switch_pins_age_seconds") == 0
     assert value(text, "lockstep_switch_pin_reads_total", outcome="sent") == 2
     assert value(text, "lockstep_switch_pin_reads_total", outcome="timeout") == 0
+
+
+def test_pin_series_stop_at_their_bound_and_the_rest_are_counted(harness, monkeypatch):
+    tunnels = switch_web(harness)
+    backends = sorted(tunnels.values())
+    monkeypatch.setattr(pinview, "PIN_SERIES_BACKENDS", 2)
+    text = harness.request("GET", "/metrics").text
+    named = [b for b in backends if f'lockstep_switch_pins{{backend="{b}",vip="web"}}' in text]
+    assert len(named) == 2
+    assert value(text, "lockstep_switch_pin_series_omitted") == len(backends) - 2
+    monkeypatch.setattr(pinview, "PIN_SERIES_BACKENDS", 100)
+    text = harness.request("GET", "/metrics").text
+    assert value(text, "lockstep_switch_pin_series_omitted") == 0
 
 
 def test_status_says_how_evenly_clients_fill_a_switch_mode_vips_slots(harness):

@@ -51,7 +51,9 @@ LEAD_IN = 1.5  # seconds of downloads before the first change
 MOVE_AFTER = 1.0  # seconds from the backend change to the ECMP move at least (the lab)
 STALL_TIMEOUT = 8.0  # a download gives up after this many seconds without data
 SHORT_SECONDS = 7.0  # how long a download of the drain and add cases lasts (at most)
-LONG_SECONDS = 14.0  # the failure case's: it must outlast the detection and the restart
+# The failure case's downloads last this much longer: they must outlast the failure's detection
+# (~1.5 s) and the gateway's restart (~2 s here), and run on the restarted gateway for a while.
+LONGER_BY = 4.0
 
 
 def double_change(world: World, counts: Counts) -> dict:
@@ -265,7 +267,7 @@ def _fail_and_restart(stage: Stage) -> Run:
     ports, _ = stage.ports(victim)
     survivors = set(world.vms) - {victim}
     world.route([restarted])
-    transfers = stage.start(ports, LONG_SECONDS)
+    transfers = stage.start(ports, _short_seconds(stage.counts) + LONGER_BY)
     stopped = False
     try:
         time.sleep(LEAD_IN)
@@ -370,6 +372,12 @@ def _report(result: Result, runs: list[Run], judged: bool, dropped: dict[str, in
             run.touched(),
             f"{run.changed_vm} changed; placed on {run.summary()['placed_on']}",
         )
+        if "running_at_return" in run.details:
+            result.check(
+                f"{run.case}, second chance {run.setting}: downloads reached the restarted gateway",
+                run.details["running_at_return"] > 0,
+                f"{run.details['running_at_return']} still running when it took the flows back",
+            )
         if run.moved_placed is not None:
             result.check(
                 f"{run.case}, second chance {run.setting}: the flows moved",

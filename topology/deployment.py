@@ -32,6 +32,7 @@ from ryu_app.core.model import (
     HASH_MODES,
     MAX_NEW_FLOW_RATE,
     MAX_PINS_PER_BACKEND,
+    MAX_SECOND_CHANCE_WINDOW,
     MAX_SLOT_BITS,
     MAX_TABLE_SIZE,
     MAX_WEIGHT,
@@ -43,6 +44,8 @@ from ryu_app.core.model import (
     PLACEMENT_PORT_BITS,
     PLACEMENTS,
     PROTOCOLS,
+    SECOND_CHANCE_MODES,
+    SECOND_CHANCE_OFF,
     Backend,
     FloodGuard,
     Gateway,
@@ -205,6 +208,20 @@ VIP_FIELDS = Section(
             "switch mode: pins the switch learns per backend at most, so that an ACK flood "
             "cannot fill its flow table (learn's limit, Open vSwitch >= 2.12; 0: no bound, "
             "for older switches).  May differ per gateway: left out of the digest",
+        ),
+        "second_chance": Field(
+            choice(*SECOND_CHANCE_MODES),
+            Vip.second_chance,
+            "controller mode, tcp: where a non-SYN segment of a connection this gateway never "
+            "saw goes when its slot changed owner lately (a drain, add or failure, then an "
+            "ECMP move): off (the current owner), previous (the slot's earlier owner), or "
+            "duplicate (both; the VMs must drop segments of unknown connections instead of "
+            "answering RST, docs/deployment.md)",
+        ),
+        "second_chance_window": Field(
+            integer(1, MAX_SECOND_CHANCE_WINDOW),
+            Vip.second_chance_window,
+            "seconds a gateway remembers a table it replaced, for second_chance",
         ),
     }
 )
@@ -461,6 +478,14 @@ def _build_gateway(raw: dict) -> Gateway:
 
 def vip_problems(vip: Vip, path: str) -> list[Problem]:
     problems = placement_problems(vip, path) + mode_problems(vip, path)
+    if vip.second_chance != SECOND_CHANCE_OFF and vip.protocol != "tcp":
+        problems.append(
+            Problem(
+                join(path, "second_chance"),
+                "second chance tells a moved connection from a new one by the SYN flag: it "
+                "needs protocol tcp",
+            )
+        )
     if vip.table_size < len(vip.backends):
         problems.append(
             Problem(
@@ -668,6 +693,17 @@ def deployment_warnings(deployment: Deployment) -> list[Problem]:
     """What is valid but unwise: ``lockstep check`` prints these and still says OK."""
     warnings = []
     for index, vip in enumerate(deployment.vips):
+        if vip.second_chance != SECOND_CHANCE_OFF and (
+            vip.mode == MODE_SWITCH
+            or any(gateway.vip_mode == MODE_SWITCH for gateway in deployment.gateways)
+        ):
+            warnings.append(
+                Problem(
+                    join(join("vips", index), "second_chance"),
+                    "switch-mode gateways do not apply second chance (the switch places "
+                    "segments itself): a connection moved to one follows its current table",
+                )
+            )
         factor = (
             BALANCED_SLOTS_PER_BACKEND if vip.placement == PLACEMENT_PORT_BITS else BALANCE_FACTOR
         )

@@ -46,6 +46,27 @@ class MetricsSnapshot(NamedTuple):
     guard: GuardSnapshot
     overload: OverloadView
     pins: PinView | None = None  # switch mode's pins and slot counters (``pinview``)
+    second_chance: SecondChanceCounts | None = None
+
+
+class SecondChanceCounts(NamedTuple):
+    """Second chance's work (``core.secondchance``): misses sent to an earlier owner only,
+    misses duplicated, flows duplicated now, duplication records evicted at capacity."""
+
+    previous: int
+    duplicated: int
+    flows: int
+    evicted: int
+
+
+def second_chance_counts(core: GatewayCore) -> SecondChanceCounts:
+    balancer = core.balancer
+    return SecondChanceCounts(
+        balancer.counters.second_chance_previous,
+        balancer.counters.second_chance_duplicated,
+        len(balancer.duplicated),
+        balancer.duplicated.evicted,
+    )
 
 
 def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
@@ -66,6 +87,7 @@ def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:
         guard_snapshot(core),
         core.monitor.view(),
         pin_view(core, owners={}),  # (the metrics name backends by their VIPs' ids)
+        second_chance_counts(core),
     )
 
 
@@ -121,6 +143,7 @@ class GatewayCollector:
         yield probes
         yield from self._backend_up()
         yield from self._overload()
+        yield from self._second_chance()
         yield _counter(
             "lockstep_table_rebuilds",
             "Maglev tables swapped in after a change of healthy set or weights.",
@@ -135,6 +158,30 @@ class GatewayCollector:
             "lockstep_handler_errors",
             "Event handlers that raised (event dropped).",
             self.handler_errors,
+        )
+
+    def _second_chance(self) -> Iterator[Metric]:
+        counts = self.snapshot.second_chance
+        if counts is None:
+            return
+        sent = CounterMetricFamily(
+            "lockstep_second_chance",
+            "TCP non-SYN misses of a recently changed slot sent by second chance: to the slot's"
+            " earlier owner only (previous) or to it and the current owner (duplicate).",
+            labels=("kind",),
+        )
+        sent.add_metric(("previous",), counts.previous)
+        sent.add_metric(("duplicate",), counts.duplicated)
+        yield sent
+        yield GaugeMetricFamily(
+            "lockstep_second_chance_flows",
+            "Flows whose packets this gateway sends to an earlier owner too.",
+            counts.flows,
+        )
+        yield _counter(
+            "lockstep_second_chance_evictions",
+            "Duplicated flows forgotten at capacity (a rule installed again sends to one).",
+            counts.evicted,
         )
 
     def _overload(self) -> Iterator[Metric]:

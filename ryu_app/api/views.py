@@ -62,6 +62,8 @@ NEWER_FIELDS_AT_DEFAULT = {
     ("new_flow_rate",): Vip.new_flow_rate,  # issue 13: a VIP's own flood-guard budget
     ("health", "panic_threshold"): HealthCheck.panic_threshold,  # issue 13
     ("placement",): Vip.placement,  # issue 14: hash or port-bits
+    ("second_chance",): Vip.second_chance,  # issue 16: the double change
+    ("second_chance_window",): Vip.second_chance_window,  # issue 16
 }
 # Fields a VIP may hold differently on each gateway of a fleet, left out of the digest at any
 # value: a gateway in switch mode and one in controller mode place flows alike (issue 14), and

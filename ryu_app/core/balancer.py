@@ -36,7 +36,15 @@ from typing import NamedTuple
 from ryu_app.core.flowkey import Flow, flow_hash, flow_key, hash_key
 from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
 from ryu_app.core.maglev import MaglevTable, TableSpec, build_spec, table_spec
-from ryu_app.core.model import HASH_5TUPLE, PLACEMENT_PORT_BITS, Backend, Vip, service_key
+from ryu_app.core.model import (
+    HASH_5TUPLE,
+    PLACEMENT_PORT_BITS,
+    SECOND_CHANCE_OFF,
+    Backend,
+    Vip,
+    service_key,
+)
+from ryu_app.core.secondchance import Duplicated, TableHistory, destinations
 from ryu_app.core.serving import serving
 from ryu_app.core.slots import placement_index, port_slot
 
@@ -126,6 +134,9 @@ class Decision(NamedTuple):
     backend_id: int
     from_table: bool
     key: bytes  # the flow's flow key (``flow_key``), for callers that track the flow
+    # Second chance's ``duplicate``: the earlier owners (backend, id) that get the flow's
+    # packets too (``core.secondchance``); empty for nearly every flow.
+    extra: tuple[tuple[Backend, int], ...] = ()
 
 
 @dataclass
@@ -141,12 +152,19 @@ class VipState:
     wanted: TableSpec | None = None
     serving: frozenset[str] = frozenset()
     panic: bool = False
+    # The tables this VIP replaced lately, for second chance (kept across a ``set_vip``).
+    history: TableHistory = field(default_factory=TableHistory)
 
     def follow(self) -> None:
         """Recompute ``wanted``, ``serving`` and ``panic`` (``serving.serving``: one rule)."""
         backends, self.panic = serving(self.vip, self.healthy)
         self.serving = frozenset(name for name, _ in backends)
         self.wanted = table_spec(self.vip.table_size, backends, self.vip.placement)
+
+    def alive(self, name: str) -> bool:
+        """A backend of the VIP that this gateway finds healthy (draining or not): one whose
+        connections may still be running."""
+        return name in self.healthy
 
     def out_of_service(self) -> set[str]:
         """Backends neither healthy nor served in panic: those to retire after a grace."""
@@ -166,6 +184,10 @@ class BalancerCounters:
     stale_entries: int = 0  # table entries dropped because their backend went down or away
     stale_table_drops: int = 0  # old table named a down backend before the rebuild landed
     table_installs: int = 0
+    # TCP non-SYN misses of a changed slot that second chance sent to an earlier owner only
+    # (``previous``) or to the current and earlier owners (``duplicate``).
+    second_chance_previous: int = 0
+    second_chance_duplicated: int = 0
 
 
 @dataclass
@@ -180,6 +202,7 @@ class Balancer:
 
     def __post_init__(self):
         self.vips: dict[str, VipState] = {}
+        self.duplicated = Duplicated()  # second chance's duplicated flows
         self._services: dict[tuple[bytes, int, int], VipState] = {}
         self._backends: dict[int, tuple[str, Backend]] = {}  # id -> (vip name, backend)
         self._next_id = 1
@@ -191,10 +214,14 @@ class Balancer:
 
     # ---- configuration ---------------------------------------------------------------------
 
-    def set_vip(self, vip: Vip) -> list[TableRequest]:
+    def set_vip(self, vip: Vip, now: float | None = None) -> list[TableRequest]:
         """Add or replace a VIP.  Backends that stay (same name, tunnel and MAC) keep their id
         and health; new backends start healthy (see health.py for why), and so do all the
-        backends of a VIP whose health checks are off (``probed``: static backends)."""
+        backends of a VIP whose health checks are off (``probed``: static backends).
+
+        ``now`` (here and in ``set_health``, ``install_table``): when a table swapped in
+        replaces the VIP's, for second chance's history; None keeps no history (the CLI,
+        tests of other things)."""
         old = self.vips.get(vip.name)
         restored = self._claim_restored(vip.name)
         ids: dict[str, int] = {}
@@ -219,12 +246,12 @@ class Balancer:
             self.ids_version += 1
         # Keep answering with the old table until the new one is in (_request_if_needed).
         if old:
-            state = VipState(vip, ids, healthy, old.table_spec, old.table)
+            state = VipState(vip, ids, healthy, old.table_spec, old.table, history=old.history)
         else:
             state = VipState(vip, ids, healthy, None, MaglevTable(vip.table_size, (), array("h")))
         self.vips[vip.name] = state
         self._services[service_key(vip).destination] = state
-        return self._request_if_needed(state)
+        return self._request_if_needed(state, now)
 
     def remove_vip(self, name: str) -> bool:
         state = self.vips.pop(name, None)
@@ -302,7 +329,9 @@ class Balancer:
 
     # ---- health and tables -----------------------------------------------------------------
 
-    def set_health(self, vip_name: str, backend_name: str, healthy: bool) -> list[TableRequest]:
+    def set_health(
+        self, vip_name: str, backend_name: str, healthy: bool, now: float | None = None
+    ) -> list[TableRequest]:
         """Record this gateway's verdict on one backend.  Going down takes it out of the
         serving set (no new flows) but keeps its flows until ``retire``."""
         state = self.vips[vip_name]
@@ -314,7 +343,7 @@ class Balancer:
             state.healthy.add(backend_name)
         else:
             state.healthy.discard(backend_name)
-        return self._request_if_needed(state)
+        return self._request_if_needed(state, now)
 
     def retire(self, vip_name: str, backend_name: str, backend_id: int) -> bool:
         """End the flows of a backend that is out of service (see ``serving``) and still has
@@ -339,24 +368,26 @@ class Balancer:
         self._backends[new_id] = (state.vip.name, state.vip.backend(backend_name))
         self.ids_version += 1
 
-    def _request_if_needed(self, state: VipState) -> list[TableRequest]:
+    def _request_if_needed(self, state: VipState, now: float | None) -> list[TableRequest]:
         state.follow()
         spec = state.wanted
         if spec == state.table_spec:
             return []
         table = self.cache.get(spec)
         if table is not None:
-            self._swap(state, spec, table)
+            self._swap(state, spec, table, now)
             return []
         return [TableRequest(state.vip.name, spec)]
 
-    def install_table(self, request: TableRequest, table: MaglevTable) -> bool:
+    def install_table(
+        self, request: TableRequest, table: MaglevTable, now: float | None = None
+    ) -> bool:
         """Swap in a table built for ``request``; False if the VIP changed meanwhile."""
         self.cache.store(request.spec, table)
         state = self.vips.get(request.vip)
         if state is None or state.wanted != request.spec:
             return False
-        self._swap(state, request.spec, table)
+        self._swap(state, request.spec, table, now)
         return True
 
     def wants(self, request: TableRequest) -> bool:
@@ -365,17 +396,21 @@ class Balancer:
         state = self.vips.get(request.vip)
         return state is not None and state.wanted == request.spec and not state.table_current
 
-    def _swap(self, state: VipState, spec: TableSpec, table: MaglevTable) -> None:
+    def _swap(
+        self, state: VipState, spec: TableSpec, table: MaglevTable, now: float | None
+    ) -> None:
+        if now is not None and table is not state.table:
+            state.history.replaced(state.table, now)
         # The table before its spec: a reader on another thread that sees the new spec (the
         # REST side asking whether a change's table is in) then finds the table in place too.
         state.table = table
         state.table_spec = spec
         self.counters.table_installs += 1
 
-    def rebuild_now(self, requests: Iterable[TableRequest]) -> None:
+    def rebuild_now(self, requests: Iterable[TableRequest], now: float | None = None) -> None:
         """Build and install synchronously (CLI, tests; the controller uses a worker)."""
         for request in requests:
-            self.install_table(request, self.cache.get_or_build(request.spec))
+            self.install_table(request, self.cache.get_or_build(request.spec), now)
 
     # ---- the packet path -------------------------------------------------------------------
 
@@ -391,12 +426,14 @@ class Balancer:
             return None
         vip = state.vip
         key = flow_key(flow, vip.hash)
-        backend_id = self.flows.get(key, now, flow.is_tcp_non_syn)
+        non_syn = flow.is_tcp_non_syn
+        backend_id = self.flows.get(key, now, non_syn)
         if backend_id is not None:
             backend = self.held_backend(state, backend_id)
             if backend is not None:
-                return Decision(vip, backend, backend_id, True, key)
-            self.flows.remove(key)
+                extra = self._duplicated_to(state, key) if self.duplicated else ()
+                return Decision(vip, backend, backend_id, True, key, extra)
+            self.forget_flow(key)
             self.counters.stale_entries += 1
         if vip.placement == PLACEMENT_PORT_BITS:
             index = port_slot(flow.src_port, vip.table_size)
@@ -410,10 +447,53 @@ class Balancer:
         if name not in state.serving:
             self.counters.stale_table_drops += 1
             return None
+        extra: tuple[tuple[Backend, int], ...] = ()
+        if non_syn and vip.second_chance != SECOND_CHANCE_OFF:
+            name, extra = self._second_chance(state, index, name, key, now)
+        elif self.duplicated:
+            self.duplicated.discard(key)  # a new connection on a 5-tuple that was duplicated
         backend_id = state.backend_ids[name]
         idle = vip.idle_timeout if self.entry_idle is None else self.entry_idle
         self.flows.put(key, backend_id, now, idle)
-        return Decision(vip, self._backends[backend_id][1], backend_id, False, key)
+        return Decision(vip, self._backends[backend_id][1], backend_id, False, key, extra)
+
+    def _second_chance(
+        self, state: VipState, index: int, current: str, key: bytes, now: float
+    ) -> tuple[str, tuple[tuple[Backend, int], ...]]:
+        """A TCP non-SYN miss of a second-chance VIP (``core.secondchance``): the backend
+        the flow's entry names, and the earlier owners that get its packets too."""
+        vip = state.vip
+        tables = state.history.recent(now, vip.second_chance_window)
+        names = destinations(vip.second_chance, index, current, tables, state.alive)
+        if names[0] != current:
+            self.counters.second_chance_previous += 1
+        if len(names) == 1:
+            return names[0], ()
+        self.counters.second_chance_duplicated += 1
+        ids = tuple(state.backend_ids[name] for name in names[1:])
+        self.duplicated.put(key, ids)
+        return names[0], tuple((self._backends[i][1], i) for i in ids)
+
+    def _duplicated_to(self, state: VipState, key: bytes) -> tuple[tuple[Backend, int], ...]:
+        """The earlier owners a flow in the table is still duplicated to: those still held
+        and alive (a retired or down one is left out; none left ends the record)."""
+        ids = self.duplicated.get(key)
+        if not ids:
+            return ()
+        extra = []
+        for backend_id in ids:
+            backend = self.held_backend(state, backend_id)
+            if backend is not None and state.alive(backend.name):
+                extra.append((backend, backend_id))
+        if not extra:
+            self.duplicated.discard(key)
+        return tuple(extra)
+
+    def forget_flow(self, key: bytes) -> None:
+        """The flow is over (or its entry stale): its entry and any duplication go."""
+        self.flows.remove(key)
+        if self.duplicated:
+            self.duplicated.discard(key)
 
     def held_backend(self, state: VipState, backend_id: int) -> Backend | None:
         """The backend a flow-table entry of ``state``'s VIP (naming ``backend_id``) holds its

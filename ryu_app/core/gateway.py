@@ -232,7 +232,7 @@ class GatewayCore:
         old = self.balancer.vips.get(vip.name)
         old_ids = set(old.backend_ids.values()) if old else set()
         before = (old.out_of_service(), old.panic) if old else (set(), False)
-        effects = Effects(tables=self.balancer.set_vip(vip))
+        effects = Effects(tables=self.balancer.set_vip(vip, now))
         state = self.balancer.vips[vip.name]
         self.prober.set_vip(vip, state.healthy, now)
         effects += self._serving_changed(state, before, now)
@@ -331,6 +331,8 @@ class GatewayCore:
         vip, backend = decision.vip, decision.backend
         # The two messages of a new flow; the backend's actions are encoded once (cached).
         actions = pipeline.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
+        for other, _ in decision.extra:  # second chance: the earlier owners get it too
+            actions += pipeline.backend_actions(other.mac, other.tunnel_ip, vip.vni, ports.tunnel)
         messages = effects.messages
         key = decision.key
         if not self._recent.contains(key, now):
@@ -358,7 +360,7 @@ class GatewayCore:
         if state is None:
             return
         key = flow_key(flow, state.vip.hash)
-        self.balancer.flows.remove(key)
+        self.balancer.forget_flow(key)
         self._recent.discard(key)
         self.counters.flows_removed += 1
 
@@ -485,7 +487,7 @@ class GatewayCore:
         keep their rules until its grace ends (``retirement``)."""
         state = self.balancer.vips[vip_name]
         before = state.out_of_service(), state.panic
-        effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy))
+        effects = Effects(tables=self.balancer.set_health(vip_name, backend_name, healthy, now))
         effects.messages += self._follow_slots(vip_name)  # the table may have come from cache
         return effects + self._serving_changed(state, before, now)
 
@@ -518,11 +520,11 @@ class GatewayCore:
 
     # ---- Maglev tables built by the shell -------------------------------------------------
 
-    def table_built(self, request: TableRequest, table) -> Effects:
+    def table_built(self, request: TableRequest, table, now: float) -> Effects:
         """A table asked for in an ``Effects`` was built: swap it in (unless the VIP changed
         meanwhile: then it waits for the table asked for by that change)."""
         self._retries.built(request)
-        if not self.balancer.install_table(request, table):
+        if not self.balancer.install_table(request, table, now):
             return Effects()
         backends = len(request.spec.backends)
         return Effects(

@@ -55,6 +55,19 @@ MODE_SWITCH = "switch"
 MODES = (MODE_CONTROLLER, MODE_SWITCH)
 BALANCED_SLOTS_PER_BACKEND = 32
 
+# What a gateway does with a TCP segment (no SYN) of a connection it never saw, in a slot its
+# recent table changes moved (``core.secondchance``): the current owner only (every release's
+# behaviour), the slot's previous owner (no VM configuration; breaks connections begun on the
+# new owner after the change), or both (needs the VMs to drop segments of connections they do
+# not know instead of answering RST: docs/deployment.md).  A gateway remembers the tables it
+# replaced for ``second_chance_window`` seconds.
+SECOND_CHANCE_OFF = "off"
+SECOND_CHANCE_PREVIOUS = "previous"
+SECOND_CHANCE_DUPLICATE = "duplicate"
+SECOND_CHANCE_MODES = (SECOND_CHANCE_OFF, SECOND_CHANCE_PREVIOUS, SECOND_CHANCE_DUPLICATE)
+DEFAULT_SECOND_CHANCE_WINDOW = 900  # seconds: a drain's minutes, and the flows' tail
+MAX_SECOND_CHANCE_WINDOW = 86_400
+
 DEFAULT_TABLE_SIZE = 65537
 MIN_TABLE_SIZE = 7
 # The larger of the two table sizes the Maglev paper evaluates.  Built in Python in ~0.3-0.5 s
@@ -132,6 +145,9 @@ class Vip:
     # Switch mode: pins the switch learns per backend at most (0: no bound).  Open vSwitch
     # counts a learn's limit over the rules with the learned rule's cookie: the backend's.
     max_pins_per_backend: int = DEFAULT_MAX_PINS_PER_BACKEND
+    # Controller mode: what a TCP non-SYN miss of a recently changed slot gets (see above).
+    second_chance: str = SECOND_CHANCE_OFF  # SECOND_CHANCE_MODES
+    second_chance_window: int = DEFAULT_SECOND_CHANCE_WINDOW
 
     @property
     def ip_version(self) -> int:

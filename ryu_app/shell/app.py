@@ -175,7 +175,7 @@ class LockstepApp(compat.app_base_class()):
         cannot be built fails the start, as it always did."""
         if GREEN_HUB or self.builder.in_process:
             LOG.info("start-up: %d table(s), fill: %s", len(requests), maglev.warm_up())
-            self.core.balancer.rebuild_now(requests)
+            self.core.balancer.rebuild_now(requests, self.clock())
             return
         distinct = list({request.spec: request for request in requests}.values())
         built, lock = {}, threading.Lock()
@@ -190,7 +190,7 @@ class LockstepApp(compat.app_base_class()):
             table, error = built[request.spec]
             if error is not None:
                 raise error
-            self.core.balancer.install_table(request, table)
+            self.core.balancer.install_table(request, table, self.clock())
         LOG.info(
             "start-up: %d table(s) built on %d process(es) in %.2f s",
             len(distinct),
@@ -325,7 +325,7 @@ class LockstepApp(compat.app_base_class()):
         elif table is None:
             effects = Effects()  # superseded before its turn: not built
         else:
-            effects = self.core.table_built(request, table)
+            effects = self.core.table_built(request, table, self.clock())
         if last:
             self._building = False
         self.apply(effects)

@@ -86,7 +86,9 @@ class Harness:
         requests, self.tables_wanted = self.tables_wanted, []
         for request in requests:
             table = self.core.balancer.cache.get_or_build(request.spec)
-            self.apply(self.core.table_built(request, table))  # (a switch VIP's slot rules)
+            self.apply(
+                self.core.table_built(request, table, self.now)
+            )  # (a switch VIP's slot rules)
 
     def request(self, method: str, path: str, body=None, token: str | None = None, raw=None):
         headers = {}

@@ -18,6 +18,8 @@ def as_an_older_gateway_sees_it(vip) -> dict:
     del data["placement"]  # issue 14
     del data["mode"]  # issue 14: never in the digest
     del data["max_pins_per_backend"]  # issue 14: per gateway, never in the digest
+    del data["second_chance"]  # issue 16
+    del data["second_chance_window"]  # issue 16
     return data
 
 
@@ -34,9 +36,10 @@ def test_newer_fields_set_count():
         PROBED_VIP, health=dataclasses.replace(PROBED_VIP.health, panic_threshold=80)
     )
     by_port = dataclasses.replace(PROBED_VIP, placement="port-bits", table_size=256)
-    vips = (PROBED_VIP, own_rate, panicky, by_port)
+    second = dataclasses.replace(PROBED_VIP, second_chance="duplicate")  # issue 16
+    vips = (PROBED_VIP, own_rate, panicky, by_port, second)
     digests = {RenderCache().config_digest(v) for v in vips}
-    assert len(digests) == 4
+    assert len(digests) == 5
     assert config_data(by_port)["placement"] == "port-bits"
     assert config_data(own_rate)["new_flow_rate"] == 500
     assert config_data(panicky)["health"]["panic_threshold"] == 80

@@ -149,6 +149,23 @@ FAMILIES = {
         "Flow statistics requests for the switch's pins and slot rules, by outcome.",
         ("outcome",),
     ),
+    # Issue 16: second chance (the double change).
+    "lockstep_second_chance": (
+        "counter",
+        "TCP non-SYN misses of a recently changed slot sent by second chance: to the slot's"
+        " earlier owner only (previous) or to it and the current owner (duplicate).",
+        ("kind",),
+    ),
+    "lockstep_second_chance_flows": (
+        "gauge",
+        "Flows whose packets this gateway sends to an earlier owner too.",
+        (),
+    ),
+    "lockstep_second_chance_evictions": (
+        "counter",
+        "Duplicated flows forgotten at capacity (a rule installed again sends to one).",
+        (),
+    ),
 }
 
 

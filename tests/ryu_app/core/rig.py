@@ -135,6 +135,7 @@ class GatewayRig:
         self.errors: list[str] = []
         self.tables_wanted: list = []  # asked for and not built (``build_tables`` False)
         self.build_tables = build_tables
+        self.now = 0.0  # the latest time the rig was given: tables built now are installed then
         self.run(self.core.set_vips(list(vips), 0.0))
         self.build()  # at start, the app builds the tables before any switch connects
         if connect:
@@ -156,11 +157,12 @@ class GatewayRig:
         requests, self.tables_wanted = self.tables_wanted, []
         for request in requests:
             table = self.core.balancer.cache.get_or_build(request.spec)
-            self.run(self.core.table_built(request, table))
+            self.run(self.core.table_built(request, table, self.now))
 
     def connect(self, now: float, ports=PORTS, meters: bool = True) -> None:
         """The switch connects, answers the meter features request (as Open vSwitch does;
         ``meters`` False: as a switch without meters, with an error) and describes its ports."""
+        self.now = now
         effects = self.run(self.core.on_connect(now))
         features = struct.pack("!H", ofp.OFPMP_METER_FEATURES)
         request = next(
@@ -186,6 +188,7 @@ class GatewayRig:
         """The switch hands ``data`` to the controller: the packet-outs of its answer (its
         rules are in the table now)."""
         before = len(self.table.packet_outs)
+        self.now = now
         self.run(self.core.on_messages([raw_packet_in(in_port, data, buffer_id)], now))
         return self.table.packet_outs[before:]
 
@@ -204,11 +207,13 @@ class GatewayRig:
     def tick(self, now: float, lag: float = 0.0) -> list[PacketOut]:
         """A health tick (``lag`` seconds late): the packets the controller sent (probes)."""
         before = len(self.table.packet_outs)
+        self.now = now
         self.run(self.core.health_tick(now, lag))
         return self.table.packet_outs[before:]
 
     def expire(self, rule: Rule, now: float) -> None:
         """The switch expires ``rule`` and tells the controller."""
+        self.now = now
         self.run(self.core.on_messages([self.table.expire(rule)], now))
 
     def flow_rule(self, data: bytes) -> Rule | None:

@@ -72,7 +72,7 @@ def test_a_failed_build_is_asked_for_again_with_backoff_until_it_is_in():
     assert times[1] - times[0] == pytest.approx(2 * BUILD_RETRY_FIRST, abs=0.05)
     assert times[2] - times[1] == pytest.approx(4 * BUILD_RETRY_FIRST, abs=0.05)
     table = core.balancer.cache.build(request.spec)
-    installed = core.table_built(request, table)  # the fourth try works
+    installed = core.table_built(request, table, now)  # the fourth try works
     assert installed.notices == ["VIP web: Maglev table rebuilt (3 backends)"]
     assert core.balancer.vips["web"].table_current
     assert ticks(core, now, now + 120) == []  # and nothing more is asked for

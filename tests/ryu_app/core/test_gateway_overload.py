@@ -339,7 +339,7 @@ def test_the_shell_builds_only_tables_still_wanted():
     second = core.set_health("web", "vm2", False, 1.0).tables  # ... superseded
     assert first and second and first != second
     assert core.wanted_tables(first + second) == second
-    rig.run(core.table_built(second[0], core.balancer.cache.get_or_build(second[0].spec)))
+    rig.run(core.table_built(second[0], core.balancer.cache.get_or_build(second[0].spec), 1.0))
     assert core.wanted_tables(first + second) == []
 
 

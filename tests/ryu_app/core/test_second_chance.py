@@ -1,0 +1,235 @@
+"""Second chance (core.secondchance): where a TCP non-SYN segment of a connection a gateway never
+saw goes after its slot changed owner, on its own (``destinations``), in the balancer (``pick``)
+and on the wire (the gateway's packet-out and per-flow rule)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ryu_app.core.balancer import Balancer
+from ryu_app.core.flowkey import Flow
+from ryu_app.core.maglev import build_spec, table_spec
+from ryu_app.core.model import (
+    HASH_5TUPLE,
+    PLACEMENT_HASH,
+    SECOND_CHANCE_DUPLICATE,
+    SECOND_CHANCE_OFF,
+    SECOND_CHANCE_PREVIOUS,
+    Backend,
+    Vip,
+)
+from ryu_app.core.packets import TCP_ACK, TCP_SYN
+from ryu_app.core.secondchance import (
+    HISTORY_TABLES,
+    MAX_EXTRA,
+    Duplicated,
+    TableHistory,
+    destinations,
+)
+from ryu_app.core.slots import placement_index
+from tests.ryu_app.core.rig import BACKENDS, UPLINK, GatewayRig, frame
+
+SIZE = 251
+NAMES = ("vm1", "vm2", "vm3")
+
+
+def table(*names: str, size: int = SIZE):
+    return build_spec(table_spec(size, [(name, 1) for name in names]))
+
+
+def slot_moved(before, after, owner: str) -> int:
+    """A slot that ``owner`` had in ``before`` and another backend has in ``after``."""
+    return next(
+        i for i in range(SIZE) if before.lookup(i) == owner and after.lookup(i) not in (owner,)
+    )
+
+
+def test_off_and_an_unchanged_slot_keep_the_current_owner():
+    before, after = table(*NAMES), table("vm2", "vm3")
+    moved = slot_moved(before, after, "vm1")
+    kept = next(i for i in range(SIZE) if before.lookup(i) == after.lookup(i))
+    alive = {"vm1", "vm2", "vm3"}.__contains__
+    current = after.lookup(moved)
+    assert destinations(SECOND_CHANCE_OFF, moved, current, (before,), alive) == (current,)
+    same = after.lookup(kept)
+    assert destinations(SECOND_CHANCE_DUPLICATE, kept, same, (before,), alive) == (same,)
+    assert destinations(SECOND_CHANCE_DUPLICATE, moved, current, (), alive) == (current,)
+
+
+def test_duplicate_adds_the_earlier_owner_previous_sends_to_it_alone():
+    before, after = table(*NAMES), table("vm2", "vm3")  # vm1 drained
+    moved = slot_moved(before, after, "vm1")
+    current = after.lookup(moved)
+    alive = {"vm1", "vm2", "vm3"}.__contains__
+    assert destinations(SECOND_CHANCE_DUPLICATE, moved, current, (before,), alive) == (
+        current,
+        "vm1",
+    )
+    assert destinations(SECOND_CHANCE_PREVIOUS, moved, current, (before,), alive) == ("vm1",)
+
+
+def test_an_earlier_owner_that_is_down_or_gone_gets_nothing():
+    before, after = table(*NAMES), table("vm2", "vm3")
+    moved = slot_moved(before, after, "vm1")
+    current = after.lookup(moved)
+    alive = {"vm2", "vm3"}.__contains__  # vm1 down here: its connections are gone with it
+    for mode in (SECOND_CHANCE_DUPLICATE, SECOND_CHANCE_PREVIOUS):
+        assert destinations(mode, moved, current, (before,), alive) == (current,)
+
+
+def test_earlier_owners_are_distinct_newest_first_and_bounded():
+    tables = (table("vm2", "vm3", "vm4"), table("vm1", "vm3", "vm4"), table("vm1", "vm2", "vm4"))
+    tables += (table("vm5", "vm6", "vm7"),)
+    now = table("vm8", "vm9")
+    alive = lambda name: True  # noqa: E731
+    for index in range(SIZE):
+        current = now.lookup(index)
+        found = destinations(SECOND_CHANCE_DUPLICATE, index, current, tables, alive)
+        earlier = [t.lookup(index) for t in tables if t.lookup(index) != current]
+        wanted = list(dict.fromkeys(earlier))[:MAX_EXTRA]
+        assert found == (current, *wanted)
+
+
+def test_history_keeps_the_newest_tables_within_the_window():
+    history = TableHistory()
+    history.replaced(table(), 0.0)  # an empty table (a new VIP's) is not kept
+    assert len(history) == 0
+    tables = [table(*NAMES[: i % 3 + 1], size=SIZE) for i in range(HISTORY_TABLES + 2)]
+    for at, replaced in enumerate(tables):
+        history.replaced(replaced, float(at))
+    assert len(history) == HISTORY_TABLES
+    newest = tuple(reversed(tables))[:HISTORY_TABLES]
+    assert history.recent(5.0, window=100) == newest
+    assert history.recent(7.0, window=3) == newest[:2]  # replaced at 5 and 4; at 3: too old
+    assert len(history) == 2  # dropped for good
+    assert history.recent(100.0, window=3) == ()
+
+
+def test_duplicated_records_are_bounded_and_counted():
+    records = Duplicated(capacity=2)
+    for key in (b"a", b"b", b"c"):
+        records.put(key, (1,))
+    assert len(records) == 2 and records.evicted == 1
+    assert records.get(b"a") == () and records.get(b"c") == (1,)
+    records.discard(b"c")
+    assert records.get(b"c") == ()
+
+
+# ---- in the balancer ---------------------------------------------------------------------
+
+
+def vip(mode: str, weights=(1, 1, 1), window: int = 900) -> Vip:
+    backends = tuple(
+        Backend(f"vm{i}", f"10.99.0.{10 + i}", f"02:00:00:00:01:{i:02x}", w)
+        for i, w in enumerate(weights, start=1)
+    )
+    return Vip(
+        "web",
+        "10.0.0.100",
+        80,
+        table_size=SIZE,
+        backends=backends,
+        second_chance=mode,
+        second_chance_window=window,
+    )
+
+
+def flow(port: int, flags: int) -> Flow:
+    return Flow(4, bytes([10, 1, 0, 11]), bytes([10, 0, 0, 100]), 6, port, 80, flags)
+
+
+def drained(mode: str, window: int = 900) -> Balancer:
+    """A balancer whose VIP drained vm1 at t=10 (its table replaced then)."""
+    balancer = Balancer()
+    balancer.rebuild_now(balancer.set_vip(vip(mode, window=window), 0.0), 0.0)
+    balancer.rebuild_now(balancer.set_vip(vip(mode, (0, 1, 1), window), 10.0), 10.0)
+    return balancer
+
+
+def moved_port(balancer: Balancer) -> int:
+    """A source port whose flow vm1 had before the drain (the first table) and another
+    backend has now."""
+    before = table(*NAMES)
+    for port in range(40000, 50000):
+        probe = flow(port, TCP_SYN)
+        index = placement_index(probe, HASH_5TUPLE, PLACEMENT_HASH, SIZE)
+        if before.lookup(index) == "vm1" and balancer.predict(probe) != "vm1":
+            return port
+    raise AssertionError("no moved slot")
+
+
+def test_a_moved_connection_goes_to_both_owners_and_keeps_doing_so():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    decision = balancer.pick(flow(port, TCP_ACK), 20.0)
+    assert decision.backend.name == balancer.predict(flow(port, TCP_SYN))
+    assert [backend.name for backend, _ in decision.extra] == ["vm1"]
+    again = balancer.pick(flow(port, TCP_ACK), 21.0)  # a hit: still both (a rule reinstalled)
+    assert again.from_table and [b.name for b, _ in again.extra] == ["vm1"]
+    assert balancer.counters.second_chance_duplicated == 1
+    balancer.forget_flow(again.key)
+    assert len(balancer.duplicated) == 0
+
+
+def test_previous_pins_a_moved_connection_to_the_earlier_owner():
+    balancer = drained(SECOND_CHANCE_PREVIOUS)
+    port = moved_port(balancer)
+    decision = balancer.pick(flow(port, TCP_ACK), 20.0)
+    assert decision.backend.name == "vm1" and decision.extra == ()
+    assert balancer.pick(flow(port, TCP_ACK), 21.0).backend.name == "vm1"
+    assert balancer.counters.second_chance_previous == 1
+
+
+def test_syns_off_and_an_expired_window_follow_the_current_table():
+    balancer = drained(SECOND_CHANCE_DUPLICATE, window=30)
+    port = moved_port(balancer)
+    current = balancer.predict(flow(port, TCP_SYN))
+    syn = balancer.pick(flow(port, TCP_SYN), 20.0)
+    assert (syn.backend.name, syn.extra) == (current, ())
+    late = balancer.pick(flow(port, TCP_ACK), 20.0)  # the same flow, begun by its SYN: a hit
+    assert late.from_table and late.extra == ()
+    expired = drained(SECOND_CHANCE_DUPLICATE, window=30)
+    decision = expired.pick(flow(port, TCP_ACK), 41.0)  # replaced at 10, window 30
+    assert (decision.backend.name, decision.extra) == (current, ())
+    off = drained(SECOND_CHANCE_OFF)
+    decision = off.pick(flow(port, TCP_ACK), 20.0)
+    assert (decision.backend.name, decision.extra) == (current, ())
+
+
+def test_a_down_earlier_owner_stops_getting_duplicates():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    assert balancer.pick(flow(port, TCP_ACK), 20.0).extra
+    balancer.rebuild_now(balancer.set_health("web", "vm1", False, 25.0), 25.0)
+    assert balancer.pick(flow(port, TCP_ACK), 26.0).extra == ()
+    assert len(balancer.duplicated) == 0
+
+
+def test_a_vip_change_keeps_its_table_history():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    same = dataclasses.replace(balancer.vips["web"].vip, idle_timeout=120)
+    assert balancer.set_vip(same, 15.0) == []  # no new table: history as it was
+    assert [b.name for b, _ in balancer.pick(flow(port, TCP_ACK), 20.0).extra] == ["vm1"]
+
+
+# ---- on the wire ---------------------------------------------------------------------------
+
+
+def tunnel_destinations(actions) -> list[str]:
+    return [a.value for a in actions if getattr(a, "key", None) == "tun_ipv4_dst"]
+
+
+def test_the_gateway_sends_a_moved_segment_and_its_rule_to_both_vms():
+    rig = GatewayRig(vips=(vip(SECOND_CHANCE_DUPLICATE),))
+    rig.run(rig.core.set_vip(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), 10.0))
+    port = moved_port(rig.core.balancer)
+    current = rig.core.balancer.predict(flow(port, TCP_SYN))
+    tunnels = {b.name: b.tunnel_ip for b in BACKENDS}
+    (out,) = rig.packet_in(UPLINK, frame(sport=port, flags=TCP_ACK), 20.0)
+    wanted = [tunnels[current], tunnels["vm1"]]
+    assert tunnel_destinations(out.message.actions) == wanted
+    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
+    assert tunnel_destinations(rule.actions) == wanted
+    (syn_out,) = rig.packet_in(UPLINK, frame(sport=port + 1, flags=TCP_SYN), 20.0)
+    assert len(tunnel_destinations(syn_out.message.actions)) == 1

@@ -182,23 +182,32 @@ class Stage:
             if status >= 300:
                 raise RuntimeError(f"{gateway.name}: {method} {path}: {status} {answer}")
 
-    def misses(self, gateway) -> int | None:
-        if self.world.mode_of(gateway) == MODE_SWITCH:
-            return None
-        return self.world.non_syn_misses(gateway)
+    def duplicated(self, gateway) -> int:
+        """Packets the gateway's second chance sent to two VMs (its /metrics)."""
+        text = self.world.api(gateway, "GET", "/metrics")[1]
+        found = re.search(r'^lockstep_second_chance(?:_total)?\{kind="duplicate"\} (\S+)$',
+                          str(text), re.MULTILINE)  # fmt: skip
+        return int(float(found[1])) if found else 0
 
-    def move(self, since: float) -> int | None:
+    def move(self, since: float) -> tuple[int, int] | None:
         """ECMP moves every flow to the second gateway, ``MOVE_AFTER`` s after ``since``
-        at the earliest; its non-SYN misses before."""
+        at the earliest; its non-SYN misses and duplicated packets before (None: a
+        switch-mode gateway, which counts neither)."""
         time.sleep(max(0.0, since + MOVE_AFTER - time.monotonic()))
-        before = self.misses(self.second)
+        before = self.counters(self.second)
         self.world.route([self.second])
         return before
 
-    def count_moved(self, gateway, before: int | None) -> None:
-        after = self.misses(gateway)
+    def counters(self, gateway) -> tuple[int, int] | None:
+        if self.world.mode_of(gateway) == MODE_SWITCH:
+            return None
+        return self.world.non_syn_misses(gateway), self.duplicated(gateway)
+
+    def count_moved(self, gateway, before: tuple[int, int] | None) -> None:
+        after = self.counters(gateway)
         if before is not None and after is not None:
-            self.run.moved_placed = after - before
+            self.run.moved_placed = after[0] - before[0]
+            self.run.details["duplicated"] = after[1] - before[1]
 
 
 def _drain_and_move(stage: Stage) -> Run:
@@ -299,7 +308,11 @@ def _fail_and_restart(stage: Stage) -> Run:
         )
         stage.finish(transfers)
         stage.count_moved(stage.second, before)
-        stage.run.details["placed_by_restarted"] = stage.misses(restarted)
+        since_restart = stage.counters(restarted)  # its counters started again from 0
+        if since_restart is not None:
+            stage.run.details.update(
+                placed_by_restarted=since_restart[0], duplicated_by_restarted=since_restart[1]
+            )
     finally:
         if stopped:
             restarted.start([])

@@ -171,6 +171,8 @@ PLACES = (
     ),
     Place("tests/docs/test_deployment_guide.py::test_the_guide_end_to_end", "integration", OVS_LAB),
     Place("tests/docs/", "integration"),
+    # The fleet simulator on small fleets (python -m fleetsim runs the big ones).
+    Place("tests/fleetsim/", "unit"),
 )
 
 UNIT = Place("", "unit")

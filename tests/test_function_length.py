@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("ryu_app", "topology", "lab", "bench", "mininet")
+FOLDERS = ("ryu_app", "topology", "lab", "bench", "mininet", "fleetsim")
 LIMIT = 80
 REASON = "long because"
 

@@ -21,7 +21,7 @@ import networkx as nx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ryu_app", "topology", "lab", "bench", "mininet")
+PACKAGES = ("ryu_app", "topology", "lab", "bench", "mininet", "fleetsim")
 FRAMEWORKS = ("os_ken", "ryu", "eventlet", "webob", "waitress")  # the core imports none
 
 # ---- the graph ------------------------------------------------------------------------------

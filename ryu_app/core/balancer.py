@@ -48,6 +48,8 @@ from ryu_app.core.secondchance import Duplicated, TableHistory, destinations
 from ryu_app.core.serving import serving
 from ryu_app.core.slots import placement_index, port_slot
 
+HISTORY_SWEEP_SECONDS = 1.0  # how often replaced tables past their window are let go
+
 
 class TableCache:
     """Maglev tables by ``TableSpec``, least recently used dropped beyond ``limit``."""
@@ -203,6 +205,7 @@ class Balancer:
     def __post_init__(self):
         self.vips: dict[str, VipState] = {}
         self.duplicated = Duplicated()  # second chance's duplicated flows
+        self._history_swept = float("-inf")  # when ``expire_history`` last looked
         self._services: dict[tuple[bytes, int, int], VipState] = {}
         self._backends: dict[int, tuple[str, Backend]] = {}  # id -> (vip name, backend)
         self._next_id = 1
@@ -247,6 +250,8 @@ class Balancer:
         # Keep answering with the old table until the new one is in (_request_if_needed).
         if old:
             state = VipState(vip, ids, healthy, old.table_spec, old.table, history=old.history)
+            if vip.second_chance == SECOND_CHANCE_OFF:
+                state.history.clear()
         else:
             state = VipState(vip, ids, healthy, None, MaglevTable(vip.table_size, (), array("h")))
         self.vips[vip.name] = state
@@ -399,13 +404,27 @@ class Balancer:
     def _swap(
         self, state: VipState, spec: TableSpec, table: MaglevTable, now: float | None
     ) -> None:
-        if now is not None and table is not state.table:
+        if (
+            now is not None
+            and state.vip.second_chance != SECOND_CHANCE_OFF
+            and table is not state.table
+        ):
             state.history.replaced(state.table, now)
         # The table before its spec: a reader on another thread that sees the new spec (the
         # REST side asking whether a change's table is in) then finds the table in place too.
         state.table = table
         state.table_spec = spec
         self.counters.table_installs += 1
+
+    def expire_history(self, now: float) -> None:
+        """Let go of the replaced tables older than their VIP's second-chance window (a lookup
+        drops them too, but a VIP without moved flows makes none); at most once a second."""
+        if now - self._history_swept < HISTORY_SWEEP_SECONDS:
+            return
+        self._history_swept = now
+        for state in self.vips.values():
+            if state.history:
+                state.history.recent(now, state.vip.second_chance_window)
 
     def rebuild_now(self, requests: Iterable[TableRequest], now: float | None = None) -> None:
         """Build and install synchronously (CLI, tests; the controller uses a worker)."""

@@ -432,9 +432,10 @@ class GatewayCore:
     def health_tick(self, now: float, lag: float = 0.0) -> Effects:
         """Every 20 ms (``lag``: how late this one is): time out late probes, start due ones,
         retire backends whose grace ended, sweep a slice of the flow table for entries of
-        retired backends, ask again for failed builds due for a retry, and say when an
-        overload episode starts or ends."""
+        retired backends, let go of replaced tables past their second-chance window, ask again
+        for failed builds due for a retry, and say when an overload episode starts or ends."""
         self.balancer.flows.sweep(SWEEP_PER_TICK)
+        self.balancer.expire_history(now)
         self.monitor.loop_lag(lag, now)
         self.monitor.packet_ins(0, now)
         effects = Effects()

@@ -62,6 +62,9 @@ class TableHistory:
     def __len__(self) -> int:
         return len(self._replaced)
 
+    def __bool__(self) -> bool:
+        return bool(self._replaced)
+
     def replaced(self, table: MaglevTable, now: float) -> None:
         """``table`` stops answering at ``now`` (an empty table, a new VIP's, is not kept)."""
         if table.names:

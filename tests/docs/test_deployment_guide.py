@@ -109,6 +109,7 @@ EXERCISED = {
     "gateway-bridge": "test_the_guide_end_to_end",
     "gateway-verify": "test_the_guide_end_to_end",
     "vm": "test_the_guide_end_to_end",
+    "vm-second-chance": "test_the_guide_end_to_end",
     "router": "test_the_guide_end_to_end",
     "router-without-gw1": "test_the_guide_end_to_end",
     "router-both": "test_the_guide_end_to_end",
@@ -406,6 +407,9 @@ def test_the_guide_end_to_end(tmp_path):
         Path(values["state"]).mkdir()
         for name, ns in vm_ns.items():
             run_block(substituted(blocks["vm"], name, values), ns=ns, env=env)
+            # The second-chance drop rule, before any client connects: the guide's traffic
+            # and health probes below pass through it.
+            run_block(blocks["vm-second-chance"].text, ns=ns, env=env)
         run_block(substituted(blocks["router"], None, values), ns=router, env=env)
 
         # -- the controllers, from the unit's ExecStart, before their bridges exist

@@ -233,3 +233,19 @@ def test_the_gateway_sends_a_moved_segment_and_its_rule_to_both_vms():
     assert tunnel_destinations(rule.actions) == wanted
     (syn_out,) = rig.packet_in(UPLINK, frame(sport=port + 1, flags=TCP_SYN), 20.0)
     assert len(tunnel_destinations(syn_out.message.actions)) == 1
+
+
+def test_history_is_kept_only_while_second_chance_is_on_and_let_go_after_its_window():
+    off = drained(SECOND_CHANCE_OFF)
+    assert len(off.vips["web"].history) == 0  # a VIP without second chance keeps no tables
+    balancer = drained(SECOND_CHANCE_DUPLICATE, window=30)
+    history = balancer.vips["web"].history
+    assert len(history) == 1
+    balancer.expire_history(39.0)  # replaced at 10: 29 s ago, within the window
+    assert len(history) == 1
+    balancer.expire_history(39.5)  # less than a second since the last look: not looked at
+    balancer.expire_history(41.0)
+    assert len(history) == 0
+    turned_off = drained(SECOND_CHANCE_DUPLICATE)
+    turned_off.set_vip(vip(SECOND_CHANCE_OFF, (0, 1, 1)), 12.0)
+    assert len(turned_off.vips["web"].history) == 0

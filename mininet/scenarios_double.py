@@ -39,10 +39,11 @@ from world import World
 from ryu_app.core.model import MODE_SWITCH
 
 SECOND_CHANCE = "duplicate"  # the VIP's setting when the mechanism is on
-# The VM side of the mechanism, one nftables command (verified: an ACK to a listening port with
-# no connection gets no reset with it, a reset without it; downloads started after it work).
+# The VM side of the mechanism, the deployment guide's nftables command (docs/deployment.md;
+# verified: an ACK to a listening port with no connection gets no reset with it, a reset
+# without it; downloads started after it work).
 VM_DROP_RULE = (
-    "add table inet lockstep { chain input { type filter hook input priority 0; "
+    "add table inet lockstep { chain input { type filter hook input priority filter; "
     "tcp flags & syn == 0 ct state new,invalid counter drop; }; }"
 )
 VM_RULE_TABLE = "inet lockstep"

@@ -21,8 +21,9 @@ APT_BASE=(python3 python3-venv python3-dev gcc)
 # Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths; systemd for
 # systemd-analyze (the deployment guide's unit file). tests/kinds.py lists what each test needs.
 APT_TEST=(openvswitch-switch ethtool iproute2 procps hping3 systemd)
-# The Mininet demo (and its end-to-end test): mnexec and iperf3.
-APT_DEMO=(mininet iperf3)
+# The Mininet demo (and its end-to-end test): mnexec, iperf3, and nft for the VMs' drop rule
+# (the double-change scenario's second chance: TCP non-SYN packets of unknown connections dropped).
+APT_DEMO=(mininet iperf3 nftables)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -14,6 +14,8 @@ Everything here reads one plain dict, the results that `demo.py` collects and sa
         "figures": {"connections": 1000, "failed": 0, ...},      # free-form, shown in the table
         "per_gateway_vm": {"gw1": {"vm1": 130, ...}, ...},      # optional: connections plot
         "notes": ["flood: ..."],                                # optional: printed after the table
+        "tables": [{"title": "...", "columns": ["case", ...],  # optional: printed as they are,
+                    "rows": [["drain+move", ...], ...]}],      # after the table
         "flood": {...},                              # optional: report_flood.py's plot (its format)
         "weights": {"vm1": 1, ...},                             # optional: overrides the topology's
         "timeline": {                                           # optional: timeline plot
@@ -94,6 +96,8 @@ def summary_table(results: dict) -> str:
         f"{_verdict(overall)}: {passed} of {len(scenarios)} scenarios passed"
         f" in {_seconds(results.get('duration_s'))}",
     ]
+    for table in (t for scenario in scenarios for t in scenario.get("tables") or []):
+        out += ["", *_text_table(table)]
     failures = _failed_checks(scenarios)
     if failures:
         out += ["", "Failed checks:", *failures]
@@ -101,6 +105,24 @@ def summary_table(results: dict) -> str:
     if notes:
         out += ["", "Notes:", *(line for n in notes for line in _wrap(n, "  ", "    "))]
     return "\n".join(_ascii(text) for text in out) + "\n"
+
+
+def _text_table(table: dict) -> list[str]:
+    """A scenario's own table (its title, then fixed-width columns), never re-wrapped: a
+    side-by-side comparison reads only if its columns stay aligned."""
+    columns = [str(c) for c in table.get("columns") or []]
+    rows = [[str(cell) for cell in row] for row in table.get("rows") or []]
+    widths = [
+        max(len(row[i]) for row in [columns, *rows] if i < len(row)) for i in range(len(columns))
+    ]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False))
+
+    title = [table["title"]] if table.get("title") else []
+    return [*title, line(columns).rstrip(), "  ".join("-" * w for w in widths)] + [
+        line(row).rstrip() for row in rows
+    ]
 
 
 def _headline(results: dict) -> str:

@@ -42,8 +42,9 @@ class Result:
     transfers: list = field(default_factory=list)
     per_gateway_vm: dict | None = None
 
-    def check(self, what: str, ok: bool, detail: str = "") -> bool:
-        self.checks.append({"what": what, "ok": bool(ok), "detail": detail})
+    def check(self, what: str, ok: bool | None, detail: str = "") -> bool:
+        """Record a check; ``ok`` None records a measurement, reported and not judged."""
+        self.checks.append({"what": what, "ok": None if ok is None else bool(ok), "detail": detail})
         return bool(ok)
 
     def event(self, kind: str, label: str, gateway: str | None = None) -> None:

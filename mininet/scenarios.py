@@ -10,6 +10,8 @@ Every scenario is one function ``(world, counts) -> dict`` in the module of its 
   controller-restart, scale-out);
 - ``scenarios_vms.py``: a VM fails, is drained, or is cut off from one gateway (vm-failure,
   drain, disagreement);
+- ``scenarios_double.py``: a backend change and an ECMP move at once, second chance off and on
+  (double-change);
 - ``scenarios_overload.py``: a SYN flood through one gateway (flood).
 
 A new scenario is a function in the family it belongs to (or in a new ``scenarios_<family>.py``)
@@ -18,14 +20,15 @@ and one line in ``SCENARIOS`` below: ``demo.py`` (``--only``) and the report tak
 clients' source ports tell one scenario's flows from another's in the gateways' flow tables, so
 each scenario has its own range: spread 20000+, gateway-nexthop 30000+, gateway-kill 31000+,
 vm-failure 36000-38999, drain 40000-43999, controller-restart 45000+, scale-out 47000+,
-disagreement 50000-51999, flood 52000-53999 (downloads: client i from the first port + 100 i);
-54000+ is free.
+disagreement 50000-51999, flood 52000-53999 (downloads: client i from the first port + 100 i),
+double-change 54000-59999; 60000+ is free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import scenarios_double
 import scenarios_gateways
 import scenarios_overload
 import scenarios_spread
@@ -44,6 +47,7 @@ SCENARIOS: dict[str, Scenario] = {
     "controller-restart": scenarios_gateways.controller_restart,
     "scale-out": scenarios_gateways.scale_out,
     "disagreement": scenarios_vms.disagreement,
+    "double-change": scenarios_double.double_change,
     "flood": scenarios_overload.flood,  # last: it leaves tens of thousands of idle flows
 }
 

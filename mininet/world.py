@@ -256,8 +256,17 @@ class World:
             records += self.spread(client, port, 1)
         return records
 
-    def downloads(self, client, first_port: int, count: int, counts: Counts, result: Result):
-        """Start ``count`` downloads; returns a ``Downloads`` that collects their progress."""
+    def downloads(
+        self,
+        client,
+        first_port: int,
+        count: int,
+        counts: Counts,
+        result: Result,
+        timeout: float | None = None,
+    ):
+        """Start ``count`` downloads (each giving up after ``timeout`` seconds without data:
+        traffic.py's default if None); returns a ``Downloads`` that collects their progress."""
         argv = [
             PYTHON, str(HERE / "traffic.py"), "downloads", "--count", str(count),
             "--vip", self.vip.address, "--port", str(self.vip.port),
@@ -265,6 +274,8 @@ class World:
             "--size", str(counts.download_bytes), "--rate", str(counts.download_rate),
             "--progress", "0.25", "--label", f"{client.name}:{first_port}+",
         ]  # fmt: skip
+        if timeout is not None:
+            argv += ["--timeout", str(timeout)]
         process = client.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.traffic.append(process)
         return Downloads(process, result, client.name)

@@ -79,6 +79,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "hping3": _commands("hping3", package="hping3"),
     "mnexec": _commands("mnexec", package="mininet"),
     "iperf3": _commands("iperf3", package="iperf3"),
+    "nft": _commands("nft", package="nftables"),
     "systemd-analyze": _commands("systemd-analyze", package="systemd"),
     "ryu434": _ryu434,
 }
@@ -110,7 +111,8 @@ PLACES = (
     Place(
         "tests/mininet/test_demo.py",
         "e2e",
-        ("root", "ovs", "mnexec", "ethtool", "iperf3", "hping3"),  # hping3: the flood scenario
+        # hping3: the flood scenario; nft: the double-change scenario's VM drop rule
+        ("root", "ovs", "mnexec", "ethtool", "iperf3", "hping3", "nft"),
     ),
     # Mininet nodes built for real: each starts a shell through mnexec.
     Place(

@@ -22,6 +22,7 @@ SCENARIOS = {
     "controller-restart",
     "scale-out",
     "disagreement",
+    "double-change",
     "flood",
 }
 # Mixed (gw1 controller, gw2 switch, gw3 controller): connections move controller -> switch

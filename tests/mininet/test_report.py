@@ -286,3 +286,23 @@ def test_main_redraws_a_saved_report(results, tmp_path, capsys):
     assert report.main([str(tmp_path / "run" / "report.json"), str(tmp_path / "again")]) == 0
     assert capsys.readouterr().out == report.summary_table(results)
     assert (tmp_path / "again" / "summary.txt").read_text() == report.summary_table(results)
+
+
+def test_a_scenarios_own_table_is_printed_aligned_and_not_rewrapped():
+    scenario = spread()
+    long_cell = "vm1 x3, vm2 x1, vm3 x7, " * 3
+    scenario["tables"] = [
+        {
+            "title": "side by side",
+            "columns": ["case", "second chance", "broken on"],
+            "rows": [["drain+move", "off", long_cell], ["drain+move", "on", "-"]],
+        }
+    ]
+    lines = report.summary_table({"scenarios": [scenario]}).splitlines()
+    start = lines.index("side by side")
+    header, rule, off, on = lines[start + 1 : start + 5]
+    assert header == "case        second chance  broken on"
+    assert rule.startswith("----------  -------------  ---")
+    assert off == "drain+move  off            " + long_cell.rstrip()  # one line, however long
+    assert on == "drain+move  on             -"
+    assert lines[start - 1] == ""

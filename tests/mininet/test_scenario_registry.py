@@ -29,6 +29,7 @@ def scenarios_defined_in(module_name: str) -> set:
 
 def test_the_families_are_found():
     assert FAMILIES == [
+        "scenarios_double",
         "scenarios_gateways",
         "scenarios_overload",
         "scenarios_spread",
@@ -103,3 +104,14 @@ def test_a_result_keeps_its_timeline_only_when_it_has_one():
     timed.event("action", "weight 0", gateway="gw1")
     (event,) = timed.as_dict()["timeline"]["events"]
     assert event["kind"] == "action" and event["gateway"] == "gw1" and event["t"] >= 1.0
+
+
+def test_a_check_without_a_verdict_is_reported_and_not_judged():
+    result = Result("double-change", "measured")
+    result.check("downloads with second chance off", None, "3 broken")
+    result.check("[] is falsy, but a verdict", [])
+    summary = result.as_dict()
+    assert [check["ok"] for check in summary["checks"]] == [None, False]
+    assert summary["passed"] is False
+    result.checks.pop()
+    assert result.as_dict()["passed"] is True

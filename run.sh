@@ -20,7 +20,7 @@ RYU_PACKAGES=(ryu==4.34 eventlet==0.33.3 dnspython==2.6.1)
 APT_BASE=(python3 python3-venv python3-dev gcc)
 # Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths; systemd for
 # systemd-analyze (the deployment guide's unit file). tests/kinds.py lists what each test needs.
-APT_TEST=(openvswitch-switch ethtool iproute2 procps hping3 systemd)
+APT_TEST=(openvswitch-switch ethtool iproute2 procps hping3 systemd nftables)
 # The Mininet demo (and its end-to-end test): mnexec and iperf3.
 APT_DEMO=(mininet iperf3)
 

@@ -7,8 +7,9 @@ the flow to gateway B, which never saw it and whose table now places the flow's 
 VM.  With ``second_chance: duplicate`` B sends the flow's segments to the new owner and to the
 slot's earlier owner: the VM that holds the connection carries the download to its last byte,
 the other drops the segments silently (the VM rule below), and B's ``/metrics`` counts the
-duplication.  With ``second_chance: off`` (and VMs without the rule) the same move ends the
-download with a reset: the other VM answers RST.
+duplication.  With ``second_chance: previous`` (no VM rule) B sends them to the earlier owner
+alone, which completes the download too.  With ``second_chance: off`` (and VMs without the
+rule) the same move ends the download with a reset: the other VM answers RST.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ import time
 
 import pytest
 
+from ryu_app.core.model import (
+    SECOND_CHANCE_DUPLICATE,
+    SECOND_CHANCE_MODES,
+    SECOND_CHANCE_OFF,
+    SECOND_CHANCE_PREVIOUS,
+)
 from tests.integration import topo as topology
 from tests.integration.test_switch_mode_pair_ovs import (
-    digest_of,
     finish,
     lookup,
     rules,
@@ -106,14 +112,6 @@ def flow_packets(lab, gateway, sport: int) -> int:
     return found[0] if found else 0
 
 
-def duplicated_total(lab, gateway) -> float:
-    status, text = lab.api(gateway, "GET", "/metrics")
-    assert status == 200, text
-    found = re.search(r'^lockstep_second_chance_total\{kind="duplicate"\} (\S+)$', text, re.M)
-    assert found, "no lockstep_second_chance_total{kind=duplicate} in /metrics"
-    return float(found.group(1))
-
-
 def predicted_by_the_file(lab, sports: range) -> dict[int, str]:
     """What ``lockstep lookup`` says for each source port from the deployment file (all three
     VMs, weight 1): the placement once the third VM is added."""
@@ -152,57 +150,91 @@ def move_to_b(lab, sport: int, download) -> list[str]:
     return flow_tunnels(lab, b, sport)
 
 
-def outcome(mode: str, download, size: int, other, dropped_before: int | None) -> None:
-    """``duplicate``: byte-exact, the ``other`` VM dropping its copies silently; ``off``: the
-    download reset."""
-    if mode == "duplicate":
-        finish(download, size)
-        assert dropped(other) > dropped_before + 10, "the other VM saw no duplicated segment"
-    else:
-        out, err = download.communicate(timeout=30)
-        assert download.returncode != 0, f"completed with second chance off: {out}"
-        assert "ConnectionResetError" in err, err
-        assert out.split() != [str(size), digest_of(size)]
+def sent_totals(lab, gateway) -> dict[str, float]:
+    """B's ``lockstep_second_chance_total`` by kind (previous, duplicate)."""
+    status, text = lab.api(gateway, "GET", "/metrics")
+    assert status == 200, text
+    found = re.findall(r'^lockstep_second_chance_total\{kind="(\w+)"\} (\S+)$', text, re.M)
+    assert {kind for kind, _ in found} == {"previous", "duplicate"}, text[:2000]
+    return {kind: float(value) for kind, value in found}
 
 
-@pytest.mark.parametrize("mode", ["duplicate", "off"])
-def test_a_drained_vms_download_survives_an_ecmp_move_with_duplicate(lab, mode):
-    """Drain + move: weight 0 for the download's VM on both gateways, a second later the move;
-    B places the flow's slot elsewhere, and only ``duplicate`` also sends it to the drained VM."""
+def expected_tunnels(mode: str, tunnels: list[str], current, held) -> bool:
+    """What B's rule for the moved flow sends to: the slot's current owner (off), the VM that
+    holds the connection (previous), or the current owner first and then the earlier owners,
+    the holder among them (duplicate; at most two earlier owners)."""
+    if mode == SECOND_CHANCE_OFF:
+        return tunnels == [current.tunnel_ip]
+    if mode == SECOND_CHANCE_PREVIOUS:
+        return tunnels == [held.tunnel_ip]
+    return tunnels[0] == current.tunnel_ip and held.tunnel_ip in tunnels[1:] and len(tunnels) <= 3
+
+
+def double_change(lab, mode: str, sport: int, held, change, moved_to: set[str]) -> None:
+    """The download from ``sport`` runs through A on ``held``; ``change(gateway)`` on both
+    gateways moves its slot (on B) to one of ``moved_to``; ``SETTLE`` later ECMP moves it to
+    B.  ``off``: the download is reset; otherwise it completes byte-exact on ``held`` alone
+    (with ``duplicate`` the current owner drops its copies silently)."""
     a, b = lab.gateways
-    set_drop_rule(lab, mode == "duplicate")
-    for gateway in (a, b):
-        set_vip(lab, gateway, second_chance=mode)
-    first = 51000 if mode == "duplicate" else 52000
-    sport = first
-    drained = vm_named(lab, lookup(lab, a, sport)["backend"])
-    assert lookup(lab, b, sport)["backend"] == drained.name
-    before = duplicated_total(lab, b)
+    sent = sent_totals(lab, b)
     try:
-        download = start_on_a(lab, sport, drained)
+        download = start_on_a(lab, sport, held)
         changed = time.monotonic()
         for gateway in (a, b):
-            set_weight(lab, gateway, drained.name, 0)
-        other = vm_named(lab, lookup(lab, b, sport)["backend"])
-        assert other.name != drained.name  # the slot changed owner on B
-        dropped_before = dropped(other) if mode == "duplicate" else None
+            change(gateway)
+        current = vm_named(lab, lookup(lab, b, sport)["backend"])
+        assert current.name in moved_to - {held.name}, current.name  # the slot changed owner
+        dropped_before = dropped(current) if mode == SECOND_CHANCE_DUPLICATE else 0
         time.sleep(max(0.0, SETTLE - (time.monotonic() - changed)))
         tunnels = move_to_b(lab, sport, download)
-        if mode == "duplicate":
-            assert download.poll() is None, "finished at the move: the test proves nothing"
-            assert tunnels[0] == other.tunnel_ip and drained.tunnel_ip in tunnels[1:], tunnels
-            assert serving_vms(lab, sport) == [drained.name]
+        assert expected_tunnels(mode, tunnels, current, held), (mode, tunnels)
+        if mode == SECOND_CHANCE_OFF:
+            out, err = download.communicate(timeout=30)
+            assert download.returncode != 0, f"completed with second chance off: {out}"
+            assert "ConnectionResetError" in err, err
         else:
-            assert tunnels == [other.tunnel_ip]
-        outcome(mode, download, SIZE, other, dropped_before)
+            assert download.poll() is None, "finished at the move: the test proves nothing"
+            assert serving_vms(lab, sport) == [held.name]
+            finish(download, SIZE)
+            elapsed = time.monotonic() - changed
+            copies = dropped(current) - dropped_before if mode == SECOND_CHANCE_DUPLICATE else 0
+            print(f"{mode}: completed {elapsed:.1f} s after the change; {copies} copies dropped")
+            if mode == SECOND_CHANCE_DUPLICATE:
+                assert copies > 10, "the current owner saw no duplicated segment"
     finally:
         lab.route_vip(a, b)
+    now = sent_totals(lab, b)
+    grew = {kind for kind in sent if now[kind] > sent[kind]}
+    assert grew == ({mode} - {SECOND_CHANCE_OFF}), (sent, now)
+
+
+FIRST_PORT = {SECOND_CHANCE_DUPLICATE: 0, SECOND_CHANCE_PREVIOUS: 1000, SECOND_CHANCE_OFF: 2000}
+
+
+@pytest.mark.parametrize("mode", SECOND_CHANCE_MODES)
+def test_a_drained_vms_download_survives_an_ecmp_move_with_second_chance(lab, mode):
+    """Drain + move: weight 0 for the download's VM on both gateways, a second later the move.
+    B places the flow's slot on another VM; second chance also (duplicate) or instead
+    (previous) sends it to the drained VM, which still holds the connection."""
+    a, b = lab.gateways
+    set_drop_rule(lab, mode == SECOND_CHANCE_DUPLICATE)
+    for gateway in (a, b):
+        set_vip(lab, gateway, second_chance=mode)
+    sport = 51000 + FIRST_PORT[mode]
+    drained = vm_named(lab, lookup(lab, a, sport)["backend"])
+    assert lookup(lab, b, sport)["backend"] == drained.name
+    try:
+        double_change(
+            lab,
+            mode,
+            sport,
+            drained,
+            lambda gateway: set_weight(lab, gateway, drained.name, 0),
+            {vm.name for vm in lab.vms},
+        )
+    finally:
         for gateway in (a, b):
             set_weight(lab, gateway, drained.name, 1)
-    if mode == "duplicate":
-        assert duplicated_total(lab, b) > before
-    else:
-        assert duplicated_total(lab, b) == before
 
 
 def set_backend_present(lab, gateway, vm, present: bool) -> None:
@@ -219,44 +251,31 @@ def set_backend_present(lab, gateway, vm, present: bool) -> None:
         assert status == 204, body
 
 
-@pytest.mark.parametrize("mode", ["duplicate", "off"])
-def test_a_download_survives_a_vm_added_then_an_ecmp_move_with_duplicate(lab, mode):
+@pytest.mark.parametrize("mode", SECOND_CHANCE_MODES)
+def test_a_download_survives_a_vm_added_then_an_ecmp_move_with_second_chance(lab, mode):
     """Add + move: the VIP serves two VMs, a download runs on one; a third VM is added on both
-    gateways and takes the download's slot; a second later the move: B's table names the new
-    VM, and only ``duplicate`` also sends the flow to the VM that holds it."""
+    gateways and takes the download's slot (``lockstep lookup`` on the deployment file, which
+    names all three, chooses the port); a second later the move: B's table names the new VM."""
     a, b = lab.gateways
     added = lab.vms[2]
-    set_drop_rule(lab, mode == "duplicate")
+    set_drop_rule(lab, mode == SECOND_CHANCE_DUPLICATE)
     for gateway in (a, b):
         set_vip(lab, gateway, second_chance=mode)
         set_backend_present(lab, gateway, added, False)
-    first = 53000 if mode == "duplicate" else 54000
+    first = 55000 + FIRST_PORT[mode]
     later = predicted_by_the_file(lab, range(first, first + 200))
     sport = next(port for port, vm in sorted(later.items()) if vm == added.name)
     owner = vm_named(lab, lookup(lab, a, sport)["backend"])
-    assert owner.name != added.name and lookup(lab, b, sport)["backend"] == owner.name
-    before = duplicated_total(lab, b)
+    assert lookup(lab, b, sport)["backend"] == owner.name
     try:
-        download = start_on_a(lab, sport, owner)
-        changed = time.monotonic()
-        for gateway in (a, b):
-            set_backend_present(lab, gateway, added, True)
-        assert lookup(lab, b, sport)["backend"] == added.name  # the slot moved to the new VM
-        dropped_before = dropped(added) if mode == "duplicate" else None
-        time.sleep(max(0.0, SETTLE - (time.monotonic() - changed)))
-        tunnels = move_to_b(lab, sport, download)
-        if mode == "duplicate":
-            assert download.poll() is None, "finished at the move: the test proves nothing"
-            assert tunnels[0] == added.tunnel_ip and owner.tunnel_ip in tunnels[1:], tunnels
-            assert serving_vms(lab, sport) == [owner.name]
-        else:
-            assert tunnels == [added.tunnel_ip]
-        outcome(mode, download, SIZE, added, dropped_before)
+        double_change(
+            lab,
+            mode,
+            sport,
+            owner,
+            lambda gateway: set_backend_present(lab, gateway, added, True),
+            {added.name},
+        )
     finally:
-        lab.route_vip(a, b)
         for gateway in (a, b):
             set_backend_present(lab, gateway, added, True)
-    if mode == "duplicate":
-        assert duplicated_total(lab, b) > before
-    else:
-        assert duplicated_total(lab, b) == before

@@ -198,7 +198,7 @@ def double_change(lab, mode: str, sport: int, held, change, moved_to: set[str]) 
             finish(download, SIZE)
             elapsed = time.monotonic() - changed
             copies = dropped(current) - dropped_before if mode == SECOND_CHANCE_DUPLICATE else 0
-            print(f"{mode}: completed {elapsed:.1f} s after the change; {copies} copies dropped")
+            print(f"{mode}: B sends to {tunnels}, done {elapsed:.1f} s on; {copies} dropped")
             if mode == SECOND_CHANCE_DUPLICATE:
                 assert copies > 10, "the current owner saw no duplicated segment"
     finally:

@@ -32,7 +32,7 @@ from tests.integration import topo as topology
 from tests.integration.test_switch_mode_pair_ovs import (
     finish,
     lookup,
-    rules,
+    pin,
     serving_vms,
     set_vip,
     set_weight,
@@ -87,29 +87,20 @@ def set_drop_rule(lab, wanted: bool) -> None:
 def flow_tunnels(lab, gateway, sport: int) -> list[str] | None:
     """The VM tunnel addresses the gateway's per-flow rule for the client's ``sport`` sends
     to, in its actions' order (the current owner first); None if there is no such rule."""
-    found = [
-        r.line
-        for r in rules(lab, gateway)
-        if r.priority == 200 and r.tp_src == sport and f"nw_src={CLIENT}," in r.line
-    ]
-    if not found:
+    rule = pin(lab, gateway, sport)
+    if rule is None:
         return None
-    (line,) = found
     return [
         address or str(ipaddress.IPv4Address(int(loaded, 16)))
         for address, loaded in re.findall(
-            r"set_field:([\d.]+)->tun_dst|load:(0x[0-9a-f]+)->NXM_NX_TUN_IPV4_DST\[\]", line
+            r"set_field:([\d.]+)->tun_dst|load:(0x[0-9a-f]+)->NXM_NX_TUN_IPV4_DST\[\]", rule.line
         )
     ]
 
 
 def flow_packets(lab, gateway, sport: int) -> int:
-    found = [
-        r.packets
-        for r in rules(lab, gateway)
-        if r.priority == 200 and r.tp_src == sport and f"nw_src={CLIENT}," in r.line
-    ]
-    return found[0] if found else 0
+    rule = pin(lab, gateway, sport)
+    return rule.packets if rule else 0
 
 
 def predicted_by_the_file(lab, sports: range) -> dict[int, str]:

@@ -20,10 +20,11 @@ RYU_PACKAGES=(ryu==4.34 eventlet==0.33.3 dnspython==2.6.1)
 APT_BASE=(python3 python3-venv python3-dev gcc)
 # Integration tests: a private Open vSwitch (userspace datapath), namespaces, veths; systemd for
 # systemd-analyze (the deployment guide's unit file). tests/kinds.py lists what each test needs.
-APT_TEST=(openvswitch-switch ethtool iproute2 procps hping3 systemd)
-# The Mininet demo (and its end-to-end test): mnexec, iperf3, and nft for the VMs' drop rule
-# (the double-change scenario's second chance: TCP non-SYN packets of unknown connections dropped).
-APT_DEMO=(mininet iperf3 nftables)
+# nftables: the VMs' drop rule of second chance (TCP non-SYN segments of unknown connections
+# dropped), in the integration tests, the deployment guide's test and the double-change demo.
+APT_TEST=(openvswitch-switch ethtool iproute2 procps hping3 systemd nftables)
+# The Mininet demo (and its end-to-end test): mnexec and iperf3 (and APT_TEST's nftables).
+APT_DEMO=(mininet iperf3)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -140,6 +140,8 @@ PLACES = (
     Place("tests/integration/test_flood_guard_ovs.py", "integration", (*OVS_LAB, "hping3")),
     Place("tests/integration/test_switch_mode_ovs.py", "integration", OVS_LAB),
     Place("tests/integration/test_switch_mode_pair_ovs.py", "integration", OVS_LAB),
+    # Second chance's VMs drop segments of unknown connections with an nftables rule.
+    Place("tests/integration/test_second_chance_ovs.py", "integration", (*OVS_LAB, "nft")),
     # ovs-ofctl ofp-print decodes the switch-mode rules' bytes (no switch started).
     Place(
         "tests/ryu_app/core/test_switchrules.py::test_open_vswitch_reads_the_slot_rules_as_the_prototype_writes_them",

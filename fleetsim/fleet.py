@@ -16,10 +16,10 @@ import numpy as np
 
 from ryu_app.core.maglev import TableSpec, build_spec, table_spec
 from ryu_app.core.model import HealthCheck
+from ryu_app.core.secondchance import HISTORY_TABLES
 from ryu_app.core.serving import serving_backends
 
 NONE = -1
-HISTORY_TABLES = 4  # as ryu_app.core.secondchance.HISTORY_TABLES
 
 
 def backend_name(index: int) -> str:
@@ -101,6 +101,8 @@ class Fleet:
         old, new = self.tables[gateway], self.book.table(spec)
         if self.specs[gateway] is not None and self.specs[gateway].backends:
             history = self.history[gateway]
+            # A table kept already moves to the front (a flapping backend swaps two tables).
+            history[:] = [entry for entry in history if entry.table is not old]
             history.insert(0, Replaced(old, now))
             del history[HISTORY_TABLES:]
             self.max_history = max(self.max_history, len(history))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ryu_app.core.secondchance import MAX_EXTRA
+
 OFF = "off"
 PREVIOUS = "previous"
 DUPLICATE = "duplicate"
@@ -29,7 +31,6 @@ MECHANISMS = (OFF, PREVIOUS, DUPLICATE, DUPLICATE_NO_VM_RULE, EXCHANGE)
 USES_HISTORY = (PREVIOUS, DUPLICATE, DUPLICATE_NO_VM_RULE)
 CORE_MODE = {PREVIOUS: "previous", DUPLICATE: "duplicate", DUPLICATE_NO_VM_RULE: "duplicate"}
 
-MAX_EXTRA = 2  # as ryu_app.core.secondchance.MAX_EXTRA
 NONE = -1
 
 

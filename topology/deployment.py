@@ -486,6 +486,14 @@ def vip_problems(vip: Vip, path: str) -> list[Problem]:
                 "needs protocol tcp",
             )
         )
+    if vip.second_chance != SECOND_CHANCE_OFF and vip.hash != HASH_5TUPLE:
+        problems.append(
+            Problem(
+                join(path, "second_chance"),
+                f"second chance sends one connection to earlier owners: it needs hash "
+                f"{HASH_5TUPLE} (a src-ip rule would take every connection of the client)",
+            )
+        )
     if vip.table_size < len(vip.backends):
         problems.append(
             Problem(

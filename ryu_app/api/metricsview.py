@@ -60,13 +60,8 @@ class SecondChanceCounts(NamedTuple):
 
 
 def second_chance_counts(core: GatewayCore) -> SecondChanceCounts:
-    balancer = core.balancer
-    return SecondChanceCounts(
-        balancer.counters.second_chance_previous,
-        balancer.counters.second_chance_duplicated,
-        len(balancer.duplicated),
-        balancer.duplicated.evicted,
-    )
+    second = core.balancer.second_chance
+    return SecondChanceCounts(second.previous, second.duplicated, len(second), second.evicted)
 
 
 def metrics_snapshot(core: GatewayCore) -> MetricsSnapshot:

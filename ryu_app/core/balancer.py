@@ -38,13 +38,14 @@ from ryu_app.core.flowtable import MAX_BACKEND_ID, FlowTable
 from ryu_app.core.maglev import MaglevTable, TableSpec, build_spec, table_spec
 from ryu_app.core.model import (
     HASH_5TUPLE,
+    MODE_SWITCH,
     PLACEMENT_PORT_BITS,
     SECOND_CHANCE_OFF,
     Backend,
     Vip,
     service_key,
 )
-from ryu_app.core.secondchance import Duplicated, TableHistory, destinations
+from ryu_app.core.secondchance import SecondChance, Slotting, TableHistory, slotting
 from ryu_app.core.serving import serving
 from ryu_app.core.slots import placement_index, port_slot
 
@@ -139,6 +140,9 @@ class Decision(NamedTuple):
     # Second chance's ``duplicate``: the earlier owners (backend, id) that get the flow's
     # packets too (``core.secondchance``); empty for nearly every flow.
     extra: tuple[tuple[Backend, int], ...] = ()
+    # The flow had a duplicating rule (``pipeline.duplicating_rule``) that must go: its rule
+    # now sends as this decision says.
+    undo: bool = False
 
 
 @dataclass
@@ -154,8 +158,10 @@ class VipState:
     wanted: TableSpec | None = None
     serving: frozenset[str] = frozenset()
     panic: bool = False
-    # The tables this VIP replaced lately, for second chance (kept across a ``set_vip``).
+    # The tables this VIP replaced lately, for second chance (kept across a ``set_vip``), and
+    # how the VIP found slots when its table in use was swapped in.
     history: TableHistory = field(default_factory=TableHistory)
+    slotting: Slotting | None = None
 
     def follow(self) -> None:
         """Recompute ``wanted``, ``serving`` and ``panic`` (``serving.serving``: one rule)."""
@@ -186,10 +192,6 @@ class BalancerCounters:
     stale_entries: int = 0  # table entries dropped because their backend went down or away
     stale_table_drops: int = 0  # old table named a down backend before the rebuild landed
     table_installs: int = 0
-    # TCP non-SYN misses of a changed slot that second chance sent to an earlier owner only
-    # (``previous``) or to the current and earlier owners (``duplicate``).
-    second_chance_previous: int = 0
-    second_chance_duplicated: int = 0
 
 
 @dataclass
@@ -204,7 +206,7 @@ class Balancer:
 
     def __post_init__(self):
         self.vips: dict[str, VipState] = {}
-        self.duplicated = Duplicated()  # second chance's duplicated flows
+        self.second_chance = SecondChance()  # the double change's rule and duplicated flows
         self._history_swept = float("-inf")  # when ``expire_history`` last looked
         self._services: dict[tuple[bytes, int, int], VipState] = {}
         self._backends: dict[int, tuple[str, Backend]] = {}  # id -> (vip name, backend)
@@ -250,7 +252,8 @@ class Balancer:
         # Keep answering with the old table until the new one is in (_request_if_needed).
         if old:
             state = VipState(vip, ids, healthy, old.table_spec, old.table, history=old.history)
-            if vip.second_chance == SECOND_CHANCE_OFF:
+            state.slotting = old.slotting
+            if vip.second_chance == SECOND_CHANCE_OFF or vip.mode == MODE_SWITCH:
                 state.history.clear()
         else:
             state = VipState(vip, ids, healthy, None, MaglevTable(vip.table_size, (), array("h")))
@@ -404,12 +407,16 @@ class Balancer:
     def _swap(
         self, state: VipState, spec: TableSpec, table: MaglevTable, now: float | None
     ) -> None:
+        vip = state.vip
         if (
             now is not None
-            and state.vip.second_chance != SECOND_CHANCE_OFF
+            and vip.second_chance != SECOND_CHANCE_OFF
+            and vip.mode != MODE_SWITCH
             and table is not state.table
+            and state.slotting is not None
         ):
-            state.history.replaced(state.table, now)
+            state.history.replaced(state.table, now, state.slotting)
+        state.slotting = slotting(vip)
         # The table before its spec: a reader on another thread that sees the new spec (the
         # REST side asking whether a change's table is in) then finds the table in place too.
         state.table = table
@@ -447,11 +454,14 @@ class Balancer:
         key = flow_key(flow, vip.hash)
         non_syn = flow.is_tcp_non_syn
         backend_id = self.flows.get(key, now, non_syn)
+        second = self.second_chance
         if backend_id is not None:
             backend = self.held_backend(state, backend_id)
             if backend is not None:
-                extra = self._duplicated_to(state, key) if self.duplicated else ()
-                return Decision(vip, backend, backend_id, True, key, extra)
+                if not second.records:
+                    return Decision(vip, backend, backend_id, True, key)
+                extra, undo = second.on_hit(state, key, non_syn, self.held_backend)
+                return Decision(vip, backend, backend_id, True, key, extra, undo)
             self.forget_flow(key)
             self.counters.stale_entries += 1
         if vip.placement == PLACEMENT_PORT_BITS:
@@ -466,53 +476,21 @@ class Balancer:
         if name not in state.serving:
             self.counters.stale_table_drops += 1
             return None
+        had = bool(second.records) and second.take(key)  # (a rule that duplicated it)
         extra: tuple[tuple[Backend, int], ...] = ()
         if non_syn and vip.second_chance != SECOND_CHANCE_OFF:
-            name, extra = self._second_chance(state, index, name, key, now)
-        elif self.duplicated:
-            self.duplicated.discard(key)  # a new connection on a 5-tuple that was duplicated
+            name, extra = second.on_miss(state, index, name, flow, key, now, self._backends)
         backend_id = state.backend_ids[name]
         idle = vip.idle_timeout if self.entry_idle is None else self.entry_idle
         self.flows.put(key, backend_id, now, idle)
-        return Decision(vip, self._backends[backend_id][1], backend_id, False, key, extra)
-
-    def _second_chance(
-        self, state: VipState, index: int, current: str, key: bytes, now: float
-    ) -> tuple[str, tuple[tuple[Backend, int], ...]]:
-        """A TCP non-SYN miss of a second-chance VIP (``core.secondchance``): the backend
-        the flow's entry names, and the earlier owners that get its packets too."""
-        vip = state.vip
-        tables = state.history.recent(now, vip.second_chance_window)
-        names = destinations(vip.second_chance, index, current, tables, state.alive)
-        if names[0] != current:
-            self.counters.second_chance_previous += 1
-        if len(names) == 1:
-            return names[0], ()
-        self.counters.second_chance_duplicated += 1
-        ids = tuple(state.backend_ids[name] for name in names[1:])
-        self.duplicated.put(key, ids)
-        return names[0], tuple((self._backends[i][1], i) for i in ids)
-
-    def _duplicated_to(self, state: VipState, key: bytes) -> tuple[tuple[Backend, int], ...]:
-        """The earlier owners a flow in the table is still duplicated to: those still held
-        and alive (a retired or down one is left out; none left ends the record)."""
-        ids = self.duplicated.get(key)
-        if not ids:
-            return ()
-        extra = []
-        for backend_id in ids:
-            backend = self.held_backend(state, backend_id)
-            if backend is not None and state.alive(backend.name):
-                extra.append((backend, backend_id))
-        if not extra:
-            self.duplicated.discard(key)
-        return tuple(extra)
+        backend = self._backends[backend_id][1]
+        return Decision(vip, backend, backend_id, False, key, extra, had and not extra)
 
     def forget_flow(self, key: bytes) -> None:
         """The flow is over (or its entry stale): its entry and any duplication go."""
         self.flows.remove(key)
-        if self.duplicated:
-            self.duplicated.discard(key)
+        if self.second_chance.records:
+            self.second_chance.take(key)
 
     def held_backend(self, state: VipState, backend_id: int) -> Backend | None:
         """The backend a flow-table entry of ``state``'s VIP (naming ``backend_id``) holds its

@@ -22,13 +22,21 @@ from ryu_app.core.flowkey import Flow, FrameError, flow_key, parse_frame
 from ryu_app.core.flowtable import PINNED
 from ryu_app.core.gatewaycounters import GatewayCounters
 from ryu_app.core.health import UP
-from ryu_app.core.model import MODE_SWITCH, Gateway, Vip, gateway_mode, service_key
+from ryu_app.core.model import (
+    MODE_SWITCH,
+    SECOND_CHANCE_DUPLICATE,
+    Gateway,
+    Vip,
+    gateway_mode,
+    service_key,
+)
 from ryu_app.core.overload import LoadMonitor
 from ryu_app.core.ownpackets import neighbour_answer, probe_packets
 from ryu_app.core.packets import mac_bytes, parse_segment
 from ryu_app.core.prober import Prober, Send, Verdict
 from ryu_app.core.recentinstalls import RecentInstalls
 from ryu_app.core.retirement import Retirements
+from ryu_app.core.secondchance import Record, undo_rules
 from ryu_app.core.serving import panic_line
 from ryu_app.core.slotsync import SlotRules
 from ryu_app.core.switchports import after_status, change_notice, resolve
@@ -241,10 +249,15 @@ class GatewayCore:
             f"{vip.address} port {vip.port}, {len(vip.backends)} backend(s)"
         )
         messages = effects.messages
+        gone = frozenset(old_ids - set(state.backend_ids.values()))
+        every = vip.second_chance != SECOND_CHANCE_DUPLICATE or vip.mode == MODE_SWITCH
+        messages += self._undo_duplicates(
+            self.balancer.second_chance.undo(vip.name, gone, every), now
+        )
         messages += self.guard.sync(self._vips())  # a meter before the rule that names it
         if self.ports is None:  # (meters name no port: they follow the VIPs all the same)
             return effects
-        for backend_id in old_ids - set(state.backend_ids.values()):
+        for backend_id in gone:
             messages.append(pipeline.delete_backend_flows(backend_id))
         addresses, uplink, guard = self.gateway.addresses, self.ports.uplink, self.guard
         if old and service_key(old.vip) != service_key(vip):
@@ -260,6 +273,7 @@ class GatewayCore:
         if state is None:
             raise KeyError(name)
         self.balancer.remove_vip(name)
+        self.balancer.second_chance.undo(name, every=True)  # (their rules go with the VIP's)
         self.prober.remove_vip(name)
         self._retirements.forget_vip(name)
         effects = Effects(notices=[f"VIP {name} removed"])
@@ -331,16 +345,22 @@ class GatewayCore:
         vip, backend = decision.vip, decision.backend
         # The two messages of a new flow; the backend's actions are encoded once (cached).
         actions = pipeline.backend_actions(backend.mac, backend.tunnel_ip, vip.vni, ports.tunnel)
-        for other, _ in decision.extra:  # second chance: the earlier owners get it too
-            actions += pipeline.backend_actions(other.mac, other.tunnel_ip, vip.vni, ports.tunnel)
         messages = effects.messages
         key = decision.key
+        if decision.undo:  # it had a duplicating rule: that goes, a rule of one backend comes
+            messages.append(pipeline.delete_duplicating_rule(flow, ports.uplink))
+            self._recent.discard(key)
+        rule = pipeline.flow_rule
+        if decision.extra:  # second chance: the earlier owners get it too
+            rule = pipeline.duplicating_rule
+            for other, _ in decision.extra:
+                actions += pipeline.backend_actions(
+                    other.mac, other.tunnel_ip, vip.vni, ports.tunnel
+                )
         if not self._recent.contains(key, now):
             if decision.from_table:
                 self.counters.reinstalls += 1
-            messages.append(
-                pipeline.flow_rule(flow, vip, decision.backend_id, actions, ports.uplink)
-            )
+            messages.append(rule(flow, vip, decision.backend_id, actions, ports.uplink))
             self.counters.flows_installed += 1
             self._recent.add(key, now)
         messages.append(of.packet_out(in_port, buffer_id, actions, data))
@@ -512,12 +532,25 @@ class GatewayCore:
         """Backends still out of service when their grace ended (``retirement``): their
         flows' rules go from the switch (one message, by cookie), their entries from the table."""
         for vip, backend, backend_id in self._retirements.retire_due(self.balancer, now):
+            undone = self.balancer.second_chance.undo(vip, frozenset({backend_id}))
+            effects.messages += self._undo_duplicates(undone, now)
             if self.ports is not None:
                 effects.messages.append(pipeline.delete_backend_flows(backend_id))
             effects.notices.append(
                 f"backend {backend} of VIP {vip} still down after its grace: "
                 "its flows' rules deleted, its flows re-hashed"
             )
+
+    def _undo_duplicates(self, undone: list[tuple[bytes, Record]], now: float) -> list[bytes]:
+        """Flows that stop being duplicated (their VIP turned second chance off, or an owner
+        left or was retired): their rules (``secondchance.undo_rules``)."""
+        if self.ports is None:
+            return []
+        balancer = self.balancer
+        messages, rewritten = undo_rules(undone, balancer.vips, balancer.held_backend, self.ports)
+        for key in rewritten:
+            self._recent.add(key, now)
+        return messages
 
     # ---- Maglev tables built by the shell -------------------------------------------------
 

@@ -272,3 +272,43 @@ def flow_rule(flow: Flow, vip: Vip, backend_id: int, actions: bytes, uplink: int
     match = of.flow_match(flow, uplink, vip.hash != HASH_SRC_IP)
     cookie = flow_cookie(backend_id)  # (by position: priority, cookie, idle timeout, flags)
     return of.flow_mod(match, actions, PRIORITY_FLOW, cookie, vip.idle_timeout, SEND_FLOW_REM)
+
+
+TCP_SYN_FLAG = 0x002
+NOT_SYN = (0, TCP_SYN_FLAG)  # tcp_flags value/mask: SYN clear
+
+
+def duplicating_match(flow: Flow, uplink: int) -> bytes:
+    """The match of a flow's duplicating rule (second chance, ``core.secondchance``): its
+    5-tuple, TCP segments without SYN only, so that a new connection on the same 5-tuple (its
+    SYN) comes to the controller instead of reaching two VMs."""
+    version = 4 if flow.version == 4 else 6
+    return of.match(
+        in_port=uplink,
+        eth_type=ETH_IPV4 if version == 4 else ETH_IPV6,
+        ip_proto=PROTO_TCP,
+        **{f"ipv{version}_src": flow.src, f"ipv{version}_dst": flow.dst},
+        tcp_src=flow.src_port,
+        tcp_dst=flow.dst_port,
+        tcp_flags=NOT_SYN,
+    )
+
+
+def duplicating_rule(flow: Flow, vip: Vip, backend_id: int, actions: bytes, uplink: int) -> bytes:
+    """A moved flow's rule under second chance's ``duplicate``: ``actions`` send each packet to
+    the current owner and the earlier owners in turn; the cookie names the current owner (the
+    flow's entry), the idle timeout and flow-removed are a flow rule's."""
+    match = duplicating_match(flow, uplink)
+    cookie = flow_cookie(backend_id)
+    return of.flow_mod(match, actions, PRIORITY_FLOW, cookie, vip.idle_timeout, SEND_FLOW_REM)
+
+
+def delete_duplicating_rule(flow: Flow, uplink: int) -> bytes:
+    """Delete exactly one flow's duplicating rule (its flow now has a rule of one backend)."""
+    return of.flow_mod(
+        duplicating_match(flow, uplink),
+        priority=PRIORITY_FLOW,
+        command=of.OFPFC_DELETE_STRICT,
+        out_port=of.OFPP_ANY,
+        out_group=of.OFPG_ANY,
+    )

@@ -33,19 +33,37 @@ the current table's answer.  Pure: the caller gives ``now``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol
 
+from ryu_app.core import pipeline
+from ryu_app.core.flowkey import Flow
 from ryu_app.core.maglev import MaglevTable
-from ryu_app.core.model import SECOND_CHANCE_DUPLICATE, SECOND_CHANCE_OFF
+from ryu_app.core.model import (
+    SECOND_CHANCE_DUPLICATE,
+    SECOND_CHANCE_OFF,
+    SECOND_CHANCE_PREVIOUS,
+    Backend,
+    Vip,
+)
 
 HISTORY_TABLES = 4  # replaced tables a VIP keeps, newest first
 MAX_EXTRA = 2  # earlier owners a duplicated segment goes to, besides the current owner
 
 
+# How a VIP finds a flow's slot (placement, hash, table size): a replaced table says where a
+# flow was only to a VIP that still finds slots the same way.
+Slotting = tuple[str, str, int]
+
+
+def slotting(vip: Vip) -> Slotting:
+    return (vip.placement, vip.hash, vip.table_size)
+
+
 class Replaced(NamedTuple):
     at: float  # when the table stopped answering (the caller's clock)
     table: MaglevTable
+    slotting: Slotting  # of the VIP it answered for
 
 
 class TableHistory:
@@ -65,18 +83,29 @@ class TableHistory:
     def __bool__(self) -> bool:
         return bool(self._replaced)
 
-    def replaced(self, table: MaglevTable, now: float) -> None:
-        """``table`` stops answering at ``now`` (an empty table, a new VIP's, is not kept)."""
-        if table.names:
-            self._replaced.appendleft(Replaced(now, table))
+    def replaced(self, table: MaglevTable, now: float, found_by: Slotting) -> None:
+        """``table`` stops answering at ``now`` (an empty table, a new VIP's, is not kept).  A
+        table already kept moves to the front: a backend that flaps down and up swaps two
+        tables back and forth, and must not push an older change (a drain) out."""
+        if not table.names:
+            return
+        replaced = self._replaced
+        for entry in replaced:
+            if entry.table is table:
+                replaced.remove(entry)
+                break
+        replaced.appendleft(Replaced(now, table, found_by))
 
-    def recent(self, now: float, window: float) -> tuple[MaglevTable, ...]:
-        """The tables replaced within ``window`` seconds of ``now``, newest first; older ones
-        are dropped for good."""
+    def recent(
+        self, now: float, window: float, found_by: Slotting | None = None
+    ) -> tuple[MaglevTable, ...]:
+        """The tables replaced within ``window`` seconds of ``now`` (and answering a VIP that
+        found slots as ``found_by`` does, if given), newest first; older ones are dropped for
+        good."""
         replaced = self._replaced
         while replaced and now - replaced[-1].at > window:
             replaced.pop()
-        return tuple(entry.table for entry in replaced)
+        return tuple(e.table for e in replaced if found_by is None or e.slotting == found_by)
 
     def clear(self) -> None:
         self._replaced.clear()
@@ -117,42 +146,148 @@ def destinations(
         return (current,)
     if mode == SECOND_CHANCE_DUPLICATE:
         return (current, *earlier)
-    return earlier[:1]  # previous
+    if mode == SECOND_CHANCE_PREVIOUS:
+        return earlier[:1]
+    raise ValueError(f"unknown second_chance mode {mode!r}")
 
+
+# ---- the flows a gateway duplicates ------------------------------------------------------
 
 DUPLICATED_CAPACITY = 65_536  # flows whose segments go to earlier owners too, at most
 
 
-class Duplicated:
-    """The flows this gateway duplicates (flow key -> the earlier owners' backend ids), so that
-    a rule installed again (a reconnect, a lost rule) duplicates as the first one did.  The
-    flow table's entry names the current owner; this holds the rest.  Bounded: beyond
-    ``capacity`` the oldest record goes (counted), and that flow's rule, if installed again,
-    sends to the current owner alone."""
+class Record(NamedTuple):
+    """A duplicated flow: its VIP, the flow (to name its rule), the backend its flow-table entry
+    names (the current owner) and the earlier owners that get its packets too."""
 
-    __slots__ = ("capacity", "evicted", "_ids")
+    vip: str
+    flow: Flow
+    primary: int
+    extra: tuple[int, ...]
+
+
+class VipView(Protocol):
+    """What second chance reads of a VIP's state (``balancer.VipState``)."""
+
+    vip: Vip
+    history: TableHistory
+    backend_ids: dict[str, int]
+
+    def alive(self, name: str) -> bool: ...
+
+
+Held = Callable[[VipView, int], Backend | None]  # ``Balancer.held_backend``
+
+
+class SecondChance:
+    """One gateway's second chance: the rule applied to a TCP non-SYN miss (``on_miss``), the
+    flows it duplicates (flow key -> ``Record``, bounded: beyond ``capacity`` the oldest goes,
+    counted, and that flow's rule keeps what it has), and what ends a duplication
+    (``on_hit``: a SYN on the flow's 5-tuple or no earlier owner left; ``forget``; ``undo``:
+    the VIP turned it off or went, a backend left or was retired)."""
 
     def __init__(self, capacity: int = DUPLICATED_CAPACITY) -> None:
         self.capacity = capacity
+        self.records: dict[bytes, Record] = {}
         self.evicted = 0
-        self._ids: dict[bytes, tuple[int, ...]] = {}
+        self.previous = 0  # misses sent to an earlier owner alone
+        self.duplicated = 0  # misses sent to the current and earlier owners
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.records)
 
-    def __bool__(self) -> bool:
-        return bool(self._ids)
+    def on_miss(
+        self,
+        state: VipView,
+        index: int,
+        current: str,
+        flow: Flow,
+        key: bytes,
+        now: float,
+        owners: Mapping[int, tuple[str, Backend]],
+    ) -> tuple[str, tuple[tuple[Backend, int], ...]]:
+        """A TCP non-SYN miss of a second-chance VIP (``destinations``): the backend its entry
+        names, and the earlier owners that get its packets too (recorded)."""
+        vip = state.vip
+        tables = state.history.recent(now, vip.second_chance_window, slotting(vip))
+        names = destinations(vip.second_chance, index, current, tables, state.alive)
+        if names[0] != current:
+            self.previous += 1
+        if len(names) == 1:
+            return names[0], ()
+        self.duplicated += 1
+        ids = tuple(state.backend_ids[name] for name in names[1:])
+        self._put(key, Record(vip.name, flow, state.backend_ids[names[0]], ids))
+        return names[0], tuple((owners[i][1], i) for i in ids)
 
-    def put(self, key: bytes, ids: tuple[int, ...]) -> None:
-        ids_of = self._ids
-        ids_of.pop(key, None)
-        ids_of[key] = ids
-        while len(ids_of) > self.capacity:
-            del ids_of[next(iter(ids_of))]
+    def on_hit(
+        self, state: VipView, key: bytes, non_syn: bool, held: Held
+    ) -> tuple[tuple[tuple[Backend, int], ...], bool]:
+        """A flow-table hit of a flow this gateway duplicates: the earlier owners it still
+        goes to (held and alive here), and whether its duplicating rule must go (a SYN: a new
+        connection on the same 5-tuple; the VIP no longer duplicates; none of them left)."""
+        record = self.records.get(key)
+        if record is None:
+            return (), False
+        extra = ()
+        if non_syn and state.vip.second_chance == SECOND_CHANCE_DUPLICATE:
+            extra = tuple(
+                (backend, backend_id)
+                for backend_id in record.extra
+                if (backend := held(state, backend_id)) is not None and state.alive(backend.name)
+            )
+        if extra:
+            return extra, False
+        del self.records[key]
+        return (), True
+
+    def take(self, key: bytes) -> bool:
+        """Forget the flow's record, if any: whether there was one (its rule duplicates)."""
+        return self.records.pop(key, None) is not None
+
+    def undo(
+        self, vip: str, gone: frozenset[int] = frozenset(), every: bool = False
+    ) -> list[tuple[bytes, Record]]:
+        """Forget the VIP's records that name a backend id in ``gone`` (or all of them,
+        ``every``): those whose rules must send to one backend again (or go)."""
+        undone = [
+            (key, record)
+            for key, record in self.records.items()
+            if record.vip == vip
+            and (every or record.primary in gone or not gone.isdisjoint(record.extra))
+        ]
+        for key, _ in undone:
+            del self.records[key]
+        return undone
+
+    def _put(self, key: bytes, record: Record) -> None:
+        records = self.records
+        records.pop(key, None)
+        records[key] = record
+        while len(records) > self.capacity:
+            del records[next(iter(records))]
             self.evicted += 1
 
-    def get(self, key: bytes) -> tuple[int, ...]:
-        return self._ids.get(key, ())
 
-    def discard(self, key: bytes) -> None:
-        self._ids.pop(key, None)
+def undo_rules(
+    undone: list[tuple[bytes, Record]],
+    vips: Mapping[str, VipView],
+    held: Held,
+    ports: pipeline.Ports,
+) -> tuple[list[bytes], list[bytes]]:
+    """The messages that end the duplication of ``undone`` flows: each duplicating rule goes,
+    and a rule to the flow's current owner takes its place while that owner still holds the
+    flow; and the keys of the flows that got such a rule."""
+    messages: list[bytes] = []
+    rewritten: list[bytes] = []
+    for key, record in undone:
+        messages.append(pipeline.delete_duplicating_rule(record.flow, ports.uplink))
+        state = vips.get(record.vip)
+        owner = held(state, record.primary) if state is not None else None
+        if owner is None:
+            continue  # (its rules went with its id)
+        vip = state.vip
+        actions = pipeline.backend_actions(owner.mac, owner.tunnel_ip, vip.vni, ports.tunnel)
+        messages.append(pipeline.flow_rule(record.flow, vip, record.primary, actions, ports.uplink))
+        rewritten.append(key)
+    return messages, rewritten

@@ -57,6 +57,12 @@ def test_second_chance_needs_tcp(raw):
     ) in problems_of(raw)
 
 
+def test_second_chance_needs_the_5_tuple(raw):
+    raw["vips"][0].update(hash="src-ip")
+    (found,) = [reason for path, reason in problems_of(raw) if path == "vips[0].second_chance"]
+    assert "needs hash 5-tuple" in found
+
+
 def test_switch_mode_gateways_are_warned_about(raw):
     assert not [w for w in dep.deployment_warnings(dep.parse(raw)) if "second" in w.path]
     raw["gateways"][0]["vip_mode"] = "switch"

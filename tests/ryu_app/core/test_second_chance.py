@@ -22,14 +22,16 @@ from ryu_app.core.packets import TCP_ACK, TCP_SYN
 from ryu_app.core.secondchance import (
     HISTORY_TABLES,
     MAX_EXTRA,
-    Duplicated,
+    SecondChance,
     TableHistory,
     destinations,
+    slotting,
 )
 from ryu_app.core.slots import placement_index
 from tests.ryu_app.core.rig import BACKENDS, UPLINK, GatewayRig, frame
 
 SIZE = 251
+SLOTTING = ("hash", "5-tuple", SIZE)
 NAMES = ("vm1", "vm2", "vm3")
 
 
@@ -92,27 +94,17 @@ def test_earlier_owners_are_distinct_newest_first_and_bounded():
 
 def test_history_keeps_the_newest_tables_within_the_window():
     history = TableHistory()
-    history.replaced(table(), 0.0)  # an empty table (a new VIP's) is not kept
+    history.replaced(table(), 0.0, SLOTTING)  # an empty table (a new VIP's) is not kept
     assert len(history) == 0
     tables = [table(*NAMES[: i % 3 + 1], size=SIZE) for i in range(HISTORY_TABLES + 2)]
     for at, replaced in enumerate(tables):
-        history.replaced(replaced, float(at))
+        history.replaced(replaced, float(at), SLOTTING)
     assert len(history) == HISTORY_TABLES
     newest = tuple(reversed(tables))[:HISTORY_TABLES]
     assert history.recent(5.0, window=100) == newest
     assert history.recent(7.0, window=3) == newest[:2]  # replaced at 5 and 4; at 3: too old
     assert len(history) == 2  # dropped for good
     assert history.recent(100.0, window=3) == ()
-
-
-def test_duplicated_records_are_bounded_and_counted():
-    records = Duplicated(capacity=2)
-    for key in (b"a", b"b", b"c"):
-        records.put(key, (1,))
-    assert len(records) == 2 and records.evicted == 1
-    assert records.get(b"a") == () and records.get(b"c") == (1,)
-    records.discard(b"c")
-    assert records.get(b"c") == ()
 
 
 # ---- in the balancer ---------------------------------------------------------------------
@@ -146,11 +138,11 @@ def drained(mode: str, window: int = 900) -> Balancer:
     return balancer
 
 
-def moved_port(balancer: Balancer) -> int:
-    """A source port whose flow vm1 had before the drain (the first table) and another
-    backend has now."""
+def moved_port(balancer: Balancer, after: int = 40000) -> int:
+    """A source port (above ``after``) whose flow vm1 had before the drain (the first table)
+    and another backend has now."""
     before = table(*NAMES)
-    for port in range(40000, 50000):
+    for port in range(after, 50000):
         probe = flow(port, TCP_SYN)
         index = placement_index(probe, HASH_5TUPLE, PLACEMENT_HASH, SIZE)
         if before.lookup(index) == "vm1" and balancer.predict(probe) != "vm1":
@@ -166,9 +158,9 @@ def test_a_moved_connection_goes_to_both_owners_and_keeps_doing_so():
     assert [backend.name for backend, _ in decision.extra] == ["vm1"]
     again = balancer.pick(flow(port, TCP_ACK), 21.0)  # a hit: still both (a rule reinstalled)
     assert again.from_table and [b.name for b, _ in again.extra] == ["vm1"]
-    assert balancer.counters.second_chance_duplicated == 1
+    assert balancer.second_chance.duplicated == 1
     balancer.forget_flow(again.key)
-    assert len(balancer.duplicated) == 0
+    assert len(balancer.second_chance) == 0
 
 
 def test_previous_pins_a_moved_connection_to_the_earlier_owner():
@@ -177,7 +169,7 @@ def test_previous_pins_a_moved_connection_to_the_earlier_owner():
     decision = balancer.pick(flow(port, TCP_ACK), 20.0)
     assert decision.backend.name == "vm1" and decision.extra == ()
     assert balancer.pick(flow(port, TCP_ACK), 21.0).backend.name == "vm1"
-    assert balancer.counters.second_chance_previous == 1
+    assert balancer.second_chance.previous == 1
 
 
 def test_syns_off_and_an_expired_window_follow_the_current_table():
@@ -201,8 +193,9 @@ def test_a_down_earlier_owner_stops_getting_duplicates():
     port = moved_port(balancer)
     assert balancer.pick(flow(port, TCP_ACK), 20.0).extra
     balancer.rebuild_now(balancer.set_health("web", "vm1", False, 25.0), 25.0)
-    assert balancer.pick(flow(port, TCP_ACK), 26.0).extra == ()
-    assert len(balancer.duplicated) == 0
+    decision = balancer.pick(flow(port, TCP_ACK), 26.0)
+    assert decision.extra == () and decision.undo  # its rule sends to one VM again
+    assert len(balancer.second_chance) == 0
 
 
 def test_a_vip_change_keeps_its_table_history():
@@ -231,8 +224,15 @@ def test_the_gateway_sends_a_moved_segment_and_its_rule_to_both_vms():
     assert tunnel_destinations(out.message.actions) == wanted
     rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
     assert tunnel_destinations(rule.actions) == wanted
-    (syn_out,) = rig.packet_in(UPLINK, frame(sport=port + 1, flags=TCP_SYN), 20.0)
-    assert len(tunnel_destinations(syn_out.message.actions)) == 1
+    other = moved_port(rig.core.balancer, after=port + 1)  # a moved slot too, opened by a SYN
+    (syn_out,) = rig.packet_in(UPLINK, frame(sport=other, flags=TCP_SYN), 20.0)
+    assert tunnel_destinations(syn_out.message.actions) == [tunnels[current_of(rig, other)]]
+    # The duplicating rule takes no SYN: a new connection on the same 5-tuple comes to the
+    # controller, which gives it a rule of one backend in place of the duplicating one.
+    assert rig.send(UPLINK, frame(sport=port, flags=TCP_SYN), 30.0).to_controller is False
+    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
+    assert tunnel_destinations(rule.actions) == [tunnels[current]]
+    assert len(rig.core.balancer.second_chance) == 0
 
 
 def test_history_is_kept_only_while_second_chance_is_on_and_let_go_after_its_window():
@@ -249,3 +249,103 @@ def test_history_is_kept_only_while_second_chance_is_on_and_let_go_after_its_win
     turned_off = drained(SECOND_CHANCE_DUPLICATE)
     turned_off.set_vip(vip(SECOND_CHANCE_OFF, (0, 1, 1)), 12.0)
     assert len(turned_off.vips["web"].history) == 0
+
+
+def current_of(rig: GatewayRig, port: int) -> str:
+    return rig.core.balancer.predict(flow(port, TCP_SYN))
+
+
+def test_a_syn_on_a_duplicated_5_tuple_ends_the_duplication():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    assert balancer.pick(flow(port, TCP_ACK), 20.0).extra
+    syn = balancer.pick(flow(port, TCP_SYN), 21.0)  # the client opens it again
+    assert syn.from_table and syn.extra == () and syn.undo
+    assert len(balancer.second_chance) == 0
+
+
+def test_a_record_outliving_its_entry_is_undone_at_the_next_miss():
+    balancer = drained(SECOND_CHANCE_DUPLICATE, window=30)
+    port = moved_port(balancer)
+    first = balancer.pick(flow(port, TCP_ACK), 20.0)
+    balancer.flows.remove(first.key)  # evicted at capacity: the record stays behind
+    late = balancer.pick(flow(port, TCP_ACK), 50.0)  # past the window: one backend
+    assert late.extra == () and late.undo and not late.from_table
+    assert len(balancer.second_chance) == 0
+
+
+def test_turning_duplicate_off_ends_duplication_on_the_next_hit():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    balancer.pick(flow(port, TCP_ACK), 20.0)
+    balancer.set_vip(vip(SECOND_CHANCE_OFF, (0, 1, 1)), 21.0)
+    hit = balancer.pick(flow(port, TCP_ACK), 22.0)
+    assert hit.from_table and hit.extra == () and hit.undo
+
+
+def test_a_flapping_backend_does_not_push_the_drain_out_of_the_history():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    port = moved_port(balancer)
+    for at in (11.0, 12.0, 13.0, 14.0):  # vm3 down and up, twice
+        balancer.rebuild_now(balancer.set_health("web", "vm3", at in (12.0, 14.0), at), at)
+    assert len(balancer.vips["web"].history) == 3  # the drain's and the two of the flap
+    decision = balancer.pick(flow(port, TCP_ACK), 20.0)
+    assert "vm1" in [b.name for b, _ in decision.extra] or decision.backend.name == "vm1"
+
+
+def test_a_new_way_of_finding_slots_starts_a_new_history():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    resized = dataclasses.replace(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), table_size=509)
+    balancer.rebuild_now(balancer.set_vip(resized, 15.0), 15.0)
+    state = balancer.vips["web"]  # 251-slot tables say nothing of 509 slots
+    assert state.history.recent(20.0, 900, slotting(state.vip)) == ()
+    port = moved_port(balancer)  # (a flow vm1 had in the first 251-slot table)
+    assert balancer.pick(flow(port, TCP_ACK), 20.0).extra == ()
+
+
+def test_a_switch_mode_vip_keeps_no_history():
+    balancer = Balancer()
+    switch = dataclasses.replace(
+        vip(SECOND_CHANCE_DUPLICATE), placement="port-bits", table_size=256, mode="switch"
+    )
+    balancer.rebuild_now(balancer.set_vip(switch, 0.0), 0.0)
+    drained_switch = dataclasses.replace(switch, backends=vip("off", (0, 1, 1)).backends)
+    balancer.rebuild_now(balancer.set_vip(drained_switch, 10.0), 10.0)
+    assert len(balancer.vips["web"].history) == 0
+
+
+def test_duplicated_flows_are_bounded_and_counted():
+    balancer = drained(SECOND_CHANCE_DUPLICATE)
+    balancer.second_chance = SecondChance(capacity=1)
+    first = moved_port(balancer)
+    second = moved_port(balancer, after=first + 1)
+    balancer.pick(flow(first, TCP_ACK), 20.0)
+    balancer.pick(flow(second, TCP_ACK), 20.0)
+    assert len(balancer.second_chance) == 1 and balancer.second_chance.evicted == 1
+
+
+def test_turning_it_off_over_rest_gives_duplicated_flows_one_backend_again():
+    rig = GatewayRig(vips=(vip(SECOND_CHANCE_DUPLICATE),))
+    rig.run(rig.core.set_vip(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), 10.0))
+    port = moved_port(rig.core.balancer)
+    current = current_of(rig, port)
+    rig.packet_in(UPLINK, frame(sport=port, flags=TCP_ACK), 20.0)
+    rig.run(rig.core.set_vip(vip(SECOND_CHANCE_OFF, (0, 1, 1)), 21.0))
+    tunnels = {b.name: b.tunnel_ip for b in BACKENDS}
+    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
+    assert tunnel_destinations(rule.actions) == [tunnels[current]]
+    assert len(rig.core.balancer.second_chance) == 0
+
+
+def test_a_retired_earlier_owner_leaves_the_duplicating_rule():
+    rig = GatewayRig(vips=(vip(SECOND_CHANCE_DUPLICATE),))
+    rig.run(rig.core.set_vip(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), 10.0))
+    port = moved_port(rig.core.balancer)
+    current = current_of(rig, port)
+    rig.packet_in(UPLINK, frame(sport=port, flags=TCP_ACK), 20.0)
+    rig.run(rig.core.set_health("web", "vm1", False, 21.0))
+    rig.tick(21.0 + 60.0)  # long past the grace: vm1 retired
+    tunnels = {b.name: b.tunnel_ip for b in BACKENDS}
+    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
+    assert tunnel_destinations(rule.actions) == [tunnels[current]]
+    assert len(rig.core.balancer.second_chance) == 0

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 OFF, ON = "off", "on"
+SECOND_CHANCE_ON = "duplicate"  # the VIP's second_chance when the mechanism is on
 SETTINGS = (OFF, ON)
 
 # The cases in the order they run, with their labels in the report.
@@ -159,5 +160,8 @@ def verdict(run: Run) -> tuple[bool | None, str]:
     if missing or len(run.finals) > run.started:
         return False, f"{len(missing)} downloads without a result; " + detail
     if run.setting == ON:
+        kept = run.details.get("second_chance_after_restart")
+        if kept is not None and kept != SECOND_CHANCE_ON:  # the restarted gateway's setting
+            return False, f"second_chance {kept!r} after the restart; " + detail
         return not run.broken, detail
     return None, detail

@@ -32,13 +32,23 @@ import re
 import time
 from collections.abc import Callable
 
-from double_tally import CASES, OFF, ON, SETTINGS, TABLE_COLUMNS, Run, table_rows, verdict
+from double_tally import (
+    CASES,
+    OFF,
+    ON,
+    SECOND_CHANCE_ON,
+    SETTINGS,
+    TABLE_COLUMNS,
+    Run,
+    table_rows,
+    verdict,
+)
 from scenario_result import Counts, Result
 from world import World
 
 from ryu_app.core.model import MODE_SWITCH
 
-SECOND_CHANCE = "duplicate"  # the VIP's setting when the mechanism is on
+SECOND_CHANCE = SECOND_CHANCE_ON  # the VIP's setting when the mechanism is on
 # The VM side of the mechanism, the deployment guide's nftables command (docs/deployment.md;
 # verified: an ACK to a listening port with no connection gets no reset with it, a reset
 # without it; downloads started after it work).
@@ -342,7 +352,10 @@ def _set_mechanism(world: World, gateways, setting: str) -> list[str]:
     for gateway in gateways:
         status, vip = world.api(gateway, "GET", path)
         wanted = SECOND_CHANCE if setting == ON else OFF
-        if status != 200 or vip.get("second_chance", OFF) == wanted:
+        if status != 200:
+            problems.append(f"{gateway.name}: GET {path}: {status} {vip}")
+            continue
+        if vip.get("second_chance", OFF) == wanted:
             continue
         status, answer = world.api(gateway, "PUT", path, {**vip, "second_chance": wanted})
         if status >= 300:

@@ -84,3 +84,11 @@ def test_the_table_has_a_row_per_run_cases_in_order_off_before_on():
         "broken": "2", "lost w/ VM": "-", "MB": "6.0/8.0", "broken on": "vm1 x2",
     }  # fmt: skip
     assert dict(zip(TABLE_COLUMNS, rows[2], strict=True))["lost w/ VM"] == "1"
+
+
+def test_a_restarted_gateway_that_lost_the_setting_fails_the_on_run():
+    run = drain_run(ON, broken_ports=())
+    assert verdict(run)[0] is True
+    run.details["second_chance_after_restart"] = "off"
+    ok, detail = verdict(run)
+    assert ok is False and "after the restart" in detail

@@ -316,3 +316,40 @@ def test_the_ids_cache_follows_the_content_not_the_objects(tmp_path):
     back = SavedIds({**IDS.backends, "dns6": {"vm3": SavedId(1, "192.168.100.13", "m")}}, 10)
     statefile.write(path, None, back)
     assert statefile.read_state(path).ids == back
+
+
+def test_a_file_that_holds_the_content_already_is_not_written_again(tmp_path, monkeypatch):
+    path = tmp_path / "gw1.json"
+    assert statefile.write(path, VIPS, IDS) is True
+    before = path.stat()
+
+    def no_write(*args):
+        raise AssertionError("written again")
+
+    monkeypatch.setattr(statefile.os, "replace", no_write)
+    monkeypatch.setattr(statefile.os, "fsync", no_write)
+    assert statefile.write(path, tuple(VIPS), fresh_copy(IDS)) is False
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text.replace('"id": 9', '"id": 8'),  # the same size
+        lambda text: text[:-1],
+        lambda text: "",
+    ],
+    ids=["same-size", "shorter", "empty"],
+)
+def test_a_file_that_differs_in_any_byte_is_written(tmp_path, damage):
+    path = tmp_path / "gw1.json"
+    statefile.write(path, VIPS, IDS)
+    whole = path.read_text()
+    path.write_text(damage(whole))
+    assert path.read_text() != whole
+    assert statefile.write(path, VIPS, IDS) is True
+    assert path.read_text() == whole
+    path.unlink()
+    assert statefile.write(path, VIPS, IDS) is True and path.read_text() == whole

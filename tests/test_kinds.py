@@ -107,6 +107,29 @@ def test_no_test_file_marks_its_kind_or_skips_itself():
     assert not offenders, "\n".join(offenders)
 
 
+def imported_test_files(path: Path) -> list[str]:
+    """The test files (``test_*`` modules) that ``path`` imports from."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return [name for name in names if name.rpartition(".")[2].startswith("test_")]
+
+
+def test_lab_tests_share_helpers_through_helper_modules_not_each_other():
+    """A lab test imported by another is run, read and changed as two (a helper renamed for one
+    scenario breaks the other's): what they share lives in a module that is not a test file
+    (``topo``, ``netlab``, ``pairhelpers``), which pytest does not collect."""
+    offenders = {
+        path.relative_to(ROOT).as_posix(): imported
+        for path in sorted((TESTS / "integration").glob("*.py"))
+        if (imported := imported_test_files(path))
+    }
+    assert offenders == {}
+
+
 # ---- the guard ------------------------------------------------------------------------------
 
 

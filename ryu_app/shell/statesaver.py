@@ -11,7 +11,8 @@ which the switch's receiving thread needs for every packet-in.  At most one writ
 (once per failing streak, and its end) and tried again an interval later.
 
 Both kinds of write go through one lock and write the whole file (the VIPs REST saved last, if
-any, and the ids taken last), so neither undoes the other whichever comes second.
+any, and the ids taken last), so neither undoes the other whichever comes second.  A file that
+holds that already is left as it is (a start saves the ids it read: mostly no change).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from ryu_app.core.model import (
     SECOND_CHANCE_PREVIOUS,
 )
 from tests.integration import topo as topology
-from tests.integration.test_switch_mode_pair_ovs import (
+from tests.integration.pairhelpers import (
     finish,
     lookup,
     pin,

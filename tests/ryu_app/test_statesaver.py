@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from ryu_app.api import statefile
 from ryu_app.core.balancer import Balancer
 from ryu_app.shell import statesaver
 from tests.ryu_app.core.test_balancer import down_and_retired, make_vip
@@ -114,3 +115,19 @@ def test_restored_state_is_what_a_rest_change_writes_before_the_first_id_save():
     saver = saver_for(disk, vips=[make_vip()], ids=saved)
     saver.save_vips(())
     assert disk.writes == [("gw1.json", (), saved)]
+
+
+def test_a_start_whose_ids_did_not_change_leaves_the_file_as_it_was(tmp_path):
+    """The first save of a run is its ids, mostly the ones it read: no write, no fsync."""
+    path = tmp_path / "gw1.json"
+    statefile.write(path, None, balancer_with_web().saved_ids())
+    before = path.stat()
+    restarted = statesaver.StateSaver(path, None, statefile.read_state(path).ids)
+    balancer = balancer_with_web()  # the same VIP: the same ids
+    assert tick(restarted, balancer, 100.0) and restarted.saves == 1
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    down_and_retired(balancer, "web", "vm2")  # a real change: written as before
+    assert tick(restarted, balancer, 102.0)
+    assert path.stat().st_ino != before.st_ino
+    assert statefile.read_state(path).ids == balancer.saved_ids()

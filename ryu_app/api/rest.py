@@ -212,6 +212,10 @@ class RestApi:
         self.token = token
         self.clock = clock
         self.wall_clock = wall_clock
+        # Wall-clock times in answers are the core's clock plus this offset, taken once: read
+        # from two clocks per request, a busy machine put milliseconds between the two reads,
+        # and a backend's ``since`` seemed to change from one GET /v1/health to the next.
+        self.wall_offset = wall_clock() - clock()
         # The HTTP server's connection counters (``httpserver.Stats``), served in /metrics;
         # set by ``make`` once the server exists (none under classic Ryu's eventlet server).
         self.server_stats = None
@@ -302,7 +306,11 @@ class RestApi:
         return self.run(lambda: self.service.delete_backend(vip, backend, self.clock()))
 
     def health(self, request, body):
-        return self.run(lambda: self.service.health(self.clock(), self.wall_clock()))
+        def answer():
+            now = self.clock()
+            return self.service.health(now, now + self.wall_offset)
+
+        return self.run(answer)
 
     def lookup(self, request, body):
         params = request.checked_query

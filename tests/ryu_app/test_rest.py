@@ -625,3 +625,20 @@ def test_the_config_digest_does_not_depend_on_the_order_vips_were_added(make_har
     assert [v["name"] for v in first.get_json("/v1/vips")["vips"]] == ["api", "web"]
     statuses = [h.get_json("/v1/status") for h in (first, second)]
     assert statuses[0]["config_digest"] == statuses[1]["config_digest"]
+
+
+def test_health_times_do_not_jitter_with_the_wall_clock_reads(harness):
+    """Wall-clock times come from the core's clock plus one offset taken at start: a busy
+    machine reading the two clocks milliseconds apart must not make a backend's ``since``
+    seem to change between two GET /v1/health (the demo's flood check counts that as a flap)."""
+    jitter = iter([0.0, 0.004, 0.009, 0.013])
+    harness.app = RestApi(
+        harness.service,
+        clock=lambda: harness.now,
+        wall_clock=lambda: harness.now + harness.WALL_OFFSET + next(jitter),
+    )
+    first = harness.get_json("/v1/health")["vips"]["web"]
+    harness.now += 0.5
+    second = harness.get_json("/v1/health")["vips"]["web"]
+    assert [row["since"] for row in first] == [row["since"] for row in second]
+    assert first[0]["since"] == pytest.approx(100.0 + harness.WALL_OFFSET)

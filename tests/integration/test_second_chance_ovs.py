@@ -173,8 +173,10 @@ def double_change(lab, mode: str, sport: int, held, change, moved_to: set[str]) 
         changed = time.monotonic()
         for gateway in (a, b):
             change(gateway)
+        moved = moved_to - {held.name}  # the slot changed owner (once B's table is in: a
+        # write may answer 202 before it is, on a busy machine)
+        topology.wait_for(lambda: lookup(lab, b, sport)["backend"] in moved, 5, "B's table")
         current = vm_named(lab, lookup(lab, b, sport)["backend"])
-        assert current.name in moved_to - {held.name}, current.name  # the slot changed owner
         dropped_before = dropped(current) if mode == SECOND_CHANCE_DUPLICATE else 0
         time.sleep(max(0.0, SETTLE - (time.monotonic() - changed)))
         tunnels = move_to_b(lab, sport, download)

@@ -46,17 +46,13 @@ from double_tally import (
 from scenario_result import Counts, Result
 from world import World
 
+from lab.vmrule import VM_DROP_RULE, VM_RULE_TABLE
 from ryu_app.core.model import MODE_SWITCH
 
 SECOND_CHANCE = SECOND_CHANCE_ON  # the VIP's setting when the mechanism is on
 # The VM side of the mechanism, the deployment guide's nftables command (docs/deployment.md;
 # verified: an ACK to a listening port with no connection gets no reset with it, a reset
 # without it; downloads started after it work).
-VM_DROP_RULE = (
-    "add table inet lockstep { chain input { type filter hook input priority filter; "
-    "tcp flags & syn == 0 ct state new,invalid counter drop; }; }"
-)
-VM_RULE_TABLE = "inet lockstep"
 FIRST_PORT = 54000
 LEAD_IN = 1.5  # seconds of downloads before the first change
 MOVE_AFTER = 1.0  # seconds from the backend change to the ECMP move at least (the lab)

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from lab.ovs import PrivateOVS, free_port, listening, sh, wait_for
+from lab.vmrule import VM_DROP_COMMAND
 from tests.integration.netlab import Lab
 from tests.integration.topo import MANY_CLIENT, VM_SERVER
 
@@ -408,7 +409,9 @@ def test_the_guide_end_to_end(tmp_path):
         for name, ns in vm_ns.items():
             run_block(substituted(blocks["vm"], name, values), ns=ns, env=env)
             # The second-chance drop rule, before any client connects: the guide's traffic
-            # and health probes below pass through it.
+            # and health probes below pass through it.  The demo and the integration test
+            # use the same rule (lab/vmrule.py).
+            assert blocks["vm-second-chance"].text.strip() == VM_DROP_COMMAND
             run_block(blocks["vm-second-chance"].text, ns=ns, env=env)
         run_block(substituted(blocks["router"], None, values), ns=router, env=env)
 

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from lab.vmrule import VM_DROP_RULE
 from ryu_app.core.model import (
     SECOND_CHANCE_DUPLICATE,
     SECOND_CHANCE_MODES,
@@ -50,10 +51,7 @@ SETTLE = 1.0  # between the backend change and the ECMP move, as in the issue's 
 # invalid) is dropped silently instead of answered with RST.  It must be in place before the
 # VM's connections start: conntrack tracks a connection from its SYN.  The counter lets the
 # test see the VM drop the duplicated segments.
-DROP_RULE = (
-    "add table inet lockstep { chain input { type filter hook input priority filter; "
-    "tcp flags & syn == 0 ct state new,invalid counter drop; }; }"
-)
+DROP_RULE = VM_DROP_RULE  # (lab/vmrule.py: the guide's rule, one copy)
 
 
 def has_drop_rule(vm) -> bool:

@@ -3,8 +3,11 @@ the backends' ids (``balancer.SavedIds``), so that a restarted controller names 
 rules its switch kept as the run that wrote them did.
 
 Version 2: ``vips`` (absent when no REST change was made: the deployment file's VIPs hold),
-``backend_ids`` (VIP -> backend -> its id, tunnel address and MAC) and ``next_backend_id``.
-Version 1 files (VIPs only) are still read: they restore no ids.
+``backend_ids`` (VIP -> backend -> its id, tunnel address and MAC) and ``next_backend_id``,
+and ``second_chance_history`` (VIP -> the tables second chance remembers, newest first: when
+each was replaced, wall clock, null for the one in use when written, and what it was built
+from; absent when no VIP has any).  Version 1 files (VIPs only) are still read: they restore no
+ids.
 
 Written atomically (write a temporary file in the same folder, fsync it, rename it over the old
 one, fsync the folder): after a crash the file is the old version or the new one, never half.
@@ -22,6 +25,9 @@ from pathlib import Path
 
 from ryu_app.core.balancer import SavedId, SavedIds
 from ryu_app.core.flowtable import MAX_BACKEND_ID
+from ryu_app.core.maglev import TableSpec
+from ryu_app.core.model import HASH_MODES, MAX_TABLE_SIZE, MAX_WEIGHT, PLACEMENTS
+from ryu_app.core.secondchance import KeptTable
 from topology import deployment as deployment_file
 from topology.schema import ConfigError, Problem
 
@@ -104,7 +110,27 @@ def file_text(vips, ids: SavedIds | None = None) -> str:
     if ids is not None:
         text += f',\n"backend_ids": {ids_text(ids)}'
         text += f',\n"next_backend_id": {ids.next_id}'
+        if ids.history:
+            text += f',\n"second_chance_history": {history_text(ids.history)}'
     return text + "}"
+
+
+def history_text(history: dict[str, tuple[KeptTable, ...]]) -> str:
+    """Second chance's history, one VIP per line (VIP names sorted)."""
+    lines = []
+    for name in sorted(history):
+        entries = [
+            {
+                "replaced_at": kept.at,
+                "table_size": kept.spec.table_size,
+                "placement": kept.spec.placement,
+                "hash": kept.slotting[1],
+                "backends": [list(backend) for backend in kept.spec.backends],
+            }
+            for kept in history[name]
+        ]
+        lines.append(f"{json.dumps(name)}: {json.dumps(entries, sort_keys=True)}")
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def write(path: str | Path, vips, ids: SavedIds | None = None) -> bool:
@@ -200,7 +226,61 @@ def read_state(path: str | Path) -> SavedState | None:
     has_vips = data["version"] == 1 or "vips" in data  # (version 2 without: none saved)
     vips = _vips(data.get("vips"), path) if has_vips else None
     ids = _ids(data, path) if "backend_ids" in data else None
+    if ids is not None and "second_chance_history" in data:
+        history = _history(data["second_chance_history"], path)
+        ids = SavedIds(ids.backends, ids.next_id, history)
     return SavedState(vips, ids)
+
+
+def _history(raw, path: Path) -> dict[str, tuple[KeptTable, ...]]:
+    """Second chance's saved history; ConfigError naming the key of an entry that is not
+    what ``history_text`` writes."""
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ConfigError([Problem("second_chance_history", f"state file {path}: must map "
+                                   "VIP names to lists of tables")])  # fmt: skip
+    history = {}
+    for vip, entries in raw.items():
+        kept = []
+        for index, entry in enumerate(entries):
+            table = _kept_table(entry)
+            if table is None:
+                key = f"second_chance_history.{vip}[{index}]"
+                reason = (
+                    "must be {replaced_at: number or null, table_size, placement, hash, "
+                    "backends: [[name, weight], ...]}"
+                )
+                raise ConfigError([Problem(key, f"state file {path}: {reason}")])
+            kept.append(table)
+        history[vip] = tuple(kept)
+    return history
+
+
+def _kept_table(entry) -> KeptTable | None:
+    """One saved history entry, or None if it is not well formed."""
+    if not isinstance(entry, dict):
+        return None
+    at, size, backends = entry.get("replaced_at"), entry.get("table_size"), entry.get("backends")
+    placement, hash_mode = entry.get("placement"), entry.get("hash")
+    if at is not None and not isinstance(at, int | float) or isinstance(at, bool):
+        return None
+    if type(size) is not int or not 1 <= size <= MAX_TABLE_SIZE:
+        return None
+    if placement not in PLACEMENTS or hash_mode not in HASH_MODES:
+        return None
+    if not isinstance(backends, list) or not all(_is_backend(b) for b in backends):
+        return None
+    spec = TableSpec(size, tuple((name, weight) for name, weight in backends), placement)
+    return KeptTable(at, spec, (placement, hash_mode, size))
+
+
+def _is_backend(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and type(value[1]) is int
+        and 1 <= value[1] <= MAX_WEIGHT
+    )
 
 
 def _vips(raw_vips, path: Path) -> list:

@@ -45,7 +45,14 @@ from ryu_app.core.model import (
     Vip,
     service_key,
 )
-from ryu_app.core.secondchance import SecondChance, Slotting, TableHistory, slotting
+from ryu_app.core.secondchance import (
+    KeptTable,
+    Replaced,
+    SecondChance,
+    Slotting,
+    TableHistory,
+    slotting,
+)
 from ryu_app.core.serving import serving
 from ryu_app.core.slots import placement_index, port_slot
 
@@ -104,15 +111,23 @@ class SavedIds:
 
     backends: dict[str, dict[str, SavedId]]
     next_id: int
+    # Second chance's history by VIP (``secondchance.KeptTable``): the tables each replaced
+    # within its window, and the one in use, so that a restarted controller has them too.
+    history: dict[str, tuple[KeptTable, ...]] = field(default_factory=dict)
 
 
 class IdsSnapshot(NamedTuple):
-    """The balancer's VIPs (immutable) with a copy of their backend ids, and the next id."""
+    """The balancer's VIPs (immutable) with a copy of their backend ids, and the next id; and
+    each second-chance VIP's history as (seconds since replaced, or None for the table in
+    use; spec; slotting)."""
 
     vips: tuple[tuple[Vip, dict[str, int]], ...]
     next_id: int
+    history: tuple[tuple[str, tuple[tuple[float | None, TableSpec, Slotting], ...]], ...] = ()
 
-    def saved(self) -> SavedIds:
+    def saved(self, wall: float = 0.0) -> SavedIds:
+        """``SavedIds`` of the snapshot; ``wall``: the wall-clock time it was taken at (the
+        history's times are kept as wall-clock times)."""
         backends = {
             vip.name: {
                 backend.name: SavedId(ids[backend.name], backend.tunnel_ip, backend.mac)
@@ -120,7 +135,14 @@ class IdsSnapshot(NamedTuple):
             }
             for vip, ids in self.vips
         }
-        return SavedIds(backends, self.next_id)
+        history = {
+            name: tuple(
+                KeptTable(None if age is None else round(wall - age, 3), spec, found_by)
+                for age, spec, found_by in entries
+            )
+            for name, entries in self.history
+        }
+        return SavedIds(backends, self.next_id, history)
 
 
 @dataclass(frozen=True)
@@ -216,6 +238,7 @@ class Balancer:
         self._restored: dict[str, dict[str, SavedId]] = {}
         self._reserved: set[int] = set()
         self.ids_version = 0  # goes up whenever a backend's id is given or taken
+        self.history_version = 0  # goes up whenever second chance's history gains a table
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -328,12 +351,59 @@ class Balancer:
         are not in it: the next id, saved too, keeps them from being given again soon.)"""
         return self.ids_snapshot().saved()
 
-    def ids_snapshot(self) -> IdsSnapshot:
+    def ids_snapshot(self, now: float | None = None) -> IdsSnapshot:
         """What ``saved_ids`` is made of, taken cheaply (a copy of each VIP's id map; the
         Vips are immutable): the app takes it on the event loop and has it made into
-        ``SavedIds`` off it (100,000 backends: ~70 ms, too long to hold packet-ins)."""
+        ``SavedIds`` off it (100,000 backends: ~70 ms, too long to hold packet-ins).  With
+        ``now``, each second-chance VIP's history too (``kept_history``)."""
         vips = tuple((state.vip, dict(state.backend_ids)) for state in self.vips.values())
-        return IdsSnapshot(vips, self._next_id)
+        history = () if now is None else self.kept_history(now)
+        return IdsSnapshot(vips, self._next_id, history)
+
+    def kept_history(self, now: float) -> tuple:
+        """Each second-chance VIP's replaced tables within its window (seconds since each was
+        replaced, spec, slotting) and its table in use (None for the time): what a restarted
+        controller needs to send a moved connection where it was (``restore_history``)."""
+        kept = []
+        for name, state in self.vips.items():
+            vip = state.vip
+            if vip.second_chance == SECOND_CHANCE_OFF or vip.mode == MODE_SWITCH:
+                continue
+            entries = [
+                (now - entry.at, entry.spec, entry.slotting)
+                for entry in state.history.kept(now, vip.second_chance_window)
+                if entry.spec is not None
+            ]
+            if state.table.names and state.table_spec is not None and state.slotting:
+                entries.insert(0, (None, state.table_spec, state.slotting))
+            if entries:
+                kept.append((name, tuple(entries)))
+        return tuple(kept)
+
+    def restore_history(
+        self, saved: SavedIds, tables: dict[TableSpec, MaglevTable], now: float, wall: float
+    ) -> int:
+        """Take an earlier run's history (``saved.history``, its times wall-clock: ``wall`` is
+        ``now`` on that clock): each VIP still here with second chance on gets the tables
+        replaced within its window, and the earlier run's table in use as replaced now (the
+        restart replaced it).  ``tables``: built from the specs.  How many were restored."""
+        restored = 0
+        for name, kept in saved.history.items():
+            state = self.vips.get(name)
+            if state is None or state.vip.second_chance == SECOND_CHANCE_OFF:
+                continue
+            window = state.vip.second_chance_window
+            entries = []
+            for entry in kept:
+                at = now if entry.at is None else now - (wall - entry.at)
+                table = tables.get(entry.spec)
+                if table is not None and table.names and now - at <= window:
+                    entries.append(Replaced(at, table, entry.slotting, entry.spec))
+            state.history.restore(entries)
+            restored += len(entries)
+        if restored:
+            self.history_version += 1
+        return restored
 
     # ---- health and tables -----------------------------------------------------------------
 
@@ -415,7 +485,8 @@ class Balancer:
             and table is not state.table
             and state.slotting is not None
         ):
-            state.history.replaced(state.table, now, state.slotting)
+            state.history.replaced(state.table, now, state.slotting, state.table_spec)
+            self.history_version += 1
         state.slotting = slotting(vip)
         # The table before its spec: a reader on another thread that sees the new spec (the
         # REST side asking whether a change's table is in) then finds the table in place too.

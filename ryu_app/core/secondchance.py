@@ -38,7 +38,7 @@ from typing import NamedTuple, Protocol
 
 from ryu_app.core import pipeline
 from ryu_app.core.flowkey import Flow
-from ryu_app.core.maglev import MaglevTable
+from ryu_app.core.maglev import MaglevTable, TableSpec
 from ryu_app.core.model import (
     SECOND_CHANCE_DUPLICATE,
     SECOND_CHANCE_OFF,
@@ -64,6 +64,18 @@ class Replaced(NamedTuple):
     at: float  # when the table stopped answering (the caller's clock)
     table: MaglevTable
     slotting: Slotting  # of the VIP it answered for
+    spec: TableSpec | None = None  # what it was built from (what the state file keeps)
+
+
+class KeptTable(NamedTuple):
+    """A table of a VIP's history as the state file keeps it, so that a restarted controller
+    has the history too: when it was replaced (wall clock; None: the table in use when the
+    file was written, which the restart replaces), what it was built from, and how its VIP
+    found slots."""
+
+    at: float | None
+    spec: TableSpec
+    slotting: Slotting
 
 
 class TableHistory:
@@ -83,7 +95,9 @@ class TableHistory:
     def __bool__(self) -> bool:
         return bool(self._replaced)
 
-    def replaced(self, table: MaglevTable, now: float, found_by: Slotting) -> None:
+    def replaced(
+        self, table: MaglevTable, now: float, found_by: Slotting, spec: TableSpec | None = None
+    ) -> None:
         """``table`` stops answering at ``now`` (an empty table, a new VIP's, is not kept).  A
         table already kept moves to the front: a backend that flaps down and up swaps two
         tables back and forth, and must not push an older change (a drain) out."""
@@ -94,7 +108,7 @@ class TableHistory:
             if entry.table is table:
                 replaced.remove(entry)
                 break
-        replaced.appendleft(Replaced(now, table, found_by))
+        replaced.appendleft(Replaced(now, table, found_by, spec))
 
     def recent(
         self, now: float, window: float, found_by: Slotting | None = None
@@ -106,6 +120,16 @@ class TableHistory:
         while replaced and now - replaced[-1].at > window:
             replaced.pop()
         return tuple(e.table for e in replaced if found_by is None or e.slotting == found_by)
+
+    def kept(self, now: float, window: float) -> tuple[Replaced, ...]:
+        """The entries within ``window`` of ``now``, newest first (older ones dropped)."""
+        self.recent(now, window)
+        return tuple(self._replaced)
+
+    def restore(self, entries: list[Replaced]) -> None:
+        """Take an earlier run's entries (any order): newest first, bounded as ever."""
+        for entry in sorted(entries, key=lambda e: e.at):
+            self.replaced(entry.table, entry.at, entry.slotting, entry.spec)
 
     def clear(self) -> None:
         self._replaced.clear()

@@ -33,6 +33,7 @@ import time
 from ryu_app.api import pacing, rest
 from ryu_app.api.service import GatewayService
 from ryu_app.core import maglev
+from ryu_app.core.balancer import TableRequest
 from ryu_app.core.effects import Effects
 from ryu_app.core.gateway import GatewayCore
 from ryu_app.core.switchports import PORT_EVENTS
@@ -120,6 +121,8 @@ class LockstepApp(compat.app_base_class()):
         self.builder.start()  # the workers load the compiled fill while the core is set up
         started = self.core.set_vips(list(self.deployment.vips), self.clock())
         self._build_at_start(started.tables)  # before any switch: here, at once
+        if current.saved_ids is not None and current.saved_ids.history:
+            self._restore_history(current.saved_ids)
         _log(started)
         self.datapath = None
         self.handler_errors = 0
@@ -164,6 +167,30 @@ class LockstepApp(compat.app_base_class()):
             "need a bearer token" if current.token else "open",
             current.state_file,
         )
+
+    def _restore_history(self, saved) -> None:
+        """Second chance's history as the earlier run kept it (the state file): its tables
+        built (on the workers, as at start), then handed to the balancer, so that a connection
+        moved to this gateway just after its restart still reaches the VM it was on."""
+        vips = self.core.balancer.vips
+        specs = {
+            kept.spec for name, entries in saved.history.items() if name in vips for kept in entries
+        }
+        requests = [TableRequest(f"(history) {index}", spec) for index, spec in enumerate(specs)]
+        tables = {}
+        if GREEN_HUB or self.builder.in_process:
+            tables = {r.spec: self.core.balancer.cache.get_or_build(r.spec) for r in requests}
+        elif requests:
+            lock = threading.Lock()
+
+            def keep(request, table, error) -> None:
+                if error is None:
+                    with lock:
+                        tables[request.spec] = table
+
+            self.builder.build_many(requests, keep)
+        restored = self.core.balancer.restore_history(saved, tables, self.clock(), time.time())
+        LOG.info("start-up: second chance's history: %d table(s) from the state file", restored)
 
     def _build_at_start(self, requests) -> None:
         """Every VIP's first table, before the app serves: on every core through the worker

@@ -2,8 +2,10 @@
 
 Backend ids change without a REST call (a backend retired after a DOWN verdict gets a new one),
 and a restarted controller must find the ids its switch's rules carry (``balancer.SavedIds``).
-So the app looks at the balancer's ``ids_version`` on each health tick (on the event loop: a
-counter compared, nothing more while nothing changed) and, when it moved, copies the ids there
+So the app looks at the balancer's ``ids_version`` and ``history_version`` (second chance's
+replaced tables, which a restarted controller needs as well) on each health tick (on the event
+loop: counters compared, nothing more while nothing changed) and, when one moved, copies the ids
+and the history there
 and has them made into ``SavedIds`` and written by a worker, never on the loop or the packet
 path: a write fsyncs (ms, or much more on a busy disk) while the loop holds the core's lock,
 which the switch's receiving thread needs for every packet-in.  At most one write per
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,7 +59,8 @@ class StateSaver:
         self._write = write or _write_file
         self._lock = lock or threading.Lock()  # the app's suits its hub (green or not)
         self._offload = offload  # runs the write in an OS thread (under a green hub)
-        self._version_saved: int | None = None  # the balancer's ids_version written last
+        # The balancer's (ids_version, history_version) written last.
+        self._version_saved: tuple[int, int] | None = None
         self._writing = False
         self._next_try = float("-inf")
         self._failing = False  # the last write failed (logged once per such streak)
@@ -70,21 +74,24 @@ class StateSaver:
             self._write(self.path, vips, self._ids)
             self._vips = tuple(vips)
 
-    def due(self, balancer: Balancer, now: float) -> tuple[int, IdsSnapshot] | None:
-        """On the loop: the ids to write now (with their version; a snapshot, made into
-        ``SavedIds`` by the worker), if they changed since the last write and no write ran in
-        the last interval nor runs now; else None."""
-        version = balancer.ids_version
+    def due(
+        self, balancer: Balancer, now: float
+    ) -> tuple[tuple[int, int], IdsSnapshot, float] | None:
+        """On the loop: the ids and history to write now (with their versions; a snapshot,
+        made into ``SavedIds`` by the worker; the wall-clock time it was taken), if they
+        changed since the last write and no write ran in the last interval nor runs now;
+        else None."""
+        version = (balancer.ids_version, balancer.history_version)
         if version == self._version_saved or self._writing or now < self._next_try:
             return None
         self._writing = True
         self._next_try = now + SAVE_INTERVAL
-        return version, balancer.ids_snapshot()
+        return version, balancer.ids_snapshot(now), time.time()
 
-    def write_ids(self, version: int, snapshot: IdsSnapshot) -> None:
+    def write_ids(self, version: tuple[int, int], snapshot: IdsSnapshot, wall: float) -> None:
         """In a worker: write what ``due`` handed out; never raises."""
         try:
-            ids = snapshot.saved()
+            ids = snapshot.saved(wall)
             with self._lock:
                 self._offload(self._write, self.path, self._vips, ids)
                 self._ids = ids

@@ -15,7 +15,9 @@ rule) the same move ends the download with a reset: the other VM answers RST.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -270,3 +272,49 @@ def test_a_download_survives_a_vm_added_then_an_ecmp_move_with_second_chance(lab
     finally:
         for gateway in (a, b):
             set_backend_present(lab, gateway, added, True)
+
+
+def saved_history_names(path) -> list[list[str]]:
+    """The backends (weight > 0) of each table the gateway's state file keeps for ``web``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entries = data.get("second_chance_history", {}).get("web", [])
+    return [[name for name, _ in entry["backends"]] for entry in entries]
+
+
+def test_a_drained_vms_download_survives_a_restart_of_b_then_the_move(lab):
+    """Drain, then B's controller is killed and started again (its state file keeps second
+    chance's history), then the move: the restarted B still sends the moved connection to the
+    drained VM too, and the download completes byte-exact."""
+    a, b = lab.gateways
+    set_drop_rule(lab, True)
+    for gateway in (a, b):
+        set_vip(lab, gateway, second_chance=SECOND_CHANCE_DUPLICATE)
+    sport = 51500
+    drained = vm_named(lab, lookup(lab, a, sport)["backend"])
+    state = lab.workdir / f"{b.name}.state.json"
+    size = 40_000_000  # ~10 s: the drain, the save, the restart (~3 s), the move, the rest
+    lab.route_vip(a)
+    try:
+        download = lab.start_download(size, pause=PAUSE, chunk=CHUNK, source_port=sport)
+        topology.wait_for(lambda: flow_tunnels(lab, a, sport), 5, "the flow's rule on A")
+        for gateway in (a, b):
+            set_weight(lab, gateway, drained.name, 0)
+        moved = {vm.name for vm in lab.vms} - {drained.name}
+        topology.wait_for(lambda: lookup(lab, b, sport)["backend"] in moved, 5, "B's table")
+        topology.wait_for(
+            lambda: any(drained.name in names for names in saved_history_names(state)),
+            5,
+            "B's state file to keep the table from before the drain",
+        )
+        lab.lab.kill(b.process, signal.SIGKILL)
+        lab.start_controller(b)
+        topology.wait_for(
+            lambda: lab.api(b, "GET", "/v1/status")[1]["switch_connected"], 15, "B to reconnect"
+        )
+        tunnels = move_to_b(lab, sport, download)
+        assert tunnels[0] != drained.tunnel_ip and drained.tunnel_ip in tunnels[1:], tunnels
+        finish(download, size)
+    finally:
+        lab.route_vip(a, b)
+        for gateway in (a, b):
+            set_weight(lab, gateway, drained.name, 1)

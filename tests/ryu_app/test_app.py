@@ -18,8 +18,10 @@ from webob import Request
 
 from ryu_app.api import pacing, rest, service, statefile
 from ryu_app.core import buildretries, openflow
-from ryu_app.core.maglev import build_spec
+from ryu_app.core.balancer import SavedIds
+from ryu_app.core.maglev import build_spec, table_spec
 from ryu_app.core.packets import TCP_SYN, tcp_frame
+from ryu_app.core.secondchance import KeptTable
 from ryu_app.shell import app as app_module
 from ryu_app.shell import builder as builder_module
 from ryu_app.shell import compat, fastlane, settings, statesaver
@@ -379,3 +381,34 @@ def test_a_failed_id_save_is_counted_and_tried_again(running, monkeypatch):
     clock[0] += statesaver.SAVE_INTERVAL
     wait_until(lambda: app.saver.saves == 2)
     assert len(attempts) == 2 and app.saver.failures == 1
+
+
+def test_a_restarted_app_takes_second_chances_history_from_the_state_file(monkeypatch, tmp_path):
+    """The state file kept a drain's replaced table: the new run builds it through the
+    builder, as its start-up tables, and a connection moved to it right after the restart
+    reaches the drained VM too."""
+    vip = dataclasses.replace(DEPLOYMENT.vips[0], table_size=TABLE_SIZE, second_chance="duplicate")
+    backends = tuple(dataclasses.replace(b, weight=int(b.name != "vm1")) for b in vip.backends)
+    drained = dataclasses.replace(vip, backends=backends)
+    deployment = dataclasses.replace(DEPLOYMENT, vips=(drained,))
+    before = table_spec(TABLE_SIZE, [(b.name, 1) for b in vip.backends], vip.placement)
+    found_by = (vip.placement, vip.hash, TABLE_SIZE)
+    history = {vip.name: (KeptTable(time.time() - 60, before, found_by),)}
+    tables = ControlledBuilder()
+    monkeypatch.setattr(builder_module, "TableBuilder", lambda in_process=False: tables)
+    monkeypatch.setattr(rest, "make", lambda *args, **kwargs: None)
+    monkeypatch.setattr(fastlane, "install", lambda sink: None)
+    saved = SavedIds({}, 1, history)
+    gateway = deployment.gateway("gw1")
+    settings.configure(
+        settings.Settings(deployment, gateway, tmp_path / "gw1.json", None, saved, False)
+    )
+    switch_interval = sys.getswitchinterval()
+    app = app_module.LockstepApp()
+    try:
+        (kept,) = app.core.balancer.vips[vip.name].history.kept(app.clock(), 900)
+        assert kept.spec == before and tables.calls >= 2  # its first table and this one
+        assert kept.table.names == tuple(sorted(b.name for b in vip.backends))
+    finally:
+        app.stop()
+        sys.setswitchinterval(switch_interval)

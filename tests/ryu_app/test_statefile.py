@@ -11,7 +11,9 @@ import pytest
 
 from ryu_app.api import statefile
 from ryu_app.core.balancer import SavedId, SavedIds
+from ryu_app.core.maglev import table_spec
 from ryu_app.core.model import Backend, HealthCheck, Vip
+from ryu_app.core.secondchance import KeptTable
 from topology import deployment as deployment_file
 from topology.deployment import vip_to_data
 from topology.schema import ConfigError
@@ -353,3 +355,23 @@ def test_a_file_that_differs_in_any_byte_is_written(tmp_path, damage):
     assert path.read_text() == whole
     path.unlink()
     assert statefile.write(path, VIPS, IDS) is True and path.read_text() == whole
+
+
+def test_second_chance_history_round_trips_and_a_bad_entry_is_named(tmp_path):
+    spec = table_spec(251, [("vm1", 1), ("vm2", 2)], "hash")
+    history = {
+        "web": (
+            KeptTable(None, spec, ("hash", "5-tuple", 251)),
+            KeptTable(1_000_010.5, spec, ("hash", "5-tuple", 251)),
+        )
+    }
+    ids = SavedIds({"web": {}}, 7, history)
+    path = tmp_path / "state.json"
+    assert statefile.write(path, None, ids)
+    assert statefile.read_state(path).ids == ids
+    data = json.loads(path.read_text())
+    data["second_chance_history"]["web"][1]["backends"] = [["vm1", "one"]]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as caught:
+        statefile.read_state(path)
+    assert caught.value.problems[0].path == "second_chance_history.web[1]"

@@ -66,10 +66,10 @@ def test_ids_are_written_at_start_then_only_when_they_change_at_most_once_per_in
 def test_no_second_write_starts_while_one_runs():
     disk, balancer = Disk(), balancer_with_web()
     saver = saver_for(disk)
-    version, ids = saver.due(balancer, 0.0)
+    version, ids, wall = saver.due(balancer, 0.0)
     down_and_retired(balancer, "web", "vm2")
     assert saver.due(balancer, 50.0) is None  # the first is still being written
-    saver.write_ids(version, ids)
+    saver.write_ids(version, ids, wall)
     assert saver.due(balancer, 50.0) is not None  # the change it did not hold
 
 

@@ -349,3 +349,43 @@ def test_a_retired_earlier_owner_leaves_the_duplicating_rule():
     rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
     assert tunnel_destinations(rule.actions) == [tunnels[current]]
     assert len(rig.core.balancer.second_chance) == 0
+
+
+# ---- across a restart ----------------------------------------------------------------------
+
+
+def restarted(
+    saved, now: float, wall: float, mode: str = SECOND_CHANCE_DUPLICATE, window: int = 900
+) -> Balancer:
+    """A new run (its clock at ``now``, the wall clock at ``wall``) of a gateway that had
+    drained vm1: it starts from its configuration, every backend healthy, and takes the
+    earlier run's history (the state file's) with tables built from its specs."""
+    balancer = Balancer()
+    balancer.rebuild_now(balancer.set_vip(vip(mode, (0, 1, 1), window), now), now)
+    specs = {kept.spec for entries in saved.history.values() for kept in entries}
+    tables = {spec: build_spec(spec) for spec in specs}
+    balancer.restore_history(saved, tables, now, wall)
+    return balancer
+
+
+def test_the_history_outlives_a_restart_through_the_saved_state():
+    before = drained(SECOND_CHANCE_DUPLICATE)  # vm1 drained at 10
+    port = moved_port(before)
+    saved = before.ids_snapshot(20.0).saved(wall=1_000_020.0)  # written at 20 (wall 1,000,020)
+    (entries,) = saved.history.values()
+    assert [kept.at for kept in entries] == [None, 1_000_010.0]  # in use; replaced at 10
+    after = restarted(saved, now=3.0, wall=1_000_050.0)  # a new run, 30 s later
+    decision = after.pick(flow(port, TCP_ACK), 4.0)
+    assert [backend.name for backend, _ in decision.extra] == ["vm1"]
+    assert after.history_version == 1
+
+
+def test_a_restart_keeps_only_what_is_within_the_window_and_second_chance_on():
+    before = drained(SECOND_CHANCE_DUPLICATE, window=30)
+    port = moved_port(before)
+    saved = before.ids_snapshot(20.0).saved(wall=1_000_020.0)
+    late = restarted(saved, now=3.0, wall=1_000_045.0, window=30)  # replaced 35 s ago
+    assert late.pick(flow(port, TCP_ACK), 4.0).extra == ()
+    off = restarted(saved, now=3.0, wall=1_000_021.0, mode=SECOND_CHANCE_OFF)
+    assert len(off.vips["web"].history) == 0
+    assert drained(SECOND_CHANCE_OFF).ids_snapshot(20.0).history == ()

@@ -25,6 +25,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mechanisms", default=",".join(MECHANISMS))
     parser.add_argument("--events", default="", help="comma-separated substrings (default all)")
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    parser.add_argument(
+        "--restart-history",
+        choices=("lost", "kept", "both"),
+        default="both",
+        help="what a restarted gateway keeps of its table history: lost (today's controller), "
+        "kept (the state file keeps it), or both (each restart event twice)",
+    )
     parser.add_argument("--resilience-repeats", type=int, default=20)
     parser.add_argument("--exchange-delay", type=float, default=0.2)
     parser.add_argument("--exchange-rate", type=float, default=10_000.0)
@@ -41,9 +48,11 @@ def run_events(args: argparse.Namespace) -> None:
         exchange_rate=args.exchange_rate,
         seed=args.seed,
     )
+    kinds = ("lost", "kept") if args.restart_history == "both" else (args.restart_history,)
+    menu = scenarios.history_variants(scenarios.events(args.gateways, args.backends), kinds)
     chosen = [
         event
-        for event in scenarios.events(args.gateways, args.backends)
+        for event in menu
         if not args.events or any(part in event.name for part in args.events.split(","))
     ]
     horizon = max(scenarios.horizon_of(event) for event in chosen)
@@ -62,6 +71,8 @@ def run_events(args: argparse.Namespace) -> None:
             print(f"<!-- {event.name} / {mechanism}: {result.seconds:.1f} s -->", flush=True)
     print("\n### Connections broken by the balancer, per event and mechanism\n")
     print(report.broken_table(outcomes))
+    if any(scenarios.restarts(event) for event in chosen):
+        print(report.RESTART_NOTE)
     print("\n### Why\n")
     print(report.reasons_table(outcomes))
     print("\n### What each mechanism costs\n")

@@ -128,7 +128,7 @@ class Engine:
             self.flows.entry_gw[self.flows.entry_gw == change.gateway] = NONE
             return True
         elif kind == "ecmp_in":
-            fleet.restart(change.gateway, now)
+            fleet.restart(change.gateway, now, keep_history=self.event.keeps_history)
             self.ecmp.add(change.gateway)
             return True
         return False

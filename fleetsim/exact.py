@@ -33,6 +33,11 @@ VIP_NAME = "web"
 
 class ExactEngine:
     def __init__(self, population: Population, settings: Settings, mechanism: str, event: Event):
+        if event.keeps_history:
+            raise NotImplementedError(
+                "a real Balancer loses its table history when its controller restarts: "
+                "a restart that keeps it is modelled by the vectorized engine only"
+            )
         self.pop, self.settings, self.mechanism, self.event = population, settings, mechanism, event
         total = settings.backends + 1
         self.weights = {backend_name(i): 1 for i in range(total)}

@@ -100,17 +100,21 @@ class Fleet:
             return None
         old, new = self.tables[gateway], self.book.table(spec)
         if self.specs[gateway] is not None and self.specs[gateway].backends:
-            history = self.history[gateway]
-            # A table kept already moves to the front (a flapping backend swaps two tables).
-            history[:] = [entry for entry in history if entry.table is not old]
-            history.insert(0, Replaced(old, now))
-            del history[HISTORY_TABLES:]
-            self.max_history = max(self.max_history, len(history))
+            self.remember(gateway, old, now)
         self.specs[gateway], self.tables[gateway] = spec, new
         self.serving[gateway] = False
         for name, _ in spec.backends:
             self.serving[gateway, int(name[2:])] = True
         return old, new
+
+    def remember(self, gateway: int, old: np.ndarray, now: float) -> None:
+        """``old`` stopped answering at ``now``: newest first, at most ``HISTORY_TABLES``.  A
+        table kept already moves to the front (a flapping backend swaps two tables)."""
+        history = self.history[gateway]
+        history[:] = [entry for entry in history if entry.table is not old]
+        history.insert(0, Replaced(old, now))
+        del history[HISTORY_TABLES:]
+        self.max_history = max(self.max_history, len(history))
 
     def recent(self, gateway: int, now: float, window: float) -> list[np.ndarray]:
         """The tables replaced within ``window`` seconds, newest first (older ones dropped)."""
@@ -123,10 +127,20 @@ class Fleet:
         """Backends second chance may send to here: in the VIP and healthy in this view."""
         return self.present & self.healthy[gateway]
 
-    def restart(self, gateway: int, now: float) -> None:
-        """A fresh controller: every configured backend healthy, no history, a new table."""
+    def restart(self, gateway: int, now: float, keep_history: bool = False) -> None:
+        """A fresh controller: every configured backend healthy, a new table built from that.
+
+        Its table history: none (today: it is kept in memory only), or, with
+        ``keep_history`` (the state file keeps, per VIP, the specs of the tables replaced
+        within the window with the time each was replaced, and the spec of the table in use
+        when the controller stopped), the tables it had plus the one it stopped with, as
+        replaced ``now`` (a table already kept moves to the front, as any replaced table)."""
+        stopped = self.specs[gateway]
+        if not keep_history:
+            self.history[gateway] = []
+        elif stopped is not None and stopped.backends:
+            self.remember(gateway, self.tables[gateway], now)
         self.healthy[gateway] = True
-        self.history[gateway] = []
         self.specs[gateway] = None
         self.born[gateway] = now
         self.refresh(gateway, now)

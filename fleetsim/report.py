@@ -15,6 +15,16 @@ ASSUMES = {
     "exchange": "gateways talk to each other (breaks 'controllers share no state')",
 }
 
+RESTART_NOTE = (
+    "\nRestart events: a restarted gateway starts with no flow entries and a table built from "
+    "its configuration with every backend healthy (a drained backend keeps weight 0).  Rows "
+    "without a suffix: its table history is lost (today's controller keeps it in memory "
+    "only).  ', history kept': the state file keeps, per VIP, the specs of the tables replaced "
+    "within the window (with the time each was replaced) and of the table in use when it "
+    "stopped (as replaced at the restart), and the gateway rebuilds them into its history "
+    "(vectorized engine only: the exact engine's real Balancers cannot yet)."
+)
+
 
 def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -6,8 +6,11 @@ what follows from them on each gateway: a failed backend is noticed by each runn
 after its own probe delay (``interval * (fall - 1) + timeout`` plus a uniform phase of up to
 one ``interval``: 5-7 s with the defaults), then retired ``serving.retire_grace`` later (7 s);
 a gateway that (re)joins starts with every backend healthy (what the real controller does) and
-notices the failed ones after its own delay.  Ticks every ``TICK`` seconds stand for the packets
-that keep each flow's entry fresh (the exact engine touches every flow then).
+notices the failed ones after its own delay.  What a restarted gateway keeps of its table
+history is the event's ``keeps_history`` (``history_variants`` adds the "history kept" copy of
+each event with a restart; the engine applies it, see ``Fleet.restart``).  Ticks every ``TICK``
+seconds stand for the packets that keep each flow's entry fresh (the exact engine touches every
+flow then).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class Event(NamedTuple):
     name: str
     actions: tuple[Action, ...]
     double: bool = False  # a backend change and an ECMP change together
+    keeps_history: bool = False  # a restarted gateway rebuilds its table history (state file)
+
+
+HISTORY_LOST, HISTORY_KEPT = "lost", "kept"
+KEPT_SUFFIX = ", history kept"
 
 
 def events(gateways: int, backends: int) -> list[Event]:
@@ -56,6 +64,7 @@ def events(gateways: int, backends: int) -> list[Event]:
     backend ``backends`` (a spare) the one added."""
     g, spare, b, new = 0, gateways, 0, backends
     move = Action(1.0, "gw_remove", g)
+    restart = Action(1.0, "gw_restart", g, value=RESTART_DOWNTIME)
     return [
         Event("gateway removed", (Action(0.0, "gw_remove", g),)),
         Event("gateway added", (Action(0.0, "gw_add", spare),)),
@@ -89,7 +98,32 @@ def events(gateways: int, backends: int) -> list[Event]:
             (Action(0.0, "fail", backend=b), Action(1.0, "gw_restart", 1, value=RESTART_DOWNTIME)),
             True,
         ),
+        Event(
+            "drain + gateway restart", (Action(0.0, "weight", backend=b, value=0), restart), True
+        ),
+        Event("add + gateway restart", (Action(0.0, "add", backend=new), restart), True),
     ]
+
+
+def restarts(event: Event) -> bool:
+    return any(action.kind == "gw_restart" for action in event.actions)
+
+
+def history_variants(menu: list[Event], kinds: tuple[str, ...]) -> list[Event]:
+    """Each event with a gateway restart as a restart is today (``lost``: the controller keeps
+    its table history in memory only) and/or as the state file will make it (``kept``: the
+    restarted gateway rebuilds the tables it replaced within the window and the one it stopped
+    with), the kept copy right after the lost one; other events once, as they are."""
+    chosen: list[Event] = []
+    for event in menu:
+        if not restarts(event):
+            chosen.append(event)
+            continue
+        if HISTORY_LOST in kinds:
+            chosen.append(event)
+        if HISTORY_KEPT in kinds:
+            chosen.append(event._replace(name=event.name + KEPT_SUFFIX, keeps_history=True))
+    return chosen
 
 
 def probe_delay(rng: np.random.Generator, check: HealthCheck) -> float:

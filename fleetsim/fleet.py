@@ -130,7 +130,7 @@ class Fleet:
     def restart(self, gateway: int, now: float, keep_history: bool = False) -> None:
         """A fresh controller: every configured backend healthy, a new table built from that.
 
-        Its table history: none (today: it is kept in memory only), or, with
+        Its table history: none (a controller before the state file kept it), or, with
         ``keep_history`` (the state file keeps, per VIP, the specs of the tables replaced
         within the window with the time each was replaced, and the spec of the table in use
         when the controller stopped), the tables it had plus the one it stopped with, as

@@ -18,11 +18,11 @@ ASSUMES = {
 RESTART_NOTE = (
     "\nRestart events: a restarted gateway starts with no flow entries and a table built from "
     "its configuration with every backend healthy (a drained backend keeps weight 0).  Rows "
-    "without a suffix: its table history is lost (today's controller keeps it in memory "
-    "only).  ', history kept': the state file keeps, per VIP, the specs of the tables replaced "
-    "within the window (with the time each was replaced) and of the table in use when it "
-    "stopped (as replaced at the restart), and the gateway rebuilds them into its history "
-    "(vectorized engine only: the exact engine's real Balancers cannot yet)."
+    "without a suffix: its table history is lost (a controller before issue 16's state-file "
+    "history).  ', history kept' (the controller now): the state file keeps, per VIP, the "
+    "specs of the tables replaced within the window (with the time each was replaced) and of "
+    "the table in use when it stopped (as replaced at the restart), and the gateway rebuilds "
+    "them into its history (vectorized engine only: the exact engine does not model it yet)."
 )
 
 

@@ -110,8 +110,8 @@ def restarts(event: Event) -> bool:
 
 
 def history_variants(menu: list[Event], kinds: tuple[str, ...]) -> list[Event]:
-    """Each event with a gateway restart as a restart is today (``lost``: the controller keeps
-    its table history in memory only) and/or as the state file will make it (``kept``: the
+    """Each event with a gateway restart as a restart was before issue 16's state-file history
+    (``lost``: kept in memory only) and/or as the state file makes it now (``kept``: the
     restarted gateway rebuilds the tables it replaced within the window and the one it stopped
     with), the kept copy right after the lost one; other events once, as they are."""
     chosen: list[Event] = []

@@ -273,7 +273,10 @@ class SecondChance:
         self, vip: str, gone: frozenset[int] = frozenset(), every: bool = False
     ) -> list[tuple[bytes, Record]]:
         """Forget the VIP's records that name a backend id in ``gone`` (or all of them,
-        ``every``): those whose rules must send to one backend again (or go)."""
+        ``every``): those whose rules must send to one backend again (or go).  A VIP change
+        that names no gone backend and keeps duplicating looks at no record."""
+        if not self.records or not (every or gone):
+            return []
         undone = [
             (key, record)
             for key, record in self.records.items()

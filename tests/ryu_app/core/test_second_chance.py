@@ -324,30 +324,35 @@ def test_duplicated_flows_are_bounded_and_counted():
     assert len(balancer.second_chance) == 1 and balancer.second_chance.evicted == 1
 
 
-def test_turning_it_off_over_rest_gives_duplicated_flows_one_backend_again():
+def duplicated_on_the_wire() -> tuple[GatewayRig, int, str]:
+    """A gateway that drained vm1 at 10 and duplicated a moved connection (to vm1 and its
+    slot's current owner) at 20: the rig, the connection's source port, the current owner."""
     rig = GatewayRig(vips=(vip(SECOND_CHANCE_DUPLICATE),))
     rig.run(rig.core.set_vip(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), 10.0))
     port = moved_port(rig.core.balancer)
-    current = current_of(rig, port)
     rig.packet_in(UPLINK, frame(sport=port, flags=TCP_ACK), 20.0)
+    return rig, port, current_of(rig, port)
+
+
+def rule_tunnels(rig: GatewayRig, port: int) -> list[str]:
+    """Where the switch's rule for the connection from ``port`` sends its segments."""
+    return tunnel_destinations(rig.flow_rule(frame(sport=port, flags=TCP_ACK)).actions)
+
+
+def test_turning_it_off_over_rest_gives_duplicated_flows_one_backend_again():
+    rig, port, current = duplicated_on_the_wire()
     rig.run(rig.core.set_vip(vip(SECOND_CHANCE_OFF, (0, 1, 1)), 21.0))
     tunnels = {b.name: b.tunnel_ip for b in BACKENDS}
-    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
-    assert tunnel_destinations(rule.actions) == [tunnels[current]]
+    assert rule_tunnels(rig, port) == [tunnels[current]]
     assert len(rig.core.balancer.second_chance) == 0
 
 
 def test_a_retired_earlier_owner_leaves_the_duplicating_rule():
-    rig = GatewayRig(vips=(vip(SECOND_CHANCE_DUPLICATE),))
-    rig.run(rig.core.set_vip(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), 10.0))
-    port = moved_port(rig.core.balancer)
-    current = current_of(rig, port)
-    rig.packet_in(UPLINK, frame(sport=port, flags=TCP_ACK), 20.0)
+    rig, port, current = duplicated_on_the_wire()
     rig.run(rig.core.set_health("web", "vm1", False, 21.0))
     rig.tick(21.0 + 60.0)  # long past the grace: vm1 retired
     tunnels = {b.name: b.tunnel_ip for b in BACKENDS}
-    rule = rig.flow_rule(frame(sport=port, flags=TCP_ACK))
-    assert tunnel_destinations(rule.actions) == [tunnels[current]]
+    assert rule_tunnels(rig, port) == [tunnels[current]]
     assert len(rig.core.balancer.second_chance) == 0
 
 
@@ -389,3 +394,11 @@ def test_a_restart_keeps_only_what_is_within_the_window_and_second_chance_on():
     off = restarted(saved, now=3.0, wall=1_000_021.0, mode=SECOND_CHANCE_OFF)
     assert len(off.vips["web"].history) == 0
     assert drained(SECOND_CHANCE_OFF).ids_snapshot(20.0).history == ()
+
+
+def test_a_vip_change_that_keeps_duplicating_leaves_the_records_alone():
+    rig, port, _ = duplicated_on_the_wire()
+    longer = dataclasses.replace(vip(SECOND_CHANCE_DUPLICATE, (0, 1, 1)), idle_timeout=120)
+    rig.run(rig.core.set_vip(longer, 21.0))
+    assert len(rig.core.balancer.second_chance) == 1
+    assert len(rule_tunnels(rig, port)) == 2  # still to both
